@@ -1,0 +1,61 @@
+"""One error type for the API and the handlers that shape it per path family.
+
+Legacy paths answer ``{"message": ..., "error": code}`` (old clients read ``message``);
+``/v1`` answers ``{"error": {"code", "message", ...}}``. Never an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def _is_v1(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def error_response(request: Request, status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    if _is_v1(request):
+        body: dict[str, Any] = {"error": {"code": code, "message": message, **details}}
+    else:
+        body = {"message": message, "error": code, **details}
+    return JSONResponse(body, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(request, exc.status, exc.code, exc.message, **exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "form"))
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        missing = all(err.get("type") == "missing" for err in exc.errors())
+        return error_response(request, 400 if missing else 422, "missing_parameter" if missing else "invalid_input",
+                              "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, 500, "internal_error", "internal error; see the server log")

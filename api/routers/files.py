@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi.responses import FileResponse
+
+from api.deps import SettingsDep, require_api_key
+from api.errors import ApiError
+from api.schemas.files import FileOut
+from api.uploads import save_audio_upload
+from core.files import PUBLIC_KINDS, NotOwnedError, resolve_owned
+
+router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(require_api_key)])
+
+
+def owned_file_response(settings, ref: str) -> FileResponse:
+    try:
+        path = resolve_owned(settings, ref)
+    except NotOwnedError as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    return FileResponse(path, filename=path.name)
+
+
+@router.post("", status_code=201, response_model=FileOut, summary="Upload an audio file for later ASR or speech")
+async def upload_file(settings: SettingsDep, file: Annotated[UploadFile, File()]) -> FileOut:
+    path, info = await save_audio_upload(settings, file)
+    return FileOut(file=f"uploads/{path.name}", legacy_path=f"tests/{path.name}", url=f"/v1/files/uploads/{path.name}",
+                   size_bytes=path.stat().st_size, duration_s=round(info.duration_s, 3))
+
+
+@router.get("/{kind}/{name}", summary="Download a result or uploaded file",
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def download_file(kind: str, name: str, settings: SettingsDep):
+    if kind not in PUBLIC_KINDS:
+        raise ApiError(404, "not_found", f"no file kind {kind!r}")
+    return owned_file_response(settings, f"{kind}/{name}")

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import RedisDep
+from core.jobs import Kind, alive_workers, get_queue
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The API process is up")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+def _readiness(redis) -> tuple[bool, dict]:
+    try:
+        redis.ping()
+    except Exception as exc:
+        return False, {"redis": f"unreachable: {exc}", "queues": {}}
+    queues = {}
+    for kind in Kind:
+        queue = get_queue(kind, redis)
+        queues[kind.value] = {"workers": len(alive_workers(redis, queue)), "queued": queue.count}
+    ready = all(q["workers"] > 0 for q in queues.values())
+    return ready, {"redis": "ok", "queues": queues}
+
+
+@router.get("/readyz", summary="Redis reachable and at least one live worker per queue")
+async def readyz(redis: RedisDep):
+    ready, detail = await run_in_threadpool(_readiness, redis)
+    return JSONResponse({"status": "ready" if ready else "not_ready", **detail}, status_code=200 if ready else 503)

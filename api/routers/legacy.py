@@ -1,0 +1,76 @@
+"""The old service's GET contracts, kept byte-for-byte in shape (see shared legacy-api.md).
+
+Handlers never block the event loop: they enqueue, then poll the job's status in Redis
+asynchronously for a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ARedisDep, RedisDep, SettingsDep
+from api.errors import ApiError
+from api.routers.asr import enqueue_asr
+from api.routers.files import owned_file_response
+from api.routers.tts import enqueue_tts
+from core.jobs import Status, fetch_job
+
+router = APIRouter(tags=["legacy"])
+
+TERMINAL = {Status.finished.value, Status.failed.value, Status.canceled.value, Status.stopped.value}
+
+
+async def wait_for_job(aredis, job_id: str, timeout_s: float) -> str | None:
+    """Poll the job's status field until it is terminal or the time is up; returns the status."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        raw = await aredis.hget(f"rq:job:{job_id}", "status")
+        status = raw.decode() if raw else None
+        if status in TERMINAL or time.monotonic() >= deadline:
+            return status
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.5)
+
+
+def _required(value: str | None, name: str) -> str:
+    if value is None or not value.strip():
+        raise ApiError(400, "empty_parameter", f"parameter `{name}` must not be empty")
+    return value.strip()
+
+
+@router.get("/tts", summary="Legacy: text to speech; returns tests/<id>.wav")
+async def legacy_tts(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
+                     msg: str | None = Query(None, description="text to speak")) -> dict:
+    job_id = await enqueue_tts(settings, redis, _required(msg, "msg"))
+    status = await wait_for_job(aredis, job_id, settings.legacy_wait_s)
+    if status == Status.failed.value:
+        view = await run_in_threadpool(fetch_job, redis, job_id)
+        reason = (view.error or {}).get("message", "speech synthesis failed") if view else "speech synthesis failed"
+        raise ApiError(500, "tts_failed", reason, job_id=job_id)
+    # As the old service did: the path is returned even if the file is not ready yet; the
+    # client polls GET /tests/<id>.wav (404 until it exists).
+    return {"message": f"tests/{job_id}.wav"}
+
+
+@router.get("/asr", summary="Legacy: speech to text of a file this service owns")
+async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
+                     url: str | None = Query(None, description="e.g. tests/<id>.wav")) -> dict:
+    job_id = await enqueue_asr(settings, redis, _required(url, "url"), language="zh")
+    status = await wait_for_job(aredis, job_id, settings.legacy_asr_wait_s)
+    view = await run_in_threadpool(fetch_job, redis, job_id)
+    if status == Status.finished.value and view is not None:
+        return {"message": view.result["text"]}
+    if status == Status.failed.value:
+        reason = (view.error or {}).get("message", "recognition failed") if view else "recognition failed"
+        raise ApiError(422, "asr_failed", reason, job_id=job_id)
+    raise ApiError(504, "timeout", "recognition still running; poll /v1/jobs/" + job_id, job_id=job_id)
+
+
+@router.get("/tests/{name}", summary="Legacy: download a generated or uploaded file")
+async def legacy_download(name: str, settings: SettingsDep):
+    return owned_file_response(settings, f"tests/{name}")

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.jobs import Status
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+    result_url: str | None = None
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Status
+    progress: float
+    result: Any = None
+    error: JobError | None = None
+    created_at: datetime | None = None
+    ended_at: datetime | None = None

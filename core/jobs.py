@@ -1,0 +1,157 @@
+"""Queues, enqueueing by dotted path, and the job view the API shows.
+
+The API imports only this module (never the worker code), so enqueueing stays cheap and
+torch/TF never load in the web process. Arguments and results cross Redis as JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from core.settings import Settings
+
+
+class Kind(str, enum.Enum):
+    """One queue per worker kind; the value is the queue name."""
+
+    tts = "tts"
+    asr = "asr"
+
+
+class Status(str, enum.Enum):
+    queued = "queued"
+    started = "started"
+    finished = "finished"
+    failed = "failed"
+    deferred = "deferred"
+    scheduled = "scheduled"
+    canceled = "canceled"
+    stopped = "stopped"
+
+
+# What each kind runs: the API names it by path, the worker imports it.
+JOB_FUNCTIONS: dict[Kind, str] = {
+    Kind.tts: "workers.tts.synthesize_speech",
+    Kind.asr: "workers.asr.transcribe_audio",
+}
+
+
+def redis_connection(settings: Settings, socket_timeout: float = 5.0) -> Redis:
+    # Workers block in BLPOP for longer than redis-py's 5 s default read timeout: they pass more.
+    kwargs: dict[str, Any] = {"health_check_interval": 30, "socket_timeout": socket_timeout,
+                              "socket_connect_timeout": 5.0}
+    if settings.redis_password:
+        kwargs["password"] = settings.redis_password
+    return Redis.from_url(settings.redis_url, **kwargs)
+
+
+def get_queue(kind: Kind, connection: Redis) -> Queue:
+    return Queue(kind.value, connection=connection, serializer=JSONSerializer)
+
+
+# Set by each worker's heartbeat thread with a short TTL: present means the worker is alive.
+ALIVE_KEY = "mtl:alive:{}"
+
+
+def alive_workers(connection: Redis, queue: Queue) -> list[str]:
+    from rq import Worker
+
+    names = [w.name for w in Worker.all(queue=queue)]
+    if not names:
+        return []
+    flags = connection.mget([ALIVE_KEY.format(n) for n in names])
+    return [n for n, flag in zip(names, flags) if flag]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def enqueue(
+    settings: Settings,
+    connection: Redis,
+    kind: Kind,
+    kwargs: dict[str, Any],
+    job_id: str | None = None,
+    depends_on: list[str] | None = None,
+) -> str:
+    job_id = job_id or new_job_id()
+    queue = get_queue(kind, connection)
+    queue.enqueue_call(
+        func=JOB_FUNCTIONS[kind],
+        kwargs=kwargs,
+        job_id=job_id,
+        timeout=settings.job_timeout_s,
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=settings.failure_ttl_s,
+        ttl=settings.result_ttl_s,
+        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
+        depends_on=depends_on,
+        meta={"kind": kind.value, "progress": 0.0},
+    )
+    return job_id
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    kind: str
+    status: Status
+    progress: float
+    result: Any
+    error: dict[str, Any] | None
+    created_at: datetime | None
+    ended_at: datetime | None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def fetch_job(connection: Redis, job_id: str) -> JobView | None:
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+    status = Status(job.get_status(refresh=False) or "queued")
+    meta = job.meta or {}
+    result = None
+    error = meta.get("error")
+    if status == Status.finished:
+        result = job.return_value(refresh=True)
+    elif status == Status.failed and not error:
+        latest = job.latest_result()
+        text = (latest.exc_string if latest else None) or job.exc_info or "job failed"
+        error = {"type": "JobFailed", "message": text.strip().splitlines()[-1]}
+    progress = 1.0 if status == Status.finished else float(meta.get("progress") or 0.0)
+    return JobView(
+        id=job.id,
+        kind=str(meta.get("kind") or (job.origin or "")),
+        status=status,
+        progress=progress,
+        result=result,
+        error=error,
+        created_at=_aware(job.created_at),
+        ended_at=_aware(job.ended_at),
+    )
+
+
+def set_progress(job: Job | None, progress: float, **extra: Any) -> None:
+    """Record progress in job meta (visible to every API process); no-op outside a worker."""
+    if job is None:
+        return
+    job.meta["progress"] = round(max(0.0, min(1.0, progress)), 3)
+    job.meta.update(extra)
+    job.save_meta()

