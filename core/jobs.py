@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -95,7 +95,6 @@ def enqueue(
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.failure_ttl_s,
         ttl=settings.result_ttl_s,
-        retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         depends_on=depends_on,
         meta={"kind": kind.value, "progress": 0.0},
     )

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     job_timeout_s: int = 600
     result_ttl_s: int = 7 * 24 * 3600
     failure_ttl_s: int = 7 * 24 * 3600
-    job_retries: int = 2
+    job_max_recoveries: int = 2
 
     log_level: str = "INFO"
 

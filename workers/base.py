@@ -4,8 +4,8 @@
 * A heartbeat thread keeps ``mtl:alive:<worker>`` alive for ``worker_dead_after_s``; readiness
   and recovery both use it, so a busy worker is never mistaken for a dead one.
 * Recovery: a job in a queue's StartedJobRegistry whose worker has no liveness key was abandoned
-  (SIGKILL, OOM, power loss). Its registry entry is expired and RQ's own cleanup retries it
-  (jobs are enqueued with retries), so recovery happens within seconds, not after the job timeout.
+  (SIGKILL, OOM, power loss). Its registry entry is expired and RQ's own cleanup requeues it,
+  so recovery happens within seconds, not after the job timeout.
 * Failures are recorded in one place: the exception handler stores a short error in job meta.
 """
 
@@ -19,7 +19,8 @@ import traceback
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from core.jobs import ALIVE_KEY
@@ -42,42 +43,47 @@ def record_failure(job: Job, exc_type, exc_value, tb) -> bool:
     return True  # let RQ's default handling (failed registry, retries) continue
 
 
-def recover_abandoned(connection: Redis, queue: Queue) -> list[str]:
-    """Retry jobs whose worker is gone; safe to run from many workers at once."""
+def recover_abandoned(connection: Redis, queue: Queue, max_recoveries: int = 2) -> list[str]:
+    """Requeue jobs whose worker is gone; safe to run from many workers at once.
+
+    Whoever removes the registry entry (ZREM returns 1) owns the job's recovery, so a job is
+    requeued exactly once even when several workers (or RQ's own maintenance) look at it.
+    """
     registry = StartedJobRegistry(queue=queue)
     recovered: list[str] = []
-    entries = connection.zrange(registry.key, 0, -1)
-    if not entries:
-        return recovered
-    # One recoverer per queue at a time, so an abandoned job is requeued exactly once.
-    lock = connection.lock(f"mtl:recover-lock:{queue.name}", timeout=30, blocking=False)
-    if not lock.acquire(blocking=False):
-        return recovered
-    try:
-        recovered = _expire_abandoned(connection, queue, registry, entries)
-        if recovered:
-            log.warning("queue %s: recovering abandoned jobs %s", queue.name, recovered)
-            registry.cleanup(timestamp=2, exception_handlers=[record_failure])
-    finally:
-        lock.release()
-    return recovered
-
-
-def _expire_abandoned(connection: Redis, queue: Queue, registry: StartedJobRegistry, entries) -> list[str]:
-    recovered: list[str] = []
-    for raw in entries:
+    for raw in connection.zrange(registry.key, 0, -1):
         entry = raw.decode()
         job_id = entry.split(":", 1)[0]
-        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer) if connection.exists(
-            Job.key_for(job_id)) else None
-        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+        try:
+            job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        except NoSuchJobError:
             continue
-        owner = job.worker_name
-        if owner and connection.exists(ALIVE_KEY.format(owner)):
+        if job.get_status(refresh=False) != JobStatus.STARTED:
             continue
-        # Expire only this entry; whoever moves it first owns the recovery (XX: only if present).
-        if connection.zadd(registry.key, {entry: 1}, xx=True, ch=True):
-            recovered.append(job_id)
+        if job.worker_name and connection.exists(ALIVE_KEY.format(job.worker_name)):
+            continue
+        if connection.zrem(registry.key, entry) != 1:
+            continue
+        recoveries = int(job.meta.get("recoveries", 0))
+        if recoveries < max_recoveries:
+            # Only abandonment is retried: an exception inside a job is deterministic and fails once.
+            job.meta["recoveries"] = recoveries + 1
+            job.save_meta()
+            job.retries_left = 1
+            with connection.pipeline() as pipe:
+                job.retry(queue, pipe)
+                pipe.execute()
+            log.warning("queue %s: requeued job %s abandoned by dead worker %s", queue.name, job_id,
+                        job.worker_name)
+        else:
+            # A job that kills every worker it runs on must not loop forever.
+            record_failure(job, AbandonedJobError, AbandonedJobError(), None)
+            with connection.pipeline() as pipe:
+                FailedJobRegistry(queue=queue).add(job, exc_string="abandoned by dead workers", pipeline=pipe)
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                pipe.execute()
+            log.error("queue %s: job %s failed after %d recoveries", queue.name, job_id, recoveries)
+        recovered.append(job_id)
     return recovered
 
 
@@ -97,7 +103,7 @@ class ServiceWorker(SimpleWorker):
             try:
                 conn.set(key, "1", px=ttl_ms)
                 for queue in self.queues:
-                    recover_abandoned(conn, queue)
+                    recover_abandoned(conn, queue, self._settings.job_max_recoveries)
             except Exception:
                 log.exception("heartbeat/recovery round failed; retrying")
             self._stop_beat.wait(self._settings.worker_heartbeat_s)

@@ -1,0 +1,171 @@
+"""Real parts only: each test session starts its own redis-server and real worker/API processes
+on free loopback ports, with data under a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MEDIA = ROOT.parent / "shared" / "media"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from core.fleet import redis_argv
+        from core.settings import Settings
+
+        argv = redis_argv(Settings(), port=self.port, data_dir=self.data_dir)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis(port=self.port)
+        wait_until(lambda: _pings(client), 10, what="redis-server")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # graceful: flushes the append-only file
+            self.proc.wait(timeout=10)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+def _pings(client: Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@dataclass
+class Fleet:
+    """Processes started with one environment; stopped (SIGTERM, then SIGKILL) at teardown."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def spawn(self, *args: str, name: str) -> subprocess.Popen:
+        log = (self.log_dir / f"{name}-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, kind: str) -> subprocess.Popen:
+        return self.spawn("-m", "workers", kind, name=f"worker-{kind}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def fleet_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTL_")}
+    env.update({
+        "MTL_REDIS_URL": redis_url,
+        "MTL_DATA_DIR": str(data_dir),
+        "MTL_MODELS_DIR": str(ROOT / "models"),
+        "MTL_WORKER_HEARTBEAT_S": "1",
+        "MTL_WORKER_DEAD_AFTER_S": "4",
+        "MTL_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service(redis_server, tmp_path_factory):
+    """API + one TTS worker + one ASR worker, like `make run`, with tight limits for the tests."""
+    data_dir = tmp_path_factory.mktemp("data")
+    port = free_port()
+    env = fleet_env(redis_server.url(0), data_dir, MTL_API_PORT=str(port), MTL_MAX_UPLOAD_BYTES=str(3 * 1024 * 1024),
+                    MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20")
+    fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
+    fleet.spawn("-m", "api", name="api")
+    fleet.worker("tts")
+    fleet.worker("asr")
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base, timeout=60)
+
+    def ready():
+        try:
+            return client.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, 120, interval=0.5, what="API and workers ready")
+    except AssertionError:
+        fleet.stop()
+        for log in fleet.log_dir.iterdir():
+            sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}\n")
+        raise
+    yield client, data_dir
+    client.close()
+    fleet.stop()
+
+
+@pytest.fixture
+def api(service) -> httpx.Client:
+    return service[0]
+
+
+def poll_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
+    def done():
+        body = client.get(f"/v1/jobs/{job_id}").json()
+        return body if body["status"] in ("finished", "failed") else None
+
+    return wait_until(done, timeout, interval=0.2, what=f"job {job_id}")
+
+
+def shared_media(name: str) -> Path:
+    path = SHARED_MEDIA / name
+    if not path.exists():
+        pytest.skip(f"../shared/media/{name} is not available (a user's clone has no ../shared)")
+    return path
