@@ -8,7 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYS_PKGS := redis-server ffmpeg espeak-ng nginx libnginx-mod-rtmp sox
 # pip reads extra local indexes on some machines and warns about missing ones; hide only that.
-QUIET_PIP := grep -v "^WARNING: Location" || true
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
 .PHONY: run test install sysdeps weights bench clean
 

@@ -154,3 +154,16 @@ def set_progress(job: Job | None, progress: float, **extra: Any) -> None:
     job.meta["progress"] = round(max(0.0, min(1.0, progress)), 3)
     job.meta.update(extra)
     job.save_meta()
+
+
+def cancel_job(connection: Redis, job_id: str) -> Status | None:
+    """Cancel a job that has not started; returns its status afterwards (None: unknown job)."""
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+    status = Status(job.get_status(refresh=False) or "queued")
+    if status in (Status.queued, Status.deferred, Status.scheduled):
+        job.cancel()
+        return Status.canceled
+    return status

@@ -154,3 +154,9 @@ def test_health_and_docs(api):
     for path in ("/tts", "/asr", "/v1/tts", "/v1/asr", "/v1/jobs/{job_id}", "/v1/files", "/readyz"):
         assert path in spec["paths"], path
     assert api.get("/docs").status_code == 200
+
+
+def test_cancel_job(api):
+    done = poll_job(api, api.post("/v1/tts", json={"text": "Finished already."}).json()["job_id"])
+    _v1_error(api.delete(f"/v1/jobs/{done['id']}"), 409, "job_not_cancellable")
+    _v1_error(api.delete("/v1/jobs/0123456789abcdef"), 404, "unknown_job")

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import RedisDep, require_api_key
 from api.errors import ApiError
 from api.schemas.jobs import JobOut
-from core.jobs import JobView, fetch_job
+from core.jobs import JobView, Status, cancel_job, fetch_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -28,3 +28,12 @@ async def load_job(redis, job_id: str) -> JobView:
 async def get_job(job_id: str, redis: RedisDep) -> JobOut:
     view = await load_job(redis, job_id)
     return JobOut(**view.__dict__)
+
+
+@router.delete("/{job_id}", response_model=JobOut, summary="Cancel a job that has not started yet")
+async def delete_job(job_id: str, redis: RedisDep) -> JobOut:
+    await load_job(redis, job_id)
+    status = await run_in_threadpool(cancel_job, redis, job_id)
+    if status != Status.canceled:
+        raise ApiError(409, "job_not_cancellable", f"job {job_id} is {status.value if status else 'gone'}")
+    return JobOut(**(await load_job(redis, job_id)).__dict__)
