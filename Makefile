@@ -13,6 +13,7 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 .PHONY: run test install sysdeps weights bench clean
 
 run: install
+	$(PY) -m avatars demo
 	$(PY) -m core.fleet run
 
 test: install

@@ -1,4 +1,4 @@
-"""Receiving client audio: bounded size, decodable audio only, stored under results/uploads/."""
+"""Receiving client files: bounded size, probed before acceptance, stored under results/uploads/."""
 
 from __future__ import annotations
 
@@ -15,36 +15,73 @@ from core.settings import Settings
 
 _EXT = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 AUDIO_EXTENSIONS = {"wav", "mp3", "m4a", "aac", "ogg", "oga", "opus", "flac", "webm", "mp4", "mov", "mkv"}
+VISUAL_EXTENSIONS = {"mp4", "mov", "webm", "mkv", "avi", "png", "jpg", "jpeg", "webp", "bmp"}
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe")
 
 
-async def save_audio_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
+async def _receive(settings: Settings, upload: UploadFile, allowed_ext: set[str], max_bytes: int) -> Path:
     match = _EXT.search(upload.filename or "")
     ext = match.group(1).lower() if match else "bin"
-    if ext not in AUDIO_EXTENSIONS:
-        ext = "bin"  # the name is ours anyway; ffprobe decides whether it is audio
-    path = settings.kind_dir("uploads") / f"{uuid.uuid4().hex}.{ext}"
-    tmp = path.with_name(f".{path.name}.part")
+    if ext not in allowed_ext:
+        ext = "bin"  # the stored name is ours anyway; probing decides what the content is
+    path = settings.kind_dir("uploads") / f".{uuid.uuid4().hex}.{ext}.part"
     size = 0
     try:
-        with tmp.open("wb") as out:
+        with path.open("wb") as out:
             while chunk := await upload.read(1 << 20):
                 size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise ApiError(413, "upload_too_large",
-                                   f"upload larger than {settings.max_upload_bytes} bytes")
+                if size > max_bytes:
+                    raise ApiError(413, "upload_too_large", f"upload larger than {max_bytes} bytes")
                 out.write(chunk)
         if size == 0:
             raise ApiError(400, "empty_upload", "the uploaded file is empty")
-        try:
-            info = await run_in_threadpool(probe, tmp)
-        except MediaError as exc:
-            raise ApiError(422, "undecodable_audio", "not a decodable audio or video file") from exc
-        if not info.has_audio:
-            raise ApiError(422, "undecodable_audio", "the file has no audio track")
-        if info.duration_s > settings.max_audio_s:
-            raise ApiError(422, "audio_too_long",
-                           f"audio is {info.duration_s:.1f} s; the limit is {settings.max_audio_s:.0f} s")
-        tmp.replace(path)
-        return path, info
-    finally:
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _accept(tmp: Path) -> Path:
+    final = tmp.with_name(tmp.name[1:].removesuffix(".part"))
+    tmp.replace(final)
+    return final
+
+
+async def _probe(tmp: Path, what: str) -> MediaInfo:
+    try:
+        return await run_in_threadpool(probe, tmp)
+    except MediaError as exc:
         tmp.unlink(missing_ok=True)
+        raise ApiError(422, f"undecodable_{what}", f"not a decodable {what} file") from exc
+
+
+async def save_audio_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
+    tmp = await _receive(settings, upload, AUDIO_EXTENSIONS, settings.max_upload_bytes)
+    info = await _probe(tmp, "audio")
+    try:
+        check_audio(info, settings.max_audio_s)
+    except ApiError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _accept(tmp), info
+
+
+async def save_visual_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
+    """A template video or a portrait image for avatar preparation."""
+    tmp = await _receive(settings, upload, VISUAL_EXTENSIONS, settings.max_avatar_upload_bytes)
+    info = await _probe(tmp, "video")
+    if not info.has_video:
+        tmp.unlink(missing_ok=True)
+        raise ApiError(422, "undecodable_video", "the file has no video stream or image")
+    if info.format_name not in IMAGE_FORMATS and info.duration_s > settings.max_avatar_s:
+        tmp.unlink(missing_ok=True)
+        raise ApiError(422, "video_too_long",
+                       f"video is {info.duration_s:.1f} s; the limit is {settings.max_avatar_s:.0f} s")
+    return _accept(tmp), info
+
+
+def check_audio(info: MediaInfo, max_s: float) -> None:
+    if not info.has_audio:
+        raise ApiError(422, "undecodable_audio", "the file has no audio track")
+    if info.duration_s > max_s:
+        raise ApiError(422, "audio_too_long", f"audio is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")

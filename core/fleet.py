@@ -59,7 +59,8 @@ def banner(settings: Settings) -> str:
 def run_fleet(settings: Settings) -> None:
     print(banner(settings), flush=True)
     honcho = os.path.join(os.path.dirname(sys.executable), "honcho")
-    concurrency = f"tts={settings.tts_workers},asr={settings.asr_workers}"
+    concurrency = (f"tts={settings.tts_workers},asr={settings.asr_workers},avatar={settings.avatar_workers},"
+                   f"lipsync={settings.lipsync_workers}")
     os.chdir(PROJECT_ROOT)
     os.execv(honcho, [honcho, "start", "-f", str(PROJECT_ROOT / "Procfile"), "-c", concurrency])
 

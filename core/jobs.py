@@ -26,6 +26,8 @@ class Kind(str, enum.Enum):
 
     tts = "tts"
     asr = "asr"
+    avatar = "avatar"
+    lipsync = "lipsync"
 
 
 class Status(str, enum.Enum):
@@ -43,6 +45,8 @@ class Status(str, enum.Enum):
 JOB_FUNCTIONS: dict[Kind, str] = {
     Kind.tts: "workers.tts.synthesize_speech",
     Kind.asr: "workers.asr.transcribe_audio",
+    Kind.avatar: "workers.avatar.prepare_avatar",
+    Kind.lipsync: "workers.lipsync.render_lipsync_video",
 }
 
 
@@ -134,6 +138,14 @@ def fetch_job(connection: Redis, job_id: str) -> JobView | None:
         latest = job.latest_result()
         text = (latest.exc_string if latest else None) or job.exc_info or "job failed"
         error = {"type": "JobFailed", "message": text.strip().splitlines()[-1]}
+    if status == Status.deferred:
+        # A job waiting on a dependency that failed will never run: say so instead of "deferred".
+        for dep_id in job.dependency_ids or []:
+            dep = fetch_job(connection, dep_id.decode() if isinstance(dep_id, bytes) else dep_id)
+            if dep is not None and dep.status in (Status.failed, Status.canceled, Status.stopped):
+                status = Status.failed
+                reason = (dep.error or {}).get("message", dep.status.value)
+                error = {"type": "DependencyFailed", "message": f"{dep.kind} job {dep.id} failed: {reason}"}
     progress = 1.0 if status == Status.finished else float(meta.get("progress") or 0.0)
     return JobView(
         id=job.id,

@@ -91,3 +91,78 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     if channels > 1:
         audio = audio.reshape(-1, channels).mean(axis=1)
     return audio, rate
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    out = run_ffmpeg(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
+                      "-of", "csv=p=0", str(path)], binary="ffprobe", timeout=60)
+    try:
+        w, h = (int(v) for v in out.decode().strip().split(",")[:2])
+    except ValueError as exc:
+        raise MediaError("no video stream") from exc
+    return w, h
+
+
+def iter_video_frames(path: Path, width: int, height: int, fps: int = 25):
+    """Decode a video as BGR frames of the given size at `fps`, one at a time (bounded memory)."""
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-an",
+            "-vf", f"fps={fps},scale={width}:{height}:flags=area", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+    size = width * height * 3
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while True:
+            buf = proc.stdout.read(size)
+            if len(buf) < size:
+                break
+            yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0:
+        raise MediaError(f"ffmpeg failed: {' | '.join(err.splitlines()[-3:]) or 'exit ' + str(code)}")
+
+
+class VideoWriter:
+    """Raw BGR frames in, an MP4 (H.264 yuv420p + AAC, +faststart) out, through one ffmpeg process."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: int = 25, audio: Path | None = None,
+                 preset: str = "veryfast", crf: int = 17) -> None:
+        self.path = path
+        self._tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+                "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        if audio is not None:
+            argv += ["-i", str(audio)]
+        argv += ["-map", "0:v:0"] + (["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", "44100"] if audio else [])
+        argv += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+                 "-g", str(2 * fps), "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError as exc:
+            raise MediaError(self._error()) from exc
+        self.frames += 1
+
+    def _error(self) -> str:
+        self._proc.wait()
+        tail = self._proc.stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        return f"ffmpeg failed: {' | '.join(tail) or 'exit ' + str(self._proc.returncode)}"
+
+    def close(self) -> Path:
+        self._proc.stdin.close()
+        if self._proc.wait() != 0:
+            raise MediaError(self._error())
+        self._proc.stderr.close()
+        self._tmp.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._tmp.unlink(missing_ok=True)

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     tts_workers: int = 1
     asr_workers: int = 1
+    avatar_workers: int = 1
+    lipsync_workers: int = 1
     worker_heartbeat_s: float = 2.0
     worker_dead_after_s: float = 8.0
 
@@ -51,9 +53,19 @@ class Settings(BaseSettings):
     asr_model: str = "whisper-base"
     asr_threads: int = 2
 
+    lipsync_engine: Literal["warp", "musetalk"] = "warp"
+    lipsync_strength: float = Field(1.0, ge=0.0, le=3.0)
+    musetalk_latents: bool = True  # cache MuseTalk latents at preparation when its weights exist
+    demo_avatar_id: str = "demo"
+    # x264 quality of rendered MP4s; 17 keeps SSIM >= 0.98 against the source frames (20 gave 0.980).
+    video_crf: int = Field(17, ge=0, le=51)
+
     max_text_chars: int = Field(2000, ge=1)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_audio_s: float = Field(600.0, gt=0)
+    max_lipsync_audio_s: float = Field(300.0, gt=0)
+    max_avatar_s: float = Field(60.0, gt=0)
+    max_avatar_upload_bytes: int = Field(300 * 1024 * 1024, ge=1024)
 
     legacy_wait_s: float = Field(10.0, ge=0)
     legacy_asr_wait_s: float = Field(60.0, ge=0)

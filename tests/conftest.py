@@ -125,11 +125,12 @@ def service(redis_server, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
     port = free_port()
     env = fleet_env(redis_server.url(0), data_dir, MTL_API_PORT=str(port), MTL_MAX_UPLOAD_BYTES=str(3 * 1024 * 1024),
-                    MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20")
+                    MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20",
+                    MTL_MAX_LIPSYNC_AUDIO_S="25", MTL_MAX_AVATAR_S="30")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     fleet.spawn("-m", "api", name="api")
-    fleet.worker("tts")
-    fleet.worker("asr")
+    for kind in ("tts", "asr", "avatar", "lipsync"):
+        fleet.worker(kind)
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, timeout=60)
 
@@ -151,7 +152,7 @@ def service(redis_server, tmp_path_factory):
     fleet.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def api(service) -> httpx.Client:
     return service[0]
 

@@ -33,7 +33,13 @@ def record_failure(job: Job, exc_type, exc_value, tb) -> bool:
     message = str(exc_value) or exc_type.__name__
     if exc_type.__name__ == "AbandonedJobError":
         message = "the worker running this job died"
-    job.meta["error"] = {"type": exc_type.__name__, "message": message[:2000]}
+    error = {"type": exc_type.__name__, "message": message[:2000]}
+    # Domain errors (e.g. AvatarError) carry a machine-readable code and details for the client.
+    for attr in ("code", "details"):
+        value = getattr(exc_value, attr, None)
+        if value:
+            error[attr] = value
+    job.meta["error"] = error
     try:
         job.save_meta()
     except Exception:  # the job hash may already be gone; RQ still records the failure

@@ -17,6 +17,8 @@ class JobAccepted(BaseModel):
 class JobError(BaseModel):
     type: str
     message: str
+    code: str | None = None
+    details: dict[str, Any] | None = None
 
 
 class JobOut(BaseModel):

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import RedisDep, SettingsDep, require_api_key
+from api.errors import ApiError
+from api.routers.asr import owned_ref
+from api.routers.avatars import read_avatar
+from api.routers.jobs import load_job
+from api.routers.tts import enqueue_tts
+from api.schemas.jobs import JobAccepted
+from api.schemas.lipsync import LipSyncRequest, MouthSeries
+from api.uploads import check_audio, save_audio_upload
+from core.files import public_ref, resolve_owned
+from core.jobs import Kind, Status, enqueue, new_job_id
+from core.media import MediaError, probe
+
+router = APIRouter(tags=["lipsync"], dependencies=[Depends(require_api_key)])
+
+
+async def enqueue_lipsync(settings, redis, avatar_id: str, audio: str | None, text: str | None,
+                          engine: str | None, room: str | None) -> JobAccepted:
+    avatar = await run_in_threadpool(read_avatar, settings, redis, avatar_id)
+    if avatar.status != "ready":
+        raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
+    if engine == "musetalk" or (engine is None and settings.lipsync_engine == "musetalk"):
+        from models.weights import musetalk_missing
+
+        missing = musetalk_missing(settings.models_dir)
+        if missing:
+            raise ApiError(422, "engine_unavailable", "MuseTalk weights are not installed under models/",
+                           missing=missing)
+    job_id = new_job_id()
+    kwargs = {"avatar_id": avatar_id, "output_name": job_id, "engine": engine, "room": room}
+    depends = None
+    if audio:
+        ref = owned_ref(settings, audio)
+        try:
+            info = await run_in_threadpool(probe, resolve_owned(settings, ref))
+        except MediaError as exc:
+            raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
+        check_audio(info, settings.max_lipsync_audio_s)
+        kwargs["audio"] = ref
+    else:
+        tts_id = await enqueue_tts(settings, redis, text or "")
+        kwargs["tts_job_id"] = tts_id
+        depends = [tts_id]
+    await run_in_threadpool(enqueue, settings, redis, Kind.lipsync, kwargs, job_id, depends)
+    return JobAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}", result_url=f"/v1/files/lipsync/{job_id}.mp4")
+
+
+@router.post("/v1/lipsync", status_code=202, response_model=JobAccepted,
+             summary="Render a lip-synced MP4 of an avatar speaking audio (or text, synthesised first)")
+async def create_lipsync(body: LipSyncRequest, settings: SettingsDep, redis: RedisDep) -> JobAccepted:
+    return await enqueue_lipsync(settings, redis, body.avatar_id, body.audio, body.text, body.engine, body.room)
+
+
+@router.post("/v1/lipsync/upload", status_code=202, response_model=JobAccepted,
+             summary="As POST /v1/lipsync, with the speech uploaded in the same request")
+async def create_lipsync_upload(
+    settings: SettingsDep,
+    redis: RedisDep,
+    avatar_id: Annotated[str, Form(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")],
+    audio: Annotated[UploadFile, File()],
+    engine: Annotated[Literal["warp", "musetalk"] | None, Form()] = None,
+    room: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_*.-]{1,128}$")] = None,
+) -> JobAccepted:
+    path, _info = await save_audio_upload(settings, audio)
+    return await enqueue_lipsync(settings, redis, avatar_id, public_ref(settings, path), None, engine, room)
+
+
+@router.get("/v1/jobs/{job_id}/mouth", response_model=MouthSeries, tags=["jobs"],
+            summary="Per-frame mouth series of a finished lip-sync job, to animate a face without video")
+async def job_mouth(job_id: str, settings: SettingsDep, redis: RedisDep) -> MouthSeries:
+    view = await load_job(redis, job_id)
+    if view.kind != Kind.lipsync.value:
+        raise ApiError(404, "not_found", "only lip-sync jobs have a mouth series")
+    if view.status != Status.finished:
+        raise ApiError(409, "job_not_finished", f"job {job_id} is {view.status.value}")
+    path = settings.data_dir / "lipsync" / f"{job_id}.mouth.json"
+    return MouthSeries(**json.loads(await run_in_threadpool(path.read_text)))

@@ -1,0 +1,114 @@
+"""Lip-sync engines behind one interface and a registry.
+
+An engine turns (avatar, 16 kHz audio, cycle start) into composed full frames, yielded one at
+a time so a consumer (an MP4 writer or a live stream) can send the first frames before the
+utterance is fully rendered. Preparation, compositing and encoding are shared.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from avatars.compose import blend_region
+from avatars.store import Avatar
+from models.lipsync.mouth import MouthTrack, analyse
+from models.lipsync.warp import WarpOptions, render_mouth
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("warp", "musetalk")
+
+
+class LipSyncEngine(Protocol):
+    name: str
+
+    def frames(self, avatar: Avatar, audio_16k: np.ndarray, start: int, n_frames: int,
+               track: MouthTrack | None = None) -> Iterator[np.ndarray]: ...
+
+
+class WarpEngine:
+    name = "warp"
+
+    def __init__(self, options: WarpOptions = WarpOptions()) -> None:
+        self.options = options
+
+    def render_frame(self, avatar: Avatar, cycle_index: int, open_amount: float, width: float) -> np.ndarray:
+        frame = avatar.frame(cycle_index)
+        out = render_mouth(frame, avatar.landmarks_at(cycle_index), open_amount, width, self.options)
+        if out is not None:
+            blend_region(frame, *out)
+        return frame
+
+    def frames(self, avatar, audio_16k, start, n_frames, track=None):
+        track = track or analyse(audio_16k, avatar.fps, n_frames)
+        for k in range(n_frames):
+            yield self.render_frame(avatar, start + k, float(track.open[k]), float(track.width[k]))
+
+
+class MuseTalkLipSync:
+    """The official MuseTalk network (GPU engine; slow but correct on CPU) over the shared pipeline."""
+
+    name = "musetalk"
+
+    def __init__(self, models_dir: Path, version: str = "v15", batch_size: int = 8) -> None:
+        from models.musetalk import load_model
+
+        self.model = load_model(models_dir, version=version)
+        self.batch_size = batch_size
+
+    def _crop(self, avatar: Avatar, ci: int, frame: np.ndarray) -> np.ndarray:
+        import cv2
+
+        x1, y1, x2, y2 = avatar.box_at(ci)
+        size = self.model.crop_size
+        return cv2.cvtColor(cv2.resize(frame[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LANCZOS4),
+                            cv2.COLOR_BGR2RGB)
+
+    def prepare_latents(self, frames_dir: Path, boxes: np.ndarray) -> np.ndarray:
+        """[N,8,32,32] latents of every prepared frame's face crop, for the avatar cache."""
+        import cv2
+
+        out = []
+        for b0 in range(0, len(boxes), self.batch_size):
+            crops = []
+            for i in range(b0, min(len(boxes), b0 + self.batch_size)):
+                frame = cv2.imread(str(frames_dir / f"{i:06d}.jpg"))
+                x1, y1, x2, y2 = (int(v) for v in boxes[i])
+                size = self.model.crop_size
+                crops.append(cv2.cvtColor(cv2.resize(frame[y1:y2, x1:x2], (size, size),
+                                                     interpolation=cv2.INTER_LANCZOS4), cv2.COLOR_BGR2RGB))
+            out.append(self.model.encode_crops(np.stack(crops)))
+        return np.concatenate(out).astype(np.float32)
+
+    def frames(self, avatar, audio_16k, start, n_frames, track=None):
+        import cv2
+
+        feats = self.model.audio_features(audio_16k, fps=avatar.fps)
+        feats = feats[:n_frames] if len(feats) >= n_frames else np.concatenate(
+            [feats, np.zeros((n_frames - len(feats), *feats.shape[1:]), feats.dtype)])
+        for b0 in range(0, n_frames, self.batch_size):
+            idx = [start + k for k in range(b0, min(n_frames, b0 + self.batch_size))]
+            frames = [avatar.frame(ci) for ci in idx]
+            latents = [avatar.latents_at(ci) for ci in idx]
+            if any(lat is None for lat in latents):
+                latents = list(self.model.encode_crops(np.stack([self._crop(avatar, ci, f)
+                                                                 for ci, f in zip(idx, frames)])))
+            crops = self.model.render_crops(np.stack(latents), feats[b0:b0 + len(idx)])
+            for ci, frame, crop in zip(idx, frames, crops):
+                blend_region(frame, avatar.box_at(ci), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), avatar.mask_at(ci))
+                yield frame
+
+
+@lru_cache(maxsize=4)
+def load_engine(name: str, models_dir: Path, strength: float = 1.0) -> LipSyncEngine:
+    """The process-wide engine instance (models load once per worker process)."""
+    if name == "warp":
+        return WarpEngine(WarpOptions(strength=strength))
+    if name == "musetalk":
+        return MuseTalkLipSync(models_dir)
+    raise ValueError(f"unknown lip-sync engine {name!r}; choose one of {', '.join(ENGINES)}")

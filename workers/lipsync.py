@@ -1,0 +1,88 @@
+"""Lip-sync worker: avatar + speech -> MP4 (H.264 yuv420p + AAC, 25 fps, +faststart)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from redis import Redis
+from rq import get_current_job
+
+from avatars.store import Avatar
+from core.files import resolve_owned
+from core.jobs import set_progress
+from core.media import MediaError, VideoWriter, decode_audio, write_wav
+from core.settings import Settings, get_settings
+from models.lipsync.engines import load_engine
+from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+
+log = logging.getLogger(__name__)
+
+CYCLE_KEY = "mtl:cycle:{avatar}:{room}"
+
+
+def cycle_key(avatar_id: str, room: str | None) -> str:
+    return CYCLE_KEY.format(avatar=avatar_id, room=room or "-")
+
+
+def load_speech(settings: Settings, path: Path) -> np.ndarray:
+    audio = decode_audio(path, SAMPLE_RATE)
+    duration = audio.size / SAMPLE_RATE
+    if duration > settings.max_lipsync_audio_s:
+        raise MediaError(f"audio is {duration:.1f} s; the limit is {settings.max_lipsync_audio_s:.0f} s")
+    if duration < 0.2:
+        raise MediaError("audio is shorter than 0.2 s")
+    if float(np.sqrt(np.mean(audio**2))) < 10 ** (-60 / 20):
+        raise MediaError("audio is silent")
+    return audio
+
+
+def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = None,
+                         tts_job_id: str | None = None, engine: str | None = None, room: str | None = None) -> dict:
+    """Job function of the `lipsync` queue. The avatar's cycle continues where the previous
+    utterance of the same avatar (and room) ended."""
+    settings = get_settings()
+    job = get_current_job()
+    source = resolve_owned(settings, audio if audio else f"tts/{tts_job_id}.wav")
+    speech = load_speech(settings, source)
+    avatar = Avatar.open(settings.data_dir, avatar_id)
+    n = frame_count(speech.size, avatar.fps)
+    name = engine or settings.lipsync_engine
+    renderer = load_engine(name, settings.models_dir, settings.lipsync_strength)
+    redis: Redis | None = job.connection if job is not None else None
+    key = cycle_key(avatar_id, room)
+    start = int(redis.get(key) or 0) if redis is not None else 0
+    out_dir = settings.kind_dir("lipsync")
+    # The MP4 carries exactly the audio that drove the mouth (16 kHz decode of the source).
+    wav = out_dir / f"{output_name}.wav"
+    write_wav(wav, speech, SAMPLE_RATE)
+    track = analyse(speech, avatar.fps, n)
+    writer = VideoWriter(out_dir / f"{output_name}.mp4", avatar.width, avatar.height, avatar.fps, audio=wav,
+                         crf=settings.video_crf)
+    try:
+        for k, frame in enumerate(renderer.frames(avatar, speech, start, n, track)):
+            writer.write(frame)
+            if k % 25 == 0:
+                set_progress(job, 0.95 * k / n)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    end = (start + n) % avatar.cycle_length
+    if redis is not None:
+        redis.set(key, end)
+    mouth = out_dir / f"{output_name}.mouth.json"
+    mouth.write_text(json.dumps({"fps": avatar.fps, "frames": track.as_series()}))
+    return {
+        "file": f"lipsync/{output_name}.mp4", "legacy_path": f"tests/{output_name}.mp4",
+        "url": f"/v1/files/lipsync/{output_name}.mp4", "audio": f"lipsync/{output_name}.wav",
+        "mouth_url": f"/v1/files/lipsync/{output_name}.mouth.json",
+        "frames": n, "fps": avatar.fps, "duration_s": round(speech.size / SAMPLE_RATE, 3), "engine": name,
+        "avatar_id": avatar_id, "room": room, "cycle_start": start, "cycle_end": end,
+    }
+
+
+def warm_up(settings: Settings) -> None:
+    load_engine(settings.lipsync_engine, settings.models_dir, settings.lipsync_strength)
