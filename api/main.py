@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
-from api.routers import asr, avatars, files, health, jobs, legacy, lipsync, tts
+from api.routers import asr, avatars, files, health, jobs, legacy, lipsync, rooms, tts
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
 
@@ -33,6 +33,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"])
     install_error_handlers(app)
-    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync):
+    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms):
         app.include_router(module.router)
     return app

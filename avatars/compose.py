@@ -15,13 +15,12 @@ def blend_region(frame: np.ndarray, box: Box, region: np.ndarray, mask: np.ndarr
     x1, y1, x2, y2 = box
     h, w = y2 - y1, x2 - x1
     if region.shape[:2] != (h, w):
-        region = cv2.resize(region, (w, h), interpolation=cv2.INTER_LANCZOS4)
+        # Bilinear, as the official paste-back does; Lanczos is for the downscale into the model.
+        region = cv2.resize(region, (w, h), interpolation=cv2.INTER_LINEAR)
     if mask.shape[:2] != (h, w):
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
-    alpha = mask.astype(np.float32) * (1.0 / 255.0) if mask.dtype == np.uint8 else mask.astype(np.float32)
+    alpha = mask.astype(np.float32) * (1.0 / 255.0) if mask.dtype == np.uint8 else mask.astype(np.float32, copy=False)
     dst = frame[y1:y2, x1:x2]
-    a = alpha[..., None]
-    blended = dst.astype(np.float32)
-    blended += (region.astype(np.float32) - blended) * a
-    dst[:] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    # One fused C++ pass (per-pixel weights) instead of several numpy temporaries.
+    dst[:] = cv2.blendLinear(np.ascontiguousarray(region), np.ascontiguousarray(dst), alpha, 1.0 - alpha)
     return frame

@@ -1,53 +1,62 @@
 """Does the mouth in a talking-avatar video open and close with the syllables of its audio?
 
-    python -m bench.mouth_sync VIDEO [--audio WAV] [--reference VIDEO_OR_DIR] [--json-out FILE]
+    python -m bench.mouth_sync VIDEO [--audio WAV] [--reference VIDEO_OR_DIR_OR_IMAGE] [--json-out FILE]
+                                     [--max-lag 2] [--ssim-stride 1]
 
-A "talking" video that is really a still photo (perhaps with flickering brightness) must score r ~ 0;
-a mouth that follows the speech must score a clearly positive r and be closed in the pauses.
+Prints one JSON object. A "talking" video that is really a still photo (perhaps with a flickering
+brightness) scores r = 0 and verdict "static_mouth"; a mouth that follows the speech scores a clearly
+positive r and is closed in the pauses. Audio defaults to the video's own track.
 
-Definitions (all per video frame; audio is decoded to mono 16 kHz through core.media):
+Definitions (per video frame; audio is decoded to mono 16 kHz through core.media):
 
-- face scale: distance between the outer eye corners (face-mesh landmarks 33 and 263) in pixels.
-  It does not change when the mouth opens (the mouth width 78-308 does) and is robust to head turns
-  of a frontal avatar.
-- opening: distance between the inner-lip midpoints (landmarks 13 upper, 14 lower) divided by the
-  face scale; NaN where no face is found. Face mesh never reports exactly 0 for shut lips: a closed
-  mouth measures ~0.06-0.11 (avatar-sun.mp4 idle: p5 0.080, p95 0.100, max 0.111), a smiling mouth
-  with teeth showing ~0.125 (skimage astronaut), a speaking mouth reaches 0.2-0.5.
-- speech envelope: RMS of the samples inside each frame's time window [i/fps, (i+1)/fps), in dB,
-  clipped to the 40 dB below the 95th-percentile frame level (so noise in the pauses does not add
-  variance the mouth cannot follow), mapped to 0..1 and smoothed with a 3-tap [1/4, 1/2, 1/4] kernel.
-- silence: a frame is silent when its RMS level is more than 30 dB below the 95th-percentile frame
-  level or below -55 dBFS; only runs of silent frames lasting >= 0.5 s count, and `analyze` drops
-  `max_lag` frames at both ends of each run because a mouth may legitimately finish closing (or start
-  opening) a couple of frames away from the sound.
-- r, lag_frames: the largest Pearson r between opening and envelope over lags -2..+2 frames
-  (positive lag = the mouth follows the audio), over frames with a face. r = 0 when either series
-  is constant. When the mouth barely moves at all (opening p95 - p5 < 0.02, i.e. about 1.5 px on a
-  face with 75 px between the eye corners) r is forced to 0 (`r_raw` keeps the value): sub-pixel
-  landmark jitter that follows a brightness flicker is not mouth motion, and Pearson r would
-  otherwise blow it up to any size.
-- closed: opening <= rest + 0.04, where rest is the 5th percentile of the video's own openings
-  (its shut-mouth state), capped at 0.15 so a mouth that never closes is not taken for a shut one.
-  The 0.04 margin is about twice the idle spread of a shut mouth (p95 - p5 = 0.021 on avatar-sun).
-  closed_share_in_silence is the share of silent frames (with a face) whose mouth is closed.
-- ssim_outside_mask: mean SSIM (skimage, grayscale, 7x7 window) between output frame i and reference
-  frame i mod len(reference), averaged over the pixels OUTSIDE the lower-face region of the reference
-  frame: the convex hull of the face-mesh jaw line (from nose-tip height down), nose base and lips,
-  dilated by 0.3 x face scale (~19 px on a face with 63 px between the eye corners: it reaches up to
-  just under the lower eyelids and well below the chin).
-  A lip-sync renderer may only change that region; everything else should stay ~1.0. A brightness
-  flicker hardly moves SSIM (it is built to ignore luminance), so `outside_luma_shift_*` reports
-  the mean absolute difference of mean gray level outside the region too.
+- face scale: distance in pixels between the outer eye corners (face-mesh landmarks 33 and 263).
+  Unlike the mouth width (78-308) it does not change when the mouth opens.
+- opening: distance between the inner-lip midpoints (13 upper, 14 lower) / face scale; NaN where
+  no face is found. Face mesh (refine_landmarks off) never reports 0 for shut lips: the shut mouth
+  of avatar-sun.mp4 measures 0.070-0.111 over its idle motion (p5 0.080, p95 0.100), the smiling
+  astronaut with teeth showing 0.11-0.13, the test fixture's widest warped mouth ~0.26-0.28.
+- speech envelope: RMS of the samples in each frame's window [i/fps, (i+1)/fps) in dB, clipped to
+  the 40 dB below the 95th-percentile frame level (noise in the pauses must not add variance a mouth
+  cannot follow), mapped to 0..1 and smoothed with a [1/4, 1/2, 1/4] kernel.
+- silence: a frame is silent when its level is more than 30 dB below the 95th-percentile frame
+  level, or below -55 dBFS; only runs lasting >= 0.5 s count. `analyze` also drops `max_lag` frames
+  at both ends of each run: a mouth may finish closing a frame or two after the sound stops.
+  speech_frames are the frames that are not silent by level at all (no minimum duration).
+- r, lag_frames: the largest Pearson r of opening[t] vs envelope[t - lag], lag in -2..+2 (positive:
+  the mouth follows the audio), over frames with a face; 0 when either series is constant.
+  r is forced to 0 when the mouth does not move: motion_range (opening p95 - p5) < 0.03, i.e. about
+  2 px on a face with 75 px between the eye corners; `r_raw` keeps the unforced value. Reason: face
+  mesh landmarks jitter by a fraction of a pixel with the brightness, and Pearson r scales any
+  amplitude up. A still portrait whose brightness follows the speech (gain 1 + 0.12..0.15 x envelope)
+  has motion_range <= 0.008 yet r_raw 0.38-0.58; a shut mouth with idle head motion spans 0.021; the
+  positive fixtures 0.14-0.20.
+- r_syllable: the same after subtracting a centred 0.5 s moving average from both series, so only
+  syllable-rate (> ~2 Hz) movement counts and merely being open during speech and shut in the pauses
+  does not. Simulated independent 20 s speech-like signals: r up to ~0.4, r_syllable up to ~0.2.
+- closed: opening <= rest + 0.04, rest = the 5th percentile of the video's own openings (its shut
+  state), capped at 0.15 so a mouth that never shuts is not taken for a shut one. 0.04 is about twice
+  the idle spread of a shut mouth (p95 - p5 = 0.021 on avatar-sun). closed_share_in_silence is the
+  share of silent frames (with a face) whose mouth is closed; closed_share_in_speech likewise.
+- ssim_outside_mask: mean SSIM (skimage structural_similarity, grayscale, 7x7 window, full map)
+  between output frame i and reference frame i mod len(reference), averaged over the pixels OUTSIDE
+  the reference frame's lower-face region: the convex hull of the jaw line from nose-tip height down
+  (132 ... 152 ... 361), the nose base and the lips, dilated by 0.3 x face scale, which reaches to just
+  under the lower eyelids and well below the chin. A lip-sync renderer may only change that region.
+  One H.264 (crf 16, yuv420p) round trip of an unchanged frame already costs ~0.99 (0.987-0.994 on the
+  test media) and shifts mean gray by ~1.2-1.9 levels. SSIM is built to forgive brightness, so
+  outside_luma_shift_mean/max (|mean gray difference| outside the region) is what exposes a flicker.
+- verdict: "no_face" (face in < 50 % of frames), "static_mouth" (motion_range < 0.03), "unsynced"
+  (r < 0.3) or "synced". A quick reading for dashboards; the numbers are the evidence.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import logging
 import math
-from contextlib import nullcontext
+import sys
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -55,7 +64,7 @@ import cv2
 import numpy as np
 
 from bench.common import emit
-from core.media import decode_audio
+from core.media import decode_audio, probe
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,8 @@ MIN_MOTION = 0.03
 SYLLABLE_WINDOW_S = 0.5
 MASK_MARGIN = 0.3
 MAX_LAG = 2
+SYNCED_R = 0.3
+MIN_FACE_SHARE = 0.5
 
 # The jaw line from cheek to cheek at nose-tip height (132 ... 152 ... 361), the nose base
 # (2, 98, 327, 64, 294) and the outer lips: everything a mouth/jaw renderer may touch lies inside
@@ -102,6 +113,8 @@ def video_fps(path: str | Path) -> float:
     import av
 
     with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate:
@@ -452,7 +465,9 @@ class OutsideRegionComparer:
     def compare(self, i: int, frame_bgr: np.ndarray) -> tuple[float, float]:
         k = i % self.n_ref
         if k not in self.grays:
-            raise IndexError(f"reference frame {k} was not kept: n_out/stride do not match the comparison")
+            # The container declared fewer frames than it decoded; the extra frames go unscored.
+            log.debug("reference frame %d was not kept; output frame %d is not compared", k, i)
+            return math.nan, math.nan
         excluded = self.excluded[k]
         if excluded is None:
             return math.nan, math.nan
@@ -539,11 +554,11 @@ def sync_figures(openings: np.ndarray, audio_16k: np.ndarray, fps: float, max_la
 
 def verdict(figures: dict) -> str:
     """A one-word reading of the figures for dashboards; the numbers remain the evidence."""
-    if figures["face_detected_share"] < 0.5:
+    if figures["face_detected_share"] < MIN_FACE_SHARE:
         return "no_face"
     if figures["motion_range"] < MIN_MOTION:
         return "static_mouth"
-    if figures["r"] < 0.3:
+    if figures["r"] < SYNCED_R:
         return "unsynced"
     return "synced"
 
@@ -552,7 +567,8 @@ def analyze(video: str | Path, audio: str | Path | np.ndarray | None = None,
             reference: str | Path | np.ndarray | Sequence[np.ndarray] | None = None,
             max_lag: int = MAX_LAG, ssim_stride: int = 1, mask_margin: float = MASK_MARGIN,
             masks: Sequence[np.ndarray] | None = None) -> dict:
-    """Measure one video in a single decoding pass; audio defaults to the video's own track."""
+    """Measure one video in a single decoding pass. `audio`: a file, a mono 16 kHz float array, or
+    None for the video's own track. `reference`: the source avatar (see `iter_reference`)."""
     fps = video_fps(video)
     samples = audio if isinstance(audio, np.ndarray) else read_audio(audio if audio is not None else video)
     comparer = None
@@ -607,10 +623,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ssim-stride", type=int, default=1, help="compare every n-th frame only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.ssim_stride < 1 or args.max_lag < 0:
+        parser.error("--ssim-stride must be >= 1 and --max-lag >= 0")
+    if args.audio is None and not probe(Path(args.video)).has_audio:
+        parser.error(f"{args.video} has no audio track: give the speech with --audio")
     figures = json_ready(analyze(args.video, args.audio, args.reference, args.max_lag, args.ssim_stride))
-    emit("mouth_sync", figures)
+    # The file gets exactly what is printed, machine block included.
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        emit("mouth_sync", figures)
+    sys.stdout.write(printed.getvalue())
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(figures, ensure_ascii=False, indent=2) + "\n")
+        Path(args.json_out).write_text(printed.getvalue(), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -47,11 +47,15 @@ def banner(settings: Settings) -> str:
         f"  API           {base}",
         f"  OpenAPI docs  {base}/docs",
         f"  readiness     {base}/readyz",
+        f"  media server  rtmp://{settings.media_public_host}:{settings.rtmp_port}/live/<stream_key>  "
+        f"HLS http://{settings.media_public_host}:{settings.media_http_port}/hls/<stream_key>.m3u8",
         "Try:",
         f"  curl -s '{base}/tts?msg=%E5%A4%A7%E5%AE%B6%E5%A5%BD%EF%BC%8C%E6%AC%A2%E8%BF%8E%E6%9D%A5%E5%88%B0%E7%9B%B4%E6%92%AD%E9%97%B4%E3%80%82'",
         f"  curl -s -X POST {base}/v1/tts -H 'Content-Type: application/json' "
         "-d '{\"text\": \"Hello, welcome to the live room.\"}'",
         "  then: curl -s " + base + "/v1/jobs/<job_id>   and   curl -sO " + base + "/tests/<id>.wav",
+        f"  a live room:  curl -s '{base}/create/zbj?username=demo'   then   curl -s {base}/v1/rooms",
+        "  (each room lists its rtmp/hls play URLs; `ffplay <rtmp url>` or open the .m3u8 in a player)",
         "",
     ])
 
@@ -60,7 +64,7 @@ def run_fleet(settings: Settings) -> None:
     print(banner(settings), flush=True)
     honcho = os.path.join(os.path.dirname(sys.executable), "honcho")
     concurrency = (f"tts={settings.tts_workers},asr={settings.asr_workers},avatar={settings.avatar_workers},"
-                   f"lipsync={settings.lipsync_workers}")
+                   f"lipsync={settings.lipsync_workers},stream={settings.stream_workers},media=1")
     os.chdir(PROJECT_ROOT)
     os.execv(honcho, [honcho, "start", "-f", str(PROJECT_ROOT / "Procfile"), "-c", concurrency])
 

@@ -60,6 +60,28 @@ class Settings(BaseSettings):
     # x264 quality of rendered MP4s; 17 keeps SSIM >= 0.98 against the source frames (20 gave 0.980).
     video_crf: int = Field(17, ge=0, le=51)
 
+    # Live rooms and the media server (nginx-rtmp here; SRS uses the same URL convention).
+    rtmp_port: int = 1935
+    media_http_port: int = 8080
+    media_public_host: str = "127.0.0.1"
+    publish_url_template: str = "rtmp://127.0.0.1:{rtmp_port}/live/{stream_key}"
+    play_url_templates: dict[str, str] = {
+        "rtmp": "rtmp://{media_host}:{rtmp_port}/live/{stream_key}",
+        "hls": "http://{media_host}:{media_http_port}/hls/{stream_key}.m3u8",
+        "flv": "http://{media_host}:{media_http_port}/live/{stream_key}.flv",
+        "webrtc": "webrtc://{media_host}/live/{stream_key}",
+    }
+    room_ttl_s: int = Field(360, ge=5)
+    default_username: str = "hnkjxy"
+    default_room: str = "hnkjxyms"
+    default_room_persistent: bool = True
+    stream_workers: int = 1
+    stream_capacity: int = Field(24, ge=1)  # rooms one stream worker process publishes at most
+    stream_lease_s: float = Field(6.0, ge=2.0)
+    live_preset: str = "veryfast"
+    live_crf: int = Field(23, ge=0, le=51)
+    live_audio_rate: int = 44100
+
     max_text_chars: int = Field(2000, ge=1)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_audio_s: float = Field(600.0, gt=0)

@@ -120,16 +120,36 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service(redis_server, tmp_path_factory):
-    """API + one TTS worker + one ASR worker, like `make run`, with tight limits for the tests."""
+def media_server(tmp_path_factory):
+    from core.mediaserver import MediaServer
+
+    server = MediaServer(prefix=tmp_path_factory.mktemp("media"), rtmp_port=free_port(), http_port=free_port())
+    proc = server.popen(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: _port_open(server.rtmp_port), 15, what="nginx-rtmp")
+    server.proc = proc
+    yield server
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def service(redis_server, media_server, tmp_path_factory):
+    """API + one worker of every kind + the media server, like `make run`, with tight limits for the tests."""
     data_dir = tmp_path_factory.mktemp("data")
     port = free_port()
     env = fleet_env(redis_server.url(0), data_dir, MTL_API_PORT=str(port), MTL_MAX_UPLOAD_BYTES=str(3 * 1024 * 1024),
+                    MTL_RTMP_PORT=str(media_server.rtmp_port), MTL_MEDIA_HTTP_PORT=str(media_server.http_port),
                     MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20",
                     MTL_MAX_LIPSYNC_AUDIO_S="25", MTL_MAX_AVATAR_S="30")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     fleet.spawn("-m", "api", name="api")
-    for kind in ("tts", "asr", "avatar", "lipsync"):
+    for kind in ("tts", "asr", "avatar", "lipsync", "stream"):
         fleet.worker(kind)
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, timeout=60)

@@ -338,20 +338,25 @@ def test_ssim_outside_the_lower_face(videos, face, work):
 
 
 def test_cli_prints_one_json_object(work, speech, face):
-    wav = speech[0]
-    clip = write_video(work / "short-still.mp4", [face[0]] * 4 * FPS, FPS, wav)
+    clip = write_video(work / "short-still.mp4", [face[0]] * 4 * FPS, FPS, speech[0])
     out = work / "cli.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.mouth_sync", str(clip), "--audio", str(wav),
-         "--reference", str(clip), "--ssim-stride", "10", "--json-out", str(out)],
+        [sys.executable, "-m", "bench.mouth_sync", str(clip), "--reference", str(clip), "--ssim-stride", "10",
+         "--json-out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
-    printed = json.loads(proc.stdout)
-    assert printed["benchmark"] == "mouth_sync"
-    written = json.loads(out.read_text())
+    printed = json.loads(proc.stdout)  # exactly one JSON object, nothing else on stdout
+    assert printed == json.loads(out.read_text())
+    assert printed["benchmark"] == "mouth_sync" and printed["audio"] == str(clip)
     for key in ("frames", "fps", "duration_s", "face_detected_share", "r", "lag_frames", "open_mean", "open_std",
                 "silent_frames", "closed_share_in_silence", "ssim_outside_mask"):
-        assert key in printed and printed[key] == written[key]
+        assert key in printed
+    assert printed["frames"] == 4 * FPS and printed["ssim_frames"] == 10
     assert printed["verdict"] == "static_mouth" and printed["ssim_outside_mask"] == pytest.approx(1.0, abs=1e-3)
+
+    no_audio = write_video(work / "no-audio.mp4", [face[0]] * FPS, FPS)
+    refused = subprocess.run([sys.executable, "-m", "bench.mouth_sync", str(no_audio)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--audio" in refused.stderr and refused.stdout == ""
 
 
 # ------------------------------------------------------------------------------- real media

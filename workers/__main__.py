@@ -20,9 +20,14 @@ log = logging.getLogger("workers")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers")
-    parser.add_argument("kind", choices=[k.value for k in Kind])
+    parser.add_argument("kind", choices=[k.value for k in Kind] + ["stream"])
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
+    if args.kind == "stream":
+        # Live publishing is not a queue of finite jobs: rooms are taken through leases.
+        from workers.stream import main as stream_main
+
+        return stream_main()
     settings = get_settings()
     setup_logging(settings.log_level)
     kind = Kind(args.kind)

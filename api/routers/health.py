@@ -24,8 +24,9 @@ def _readiness(redis) -> tuple[bool, dict]:
     for kind in Kind:
         queue = get_queue(kind, redis)
         queues[kind.value] = {"workers": len(alive_workers(redis, queue)), "queued": queue.count}
-    ready = all(q["workers"] > 0 for q in queues.values())
-    return ready, {"redis": "ok", "queues": queues}
+    streams = sum(1 for _ in redis.scan_iter("mtl:stream-worker:*"))
+    ready = all(q["workers"] > 0 for q in queues.values()) and streams > 0
+    return ready, {"redis": "ok", "queues": queues, "stream_workers": streams}
 
 
 @router.get("/readyz", summary="Redis reachable and at least one live worker per queue")

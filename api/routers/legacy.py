@@ -74,3 +74,31 @@ async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
 @router.get("/tests/{name}", summary="Legacy: download a generated or uploaded file")
 async def legacy_download(name: str, settings: SettingsDep):
     return owned_file_response(settings, f"tests/{name}")
+
+
+@router.get("/create/zbj", summary="Legacy: open a live room; returns its zbjname")
+async def legacy_create_room(settings: SettingsDep, redis: RedisDep,
+                             username: str | None = Query(None, description="default hnkjxy")) -> dict:
+    from api.routers.rooms import create_room
+
+    room = await run_in_threadpool(create_room, settings, redis, (username or "").strip() or None)
+    return {"message": room.zbjname}
+
+
+@router.get("/human", summary="Legacy: make the room's avatar speak an audio file in its live stream")
+async def legacy_human(settings: SettingsDep, redis: RedisDep,
+                       zbjname: str | None = Query(None, description="default room hnkjxyms"),
+                       audioUrl: str | None = Query(None, description="e.g. tests/<id>.wav")) -> dict:  # noqa: N803
+    from api.routers.rooms import audio_duration, get_room
+    from core.rooms import RoomStore
+
+    if audioUrl is None or not audioUrl.strip():
+        raise ApiError(400, "empty_parameter", "音频不可为空")
+    store = RoomStore(redis, settings)
+    if zbjname and zbjname.strip():
+        room = await run_in_threadpool(get_room, store, zbjname.strip())
+    else:
+        room = await run_in_threadpool(store.ensure_default)
+    ref, duration = await run_in_threadpool(audio_duration, settings, audioUrl.strip())
+    await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
+    return {"message": round(duration + 1.5, 3)}

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import RedisDep, SettingsDep, require_api_key
+from api.errors import ApiError
+from api.routers.asr import owned_ref
+from api.routers.avatars import read_avatar
+from api.routers.tts import enqueue_tts
+from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
+from api.uploads import check_audio
+from core.files import resolve_owned
+from core.media import MediaError, probe
+from core.rooms import Room, RoomError, RoomStore, lease_key
+
+router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
+
+
+def room_out(store: RoomStore, room: Room) -> RoomOut:
+    publisher = store.r.get(lease_key(room.id))
+    return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher.decode() if publisher else None,
+                   pending_utterances=store.r.llen(f"mtl:room:{room.id}:utterances"), urls=room.urls(store.settings))
+
+
+def get_room(store: RoomStore, ref: str) -> Room:
+    room = store.resolve(ref)
+    if room is None or not store.is_open(room.id):
+        raise ApiError(404, "unknown_room", f"no open room {ref!r}")
+    return room
+
+
+def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None) -> Room:
+    avatar_id = avatar_id or settings.demo_avatar_id
+    avatar = read_avatar(settings, redis, avatar_id)
+    if avatar.status != "ready":
+        raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
+    try:
+        return RoomStore(redis, settings).create(username=username, avatar_id=avatar_id, ttl_s=ttl_s)
+    except RoomError as exc:
+        raise ApiError(422, "invalid_input", str(exc)) from exc
+
+
+def audio_duration(settings, ref: str) -> tuple[str, float]:
+    ref = owned_ref(settings, ref)
+    try:
+        info = probe(resolve_owned(settings, ref))
+    except MediaError as exc:
+        raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
+    check_audio(info, settings.max_lipsync_audio_s)
+    return ref, info.duration_s
+
+
+@router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")
+async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep) -> RoomOut:
+    room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s)
+    return await run_in_threadpool(room_out, RoomStore(redis, settings), room)
+
+
+@router.get("", response_model=list[RoomOut], summary="Open rooms")
+async def list_rooms(settings: SettingsDep, redis: RedisDep) -> list[RoomOut]:
+    store = RoomStore(redis, settings)
+
+    def _all():
+        return [room_out(store, r) for r in store.list() if store.is_open(r.id)]
+
+    return await run_in_threadpool(_all)
+
+
+@router.get("/{room_ref}", response_model=RoomOut, summary="A room by id, zbjname or stream key")
+async def get(room_ref: str, settings: SettingsDep, redis: RedisDep) -> RoomOut:
+    store = RoomStore(redis, settings)
+    return await run_in_threadpool(lambda: room_out(store, get_room(store, room_ref)))
+
+
+@router.delete("/{room_ref}", status_code=204, summary="Close a room and stop its stream")
+async def delete(room_ref: str, settings: SettingsDep, redis: RedisDep) -> None:
+    store = RoomStore(redis, settings)
+    room = await run_in_threadpool(get_room, store, room_ref)
+    await run_in_threadpool(store.close, room.id)
+
+
+@router.post("/{room_ref}/say", status_code=202, response_model=SayAccepted,
+             summary="Queue an utterance (text is synthesised first); utterances play in order")
+async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: RedisDep) -> SayAccepted:
+    store = RoomStore(redis, settings)
+    room = await run_in_threadpool(get_room, store, room_ref)
+    if body.audio:
+        ref, duration = await run_in_threadpool(audio_duration, settings, body.audio)
+        utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
+        return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
+    job_id = await enqueue_tts(settings, redis, body.text or "")
+    utt = await run_in_threadpool(store.say, room, {"audio": None, "tts_job_id": job_id})
+    return SayAccepted(utterance_id=utt["id"], room_id=room.id, tts_job_id=job_id)
+
+
+@router.post("/{room_ref}/interrupt", response_model=InterruptOut,
+             summary="Stop the current utterance and clear the room's queue")
+async def interrupt(room_ref: str, settings: SettingsDep, redis: RedisDep) -> InterruptOut:
+    store = RoomStore(redis, settings)
+    room = await run_in_threadpool(get_room, store, room_ref)
+    return InterruptOut(room_id=room.id, generation=await run_in_threadpool(store.interrupt, room.id))
+
+
+@router.get("/{room_ref}/events", response_model=list[RoomEvent], summary="What the room's publisher did, newest last")
+async def events(room_ref: str, settings: SettingsDep, redis: RedisDep) -> list[RoomEvent]:
+    store = RoomStore(redis, settings)
+    room = await run_in_threadpool(get_room, store, room_ref)
+    return [RoomEvent(**e) for e in await run_in_threadpool(store.events, room.id)]

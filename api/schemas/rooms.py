@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class RoomCreate(BaseModel):
+    username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
+    avatar_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    ttl_s: int | None = Field(None, ge=10, le=86400, description="close after this long without activity")
+
+
+class RoomOut(BaseModel):
+    id: str
+    zbjname: str
+    username: str
+    stream_key: str
+    avatar_id: str
+    ttl_s: int
+    persistent: bool
+    created_at: float
+    open: bool
+    publisher: str | None = None
+    pending_utterances: int = 0
+    urls: dict[str, str]
+
+
+class SayRequest(BaseModel):
+    text: str | None = None
+    audio: str | None = Field(None, description="a file the service owns, e.g. tests/<id>.wav")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if bool(self.audio) == bool(self.text and self.text.strip()):
+            raise ValueError("give exactly one of `audio` or `text`")
+        return self
+
+
+class SayAccepted(BaseModel):
+    utterance_id: str
+    room_id: str
+    tts_job_id: str | None = None
+    duration_s: float | None = None
+
+
+class RoomEvent(BaseModel):
+    event: str
+    t: float
+    model_config = {"extra": "allow"}
+
+
+class InterruptOut(BaseModel):
+    room_id: str
+    generation: int
+    details: dict[str, Any] = {}

@@ -1,0 +1,293 @@
+"""Stream worker: one continuous RTMP publish per open room, many rooms per process.
+
+`python -m workers stream` runs a supervisor that takes rooms through leases in Redis (a dead
+worker's rooms are taken over by another within the lease time), starts one publisher thread per
+room up to `stream_capacity`, closes rooms whose liveness expired and releases everything on
+shutdown. Each publisher (`push_room_stream`) keeps its RTMP session alive across idle, speech
+and interrupts, reconnecting with backoff when the media server goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from redis import Redis
+
+from avatars.idle_loop import IdleLoop, load_idle_loop
+from avatars.store import Avatar
+from core.files import NotOwnedError, resolve_owned
+from core.jobs import redis_connection
+from core.live import FPS, RtmpSession
+from core.media import decode_audio
+from core.rooms import Room, RoomStore, lease_key
+from core.settings import Settings, get_settings
+from models.lipsync.engines import WarpEngine
+from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from models.lipsync.warp import WarpOptions
+
+log = logging.getLogger(__name__)
+
+STREAM_ALIVE_KEY = "mtl:stream-worker:{}"
+POLL_EVERY = 5  # frames between Redis checks (200 ms)
+LEAD_S = 0.15  # how far ahead of real time frames are sent
+_RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
+_RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"""
+
+
+@dataclass
+class Speech:
+    utterance: dict
+    audio16: np.ndarray  # what drives the mouth
+    pcm: np.ndarray  # mono float32 at the session audio rate, what viewers hear
+    n: int
+    track: object
+    frames: object = None  # iterator of BGR frames, made when the speech starts
+    k: int = 0
+
+
+class RoomPublisher(threading.Thread):
+    def __init__(self, room: Room, settings: Settings, redis: Redis, worker: str, loops: dict) -> None:
+        super().__init__(name=f"room-{room.id[:8]}", daemon=True)
+        self.room = room
+        self.settings = settings
+        self.store = RoomStore(redis, settings)
+        self.worker = worker
+        self.loops = loops
+        self.stop_event = threading.Event()
+        self.closed_by_expiry = False
+        self.engine = WarpEngine(WarpOptions(strength=settings.lipsync_strength))
+        self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prep-{room.id[:8]}")
+        self.cycle = 0  # position in the avatar's ping-pong cycle; continues across speech and idle
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ---- speech preparation (off the pacing loop) ----
+    def _prepare(self, utterance: dict) -> Speech:
+        path = resolve_owned(self.settings, utterance["audio"])
+        speech16 = decode_audio(path, SAMPLE_RATE)
+        pcm = decode_audio(path, self.settings.live_audio_rate)
+        n = max(1, frame_count(speech16.size, FPS))
+        return Speech(utterance, speech16, pcm, n, analyse(speech16, FPS, n))
+
+    def _next_utterance(self) -> dict | None:
+        utterance = self.store.pop_utterance(self.room.id)
+        if utterance is None:
+            return None
+        if utterance.get("audio"):
+            return utterance
+        tts_file = f"tts/{utterance['tts_job_id']}.wav"
+        try:
+            resolve_owned(self.settings, tts_file)
+        except NotOwnedError:
+            status = self.store.r.hget(f"rq:job:{utterance['tts_job_id']}", "status")
+            if status in (b"failed", b"canceled", b"stopped", None):
+                self.store.event(self.room.id, "utterance_dropped", utterance=utterance["id"], reason="tts failed")
+                return None
+            # Not synthesised yet: keep its place at the head of the queue.
+            self.store.requeue_front(self.room.id, utterance)
+            return None
+        return {**utterance, "audio": tts_file}
+
+    # ---- publishing ----
+    def run(self) -> None:
+        backoff = 0.5
+        try:
+            avatar = Avatar.open(self.settings.data_dir, self.room.avatar_id)
+            loop = self.loops.get(avatar.id)
+            if loop is None:
+                loop = self.loops[avatar.id] = load_idle_loop(avatar, self.settings)
+        except Exception:
+            log.exception("room %s: avatar %s unusable", self.room.id, self.room.avatar_id)
+            self.store.event(self.room.id, "avatar_error", avatar=self.room.avatar_id)
+            return
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self._session(avatar, loop)
+            except Exception as exc:
+                log.warning("room %s: publish session ended: %s", self.room.id, exc)
+                self.store.event(self.room.id, "session_error", error=str(exc)[:200])
+            if self.stop_event.is_set():
+                break
+            backoff = 0.5 if time.monotonic() - started > 10 else min(2.0, backoff * 2)
+            self.stop_event.wait(backoff)
+        self.prep.shutdown(wait=False, cancel_futures=True)
+
+    def _session(self, avatar: Avatar, loop: IdleLoop) -> None:
+        url = self.settings.publish_url_template.format(stream_key=self.room.stream_key,
+                                                        rtmp_port=self.settings.rtmp_port,
+                                                        media_http_port=self.settings.media_http_port,
+                                                        media_host=self.settings.media_public_host)
+        session = RtmpSession(url, self.settings, avatar.width, avatar.height)
+        t0_wall, t0 = time.time(), time.monotonic()
+        self.store.event(self.room.id, "session_start", t0=t0_wall, worker=self.worker)
+        log.info("room %s: publishing to %s", self.room.id, url)
+        per_frame = self.settings.live_audio_rate // FPS
+        silence = np.zeros(per_frame, np.float32)
+        gen = self.store.generation(self.room.id)
+        speech: Speech | None = None
+        pending: Future | None = None
+        remux = False
+        need_key = True
+        f = 0
+        try:
+            while not self.stop_event.is_set():
+                if f % POLL_EVERY == 0:
+                    if not self.store.is_open(self.room.id):
+                        self.closed_by_expiry = True
+                        self.store.event(self.room.id, "expired", stream_ts=f / FPS)
+                        return
+                    current = self.store.generation(self.room.id)
+                    if current != gen:
+                        gen = current
+                        if speech is not None or pending is not None:
+                            self.store.event(self.room.id, "interrupted", stream_ts=f / FPS,
+                                             utterance=(speech.utterance["id"] if speech else None))
+                        speech, pending = None, None
+                    if speech is None and pending is None:
+                        utterance = self._next_utterance()
+                        if utterance is not None:
+                            pending = self.prep.submit(self._prepare, utterance)
+                if pending is not None and pending.done():
+                    try:
+                        ready = pending.result()
+                    except Exception as exc:
+                        log.warning("room %s: utterance failed: %s", self.room.id, exc)
+                        self.store.event(self.room.id, "utterance_failed", error=str(exc)[:200])
+                        ready = None
+                    pending = None
+                    if ready is not None:
+                        # Frames render lazily from the cycle position the speech begins at, so the
+                        # avatar continues its motion instead of jumping.
+                        ready.frames = self.engine.frames(avatar, ready.audio16, self.cycle, ready.n, ready.track)
+                        speech = ready
+                        self.store.event(self.room.id, "speech_start", stream_ts=f / FPS,
+                                         utterance=speech.utterance["id"], frames=speech.n,
+                                         queued_at=speech.utterance.get("queued_at"))
+                spoke = False
+                if speech is not None:
+                    frame = next(speech.frames, None)
+                    if frame is None:
+                        self.store.event(self.room.id, "speech_end", stream_ts=f / FPS, utterance=speech.utterance["id"])
+                        speech = None
+                    else:
+                        session.encode_video(frame, f, keyframe=need_key)
+                        need_key, remux = False, False
+                        pcm = speech.pcm[speech.k * per_frame:(speech.k + 1) * per_frame]
+                        session.push_audio(np.pad(pcm, (0, per_frame - pcm.size)))
+                        speech.k += 1
+                        spoke = True
+                if not spoke:
+                    p = self.cycle % len(loop)
+                    if not remux and loop.keyframes[p]:
+                        remux = True
+                    if remux:
+                        session.mux_video_packet(loop.packets[p], f, bool(loop.keyframes[p]))
+                        need_key = True
+                    else:
+                        session.encode_video(avatar.frame(self.cycle), f, keyframe=need_key)
+                        need_key = False
+                    session.push_audio(silence)
+                self.cycle = (self.cycle + 1) % avatar.cycle_length
+                f += 1
+                delay = t0 + f / FPS - LEAD_S - time.monotonic()
+                if delay > 0:
+                    self.stop_event.wait(delay)
+        finally:
+            session.close()
+            self.store.event(self.room.id, "session_end", frames=f)
+
+
+def push_room_stream(room: Room, settings: Settings, redis: Redis, worker: str, loops: dict) -> RoomPublisher:
+    """Start publishing one room (the job of the stream worker kind); returns its running publisher."""
+    publisher = RoomPublisher(room, settings, redis, worker, loops)
+    publisher.start()
+    return publisher
+
+
+class StreamWorker:
+    """Supervisor: leases rooms, runs their publishers, closes expired rooms."""
+
+    def __init__(self, settings: Settings, name: str | None = None, tick_s: float = 0.5) -> None:
+        self.settings = settings
+        self.name = name or f"stream.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.redis = redis_connection(settings)
+        self.store = RoomStore(self.redis, settings)
+        self.tick_s = tick_s
+        self.publishers: dict[str, RoomPublisher] = {}
+        self.loops: dict[str, IdleLoop] = {}  # idle loops shared by rooms of the same avatar
+        self.stopping = threading.Event()
+        self._renew = self.redis.register_script(_RENEW)
+        self._release = self.redis.register_script(_RELEASE)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.stream_lease_s * 1000)
+
+    def tick(self) -> None:
+        self.redis.set(STREAM_ALIVE_KEY.format(self.name), len(self.publishers), px=self.lease_ms)
+        for room_id, pub in list(self.publishers.items()):
+            if not pub.is_alive() or not self._renew(keys=[lease_key(room_id)], args=[self.name, self.lease_ms]):
+                self._drop(room_id, reason="lease lost" if pub.is_alive() else "publisher ended")
+        for room in self.store.list():
+            if not self.store.is_open(room.id):
+                # Any worker may close an expired room; its publisher (wherever it runs) sees it.
+                self._drop(room.id, reason="expired")
+                self.store.close(room.id)
+                log.info("room %s closed after %d s without activity", room.id, room.ttl_s)
+                continue
+            if room.id in self.publishers or len(self.publishers) >= self.settings.stream_capacity:
+                continue
+            if self.redis.set(lease_key(room.id), self.name, nx=True, px=self.lease_ms):
+                self.store.event(room.id, "leased", worker=self.name)
+                self.publishers[room.id] = push_room_stream(room, self.settings, self.redis, self.name, self.loops)
+
+    def _drop(self, room_id: str, reason: str) -> None:
+        pub = self.publishers.pop(room_id, None)
+        if pub is None:
+            return
+        log.info("room %s: stopping publisher (%s)", room_id, reason)
+        pub.stop()
+        pub.join(timeout=5)
+        self._release(keys=[lease_key(room_id)], args=[self.name])
+
+    def run(self) -> None:
+        log.info("stream worker %s up (capacity %d rooms)", self.name, self.settings.stream_capacity)
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("stream supervisor tick failed; retrying")
+            self.stopping.wait(self.tick_s)
+        for room_id in list(self.publishers):
+            self._drop(room_id, reason="shutdown")
+        self.redis.delete(STREAM_ALIVE_KEY.format(self.name))
+
+
+def alive_stream_workers(redis: Redis) -> int:
+    return sum(1 for _ in redis.scan_iter(STREAM_ALIVE_KEY.format("*")))
+
+
+def main() -> int:
+    from core.logs import setup_logging
+    from workers.base import wait_for_redis
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    worker = StreamWorker(settings)
+    wait_for_redis(worker.redis)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stopping.set())
+    worker.run()
+    return 0
