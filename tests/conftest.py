@@ -128,9 +128,9 @@ def media_server(tmp_path_factory):
     wait_until(lambda: _port_open(server.rtmp_port), 15, what="nginx-rtmp")
     server.proc = proc
     yield server
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=10)
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        server.proc.wait(timeout=10)
 
 
 def _port_open(port: int) -> bool:
@@ -148,6 +148,9 @@ def service(redis_server, media_server, tmp_path_factory):
                     MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20",
                     MTL_MAX_LIPSYNC_AUDIO_S="25", MTL_MAX_AVATAR_S="30")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
+    # As `make run` does: the bundled demo avatar exists before the fleet starts.
+    subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fleet.spawn("-m", "api", name="api")
     for kind in ("tts", "asr", "avatar", "lipsync", "stream"):
         fleet.worker(kind)
@@ -167,14 +170,23 @@ def service(redis_server, media_server, tmp_path_factory):
         for log in fleet.log_dir.iterdir():
             sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}\n")
         raise
-    yield client, data_dir
+    yield Service(client=client, data_dir=data_dir, fleet=fleet, media=media_server, env=env)
     client.close()
     fleet.stop()
 
 
+@dataclass
+class Service:
+    client: httpx.Client
+    data_dir: Path
+    fleet: Fleet
+    media: object  # core.mediaserver.MediaServer
+    env: dict[str, str]
+
+
 @pytest.fixture(scope="session")
 def api(service) -> httpx.Client:
-    return service[0]
+    return service.client
 
 
 def poll_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import wave
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from avatars.demo import write_demo_portrait
 from avatars.store import Avatar
 from bench.mouth_sync import analyze
 from conftest import poll_job, shared_media
+from speech import upload_speech, wav_bytes
 
 ZH_1 = "大家好，欢迎来到今天的直播间。"
 ZH_2 = "我们现在开始面试，请先做一个简单的自我介绍。"
@@ -37,31 +36,10 @@ class CycleFrames(Sequence):
         return self.avatar.frame(self.start + i % self.n)
 
 
-def _tts_pcm(api, text: str) -> tuple[np.ndarray, int]:
-    job = poll_job(api, api.post("/v1/tts", json={"text": text}).json()["job_id"])
-    with wave.open(io.BytesIO(api.get(job["result"]["url"]).content)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
-
-
-def _wav(pcm: np.ndarray, rate: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def speech_with_pauses(api) -> str:
     """Two TTS sentences with pauses of 0.8-1.2 s around and between them, uploaded."""
-    a, rate = _tts_pcm(api, ZH_1)
-    b, _ = _tts_pcm(api, ZH_2)
-    pcm = np.concatenate([np.zeros(int(0.8 * rate)), a, np.zeros(int(1.2 * rate)), b, np.zeros(int(0.8 * rate))])
-    up = api.post("/v1/files", files={"file": ("speech.wav", _wav(pcm, rate), "audio/wav")})
-    assert up.status_code == 201, up.text
-    return up.json()["file"]
+    return upload_speech(api, [ZH_1, ZH_2], pause_s=1.2, lead_s=0.8)[0]
 
 
 def _prepare(api, data: bytes, name: str, avatar_id: str, **form) -> dict:
@@ -116,7 +94,7 @@ def _sync_figures(api, data_dir: Path, job: dict, tmp_path: Path) -> dict:
 
 
 def test_portrait_avatar_speaks_in_sync(api, service, portrait_avatar, speech_with_pauses, tmp_path):
-    data_dir = service[1]
+    data_dir = service.data_dir
     meta = api.get(f"/v1/avatars/{portrait_avatar}").json()
     assert meta["status"] == "ready" and meta["manifest"]["kind"] == "image"
     assert meta["manifest"]["cycle_length"] == 2 * meta["manifest"]["frames"]
@@ -176,7 +154,7 @@ def test_sun_avatar_with_real_speech(api, service, tmp_path):
     out = tmp_path / "sun.mp4"
     out.write_bytes(api.get(render["result"]["url"]).content)
     _check_mp4(out, render["result"]["duration_s"])
-    figures = _sync_figures(api, service[1], render, tmp_path)
+    figures = _sync_figures(api, service.data_dir, render, tmp_path)
     assert figures["r"] >= 0.6, figures
     if figures["silent_frames"]:
         assert figures["closed_share_in_silence"] >= 0.9, figures
@@ -205,12 +183,12 @@ def test_lipsync_bad_requests(api, portrait_avatar, speech_with_pauses):
 
 
 def test_lipsync_silent_and_too_long_audio(api, portrait_avatar):
-    silent = api.post("/v1/files", files={"file": ("silence.wav", _wav(np.zeros(32000), 16000))}).json()["file"]
+    silent = api.post("/v1/files", files={"file": ("silence.wav", wav_bytes(np.zeros(32000), 16000))}).json()["file"]
     r = api.post("/v1/lipsync", json={"avatar_id": portrait_avatar, "audio": silent})
     job = poll_job(api, r.json()["job_id"])
     assert job["status"] == "failed" and "silent" in job["error"]["message"]
     tone = (np.sin(np.arange(16000 * 27) / 16000 * 2 * np.pi * 200) * 8000).astype(np.int16)
-    long = api.post("/v1/files", files={"file": ("long.wav", _wav(tone, 16000))}).json()["file"]
+    long = api.post("/v1/files", files={"file": ("long.wav", wav_bytes(tone, 16000))}).json()["file"]
     _error(api.post("/v1/lipsync", json={"avatar_id": portrait_avatar, "audio": long}), 422, "audio_too_long")
 
 
