@@ -32,7 +32,7 @@ def _timed(fn, *args):
 def measure(dtype: str, batches: list[int], audio_s: float) -> dict:
     import torch
 
-    from models.musetalk.synthetic import random_engine
+    from models.musetalk_net.synthetic import random_engine
 
     started = time.perf_counter()
     engine = random_engine(tiny=False, dtype=dtype, batch_size=max(batches))

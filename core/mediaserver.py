@@ -117,7 +117,7 @@ rtmp {{
             wait_key on;
             wait_video on;
             # Tell connected players when a publisher (re)starts or stops.
-            play_restart off;
+            play_restart on;
             drop_idle_publisher 10s;
 
             allow publish 127.0.0.1;
@@ -319,14 +319,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="run: exec nginx in the foreground; conf: print the config; "
                              "check: nginx -t; stat: print the live streams")
     args = parser.parse_args(argv)
+    # The same config for every command (nginx's warnings also go to stderr, which honcho shows),
+    # so `check` while the server runs rewrites nginx.conf with identical content.
+    server = from_settings(log_to_stderr=True)
     if args.what == "run":
-        server = from_settings(log_to_stderr=True)  # honcho shows nginx's warnings too
         print(f"media server: publish/play rtmp://127.0.0.1:{server.rtmp_port}/{APP}/<key>, "
               f"HLS {server.http_base}/hls/<key>.m3u8, stats {server.http_base}/stat", flush=True)
         server.run_foreground()
-    server = from_settings()
     if args.what == "conf":
-        sys.stdout.write(render_nginx_conf(server.rtmp_port, server.http_port, server.prefix))
+        sys.stdout.write(render_nginx_conf(server.rtmp_port, server.http_port, server.prefix, log_to_stderr=True))
     elif args.what == "check":
         server.write_config()
         try:

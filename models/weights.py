@@ -130,12 +130,17 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
     log.info("downloaded %s (%d bytes, sha256 %s)", dest, size, digest.hexdigest())
 
 
-# The official files the `musetalk` engine cannot run without (torch-free check for the API).
+# The official files the `musetalk` engine cannot run without (a torch-free check for the API;
+# alternatives separated by "|"). Mirrors models.musetalk_net.engine.locate_weights.
+_SHARED = ("sd-vae/config.json", "sd-vae/diffusion_pytorch_model.bin|sd-vae/diffusion_pytorch_model.safetensors",
+           "whisper/config.json", "whisper/pytorch_model.bin|whisper/model.safetensors",
+           "whisper/preprocessor_config.json")
 MUSETALK_REQUIRED = {
-    "v15": ("musetalkV15/unet.pth", "musetalkV15/musetalk.json", "sd-vae/config.json", "whisper/config.json"),
-    "v10": ("musetalk/pytorch_model.bin", "musetalk/musetalk.json", "sd-vae/config.json"),
+    "v15": ("musetalkV15/unet.pth", "musetalkV15/musetalk.json", *_SHARED),
+    "v10": ("musetalk/pytorch_model.bin", "musetalk/musetalk.json", *_SHARED),
 }
 
 
 def musetalk_missing(models_dir: Path, version: str = "v15") -> list[str]:
-    return [rel for rel in MUSETALK_REQUIRED[version] if not (models_dir / rel).is_file()]
+    return [rel for rel in MUSETALK_REQUIRED[version]
+            if not any((models_dir / alt).is_file() for alt in rel.split("|"))]

@@ -15,14 +15,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.musetalk import MuseTalkEngine, load_model  # noqa: E402
-from models.musetalk.audio import (SAMPLE_RATE, frame_window_indices, gather_frame_windows,  # noqa: E402
+from models.musetalk_net import MuseTalkEngine, load_model  # noqa: E402
+from models.musetalk_net.audio import (SAMPLE_RATE, frame_window_indices, gather_frame_windows,  # noqa: E402
                                    n_frames_for, window_bounds, window_index_table)
-from models.musetalk.configs import (MUSETALK_UNET_CONFIG, SD_VAE_CONFIG, TINY_UNET_CONFIG,  # noqa: E402
+from models.musetalk_net.configs import (MUSETALK_UNET_CONFIG, SD_VAE_CONFIG, TINY_UNET_CONFIG,  # noqa: E402
                                      WHISPER_TINY_CONFIG)
-from models.musetalk.engine import build_vae, build_whisper, locate_weights  # noqa: E402
-from models.musetalk.synthetic import write_synthetic_checkpoint  # noqa: E402
-from models.musetalk.unet import PositionalEncoding, build_unet  # noqa: E402
+from models.musetalk_net.engine import build_vae, build_whisper, locate_weights  # noqa: E402
+from models.musetalk_net.synthetic import write_synthetic_checkpoint  # noqa: E402
+from models.musetalk_net.unet import PositionalEncoding, build_unet  # noqa: E402
 from models.weights import WeightsError  # noqa: E402
 
 

@@ -228,6 +228,7 @@ class StreamWorker:
         self.publishers: dict[str, RoomPublisher] = {}
         self.loops: dict[str, IdleLoop] = {}  # idle loops shared by rooms of the same avatar
         self.stopping = threading.Event()
+        self._deferred: set[str] = set()
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
 
@@ -240,6 +241,7 @@ class StreamWorker:
         for room_id, pub in list(self.publishers.items()):
             if not pub.is_alive() or not self._renew(keys=[lease_key(room_id)], args=[self.name, self.lease_ms]):
                 self._drop(room_id, reason="lease lost" if pub.is_alive() else "publisher ended")
+        least_loaded = self._least_loaded()
         for room in self.store.list():
             if not self.store.is_open(room.id):
                 # Any worker may close an expired room; its publisher (wherever it runs) sees it.
@@ -249,9 +251,25 @@ class StreamWorker:
                 continue
             if room.id in self.publishers or len(self.publishers) >= self.settings.stream_capacity:
                 continue
+            if not least_loaded and not self.redis.exists(lease_key(room.id)):
+                # Another live worker has fewer rooms: leave this one to it (it ticks too), so
+                # rooms spread over processes and cores. Unowned rooms still go to anyone after a tick.
+                if room.id not in self._deferred:
+                    self._deferred.add(room.id)
+                    continue
+            self._deferred.discard(room.id)
             if self.redis.set(lease_key(room.id), self.name, nx=True, px=self.lease_ms):
                 self.store.event(room.id, "leased", worker=self.name)
                 self.publishers[room.id] = push_room_stream(room, self.settings, self.redis, self.name, self.loops)
+
+    def _least_loaded(self) -> bool:
+        mine = len(self.publishers)
+        for key in self.redis.scan_iter(STREAM_ALIVE_KEY.format("*")):
+            if key.decode() != STREAM_ALIVE_KEY.format(self.name):
+                load = self.redis.get(key)
+                if load is not None and int(load) < mine:
+                    return False
+        return True
 
     def _drop(self, room_id: str, reason: str) -> None:
         pub = self.publishers.pop(room_id, None)

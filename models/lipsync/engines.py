@@ -56,7 +56,7 @@ class MuseTalkLipSync:
     name = "musetalk"
 
     def __init__(self, models_dir: Path, version: str = "v15", batch_size: int = 8) -> None:
-        from models.musetalk import load_model
+        from models.musetalk_net import load_model
 
         self.model = load_model(models_dir, version=version)
         self.batch_size = batch_size
