@@ -106,6 +106,10 @@ events {{
 }}
 
 rtmp {{
+    # nginx-rtmp has its own access log (one line per publish/play session), by default the
+    # compiled-in /var/log/nginx/access.log: keep it in the prefix.
+    access_log {_q(prefix / "logs" / "rtmp-access.log")};
+
     server {{
         listen 127.0.0.1:{int(rtmp_port)};
         chunk_size 4096;
@@ -150,7 +154,7 @@ http {{
         listen 127.0.0.1:{int(http_port)};
 
         # http://127.0.0.1:{int(http_port)}/hls/<stream key>.m3u8  ->  <prefix>/hls/<stream key>.m3u8
-        location /hls {{
+        location /hls/ {{
             types {{
                 application/vnd.apple.mpegurl m3u8;
                 video/mp2t ts;
