@@ -10,6 +10,7 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
+from core.files import NotOwnedError, public_ref, resolve_owned
 from core.media import MediaError, MediaInfo, probe
 from core.settings import Settings
 
@@ -85,3 +86,21 @@ def check_audio(info: MediaInfo, max_s: float) -> None:
         raise ApiError(422, "undecodable_audio", "the file has no audio track")
     if info.duration_s > max_s:
         raise ApiError(422, "audio_too_long", f"audio is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")
+
+
+async def upload_or_source(settings: Settings, upload: UploadFile | None, source: str | None, saver) -> str:
+    """The `<kind>/<name>` reference of an uploaded file (saved by `saver`) or of an owned `source`."""
+    if upload is not None and upload.filename:
+        path, _info = await saver(settings, upload)
+        return public_ref(settings, path)
+    if source:
+        return owned_ref(settings, source)
+    raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
+
+
+def owned_ref(settings: Settings, ref: str) -> str:
+    """Normalise a client's reference to a file the service owns, or answer 404."""
+    try:
+        return public_ref(settings, resolve_owned(settings, ref))
+    except NotOwnedError as exc:
+        raise ApiError(404, "file_not_owned", str(exc)) from exc

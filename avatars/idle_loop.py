@@ -11,7 +11,6 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

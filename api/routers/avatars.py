@@ -10,10 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.routers.asr import owned_ref
 from api.schemas.avatars import AvatarAccepted, AvatarOut
-from api.uploads import save_visual_upload
-from core.files import public_ref
+from api.uploads import save_visual_upload, upload_or_source
 from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
 
 router = APIRouter(prefix="/v1/avatars", tags=["avatars"], dependencies=[Depends(require_api_key)])
@@ -57,13 +55,7 @@ async def create_avatar(
     bbox_shift: Annotated[int, Form(ge=-50, le=50)] = 0,
     extra_margin: Annotated[int, Form(ge=0, le=60)] = 10,
 ) -> AvatarAccepted:
-    if file is not None and file.filename:
-        path, _info = await save_visual_upload(settings, file)
-        ref = public_ref(settings, path)
-    elif source:
-        ref = owned_ref(settings, source)
-    else:
-        raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
+    ref = await upload_or_source(settings, file, source, save_visual_upload)
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
     job_id = new_job_id()
     kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin}}

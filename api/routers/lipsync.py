@@ -8,13 +8,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.routers.asr import owned_ref
 from api.routers.avatars import read_avatar
 from api.routers.jobs import load_job
 from api.routers.tts import enqueue_tts
 from api.schemas.jobs import JobAccepted
 from api.schemas.lipsync import LipSyncRequest, MouthSeries
-from api.uploads import check_audio, save_audio_upload
+from api.uploads import check_audio, owned_ref, save_audio_upload
 from core.files import public_ref, resolve_owned
 from core.jobs import Kind, Status, enqueue, new_job_id
 from core.media import MediaError, probe

@@ -5,11 +5,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.routers.asr import owned_ref
 from api.routers.avatars import read_avatar
 from api.routers.tts import enqueue_tts
 from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
-from api.uploads import check_audio
+from api.uploads import check_audio, owned_ref
 from core.files import resolve_owned
 from core.media import MediaError, probe
 from core.rooms import Room, RoomError, RoomStore, lease_key

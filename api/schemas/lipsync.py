@@ -2,22 +2,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
+
+from api.schemas.common import AudioOrText
 
 
-class LipSyncRequest(BaseModel):
+class LipSyncRequest(AudioOrText):
     avatar_id: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     audio: str | None = Field(None, description="a file the service owns, e.g. tests/<id>.wav or uploads/<id>.mp3")
     text: str | None = Field(None, description="instead of audio: text to synthesise first")
     engine: Literal["warp", "musetalk"] | None = None
     room: str | None = Field(None, pattern=r"^[A-Za-z0-9_*.-]{1,128}$",
                              description="continue the avatar's cycle where this room's last utterance ended")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if bool(self.audio) == bool(self.text and self.text.strip()):
-            raise ValueError("give exactly one of `audio` or `text`")
-        return self
 
 
 class MouthFrame(BaseModel):

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
+
+from api.schemas.common import AudioOrText
 
 
 class RoomCreate(BaseModel):
@@ -26,15 +28,9 @@ class RoomOut(BaseModel):
     urls: dict[str, str]
 
 
-class SayRequest(BaseModel):
+class SayRequest(AudioOrText):
     text: str | None = None
     audio: str | None = Field(None, description="a file the service owns, e.g. tests/<id>.wav")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if bool(self.audio) == bool(self.text and self.text.strip()):
-            raise ValueError("give exactly one of `audio` or `text`")
-        return self
 
 
 class SayAccepted(BaseModel):
