@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level)
     portrait = write_demo_portrait(settings.kind_dir("uploads") / "demo-portrait.png")
     manifest = prepare(portrait, avatar_dir(settings.data_dir, settings.demo_avatar_id))
+    from avatars.idle_loop import load_idle_loop
+    from avatars.store import Avatar
+
+    load_idle_loop(Avatar.open(settings.data_dir, settings.demo_avatar_id), settings)
     logging.getLogger("avatars").info("demo avatar %r ready (%d frames, %s)", manifest["id"], manifest["frames"],
                                       "cached" if manifest["reused"] else f"built in {manifest['prepare_s']} s")
     return 0

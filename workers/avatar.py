@@ -37,5 +37,11 @@ def prepare_avatar(source: str, avatar_id: str, options: dict | None = None) -> 
     manifest = prepare(path, avatar_dir(settings.data_dir, avatar_id), opts,
                        progress=lambda p: set_progress(job, p),
                        latent_encoder=_latent_encoder(settings) if settings.musetalk_latents else None)
+    # Encode the idle loop now, so a room opened with this avatar publishes at once.
+    from avatars.idle_loop import load_idle_loop
+    from avatars.store import Avatar
+
+    load_idle_loop(Avatar.open(settings.data_dir, avatar_id), settings)
+    set_progress(job, 0.99)
     return {k: manifest[k] for k in ("id", "kind", "frames", "cycle_length", "width", "height", "fps",
                                      "has_latents", "reused", "prepare_s", "source_sha256")}

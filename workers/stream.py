@@ -117,7 +117,7 @@ class RoomPublisher(threading.Thread):
             except Exception as exc:
                 log.warning("room %s: publish session ended: %s", self.room.id, exc)
                 self.store.event(self.room.id, "session_error", error=str(exc)[:200])
-            if self.stop_event.is_set():
+            if self.stop_event.is_set() or self.closed_by_expiry:
                 break
             backoff = 0.5 if time.monotonic() - started > 10 else min(2.0, backoff * 2)
             self.stop_event.wait(backoff)
@@ -228,6 +228,7 @@ class StreamWorker:
         self.loops: dict[str, IdleLoop] = {}  # idle loops shared by rooms of the same avatar
         self.stopping = threading.Event()
         self._deferred: set[str] = set()
+        self._retry_at: dict[str, float] = {}
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
 
@@ -238,8 +239,13 @@ class StreamWorker:
     def tick(self) -> None:
         self.redis.set(STREAM_ALIVE_KEY.format(self.name), len(self.publishers), px=self.lease_ms)
         for room_id, pub in list(self.publishers.items()):
-            if not pub.is_alive() or not self._renew(keys=[lease_key(room_id)], args=[self.name, self.lease_ms]):
-                self._drop(room_id, reason="lease lost" if pub.is_alive() else "publisher ended")
+            if not pub.is_alive():
+                # A publisher only ends by itself when its room cannot be served (e.g. a broken
+                # avatar): retry later instead of spinning.
+                self._retry_at[room_id] = time.monotonic() + 10.0
+                self._drop(room_id, reason="publisher ended")
+            elif not self._renew(keys=[lease_key(room_id)], args=[self.name, self.lease_ms]):
+                self._drop(room_id, reason="lease lost")
         least_loaded = self._least_loaded()
         for room in self.store.list():
             if not self.store.is_open(room.id):
@@ -249,6 +255,8 @@ class StreamWorker:
                 log.info("room %s closed after %d s without activity", room.id, room.ttl_s)
                 continue
             if room.id in self.publishers or len(self.publishers) >= self.settings.stream_capacity:
+                continue
+            if self._retry_at.get(room.id, 0) > time.monotonic():
                 continue
             if not least_loaded and not self.redis.exists(lease_key(room.id)):
                 # Another live worker has fewer rooms: leave this one to it (it ticks too), so
