@@ -227,3 +227,18 @@ def test_media_server_restart_resumes_within_5s(api, service):
     wait_until(lambda: publishing(media, key), 10, interval=0.1, what="publishing after the restart")
     assert time.monotonic() - back <= 5.0
     assert httpx.get(f"http://127.0.0.1:{media.http_port}/healthz").status_code == 200
+
+
+def test_room_plays_over_hls_and_is_listed(api, service):
+    room = open_room(api, username="hls_test")
+    assert room["id"] in {r["id"] for r in api.get("/v1/rooms").json()}
+    hls = room["urls"]["hls"]
+
+    def playlist():
+        r = httpx.get(hls, timeout=5)
+        return r.text if r.status_code == 200 and ".ts" in r.text else None
+
+    text = wait_until(playlist, 30, interval=0.5, what="the HLS playlist")
+    segment = next(line for line in text.splitlines() if line.endswith(".ts"))
+    data = httpx.get(hls.rsplit("/", 1)[0] + "/" + segment, timeout=5).content
+    assert len(data) > 1000 and data[0] == 0x47  # MPEG-TS sync byte
