@@ -10,7 +10,7 @@ def main() -> None:
     settings = get_settings()
     setup_logging(settings.log_level)
     uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+                workers=settings.api_processes, log_level=settings.log_level.lower(), access_log=False)
 
 
 if __name__ == "__main__":

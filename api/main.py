@@ -21,7 +21,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.settings = settings
         app.state.redis = redis_connection(settings)
-        app.state.aredis = aioredis.Redis.from_url(settings.redis_url, password=settings.redis_password)
+        # Bounded and blocking: a burst of requests waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, password=settings.redis_password,
+                                                        max_connections=settings.api_redis_connections, timeout=10)
+        app.state.aredis = aioredis.Redis(connection_pool=pool)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         yield
         app.state.redis.close()

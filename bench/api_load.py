@@ -30,6 +30,9 @@ def _pct(values: list[float], q: float) -> float:
 
 async def client(session, base: str, deadline: float, poll_s: float, max_polls: int, stats: dict, idx: int):
     n = 0
+    # Clients arrive spread over the first second (a ramp-up), not in one synchronised burst;
+    # poll intervals jitter by +-10% as real clients' timers do.
+    await asyncio.sleep(random.uniform(0, 1.0))
     while time.monotonic() < deadline:
         n += 1
         text = f"{random.choice(PHRASES)} {idx}-{n}"
@@ -47,7 +50,7 @@ async def client(session, base: str, deadline: float, poll_s: float, max_polls: 
             continue
         stats["jobs"].append(body["job_id"])
         for _ in range(max_polls):
-            await asyncio.sleep(poll_s)
+            await asyncio.sleep(poll_s * random.uniform(0.9, 1.1))
             if time.monotonic() >= deadline:
                 break
             t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,6 +16,7 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from core.settings import Settings
@@ -123,40 +124,63 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _view(job: Job, result: Result | None) -> JobView:
+    """The client-facing view of a job and its latest result (no I/O)."""
+    status = Status(job.get_status(refresh=False) or "queued")
+    meta = job.meta or {}
+    error = meta.get("error")
+    value = result.return_value if (result is not None and status == Status.finished) else None
+    if status == Status.failed and not error:
+        text = (result.exc_string if result is not None else None) or job.exc_info or "job failed"
+        error = {"type": "JobFailed", "message": text.strip().splitlines()[-1]}
+    return JobView(
+        id=job.id,
+        kind=str(meta.get("kind") or (job.origin or "")),
+        status=status,
+        progress=1.0 if status == Status.finished else float(meta.get("progress") or 0.0),
+        result=value,
+        error=error,
+        created_at=_aware(job.created_at),
+        ended_at=_aware(job.ended_at),
+    )
+
+
+def _with_dependencies(connection: Redis, job: Job, view: JobView) -> JobView:
+    """A job waiting on a dependency that failed will never run: say so instead of "deferred"."""
+    for dep_id in job.dependency_ids or []:
+        dep = fetch_job(connection, dep_id.decode() if isinstance(dep_id, bytes) else dep_id)
+        if dep is not None and dep.status in (Status.failed, Status.canceled, Status.stopped):
+            reason = (dep.error or {}).get("message", dep.status.value)
+            return replace(view, status=Status.failed, error={
+                "type": "DependencyFailed", "message": f"{dep.kind} job {dep.id} failed: {reason}"})
+    return view
+
+
 def fetch_job(connection: Redis, job_id: str) -> JobView | None:
     try:
         job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
     except NoSuchJobError:
         return None
-    status = Status(job.get_status(refresh=False) or "queued")
-    meta = job.meta or {}
+    view = _view(job, Result.fetch_latest(job, serializer=JSONSerializer))
+    return _with_dependencies(connection, job, view) if view.status == Status.deferred else view
+
+
+async def fetch_job_async(aredis, connection: Redis, job_id: str) -> JobView | None:
+    """As fetch_job, with the reads on the event loop (one HGETALL, one XREVRANGE when ended):
+    status polling is the API's hottest path. Parsing stays RQ's own (Job.restore, Result.restore)."""
+    raw = await aredis.hgetall(Job.key_for(job_id))
+    if not raw:
+        return None
+    job = Job(job_id, connection=connection, serializer=JSONSerializer)
+    job.restore(raw)
     result = None
-    error = meta.get("error")
-    if status == Status.finished:
-        result = job.return_value(refresh=True)
-    elif status == Status.failed and not error:
-        latest = job.latest_result()
-        text = (latest.exc_string if latest else None) or job.exc_info or "job failed"
-        error = {"type": "JobFailed", "message": text.strip().splitlines()[-1]}
-    if status == Status.deferred:
-        # A job waiting on a dependency that failed will never run: say so instead of "deferred".
-        for dep_id in job.dependency_ids or []:
-            dep = fetch_job(connection, dep_id.decode() if isinstance(dep_id, bytes) else dep_id)
-            if dep is not None and dep.status in (Status.failed, Status.canceled, Status.stopped):
-                status = Status.failed
-                reason = (dep.error or {}).get("message", dep.status.value)
-                error = {"type": "DependencyFailed", "message": f"{dep.kind} job {dep.id} failed: {reason}"}
-    progress = 1.0 if status == Status.finished else float(meta.get("progress") or 0.0)
-    return JobView(
-        id=job.id,
-        kind=str(meta.get("kind") or (job.origin or "")),
-        status=status,
-        progress=progress,
-        result=result,
-        error=error,
-        created_at=_aware(job.created_at),
-        ended_at=_aware(job.ended_at),
-    )
+    if job.get_status(refresh=False) in (Status.finished.value, Status.failed.value):
+        entries = await aredis.xrevrange(Result.get_key(job_id), count=1)
+        if entries:
+            result_id, payload = entries[0]
+            result = Result.restore(job_id, result_id.decode(), payload, connection=connection,
+                                    serializer=JSONSerializer)
+    return _view(job, result)
 
 
 def set_progress(job: Job | None, progress: float, **extra: Any) -> None:

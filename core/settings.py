@@ -32,12 +32,18 @@ class Settings(BaseSettings):
     api_port: int = 8181
     public_base_url: str | None = None  # e.g. https://zbj.example.com when behind a proxy
     cors_origins: list[str] = ["*"]
+    api_redis_connections: int = Field(64, ge=4)
+    # One event loop saturates a core at ~600 requests/s; the API holds no state, so scale by process.
+    api_processes: int = Field(2, ge=1)
     api_keys: list[str] = []  # empty: /v1 is open; otherwise X-API-Key or Bearer required
 
     tts_workers: int = 1
     asr_workers: int = 1
     avatar_workers: int = 1
     lipsync_workers: int = 1
+    # Batch workers (TTS, ASR, avatar, lip-sync) yield the CPU to the API and the live publishers,
+    # so a busy render never delays a status read or a viewer's frame.
+    worker_nice: int = Field(10, ge=0, le=19)
     worker_heartbeat_s: float = 2.0
     worker_dead_after_s: float = 8.0
 

@@ -100,7 +100,7 @@ class EspeakEngine:
     _voices = {"zh": "cmn", "en": "en-us"}
 
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
-        chosen = voice or self._voices.get(language, language or "en-us")
+        chosen = voice or self._voices.get(language, "en-us")
         proc = subprocess.run(["espeak-ng", "-v", chosen, "--stdout", text], capture_output=True,
                               timeout=120, check=False)
         if proc.returncode != 0:

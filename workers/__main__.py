@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     setup_logging(settings.log_level)
     kind = Kind(args.kind)
+    os.nice(settings.worker_nice)
     worker_ttl = 60
     connection = redis_connection(settings, socket_timeout=worker_ttl + 30)
     wait_for_redis(connection)

@@ -60,7 +60,18 @@ def split_sentences(text: str) -> list[str]:
 
 
 def plan_segments(text: str, language: str | None) -> list[Segment]:
-    return [Segment(s, language or detect_language(s)) for s in split_sentences(text)]
+    if language:
+        return [Segment(s, language) for s in split_sentences(text)]
+    sentences = split_sentences(text)
+    detected = [detect_language(s) for s in sentences]
+    # A sentence of digits or symbols only ("12-345") is read in the language around it.
+    known = [d for d in detected if d != "other"]
+    fallback = known[0] if known else "other"
+    out, last = [], fallback
+    for sentence, lang in zip(sentences, detected):
+        last = lang if lang != "other" else last
+        out.append(Segment(sentence, last))
+    return out
 
 
 def choose_engine(settings: Settings, language: str) -> str:
