@@ -31,8 +31,9 @@ LONG_TEXT = ("欢迎大家来到今天的直播间，我们今天要聊一聊数
 
 
 def stream_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "-x", r".*python -m workers stream"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    out = subprocess.run(["pgrep", "-f", r"python -m workers stream"], capture_output=True, text=True).stdout
+    # honcho starts each process through `sh -c`: count the Python processes only.
+    return [int(p) for p in out.split() if Path(f"/proc/{p}/comm").read_text().startswith("python")]
 
 
 def cpu_ticks(pids: list[int]) -> int:
@@ -109,8 +110,10 @@ def main() -> None:
                 client.post(f"/v1/rooms/{r['id']}/say", json={"audio": speech["result"]["file"]}).raise_for_status()
             time.sleep(1.5)
             window = min(args.seconds, speech["result"]["duration_s"] - 3)
+            publishers = [client.get(f"/v1/rooms/{r['id']}").json()["publisher"] for r in rooms]
             figures["speaking_720p"] = {"avatar": f"{avatar['manifest']['width']}x{avatar['manifest']['height']}",
                                         "speech_s": speech["result"]["duration_s"],
+                                        "publisher_processes": len(set(publishers)),
                                         **measure(client, rooms, window)}
         finally:
             close(client, rooms)

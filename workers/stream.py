@@ -55,7 +55,7 @@ class Speech:
 
 
 class RoomPublisher(threading.Thread):
-    def __init__(self, room: Room, settings: Settings, redis: Redis, worker: str, loops: dict) -> None:
+    def __init__(self, room: Room, settings: Settings, redis: Redis, worker: str, loops: "IdleLoops") -> None:
         super().__init__(name=f"room-{room.id[:8]}", daemon=True)
         self.room = room
         self.settings = settings
@@ -103,9 +103,7 @@ class RoomPublisher(threading.Thread):
         backoff = 0.5
         try:
             avatar = Avatar.open(self.settings.data_dir, self.room.avatar_id)
-            loop = self.loops.get(avatar.id)
-            if loop is None:
-                loop = self.loops[avatar.id] = load_idle_loop(avatar, self.settings)
+            self.loops.ensure(avatar)
         except Exception:
             log.exception("room %s: avatar %s unusable", self.room.id, self.room.avatar_id)
             self.store.event(self.room.id, "avatar_error", avatar=self.room.avatar_id)
@@ -113,7 +111,7 @@ class RoomPublisher(threading.Thread):
         while not self.stop_event.is_set():
             started = time.monotonic()
             try:
-                self._session(avatar, loop)
+                self._session(avatar)
             except Exception as exc:
                 log.warning("room %s: publish session ended: %s", self.room.id, exc)
                 self.store.event(self.room.id, "session_error", error=str(exc)[:200])
@@ -123,7 +121,7 @@ class RoomPublisher(threading.Thread):
             self.stop_event.wait(backoff)
         self.prep.shutdown(wait=False, cancel_futures=True)
 
-    def _session(self, avatar: Avatar, loop: IdleLoop) -> None:
+    def _session(self, avatar: Avatar) -> None:
         url = self.settings.publish_url_template.format(stream_key=self.room.stream_key,
                                                         rtmp_port=self.settings.rtmp_port,
                                                         media_http_port=self.settings.media_http_port,
@@ -188,8 +186,11 @@ class RoomPublisher(threading.Thread):
                         speech.k += 1
                         spoke = True
                 if not spoke:
-                    p = self.cycle % len(loop)
-                    if not remux and loop.keyframes[p]:
+                    # Until the avatar's idle loop is encoded (first use with these encoder
+                    # settings), idle frames are encoded live like speech.
+                    loop = self.loops.get(avatar.id)
+                    p = self.cycle % len(loop) if loop is not None else 0
+                    if not remux and loop is not None and loop.keyframes[p]:
                         remux = True
                     if remux:
                         session.mux_video_packet(loop.packets[p], f, bool(loop.keyframes[p]))
@@ -208,7 +209,38 @@ class RoomPublisher(threading.Thread):
             self.store.event(self.room.id, "session_end", frames=f)
 
 
-def push_room_stream(room: Room, settings: Settings, redis: Redis, worker: str, loops: dict) -> RoomPublisher:
+class IdleLoops:
+    """Idle loops shared by every room of an avatar in this process, built once in the background."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loops: dict[str, IdleLoop] = {}
+        self._building: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get(self, avatar_id: str) -> IdleLoop | None:
+        return self._loops.get(avatar_id)
+
+    def ensure(self, avatar: Avatar) -> None:
+        with self._lock:
+            if avatar.id in self._loops or avatar.id in self._building:
+                return
+            self._building.add(avatar.id)
+        threading.Thread(target=self._build, args=(avatar,), name=f"idle-{avatar.id}", daemon=True).start()
+
+    def _build(self, avatar: Avatar) -> None:
+        try:
+            loop = load_idle_loop(Avatar(avatar.path), self.settings)
+            with self._lock:
+                self._loops[avatar.id] = loop
+        except Exception:
+            log.exception("avatar %s: idle loop could not be built; idle frames stay live-encoded", avatar.id)
+        finally:
+            with self._lock:
+                self._building.discard(avatar.id)
+
+
+def push_room_stream(room: Room, settings: Settings, redis: Redis, worker: str, loops: IdleLoops) -> RoomPublisher:
     """Start publishing one room (the job of the stream worker kind); returns its running publisher."""
     publisher = RoomPublisher(room, settings, redis, worker, loops)
     publisher.start()
@@ -225,7 +257,7 @@ class StreamWorker:
         self.store = RoomStore(self.redis, settings)
         self.tick_s = tick_s
         self.publishers: dict[str, RoomPublisher] = {}
-        self.loops: dict[str, IdleLoop] = {}  # idle loops shared by rooms of the same avatar
+        self.loops = IdleLoops(settings)
         self.stopping = threading.Event()
         self._deferred: set[str] = set()
         self._retry_at: dict[str, float] = {}
@@ -246,7 +278,6 @@ class StreamWorker:
                 self._drop(room_id, reason="publisher ended")
             elif not self._renew(keys=[lease_key(room_id)], args=[self.name, self.lease_ms]):
                 self._drop(room_id, reason="lease lost")
-        least_loaded = self._least_loaded()
         for room in self.store.list():
             if not self.store.is_open(room.id):
                 # Any worker may close an expired room; its publisher (wherever it runs) sees it.
@@ -258,16 +289,18 @@ class StreamWorker:
                 continue
             if self._retry_at.get(room.id, 0) > time.monotonic():
                 continue
-            if not least_loaded and not self.redis.exists(lease_key(room.id)):
+            if self.redis.exists(lease_key(room.id)):
+                continue
+            if not self._least_loaded() and room.id not in self._deferred:
                 # Another live worker has fewer rooms: leave this one to it (it ticks too), so
                 # rooms spread over processes and cores. Unowned rooms still go to anyone after a tick.
-                if room.id not in self._deferred:
-                    self._deferred.add(room.id)
-                    continue
+                self._deferred.add(room.id)
+                continue
             self._deferred.discard(room.id)
             if self.redis.set(lease_key(room.id), self.name, nx=True, px=self.lease_ms):
                 self.store.event(room.id, "leased", worker=self.name)
                 self.publishers[room.id] = push_room_stream(room, self.settings, self.redis, self.name, self.loops)
+                self.redis.set(STREAM_ALIVE_KEY.format(self.name), len(self.publishers), px=self.lease_ms)
 
     def _least_loaded(self) -> bool:
         mine = len(self.publishers)
