@@ -7,12 +7,14 @@ so queued jobs survive a restart of Redis or of the machine.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
 import sys
 from urllib.parse import urlparse
 
+from core.logs import setup_logging
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -34,7 +36,7 @@ def run_redis(settings: Settings) -> None:
     if host not in LOOPBACK:
         # An external Redis is configured: nothing to start, but honcho stops the fleet when any
         # process exits, so stay up quietly.
-        print(f"using external Redis at {host}; not starting one", flush=True)
+        logging.getLogger("fleet").info("using external Redis at %s; not starting one", host)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return
     os.execv(redis_argv(settings)[0], redis_argv(settings))
@@ -61,7 +63,8 @@ def banner(settings: Settings) -> str:
 
 
 def run_fleet(settings: Settings) -> None:
-    print(banner(settings), flush=True)
+    sys.stdout.write(banner(settings) + "\n")  # the command's own output, for the operator
+    sys.stdout.flush()
     honcho = os.path.join(os.path.dirname(sys.executable), "honcho")
     concurrency = (f"tts={settings.tts_workers},asr={settings.asr_workers},avatar={settings.avatar_workers},"
                    f"lipsync={settings.lipsync_workers},stream={settings.stream_workers},media=1")
@@ -74,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["run", "redis", "banner"])
     args = parser.parse_args(argv)
     settings = get_settings()
+    setup_logging(settings.log_level)
     if args.what == "redis":
         run_redis(settings)
     elif args.what == "banner":
-        print(banner(settings))
+        sys.stdout.write(banner(settings) + "\n")
     else:
         run_fleet(settings)
     return 0

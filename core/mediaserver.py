@@ -13,6 +13,7 @@ SIGTERM/SIGINT = fast shutdown, SIGQUIT = graceful shutdown.
 from __future__ import annotations
 
 import argparse
+import logging
 import grp
 import os
 import pwd
@@ -327,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     # so `check` while the server runs rewrites nginx.conf with identical content.
     server = from_settings(log_to_stderr=True)
     if args.what == "run":
-        print(f"media server: publish/play rtmp://127.0.0.1:{server.rtmp_port}/{APP}/<key>, "
-              f"HLS {server.http_base}/hls/<key>.m3u8, stats {server.http_base}/stat", flush=True)
+        from core.logs import setup_logging
+
+        setup_logging()
+        logging.getLogger("mediaserver").info("publish/play rtmp://127.0.0.1:%s/%s/<key>, HLS %s/hls/<key>.m3u8, stats %s/stat",
+                                              server.rtmp_port, APP, server.http_base, server.http_base)
         server.run_foreground()
     if args.what == "conf":
         sys.stdout.write(render_nginx_conf(server.rtmp_port, server.http_port, server.prefix, log_to_stderr=True))
