@@ -124,9 +124,20 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def job_status(job: Job) -> Status:
+    """RQ's status as the API's enum; transitional states (e.g. ready_to_enqueue, between a
+    finished dependency and the queue) read as queued."""
+    raw = job.get_status(refresh=False)
+    value = getattr(raw, "value", raw) or "queued"
+    try:
+        return Status(value)
+    except ValueError:
+        return Status.queued
+
+
 def _view(job: Job, result: Result | None) -> JobView:
     """The client-facing view of a job and its latest result (no I/O)."""
-    status = Status(job.get_status(refresh=False) or "queued")
+    status = job_status(job)
     meta = job.meta or {}
     error = meta.get("error")
     value = result.return_value if (result is not None and status == Status.finished) else None
@@ -198,7 +209,7 @@ def cancel_job(connection: Redis, job_id: str) -> Status | None:
         job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
     except NoSuchJobError:
         return None
-    status = Status(job.get_status(refresh=False) or "queued")
+    status = job_status(job)
     if status in (Status.queued, Status.deferred, Status.scheduled):
         job.cancel()
         return Status.canceled

@@ -46,3 +46,16 @@ def test_resolve_owned_only_inside_data_dirs(tmp_path):
 
 def test_zh_punctuate():
     assert zh_punctuate("大家好 非常荣幸,我们开始吧") == "大家好，非常荣幸，我们开始吧。"
+
+
+def test_transitional_rq_status_reads_as_queued():
+    from redis import Redis
+    from rq.job import Job, JobStatus
+
+    from core.jobs import Status, job_status
+
+    job = Job("x", connection=Redis())  # no I/O: the status is set in memory
+    job._status = JobStatus.READY_TO_ENQUEUE
+    assert job_status(job) == Status.queued
+    job._status = JobStatus.FINISHED
+    assert job_status(job) == Status.finished

@@ -13,7 +13,7 @@ from rq import get_current_job
 from avatars.store import Avatar
 from core.files import resolve_owned
 from core.jobs import set_progress
-from core.media import MediaError, VideoWriter, decode_audio, write_wav
+from core.media import MediaError, VideoWriter, decode_audio
 from core.settings import Settings, get_settings
 from models.lipsync.engines import load_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -55,11 +55,9 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
     key = cycle_key(avatar_id, room)
     start = int(redis.get(key) or 0) if redis is not None else 0
     out_dir = settings.kind_dir("lipsync")
-    # The MP4 carries exactly the audio that drove the mouth (16 kHz decode of the source).
-    wav = out_dir / f"{output_name}.wav"
-    write_wav(wav, speech, SAMPLE_RATE)
     track = analyse(speech, avatar.fps, n)
-    writer = VideoWriter(out_dir / f"{output_name}.mp4", avatar.width, avatar.height, avatar.fps, audio=wav,
+    # The MP4 carries the source audio at its own quality; the 16 kHz decode only drives the mouth.
+    writer = VideoWriter(out_dir / f"{output_name}.mp4", avatar.width, avatar.height, avatar.fps, audio=source,
                          crf=settings.video_crf)
     try:
         for k, frame in enumerate(renderer.frames(avatar, speech, start, n, track)):
@@ -77,7 +75,7 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
     mouth.write_text(json.dumps({"fps": avatar.fps, "frames": track.as_series()}))
     return {
         "file": f"lipsync/{output_name}.mp4", "legacy_path": f"tests/{output_name}.mp4",
-        "url": f"/v1/files/lipsync/{output_name}.mp4", "audio": f"lipsync/{output_name}.wav",
+        "url": f"/v1/files/lipsync/{output_name}.mp4", "audio": audio or f"tts/{tts_job_id}.wav",
         "mouth_url": f"/v1/files/lipsync/{output_name}.mouth.json",
         "frames": n, "fps": avatar.fps, "duration_s": round(speech.size / SAMPLE_RATE, 3), "engine": name,
         "avatar_id": avatar_id, "room": room, "cycle_start": start, "cycle_end": end,
