@@ -23,6 +23,7 @@ from redis import Redis
 from core.settings import Settings
 
 ROOMS = "mtl:rooms"
+STREAM_ALIVE_KEY = "mtl:stream-worker:{}"  # per stream worker process; value = rooms it publishes
 NAME_KEY = "mtl:room-name:{}"
 ROOM_ID = re.compile(r"^[0-9a-f]{32}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
@@ -184,3 +185,14 @@ class RoomStore:
 
 def lease_key(room_id: str) -> str:
     return _k(room_id, "lease")
+
+
+def stream_worker_loads(redis: Redis) -> dict[str, int]:
+    """Live stream worker processes and how many rooms each publishes."""
+    prefix = STREAM_ALIVE_KEY.format("")
+    loads = {}
+    for key in redis.scan_iter(STREAM_ALIVE_KEY.format("*")):
+        value = redis.get(key)
+        if value is not None:
+            loads[key.decode()[len(prefix):]] = int(value)
+    return loads

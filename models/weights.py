@@ -34,10 +34,6 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def model_dir(models_dir: Path, name: str) -> Path:
-    return models_dir / manifest()[name]["dir"]
-
-
 def verify(models_dir: Path, name: str) -> Path:
     """Check every file of `name` against its sha256; return the model's directory.
 

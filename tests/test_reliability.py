@@ -25,17 +25,21 @@ def _settings(env: dict[str, str]) -> Settings:
     return Settings(redis_url=env["MTL_REDIS_URL"], data_dir=env["MTL_DATA_DIR"])
 
 
+def _isolated(redis_server, tmp_path, db: int, **extra: str):
+    """Its own Redis database and worker processes, so killing workers cannot disturb other tests."""
+    env = fleet_env(redis_server.url(db), tmp_path / "data", **extra)
+    conn = Redis.from_url(env["MTL_REDIS_URL"])
+    conn.flushdb()
+    return _settings(env), conn, Fleet(env=env, log_dir=tmp_path)
+
+
 def _status(conn: Redis, job_id: str) -> str | None:
     raw = conn.hget(f"rq:job:{job_id}", "status")
     return raw.decode() if raw else None
 
 
 def test_sigkilled_worker_job_completes_on_another_worker(redis_server, tmp_path):
-    env = fleet_env(redis_server.url(3), tmp_path / "data")
-    settings = _settings(env)
-    conn = Redis.from_url(env["MTL_REDIS_URL"])
-    conn.flushdb()
-    fleet = Fleet(env=env, log_dir=tmp_path)
+    settings, conn, fleet = _isolated(redis_server, tmp_path, 3)
     try:
         victim = fleet.worker("tts")
         first = enqueue(settings, conn, Kind.tts, {"text": LONG_EN, "output_name": "long"}, job_id="long")
@@ -90,11 +94,7 @@ def test_queued_jobs_survive_redis_restart(tmp_path):
 
 
 def test_job_that_keeps_killing_workers_fails_with_clear_error(redis_server, tmp_path):
-    env = fleet_env(redis_server.url(4), tmp_path / "data", MTL_JOB_MAX_RECOVERIES="0")
-    settings = _settings(env)
-    conn = Redis.from_url(env["MTL_REDIS_URL"])
-    conn.flushdb()
-    fleet = Fleet(env=env, log_dir=tmp_path)
+    settings, conn, fleet = _isolated(redis_server, tmp_path, 4, MTL_JOB_MAX_RECOVERIES="0")
     try:
         victim = fleet.worker("tts")
         job_id = enqueue(settings, conn, Kind.tts, {"text": LONG_EN, "output_name": "doomed"})

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import resample_poly
 from redis import Redis
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
@@ -28,7 +29,7 @@ from core.files import NotOwnedError, resolve_owned
 from core.jobs import redis_connection
 from core.live import FPS, RtmpSession
 from core.media import decode_audio
-from core.rooms import Room, RoomStore, lease_key
+from core.rooms import STREAM_ALIVE_KEY, Room, RoomStore, lease_key, stream_worker_loads
 from core.settings import Settings, get_settings
 from models.lipsync.engines import WarpEngine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -36,7 +37,6 @@ from models.lipsync.warp import WarpOptions
 
 log = logging.getLogger(__name__)
 
-STREAM_ALIVE_KEY = "mtl:stream-worker:{}"
 POLL_EVERY = 5  # frames between Redis checks (200 ms)
 LEAD_S = 0.15  # how far ahead of real time frames are sent
 _RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
@@ -73,9 +73,11 @@ class RoomPublisher(threading.Thread):
 
     # ---- speech preparation (off the pacing loop) ----
     def _prepare(self, utterance: dict) -> Speech:
-        path = resolve_owned(self.settings, utterance["audio"])
-        speech16 = decode_audio(path, SAMPLE_RATE)
-        pcm = decode_audio(path, self.settings.live_audio_rate)
+        pcm = decode_audio(resolve_owned(self.settings, utterance["audio"]), self.settings.live_audio_rate)
+        # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
+        rate = self.settings.live_audio_rate
+        g = np.gcd(rate, SAMPLE_RATE)
+        speech16 = resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32)
         n = max(1, frame_count(speech16.size, FPS))
         return Speech(utterance, speech16, pcm, n, analyse(speech16, FPS, n))
 
@@ -304,12 +306,7 @@ class StreamWorker:
 
     def _least_loaded(self) -> bool:
         mine = len(self.publishers)
-        for key in self.redis.scan_iter(STREAM_ALIVE_KEY.format("*")):
-            if key.decode() != STREAM_ALIVE_KEY.format(self.name):
-                load = self.redis.get(key)
-                if load is not None and int(load) < mine:
-                    return False
-        return True
+        return all(load >= mine for name, load in stream_worker_loads(self.redis).items() if name != self.name)
 
     def _drop(self, room_id: str, reason: str) -> None:
         pub = self.publishers.pop(room_id, None)
@@ -331,10 +328,6 @@ class StreamWorker:
         for room_id in list(self.publishers):
             self._drop(room_id, reason="shutdown")
         self.redis.delete(STREAM_ALIVE_KEY.format(self.name))
-
-
-def alive_stream_workers(redis: Redis) -> int:
-    return sum(1 for _ in redis.scan_iter(STREAM_ALIVE_KEY.format("*")))
 
 
 def main() -> int:

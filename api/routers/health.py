@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep
 from core.jobs import Kind, alive_workers, get_queue
+from core.rooms import stream_worker_loads
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +25,7 @@ def _readiness(redis) -> tuple[bool, dict]:
     for kind in Kind:
         queue = get_queue(kind, redis)
         queues[kind.value] = {"workers": len(alive_workers(redis, queue)), "queued": queue.count}
-    streams = sum(1 for _ in redis.scan_iter("mtl:stream-worker:*"))
+    streams = len(stream_worker_loads(redis))
     ready = all(q["workers"] > 0 for q in queues.values()) and streams > 0
     return ready, {"redis": "ok", "queues": queues, "stream_workers": streams}
 

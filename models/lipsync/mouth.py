@@ -27,9 +27,6 @@ class MouthTrack:
         return [{"t": round(i / self.fps, 3), "open": round(float(o), 3), "width": round(float(w), 3)}
                 for i, (o, w) in enumerate(zip(self.open, self.width))]
 
-    def slice(self, start: int, stop: int) -> MouthTrack:
-        return MouthTrack(self.fps, self.open[start:stop], self.width[start:stop], self.voiced[start:stop])
-
 
 def frame_count(n_samples: int, fps: int = 25, sample_rate: int = SAMPLE_RATE) -> int:
     return int(round(n_samples / sample_rate * fps))
