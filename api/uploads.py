@@ -81,6 +81,29 @@ async def save_visual_upload(settings: Settings, upload: UploadFile) -> tuple[Pa
     return _accept(tmp), info
 
 
+async def save_sample_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
+    """A talking clip of the presenter with their own speech, for enrollment."""
+    tmp = await _receive(settings, upload, VISUAL_EXTENSIONS - {"png", "jpg", "jpeg", "webp", "bmp"},
+                         settings.max_avatar_upload_bytes)
+    info = await _probe(tmp, "video")
+    try:
+        check_sample(info, settings)
+    except ApiError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _accept(tmp), info
+
+
+def check_sample(info: MediaInfo, settings: Settings) -> None:
+    if not info.has_video or info.format_name in IMAGE_FORMATS:
+        raise ApiError(422, "sample_undecodable", "the speech sample must be a video of the presenter talking")
+    if not info.has_audio:
+        raise ApiError(422, "sample_no_audio", "the speech sample has no audio track; it must carry the presenter's own speech")
+    if not settings.min_sample_s <= info.duration_s <= settings.max_sample_s:
+        raise ApiError(422, "sample_duration", f"the speech sample is {info.duration_s:.1f} s; it must last "
+                       f"{settings.min_sample_s:.0f} s to {settings.max_sample_s:.0f} s")
+
+
 def check_audio(info: MediaInfo, max_s: float) -> None:
     if not info.has_audio:
         raise ApiError(422, "undecodable_audio", "the file has no audio track")

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     asr_model: str = "whisper-base"
     asr_threads: int = 2
 
-    lipsync_engine: Literal["warp", "musetalk"] = "warp"
+    # auto: the presenter's own mouth (exemplar) for avatars enrolled from talking footage, warp elsewhere.
+    lipsync_engine: Literal["auto", "exemplar", "warp", "musetalk"] = "auto"
     lipsync_strength: float = Field(1.0, ge=0.0, le=3.0)
     musetalk_latents: bool = True  # cache MuseTalk latents at preparation when its weights exist
     demo_avatar_id: str = "demo"
@@ -93,6 +94,8 @@ class Settings(BaseSettings):
     max_audio_s: float = Field(600.0, gt=0)
     max_lipsync_audio_s: float = Field(300.0, gt=0)
     max_avatar_s: float = Field(60.0, gt=0)
+    min_sample_s: float = Field(2.0, gt=0)  # talking-footage enrollment sample
+    max_sample_s: float = Field(180.0, gt=0)
     max_avatar_upload_bytes: int = Field(300 * 1024 * 1024, ge=1024)
 
     legacy_wait_s: float = Field(10.0, ge=0)

@@ -31,9 +31,8 @@ from core.live import FPS, RtmpSession
 from core.media import decode_audio
 from core.rooms import STREAM_ALIVE_KEY, Room, RoomStore, lease_key, stream_worker_loads
 from core.settings import Settings, get_settings
-from models.lipsync.engines import WarpEngine
+from models.lipsync.engines import live_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
-from models.lipsync.warp import WarpOptions
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class RoomPublisher(threading.Thread):
         self.loops = loops
         self.stop_event = threading.Event()
         self.closed_by_expiry = False
-        self.engine = WarpEngine(WarpOptions(strength=settings.lipsync_strength))
+        self.engine = live_engine(settings)
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prep-{room.id[:8]}")
         self.cycle = 0  # position in the avatar's ping-pong cycle; continues across speech and idle
 
@@ -128,6 +127,7 @@ class RoomPublisher(threading.Thread):
                                                         rtmp_port=self.settings.rtmp_port,
                                                         media_http_port=self.settings.media_http_port,
                                                         media_host=self.settings.media_public_host)
+        self.engine.warm(avatar)  # an enrolled mouth is decoded now, not at the first word
         session = RtmpSession(url, self.settings, avatar.width, avatar.height)
         t0_wall, t0 = time.time(), time.monotonic()
         self.store.event(self.room.id, "session_start", t0=t0_wall, worker=self.worker)

@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
 from api.schemas.avatars import AvatarAccepted, AvatarOut
-from api.uploads import save_visual_upload, upload_or_source
+from api.uploads import check_sample, owned_ref, save_sample_upload, save_visual_upload, upload_or_source
+from core.files import resolve_owned
+from core.media import MediaError, probe
 from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
 
 router = APIRouter(prefix="/v1/avatars", tags=["avatars"], dependencies=[Depends(require_api_key)])
@@ -32,15 +34,19 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     path = _dir(settings, avatar_id)
     raw_job = redis.get(JOB_KEY.format(avatar_id))
     view = fetch_job(redis, raw_job.decode()) if raw_job else None
-    if view is not None and view.status not in (Status.finished,):
+    prepared = (path / "avatar.json").is_file()
+    # A failed re-preparation leaves the prepared avatar in place: it stays ready, with the error.
+    if view is not None and view.status not in (Status.finished,) and not (view.status == Status.failed and prepared):
         return AvatarOut(id=avatar_id, status=view.status.value, job_id=view.id, progress=view.progress,
                          error=view.error)
     manifest_path = path / "avatar.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         manifest.pop("cache_key", None)
+        enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it
+        manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
         return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
-                         manifest=manifest)
+                         manifest=manifest, error=view.error if view else None)
     raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
 
 
@@ -54,15 +60,36 @@ async def create_avatar(
     avatar_id: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")] = None,
     bbox_shift: Annotated[int, Form(ge=-50, le=50)] = 0,
     extra_margin: Annotated[int, Form(ge=0, le=60)] = 10,
+    speech_sample: Annotated[UploadFile | None, File(
+        description="a talking clip of the presenter with their own speech (2 s to 3 min); the avatar learns "
+                    "their real mouth from it. Without it, a template video that speaks is used the same way")] = None,
+    speech_sample_source: Annotated[str | None, Form(description="instead of an upload: an owned talking clip")] = None,
 ) -> AvatarAccepted:
     ref = await upload_or_source(settings, file, source, save_visual_upload)
+    sample = await _sample_ref(settings, speech_sample, speech_sample_source)
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
     job_id = new_job_id()
-    kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin}}
+    kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin},
+              "speech_sample": sample}
     await run_in_threadpool(enqueue, settings, redis, Kind.avatar, kwargs, job_id)
     await run_in_threadpool(redis.set, JOB_KEY.format(avatar_id), job_id, ex=settings.result_ttl_s)
     return AvatarAccepted(avatar_id=avatar_id, job_id=job_id, status_url=f"/v1/jobs/{job_id}",
                           avatar_url=f"/v1/avatars/{avatar_id}")
+
+
+async def _sample_ref(settings, upload: UploadFile | None, source: str | None) -> str | None:
+    """The checked speech sample's reference, or None when none was given."""
+    if upload is not None and upload.filename:
+        return await upload_or_source(settings, upload, None, save_sample_upload)
+    if not source:
+        return None
+    ref = owned_ref(settings, source)
+    try:
+        info = await run_in_threadpool(probe, resolve_owned(settings, ref))
+    except MediaError as exc:
+        raise ApiError(422, "sample_undecodable", "the speech sample is not a decodable video") from exc
+    check_sample(info, settings)
+    return ref
 
 
 @router.get("", response_model=list[AvatarOut], summary="Prepared avatars")

@@ -33,6 +33,9 @@ async def enqueue_lipsync(settings, redis, avatar_id: str, audio: str | None, te
         if missing:
             raise ApiError(422, "engine_unavailable", "MuseTalk weights are not installed under models/",
                            missing=missing)
+    if engine == "exemplar" and not (avatar.manifest or {}).get("enrollment"):
+        raise ApiError(422, "not_enrolled", f"avatar {avatar_id!r} has no talking footage to take its mouth from; "
+                       "prepare it with a speech_sample, or use engine auto or warp")
     job_id = new_job_id()
     kwargs = {"avatar_id": avatar_id, "output_name": job_id, "engine": engine, "room": room}
     depends = None
@@ -65,7 +68,7 @@ async def create_lipsync_upload(
     redis: RedisDep,
     avatar_id: Annotated[str, Form(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")],
     audio: Annotated[UploadFile, File()],
-    engine: Annotated[Literal["warp", "musetalk"] | None, Form()] = None,
+    engine: Annotated[Literal["auto", "exemplar", "warp", "musetalk"] | None, Form()] = None,
     room: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_*.-]{1,128}$")] = None,
 ) -> JobAccepted:
     path, _info = await save_audio_upload(settings, audio)

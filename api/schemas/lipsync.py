@@ -11,7 +11,8 @@ class LipSyncRequest(AudioOrText):
     avatar_id: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     audio: str | None = Field(None, description="a file the service owns, e.g. tests/<id>.wav or uploads/<id>.mp3")
     text: str | None = Field(None, description="instead of audio: text to synthesise first")
-    engine: Literal["warp", "musetalk"] | None = None
+    # None: the setting (auto = the presenter's own mouth when the avatar is enrolled, else warp)
+    engine: Literal["auto", "exemplar", "warp", "musetalk"] | None = None
     room: str | None = Field(None, pattern=r"^[A-Za-z0-9_*.-]{1,128}$",
                              description="continue the avatar's cycle where this room's last utterance ended")
 

@@ -21,7 +21,7 @@ from models.lipsync.warp import WarpOptions, render_mouth
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("warp", "musetalk")
+ENGINES = ("auto", "exemplar", "warp", "musetalk")
 
 
 class LipSyncEngine(Protocol):
@@ -104,11 +104,48 @@ class MuseTalkLipSync:
                 yield frame
 
 
+class AutoEngine:
+    """The presenter's own mouth (`exemplar`) where the avatar was enrolled from talking footage,
+    the `warp` fallback elsewhere: decided per avatar, so rooms and renders need no setting."""
+
+    name = "auto"
+
+    def __init__(self, warp: WarpEngine) -> None:
+        from models.lipsync.exemplar import ExemplarEngine
+
+        self.exemplar = ExemplarEngine()
+        self.warp = warp
+
+    def choose(self, avatar: Avatar) -> LipSyncEngine:
+        from avatars.mouthbank import enrollment
+
+        return self.exemplar if enrollment(avatar.path) is not None else self.warp
+
+    def frames(self, avatar, audio_16k, start, n_frames, track=None):
+        return self.choose(avatar).frames(avatar, audio_16k, start, n_frames, track)
+
+    def warm(self, avatar: Avatar) -> None:
+        if self.choose(avatar) is self.exemplar:
+            self.exemplar.bank(avatar)
+
+
+def live_engine(settings) -> AutoEngine:
+    """Rooms render in real time on CPU: the presenter's own mouth or the warp fallback, never a
+    GPU network whatever the batch renders use."""
+    return load_engine("auto", settings.models_dir, settings.lipsync_strength)
+
+
 @lru_cache(maxsize=4)
 def load_engine(name: str, models_dir: Path, strength: float = 1.0) -> LipSyncEngine:
     """The process-wide engine instance (models load once per worker process)."""
     if name == "warp":
         return WarpEngine(WarpOptions(strength=strength))
+    if name == "auto":
+        return AutoEngine(WarpEngine(WarpOptions(strength=strength)))
+    if name == "exemplar":
+        from models.lipsync.exemplar import ExemplarEngine
+
+        return ExemplarEngine()
     if name == "musetalk":
         return MuseTalkLipSync(models_dir)
     raise ValueError(f"unknown lip-sync engine {name!r}; choose one of {', '.join(ENGINES)}")

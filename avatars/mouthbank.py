@@ -1,0 +1,157 @@
+"""A presenter's own mouth, learned from talking footage: appearances and audio-to-shape mapping.
+
+Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mouth/enrollment.json``:
+
+    ref        [10,2]     canonical positions of the STABLE landmarks (the frame of reference)
+    patches    JPEG bytes of each exemplar's lower face in the canonical frame (offsets alongside)
+    shapes     [K,47,2]   each exemplar's lips + chin (SHAPE) in the canonical frame
+    poses      [K,6,2]    each exemplar's POSE points (yaw/pitch cue) in the canonical frame
+    mask       [H,W]      feathered blend mask of the lower face in the canonical frame
+    pca_*      shape model: mean [94], components [C,94], coefficient range [2,C]
+    rest, open [47,2]     the presenter's closed mouth at rest and a typical open one
+    ridge_*    audio features -> PCA coefficients of what the loudness prior misses
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from avatars.canonical import SHAPE
+from models.lipsync.features import FeatureOptions, Ridge, frame_features
+from models.lipsync.mouth import MouthTrack
+
+log = logging.getLogger(__name__)
+
+BANK_VERSION = "mouthbank-v2"
+BANK_DIR = "mouth"
+
+
+PAUSE_FRAMES = 10  # 0.4 s: shorter gaps keep the mouth's own half-open shapes, as speakers do
+
+
+def pause_gate(voiced: np.ndarray, min_frames: int) -> np.ndarray:
+    """1 while speaking, 0 inside pauses of at least `min_frames`; the lips leave rest a frame
+    before the sound and ease in and out over a few frames."""
+    gate = np.ones(len(voiced), np.float32)
+    start = None
+    for i, v in enumerate(list(voiced) + [True]):
+        if not v and start is None:
+            start = i
+        elif v and start is not None:
+            if i - start >= min_frames:
+                gate[start:i] = 0.0
+            start = None
+    gate = np.maximum(gate, np.concatenate([gate[1:], [0.0]]))
+    return np.convolve(np.pad(gate, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid").astype(np.float32)
+
+
+@dataclass
+class MouthBank:
+    ref: np.ndarray
+    patches: np.ndarray  # [K,H,W,3] uint8, decoded
+    shapes: np.ndarray
+    poses: np.ndarray
+    mask: np.ndarray
+    pca_mean: np.ndarray
+    pca_comp: np.ndarray
+    pca_range: np.ndarray
+    rest: np.ndarray
+    open: np.ndarray
+    ridge: Ridge
+    features: FeatureOptions
+    prior_gain: float = 1.0
+    prior_lead: int = 1  # frames the lips lead the sound by
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.mask.shape[1], self.mask.shape[0]
+
+    def prior(self, track: MouthTrack) -> np.ndarray:
+        """Loudness alone, in the presenter's own shapes: from rest towards their open mouth,
+        leading the sound slightly, compressed because quiet syllables open the mouth nearly as
+        much as loud ones. Short samples cannot teach much more; the prior keeps the mouth
+        speaking where the learned part has too little to go on."""
+        n = len(track.open)
+        env = track.open[np.clip(np.arange(n) + self.prior_lead, 0, n - 1)] ** 0.5
+        return self.rest + self.prior_gain * env[:, None, None] * (self.open - self.rest)
+
+    def predict_shapes(self, audio_16k: np.ndarray, track: MouthTrack) -> np.ndarray:
+        """[n,47,2] canonical lip + chin positions for each video frame of the speech."""
+        n_frames = len(track.open)
+        learned = self.ridge.predict(frame_features(audio_16k, n_frames, self.features)) @ self.pca_comp
+        shapes = self.prior(track) + learned.reshape(n_frames, len(SHAPE), 2)
+        if n_frames >= 3:
+            padded = np.concatenate([shapes[:1], shapes, shapes[-1:]])
+            shapes = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+        speaking = pause_gate(track.voiced, PAUSE_FRAMES)
+        return (self.rest + speaking[:, None, None] * (shapes - self.rest)).astype(np.float32)
+
+    def save(self, directory: Path, meta: dict) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        blobs = [cv2.imencode(".jpg", p, [int(cv2.IMWRITE_JPEG_QUALITY), 94])[1].ravel() for p in self.patches]
+        offsets = np.cumsum([0] + [b.size for b in blobs]).astype(np.int64)
+        arrays = {
+            "ref": self.ref, "jpeg": np.concatenate(blobs) if blobs else np.zeros(0, np.uint8),
+            "jpeg_offsets": offsets, "shapes": self.shapes, "poses": self.poses,
+            "mask": self.mask.astype(np.float16), "pca_mean": self.pca_mean, "pca_comp": self.pca_comp,
+            "pca_range": self.pca_range, "rest": self.rest, "open": self.open,
+            "prior": np.array([self.prior_gain, self.prior_lead], np.float64),
+            "features": np.array([self.features.fps, self.features.sub_steps, self.features.before_s,
+                                  self.features.after_s, self.features.n_ceps], np.float64),
+            **self.ridge.to_arrays("ridge_"),
+        }
+        tmp = directory / ".bank.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(directory / "bank.npz")
+        (directory / "enrollment.json").write_text(json.dumps({"version": BANK_VERSION, **meta}, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> "MouthBank":
+        with np.load(directory / "bank.npz", allow_pickle=False) as data:
+            jpeg, offsets = data["jpeg"], data["jpeg_offsets"]
+            patches = np.stack([cv2.imdecode(jpeg[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR)
+                                for i in range(len(offsets) - 1)])
+            fps, sub, before, after, ceps = data["features"]
+            gain, lead = data["prior"]
+            return cls(ref=data["ref"], patches=patches, shapes=data["shapes"], poses=data["poses"],
+                       mask=data["mask"].astype(np.float32), pca_mean=data["pca_mean"], pca_comp=data["pca_comp"],
+                       pca_range=data["pca_range"], rest=data["rest"], open=data["open"],
+                       ridge=Ridge.from_arrays(data, "ridge_"),
+                       features=FeatureOptions(int(fps), int(sub), float(before), float(after), int(ceps)),
+                       prior_gain=float(gain), prior_lead=int(lead))
+
+
+def bank_dir(avatar_path: Path) -> Path:
+    return avatar_path / BANK_DIR
+
+
+def enrollment(avatar_path: Path) -> dict | None:
+    path = bank_dir(avatar_path) / "enrollment.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return meta if meta.get("version") == BANK_VERSION else None
+
+
+@lru_cache(maxsize=8)
+def _cached(directory: str, mtime_ns: int) -> MouthBank:
+    return MouthBank.load(Path(directory))
+
+
+def load_bank(avatar_path: Path) -> MouthBank | None:
+    """The avatar's bank, decoded once per process (and again when it is re-enrolled)."""
+    if enrollment(avatar_path) is None:
+        return None
+    directory = bank_dir(avatar_path)
+    try:
+        return _cached(str(directory), (directory / "bank.npz").stat().st_mtime_ns)
+    except FileNotFoundError:
+        return None

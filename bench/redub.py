@@ -1,0 +1,188 @@
+"""How close is a re-dubbed mouth to the real one? Judged on real talking clips.
+
+    python -m bench.redub CLIP.mp4 [CLIP.mp4 ...] [--engines exemplar,warp] [--foreign WAV] [--keep DIR]
+
+Per clip (25 fps, the person's own speech): the first 55% is the enrollment sample; the remaining
+45%, played backwards and silent, is the avatar template (its mouth moves, but not with the speech);
+the remaining 45%'s speech is rendered onto it. Render frame i is compared with real frame i after a
+similarity alignment on eyes and nose (head pose drops out):
+
+- lmd: mean distance of the 40 lip landmarks, in % of the inter-ocular distance (outer eye corners);
+- opening_r: Pearson r of the rendered and real inner-lip opening series (13-14 / inter-ocular);
+- mouth_ssim: SSIM (grey) of the aligned mouth crops (lip box plus a quarter of the mouth width).
+
+The template itself (not lip-synced) is scored the same way as the baseline. Then a *different*
+speech (the next clip's, or --foreign), cut in two with pauses of 0.7-0.8 s around and between the
+halves, is rendered onto the talking clip itself (enrolled from its own speech) and measured with
+bench.mouth_sync: sync lag within 2 frames and the share of closed frames in the pauses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from avatars.canonical import EYE_OUTER, LIP40, STABLE, apply, inter_ocular, similarity
+from avatars.enroll import enroll
+from avatars.face import FaceMesher
+from avatars.mouthbank import bank_dir
+from avatars.prepare import PrepareOptions, prepare
+from avatars.store import Avatar
+from bench.common import emit
+from core.media import VideoWriter, decode_audio, iter_video_frames, video_size, write_wav
+from models.lipsync.engines import load_engine
+
+log = logging.getLogger(__name__)
+
+SR = 16000
+FPS = 25
+ENROLL_SHARE = 0.55
+
+
+def read_clip(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    w, h = video_size(path)
+    return list(iter_video_frames(path, w, h, FPS)), decode_audio(path, SR)
+
+
+def write_video(path: Path, frames: list[np.ndarray], audio: np.ndarray | None, tmp: Path) -> Path:
+    wav = None
+    if audio is not None:
+        wav = tmp / f"{path.stem}.wav"
+        write_wav(wav, audio, SR)
+    h, w = frames[0].shape[:2]
+    writer = VideoWriter(path, w, h, FPS, audio=wav, crf=14)
+    for frame in frames:
+        writer.write(frame)
+    return writer.close()
+
+
+def mesh_all(frames: list[np.ndarray]) -> list[np.ndarray | None]:
+    mesher = FaceMesher(video=False)
+    try:
+        return [mesher.landmarks(f) for f in frames]
+    finally:
+        mesher.close()
+
+
+def _mouth_ssim(out: np.ndarray, real: np.ndarray, m: np.ndarray, real_lm: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    h, w = real.shape[:2]
+    aligned = cv2.warpAffine(out, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lips = real_lm[LIP40]
+    margin = 0.25 * float(lips[:, 0].max() - lips[:, 0].min())
+    x1, y1 = np.maximum(0, np.floor(lips.min(axis=0) - margin)).astype(int)
+    x2, y2 = np.minimum([w, h], np.ceil(lips.max(axis=0) + margin)).astype(int)
+    a = cv2.cvtColor(aligned[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    b = cv2.cvtColor(real[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    return float(structural_similarity(a, b, data_range=255))
+
+
+def compare(rendered: list[np.ndarray], real: list[np.ndarray], real_lm: list | None = None) -> dict:
+    """LMD, opening correlation and mouth SSIM of `rendered` against `real`, frame by frame."""
+    real_lm = real_lm if real_lm is not None else mesh_all(real)
+    out_lm = mesh_all(rendered)
+    lmd, ssim, open_out, open_real = [], [], [], []
+    for out, ref, lo, lr in zip(rendered, real, out_lm, real_lm):
+        if lo is None or lr is None:
+            continue
+        m = similarity(lo[STABLE], lr[STABLE])
+        aligned = apply(m, lo)
+        iod = inter_ocular(lr)
+        lmd.append(100.0 * float(np.linalg.norm(aligned[LIP40] - lr[LIP40], axis=1).mean()) / iod)
+        open_out.append(float(np.linalg.norm(lo[14] - lo[13])) / inter_ocular(lo))
+        open_real.append(float(np.linalg.norm(lr[14] - lr[13])) / iod)
+        ssim.append(_mouth_ssim(out, ref, m, lr))
+    a, b = np.array(open_out), np.array(open_real)
+    r = float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else 0.0
+    return {"frames": len(lmd), "lmd": round(float(np.mean(lmd)), 3), "opening_r": round(r, 3),
+            "mouth_ssim": round(float(np.mean(ssim)), 4),
+            "opening_range": [round(float(np.percentile(a, 5)), 4), round(float(np.percentile(a, 95)), 4)]}
+
+
+def build_avatar(template: Path, sample: Path | None, root: Path, name: str) -> Avatar:
+    out = root / "avatars" / name
+    prepare(template, out, PrepareOptions(max_duration_s=600.0))
+    if sample is not None:
+        enroll(sample, bank_dir(out))
+    return Avatar(out)
+
+
+def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int) -> list[np.ndarray]:
+    engine = load_engine(engine_name, Path("models"))
+    return list(engine.frames(avatar, speech, 0, n))
+
+
+def redub_clip(clip: Path, engines: list[str], tmp: Path) -> dict:
+    frames, audio = read_clip(clip)
+    cut = int(round(ENROLL_SHARE * len(frames)))
+    real = frames[cut:]
+    n = len(real)
+    speech = audio[int(cut * SR / FPS):int(cut * SR / FPS) + int(n * SR / FPS)]
+    sample = write_video(tmp / "sample.mp4", frames[:cut], audio[:int(cut * SR / FPS)], tmp)
+    template = write_video(tmp / "template.mp4", real[::-1], None, tmp)
+    avatar = build_avatar(template, sample, tmp, "redub")
+    real_lm = mesh_all(real)
+    result = {"clip": str(clip), "frames": len(frames), "enroll_frames": cut, "test_frames": n,
+              "template": compare([avatar.frame(i) for i in range(n)], real, real_lm)}
+    for name in engines:
+        rendered = render(name, avatar, speech, n)
+        write_video(tmp / f"redub-{name}.mp4", rendered, speech, tmp)
+        result[name] = compare(rendered, real, real_lm)
+    write_video(tmp / "real.mp4", real, speech, tmp)
+    return result
+
+
+def with_pauses(speech: np.ndarray) -> np.ndarray:
+    half = len(speech) // 2
+    gap = lambda s: np.zeros(int(s * SR), np.float32)  # noqa: E731
+    return np.concatenate([gap(0.7), speech[:half], gap(0.8), speech[half:], gap(0.7)]).astype(np.float32)
+
+
+def foreign_check(clip: Path, foreign: np.ndarray, tmp: Path, engine_name: str = "exemplar") -> dict:
+    """A different speech on the talking clip itself (enrolled from its own speech)."""
+    from bench.mouth_sync import analyze
+
+    avatar = build_avatar(clip, clip, tmp, "talking")
+    speech = with_pauses(foreign)
+    n = int(round(len(speech) / SR * FPS))
+    out = write_video(tmp / "foreign.mp4", render(engine_name, avatar, speech, n), speech, tmp)
+    figures = analyze(out, speech)
+    keep = ("r", "lag_frames", "r_syllable", "closed_share_in_silence", "silent_frames", "motion_range", "verdict")
+    return {k: figures.get(k) for k in keep} | {
+        "sync_within_2_frames": abs(int(figures.get("lag_frames", 99))) <= 2 and figures.get("r", 0) > 0.3}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("clips", nargs="+", type=Path)
+    parser.add_argument("--engines", default="exemplar,warp")
+    parser.add_argument("--foreign", type=Path, help="speech for the foreign-speech check (default: the next clip's)")
+    parser.add_argument("--keep", type=Path, help="keep the work files (renders, avatars) here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    engines = [e for e in args.engines.split(",") if e]
+    results = []
+    for k, clip in enumerate(args.clips):
+        with tempfile.TemporaryDirectory(prefix="redub-") as tmp_name:
+            tmp = args.keep / clip.stem if args.keep else Path(tmp_name)
+            tmp.mkdir(parents=True, exist_ok=True)
+            result = redub_clip(clip, engines, tmp)
+            other = args.foreign or args.clips[(k + 1) % len(args.clips)]
+            if other != clip:
+                result["foreign"] = {"speech": str(other), **foreign_check(clip, decode_audio(other, SR), tmp)}
+            results.append(result)
+    means = {}
+    for name in ["template", *engines]:
+        means[name] = {key: round(float(np.mean([r[name][key] for r in results])), 4)
+                       for key in ("lmd", "opening_r", "mouth_ssim")}
+    emit("redub", {"clips": results, "means": means})
+
+
+if __name__ == "__main__":
+    main()

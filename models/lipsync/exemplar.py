@@ -1,0 +1,180 @@
+"""The `exemplar` engine: the presenter's own mouth, from their enrolled talking footage.
+
+Per frame: the lips + chin shape predicted from the audio (the avatar's MouthBank: a ridge map
+from MFCC context 80 ms before to 120 ms after the frame), the two enrolled appearances closest
+to that shape and to the template frame's head pose, each morphed onto the predicted shape by a
+thin-plate spline and carried into the frame by the template's own canonical transform in one
+resampling, blended together, colour-matched to the frame on the mask's rim and feathered in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from avatars.canonical import POSE, STABLE, similarity
+from avatars.compose import blend_region
+from avatars.mouthbank import MouthBank, load_bank
+from avatars.store import Avatar
+from models.lipsync.mouth import MouthTrack, analyse
+
+
+class NotEnrolled(LookupError):
+    """The avatar has no talking footage to take its mouth from."""
+
+
+@dataclass(frozen=True)
+class ExemplarOptions:
+    pose_weight: float = 0.5  # head pose against mouth shape when choosing appearances
+    stickiness: float = 0.7  # cost factor for the appearances used on the previous frame
+    grid_step: int = 6  # px between points where the warp is computed exactly
+    colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
+
+
+@dataclass
+class _State:
+    previous: tuple[int, ...] = ()
+    offset: np.ndarray | None = None
+    cache: dict = field(default_factory=dict)
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    return 0.5 * r2 * np.log(r2 + 1e-9)
+
+
+def _tps_fit(ctrl: np.ndarray, values: np.ndarray, reg: float = 1e-3) -> np.ndarray:
+    """Weights of thin-plate splines through `ctrl` [N,2] with `values` [N,V] (affine part last)."""
+    n = len(ctrl)
+    d2 = ((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
+    k = _tps_kernel(d2) + reg * np.eye(n)
+    p = np.concatenate([np.ones((n, 1)), ctrl], axis=1)
+    a = np.zeros((n + 3, n + 3))
+    a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
+    rhs = np.zeros((n + 3, values.shape[1]))
+    rhs[:n] = values
+    return np.linalg.solve(a, rhs)
+
+
+def _tps_eval(ctrl: np.ndarray, weights: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    d2 = ((pts[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
+    basis = np.concatenate([_tps_kernel(d2), np.ones((len(pts), 1)), pts], axis=1)
+    return basis @ weights
+
+
+class ExemplarEngine:
+    name = "exemplar"
+
+    def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
+        self.options = options
+
+    @staticmethod
+    def bank(avatar: Avatar) -> MouthBank:
+        bank = load_bank(avatar.path)
+        if bank is None:
+            raise NotEnrolled(f"avatar {avatar.id!r} has no enrolled talking footage")
+        return bank
+
+    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None):
+        bank = self.bank(avatar)
+        track = track or analyse(audio_16k, avatar.fps, n_frames)
+        shapes = bank.predict_shapes(audio_16k, track)
+        state = _State()
+        for k in range(n_frames):
+            yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+
+    def render_shape(self, avatar: Avatar, bank: MouthBank, cycle_index: int, shape: np.ndarray,
+                     state: _State | None = None) -> np.ndarray:
+        """The template frame at `cycle_index` with the presenter's mouth in `shape` (canonical)."""
+        state = state or _State()
+        frame = avatar.frame(cycle_index)
+        lm = avatar.landmarks_at(cycle_index)
+        to_canon = similarity(lm[STABLE], bank.ref)
+        pose = (lm[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        chosen, weights = self._choose(bank, shape, pose, state)
+        box = self._roi(frame.shape, to_canon, bank)
+        if box is None:
+            return frame
+        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box)
+        self._match_colour(frame, box, out, mask, state)
+        blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
+        return frame
+
+    def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
+        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
+        shape_cost = ((bank.shapes - shape) ** 2).sum(-1).mean(-1) / (0.02 * iod) ** 2
+        pose_cost = ((bank.poses - pose) ** 2).sum(-1).mean(-1) / (0.03 * iod) ** 2
+        cost = shape_cost + self.options.pose_weight * pose_cost
+        if state.previous:
+            cost[list(state.previous)] *= self.options.stickiness
+        order = np.argsort(cost)[:2]
+        c = cost[order] + 1e-6
+        weights = (1.0 / c) / (1.0 / c).sum() if len(order) > 1 else np.ones(1)
+        state.previous = tuple(int(i) for i in order)
+        return order, weights
+
+    @staticmethod
+    def _roi(frame_shape, to_canon: np.ndarray, bank: MouthBank):
+        """The frame box the canonical patch covers (None when it falls outside the frame)."""
+        w, h = bank.size
+        to_frame = cv2.invertAffineTransform(to_canon)
+        corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64) @ to_frame[:, :2].T + to_frame[:, 2]
+        x1, y1 = np.floor(corners.min(axis=0)).astype(int)
+        x2, y2 = np.ceil(corners.max(axis=0)).astype(int)
+        fh, fw = frame_shape[:2]
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(fw, x2), min(fh, y2)
+        if x2 - x1 < 8 or y2 - y1 < 8:
+            return None
+        return int(x1), int(y1), int(x2), int(y2)
+
+    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
+        x1, y1, x2, y2 = box
+        rw, rh = x2 - x1, y2 - y1
+        step = self.options.grid_step
+        gx, gy = np.meshgrid(np.arange(0, rw + step, step, dtype=np.float64) + x1,
+                             np.arange(0, rh + step, step, dtype=np.float64) + y1)
+        coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
+        ctrl, values = self._controls(bank, shape, chosen)
+        source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
+        out = np.zeros((rh, rw, 3), np.float32)
+        for j, (idx, wgt) in enumerate(zip(chosen, weights)):
+            mx = cv2.resize(source[:, j, 0].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
+                            interpolation=cv2.INTER_LINEAR)[:rh, :rw]
+            my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
+                            interpolation=cv2.INTER_LINEAR)[:rh, :rw]
+            out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        m = to_canon.copy()
+        m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
+        mask = cv2.warpAffine(bank.mask, m, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return out, mask
+
+    @staticmethod
+    def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
+        """Control points at the target shape and the patch rim (pinned), with where each chosen
+        exemplar's content must be sampled from: its own shape points, the rim unmoved."""
+        w, h = bank.size
+        rim = np.array([[x, y] for x in np.linspace(0, w, 5) for y in (0, h)]
+                       + [[x, y] for y in np.linspace(0, h, 5)[1:-1] for x in (0, w)], np.float64)
+        stable = bank.ref.astype(np.float64)
+        ctrl = np.concatenate([shape.astype(np.float64), rim, stable])
+        values = []
+        for idx in chosen:
+            delta = bank.shapes[idx].astype(np.float64) - shape
+            values.append(np.concatenate([delta, np.zeros((len(rim) + len(stable), 2))]))
+        return ctrl, np.concatenate(values, axis=1)
+
+    def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State) -> None:
+        """Shift the patch's colour to the frame's on the mask's rim, so no colour step shows."""
+        x1, y1, x2, y2 = box
+        ring = mask * (1.0 - mask)
+        total = float(ring.sum())
+        if total > 1.0:
+            diff = (frame[y1:y2, x1:x2].astype(np.float32) - out) * ring[..., None]
+            offset = diff.reshape(-1, 3).sum(axis=0) / total
+            if state.offset is not None:
+                offset = state.offset + self.options.colour_follow * (offset - state.offset)
+            state.offset = offset
+            out += offset
+        np.clip(out, 0, 255, out=out)
