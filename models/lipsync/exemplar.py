@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from avatars.canonical import POSE, STABLE, similarity
+from avatars.canonical import POSE, STABLE, inner_opening, similarity
 from avatars.compose import blend_region
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
@@ -28,6 +28,7 @@ class NotEnrolled(LookupError):
 @dataclass(frozen=True)
 class ExemplarOptions:
     pose_weight: float = 0.5  # head pose against mouth shape when choosing appearances
+    gap_weight: float = 1.0  # lip gap against the rest of the shape
     stickiness: float = 0.7  # cost factor for the appearances used on the previous frame
     grid_step: int = 6  # px between points where the warp is computed exactly
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
@@ -87,11 +88,14 @@ class ExemplarEngine:
     def render_shape(self, avatar: Avatar, bank: MouthBank, cycle_index: int, shape: np.ndarray,
                      state: _State | None = None) -> np.ndarray:
         """The template frame at `cycle_index` with the presenter's mouth in `shape` (canonical)."""
+        return self.render_decoded(avatar.frame(cycle_index), avatar.landmarks_at(cycle_index), bank, shape, state)
+
+    def render_decoded(self, frame: np.ndarray, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
+                       state: _State | None = None) -> np.ndarray:
+        """`frame` (modified in place and returned) with the mouth in `shape`."""
         state = state or _State()
-        frame = avatar.frame(cycle_index)
-        lm = avatar.landmarks_at(cycle_index)
-        to_canon = similarity(lm[STABLE], bank.ref)
-        pose = (lm[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
         chosen, weights = self._choose(bank, shape, pose, state)
         box = self._roi(frame.shape, to_canon, bank)
         if box is None:
@@ -105,7 +109,10 @@ class ExemplarEngine:
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
         shape_cost = ((bank.shapes - shape) ** 2).sum(-1).mean(-1) / (0.02 * iod) ** 2
         pose_cost = ((bank.poses - pose) ** 2).sum(-1).mean(-1) / (0.03 * iod) ** 2
-        cost = shape_cost + self.options.pose_weight * pose_cost
+        # The gap between the lips is what a viewer reads first; an appearance whose own gap differs
+        # would have to be stretched, showing lip where there should be mouth (or the reverse).
+        gap_cost = ((inner_opening(bank.shapes) - inner_opening(shape)) / (0.01 * iod)) ** 2
+        cost = shape_cost + self.options.pose_weight * pose_cost + self.options.gap_weight * gap_cost
         if state.previous:
             cost[list(state.previous)] *= self.options.stickiness
         order = np.argsort(cost)[:2]

@@ -1,37 +1,49 @@
 """The `warp` engine: lips and jaw deformed from the avatar's landmarks, no neural weights.
 
-Per frame, a displacement field over the lower face moves the lower lip, chin and jaw down
-(a lens-shaped opening between the mouth corners, the jaw moving as a whole below the lip,
-fading out into the neck), lifts the upper lip a little and spreads or rounds the corners.
-The gap that opens between the lips is painted as a mouth interior: a dark cavity, darker
-deeper in, a band of upper teeth under the upper lip and a hint of tongue when wide open.
+Per frame, a displacement field over the lower face moves the lower lip, chin and jaw down as
+one piece (fading out into the neck), lifts the upper lip a little and spreads or rounds the
+corners. The gap that opens between the lips is painted as a mouth interior whose colours
+come from the person's own lips and skin: the lip's hue in deep shadow, darkest just under the
+upper lip and towards the middle, with at most a faint shaded hint of teeth (a portrait that
+already shows teeth keeps its own, the upper ones staying with the upper lip).
+
+The field is built in destination coordinates around the *moved* lip edges, so every output
+pixel reads the source exactly once: above the opening the upper lip, below it the lower lip and
+jaw shifted as a whole, inside it the (dark) line between the lips. A backward field that is
+discontinuous at the source seam instead makes the pixels just under the seam read content a
+whole opening higher, sampling lip texture twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
-from avatars.deform import Box, clip_box, edge_taper, grid, smoothstep, warp_region
+from avatars.deform import Box, clip_box, edge_taper, smoothstep, warp_region
 from avatars.face import CHIN, INNER_LOWER, INNER_UPPER, JAW, LIPS_OUTER, NOSE_TIP
 
-CAVITY_BGR = np.array([48, 42, 100], np.float32)
-DEEP_BGR = np.array([26, 20, 52], np.float32)
-TEETH_BGR = np.array([205, 212, 222], np.float32)
-TONGUE_BGR = np.array([85, 80, 165], np.float32)
+log = logging.getLogger(__name__)
+
+# Only when the lips and skin cannot be sampled (mouth too small or off-frame).
+FALLBACK_LIP_BGR = np.array([95, 95, 150], np.float32)
+FALLBACK_SKIN_BGR = np.array([140, 160, 200], np.float32)
+LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights
 
 
 @dataclass(frozen=True)
 class WarpOptions:
     strength: float = 1.0  # scales the opening; 0 disables motion
-    max_open: float = 0.30  # widest gap as a share of mouth width
-    teeth: bool = True
+    max_open: float = 0.20  # widest gap as a share of mouth width
+    teeth: bool = True  # a faint shaded hint of upper teeth when the mouth is wide open
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 3.0:
             raise ValueError("strength must be within 0..3")
+        if not 0.0 < self.max_open <= 0.5:
+            raise ValueError("max_open must be within 0..0.5")
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,17 @@ class MouthGeometry:
     teeth_at_rest: bool  # the source mouth is parted and shows teeth already: keep those, paint none
 
 
+@dataclass(frozen=True)
+class Opening:
+    """The gap between the lips in frame coordinates, per column of the warp box."""
+
+    xs: np.ndarray  # [w] column x
+    seam: np.ndarray  # [w] the line between the lips in the source
+    top: np.ndarray  # [w] lower edge of the (lifted) upper lip
+    bottom: np.ndarray  # [w] upper edge of the (lowered) lower lip; equals top outside the mouth
+    half_w: float  # half width of the opening (corners pulled in or spread out)
+
+
 def geometry(landmarks: np.ndarray, frame_shape: tuple[int, ...]) -> MouthGeometry:
     up = landmarks[INNER_UPPER]
     lo = landmarks[INNER_LOWER]
@@ -67,109 +90,231 @@ def geometry(landmarks: np.ndarray, frame_shape: tuple[int, ...]) -> MouthGeomet
                     int(jaw[:, 0].max() + 5), int(chin_y + 0.75 * face_h)), frame_shape)
     return MouthGeometry(
         box=box, cx=(xl + xr) / 2.0, mouth_w=max(8.0, xr - xl),
-        in_cx=float(up[0, 0] + up[-1, 0]) / 2.0, in_half=max(4.0, abs(float(up[-1, 0] - up[0, 0])) / 2.0), seam_x=seam[order, 0], seam_y=seam[order, 1],
+        in_cx=float(up[0, 0] + up[-1, 0]) / 2.0, in_half=max(4.0, abs(float(up[-1, 0] - up[0, 0])) / 2.0),
+        seam_x=seam[order, 0], seam_y=seam[order, 1],
         upper_in=up, lower_in=lo, lower_out_y=float(landmarks[17, 1]), chin_y=chin_y, nose_y=nose_y,
         jaw_half_w=max(8.0, (float(jaw[:, 0].max()) - float(jaw[:, 0].min())) / 2.0),
         teeth_at_rest=bool(float(landmarks[14, 1] - landmarks[13, 1]) > 0.06 * max(8.0, xr - xl)),
     )
 
 
-def _lens(x: np.ndarray, cx: float, half: float) -> np.ndarray:
-    return np.sqrt(np.clip(1.0 - ((x - cx) / half) ** 2, 0.0, 1.0))
+def split_at_teeth(frame: np.ndarray, g: MouthGeometry) -> MouthGeometry:
+    """For a portrait showing teeth at rest, part the lips at the lower edge of the upper teeth
+    rather than halfway between the inner lips, so the upper teeth stay whole with the upper lip
+    and only what is below that edge (lower teeth, lower lip) moves with the jaw."""
+    up, lo = g.upper_in[2:-2], g.lower_in[2:-2]  # the middle, where teeth show
+    ts = np.linspace(0.3, 1.0, 15, dtype=np.float32)[None, :]
+    # Bilinear samples along each upper-to-lower inner-lip segment.
+    mx = (up[:, :1] + ts * (lo[:, :1] - up[:, :1])).astype(np.float32)
+    my = (up[:, 1:] + ts * (lo[:, 1:] - up[:, 1:])).astype(np.float32)
+    x0, y0, x1, y1 = clip_box((int(mx.min()) - 1, int(my.min()) - 1, int(mx.max()) + 2, int(my.max()) + 2),
+                              frame.shape)
+    lum = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    profiles = cv2.remap(lum, mx - x0, my - y0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    found = []
+    for profile, height in zip(profiles, lo[:, 1] - up[:, 1]):
+        # Teeth are the bright part of the gap; without a clear contrast this column says nothing.
+        if height < 4.0 or profile.max() - profile.min() < 20.0:
+            continue
+        half = (profile.max() + profile.min()) / 2.0
+        i = int(np.nonzero(profile >= half)[0][-1])
+        if i + 1 < profile.size:
+            # Sub-sample crossing, so the split does not jump between frames of a video avatar.
+            found.append(float(ts[0, i] + (profile[i] - half) / max(1e-3, profile[i] - profile[i + 1])
+                               * (ts[0, i + 1] - ts[0, i])))
+    if len(found) < 3:
+        return g
+    share = float(np.clip(np.median(found), 0.5, 0.9))
+    seam = g.upper_in + share * (g.lower_in - g.upper_in)
+    order = np.argsort(seam[:, 0])
+    return replace(g, seam_x=seam[order, 0], seam_y=seam[order, 1])
 
 
-def _fields(g: MouthGeometry, open_px: float, width: float) -> tuple[np.ndarray, np.ndarray]:
-    gx, gy = grid(g.box)
-    seam = np.interp(gx[0], g.seam_x, g.seam_y).astype(np.float32)[None, :]
-    below = gy - seam
-    lip_w = _lens(gx, g.in_cx, g.in_half)
-    jaw_w = np.exp(-(((gx - g.cx) / (g.jaw_half_w * 0.85)) ** 4))
-    lip_h = max(2.0, g.lower_out_y - float(seam.mean()))
-    t = smoothstep(below / (lip_h * 1.6))
-    w = lip_w * (1.0 - t) + np.maximum(jaw_w, lip_w) * t
-    neck = max(4.0, 0.55 * (g.chin_y - g.nose_y))
-    v = 1.0 - smoothstep((gy - g.chin_y) / neck)
-    s = smoothstep(below / 1.5 + 0.5)
-    dy = open_px * s * w * v
-    # The upper lip rises a little, fading out towards the nose.
+def _corner_scale(g: MouthGeometry, open_px: float, width: float) -> float:
+    """Horizontal scale about the mouth centre: spread vowels widen, rounded ones and a dropping
+    jaw narrow the mouth."""
+    return 0.07 * width - 0.5 * open_px / g.mouth_w
+
+
+def opening(g: MouthGeometry, open_px: float, width: float) -> Opening:
+    """Where the lips part. The profile is closed at the corners and fullest in the middle; spread
+    vowels open a flatter, lower slit, rounded ones a rounder, narrower gap."""
+    xs = np.arange(g.box[0], g.box[2], dtype=np.float32)
+    seam = np.interp(xs, g.seam_x, g.seam_y).astype(np.float32)
+    half = g.in_half * (1.0 + _corner_scale(g, open_px, width))
+    u = (xs - g.in_cx) / half
+    spread, rounded = min(max(width, 0.0), 1.0), min(max(-width, 0.0), 1.0)
+    profile = np.clip(1.0 - u * u, 0.0, 1.0) ** (0.8 - 0.25 * spread + 0.2 * rounded)
+    gap = open_px * (1.0 - 0.25 * spread - 0.05 * rounded) * profile
+    # The jaw does the opening; the upper lip rises only a little (an eighth of the gap).
+    return Opening(xs=xs, seam=seam, top=seam - 0.125 * gap, bottom=seam + 0.875 * gap, half_w=half)
+
+
+def _vertical_field(g: MouthGeometry, op: Opening) -> np.ndarray:
+    """dy over the box, in destination coordinates around the moved lip edges."""
+    ys = np.arange(g.box[1], g.box[3], dtype=np.float32)[:, None]
+    top, bottom, seam = op.top[None, :], op.bottom[None, :], op.seam[None, :]
+    lift = seam - top
     span = max(2.0, float(seam.mean()) - g.nose_y)
-    above = (1.0 - s) * (1.0 - smoothstep(-below / span)) ** 2 * lip_w
-    dy -= 0.12 * open_px * above
-    # Corners spread (bright vowels) or round in (o/u); the open jaw also narrows the mouth a bit.
-    bump = np.exp(-((gx - g.cx) / (0.9 * g.mouth_w)) ** 2 - (below / (1.2 * lip_h)) ** 2)
-    dx = ((0.06 * width - 0.25 * open_px / g.mouth_w * 0.3) * (gx - g.cx)) * bump
+    up = -lift * (1.0 - smoothstep((top - ys) / span)) ** 2
+    # Below the opening the lower lip moves with its edge, the jaw below it as a whole; the chin
+    # in the middle moves as far as the lip. The blend is long enough never to fold the image.
+    lip_drop = bottom - seam
+    jaw_drop = float(lip_drop.max()) * np.exp(-(((op.xs - g.cx) / (g.jaw_half_w * 0.85)) ** 4))[None, :]
+    lip_h = max(2.0, g.lower_out_y - float(seam.mean()))
+    blend = max(1.6 * lip_h, 2.5 * float(np.abs(jaw_drop - lip_drop).max()))
+    t = smoothstep((ys - bottom) / blend)
+    neck = max(4.0, 0.55 * (g.chin_y - g.nose_y))
+    down = (lip_drop * (1.0 - t) + jaw_drop * t) * (1.0 - smoothstep((ys - g.chin_y - jaw_drop) / neck))
+    # Inside the gap read the line between the lips itself: no lip texture is stretched into it.
+    gap = ys - seam
+    return np.where(ys <= top, up, np.where(ys >= bottom, down, gap)).astype(np.float32)
+
+
+def _fields(g: MouthGeometry, op: Opening, open_px: float, width: float) -> tuple[np.ndarray, np.ndarray]:
+    dy = _vertical_field(g, op)
+    xs = op.xs[None, :]
+    ys = np.arange(g.box[1], g.box[3], dtype=np.float32)[:, None]
+    seam = op.seam[None, :]
+    lip_h = max(2.0, g.lower_out_y - float(seam.mean()))
+    bump = np.exp(-((xs - g.cx) / (0.9 * g.mouth_w)) ** 2 - ((ys - seam) / (1.4 * lip_h)) ** 2)
+    dx = _corner_scale(g, open_px, width) * (xs - g.cx) * bump
     taper = edge_taper(g.box)
     return (dx * taper).astype(np.float32), (dy * taper).astype(np.float32)
 
 
-def _displaced(points: np.ndarray, g: MouthGeometry, dy: np.ndarray) -> np.ndarray:
-    """Where source points land under the backward field: solve y' = y + dy(x, y') by iteration."""
-    x0, y0 = g.box[0], g.box[1]
-    h, w = dy.shape
-    out = points.copy()
-    for _ in range(3):
-        xi = np.clip(np.round(out[:, 0] - x0).astype(int), 0, w - 1)
-        yi = np.clip(np.round(out[:, 1] - y0).astype(int), 0, h - 1)
-        out[:, 1] = points[:, 1] + dy[yi, xi]
-    return out
+def _typical_colour(pixels: np.ndarray) -> np.ndarray | None:
+    """Median colour of the mid-luminance pixels: specular highlights and deep shadows dropped."""
+    if len(pixels) < 12:
+        return None
+    lum = pixels @ LUMA
+    lo, hi = np.percentile(lum, (15, 85))
+    keep = pixels[(lum >= lo) & (lum <= hi)]
+    return np.median(keep if len(keep) >= 6 else pixels, axis=0).astype(np.float32)
 
 
-def _opening_polygon(g: MouthGeometry, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The gap that opens along the seam: its upper edge is where content just above the seam
-    lands, its lower edge where content just below lands. Whatever the source shows on either
-    side (lips, or teeth of a smiling portrait) moves with its side and stays visible."""
-    seam = np.stack([g.seam_x, g.seam_y], axis=1)
-    up = _displaced(seam - [0.0, 1.5], g, dy) + [0.0, 1.5]
-    lo = _displaced(seam + [0.0, 1.5], g, dy) - [0.0, 1.5]
-    lo[:, 1] = np.maximum(lo[:, 1], up[:, 1])
-    return up, lo
+def sample_palette(frame: np.ndarray, landmarks: np.ndarray, g: MouthGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The person's own lip colour (between the outer and inner lip contours) and skin colour
+    (cheeks beside the mouth and the chin), BGR float32."""
+    outer = landmarks[LIPS_OUTER]
+    box = clip_box((int(outer[:, 0].min()) - 2, int(outer[:, 1].min()) - 2,
+                    int(outer[:, 0].max()) + 3, int(outer[:, 1].max()) + 3), frame.shape)
+    off = np.array(box[:2], np.float32)
+    mask = np.zeros((box[3] - box[1], box[2] - box[0]), np.uint8)
+    cv2.fillPoly(mask, [np.round(outer - off).astype(np.int32)], 1)
+    inner = np.concatenate([landmarks[INNER_UPPER], landmarks[INNER_LOWER][::-1]])
+    cv2.fillPoly(mask, [np.round(inner - off).astype(np.int32)], 0)
+    if g.mouth_w > 40:
+        mask = cv2.erode(mask, np.ones((3, 3), np.uint8))  # contour pixels are half skin
+    lip = _typical_colour(frame[box[1]:box[3], box[0]:box[2]][mask > 0].astype(np.float32))
+    r = max(2, int(0.07 * g.mouth_w))
+    seam_y = float(np.mean(g.seam_y))
+    side = 0.5 * g.mouth_w + 0.35 * max(0.0, g.jaw_half_w - 0.5 * g.mouth_w)
+    patches = []
+    for x, y in ((g.cx - side, seam_y), (g.cx + side, seam_y), (g.cx, (g.lower_out_y + g.chin_y) / 2.0)):
+        x1, y1, x2, y2 = clip_box((int(x) - r, int(y) - r, int(x) + r + 1, int(y) + r + 1), frame.shape)
+        if x2 > x1 and y2 > y1:
+            patches.append(frame[y1:y2, x1:x2].reshape(-1, 3))
+    skin = _typical_colour(np.concatenate(patches).astype(np.float32)) if patches else None
+    if lip is None or skin is None:
+        log.debug("lip/skin colour not sampled (mouth %.0f px wide); using defaults", g.mouth_w)
+    return (FALLBACK_LIP_BGR if lip is None else lip), (FALLBACK_SKIN_BGR if skin is None else skin)
 
 
-def _paint_interior(region: np.ndarray, g: MouthGeometry, open_px: float, dy: np.ndarray,
-                    opts: WarpOptions) -> np.ndarray:
-    """Paint the mouth interior into `region` (float32 BGR); returns the interior alpha."""
-    x0, y0 = g.box[0], g.box[1]
-    up, lo = _opening_polygon(g, dy)
-    poly = np.concatenate([up, lo[::-1]]) - np.array([x0, y0], np.float32)
-    h, w = region.shape[:2]
-    alpha = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(alpha, [np.round(poly * 8).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=3)
-    alpha = cv2.GaussianBlur(alpha, (3, 3), 0).astype(np.float32) / 255.0
-    ys = np.arange(h, dtype=np.float32)[:, None]
-    # Outside the corners the alpha is zero anyway; extrapolating flat keeps the maths finite.
-    top = np.interp(np.arange(w), up[:, 0] - x0, up[:, 1] - y0)[None, :].astype(np.float32)
-    bottom = np.interp(np.arange(w), lo[:, 0] - x0, lo[:, 1] - y0)[None, :].astype(np.float32)
+def _tint(bgr: np.ndarray, saturation: float) -> np.ndarray:
+    """The hue of `bgr` at luminance 1, its colourfulness scaled by `saturation`."""
+    ratio = bgr / max(1.0, float(bgr @ LUMA))
+    ratio = np.maximum(1.0 + (ratio - 1.0) * saturation, 0.05)
+    return (ratio / float(ratio @ LUMA)).astype(np.float32)
+
+
+def _interior_colour(g: MouthGeometry, op: Opening, ys: np.ndarray, cols: slice, lip: np.ndarray,
+                     skin: np.ndarray, teeth: float) -> np.ndarray:
+    """Cavity colour for rows `ys` (frame y, [h,1]) and the box columns `cols`: the lip's hue in
+    deep shadow, darkest just under the upper lip and towards the middle, a little lighter low in
+    a wide opening (the tongue), and when `teeth` > 0 a faint shaded band under the upper lip."""
+    top, bottom = op.top[None, cols], op.bottom[None, cols]
     gap = np.maximum(bottom - top, 1.0)
-    depth = (ys - top) / gap
-    # Darker towards the middle of the opening, as light falls off into the mouth.
-    shade = np.clip(1.0 - 4.0 * (depth - 0.5) ** 2, 0.0, 1.0)[..., None]
-    colour = CAVITY_BGR * (1 - shade) + DEEP_BGR * shade
-    if opts.teeth and not g.teeth_at_rest:
-        # Teeth show in proportion to the local opening, so they taper into the corners.
-        teeth_h = np.minimum(0.4 * gap, 0.13 * g.mouth_w)
-        in_teeth = np.clip((teeth_h - (ys - top)) / 1.2, 0.0, 1.0)[..., None]
-        xs = (np.arange(w, dtype=np.float32)[None, :] + x0 - g.cx) / (g.mouth_w / 2.0)
-        teeth_shade = (0.72 + 0.28 * np.clip(1.0 - xs**2, 0.0, 1.0))[..., None]
-        colour = colour * (1 - in_teeth) + TEETH_BGR * teeth_shade * in_teeth
-    tongue = np.clip((depth - 0.65) / 0.35, 0.0, 1.0)[..., None] * np.minimum(1.0, gap / (0.25 * g.mouth_w))[..., None]
-    colour = colour * (1 - tongue * 0.7) + TONGUE_BGR * tongue * 0.7
+    v = np.clip((ys - top) / gap, 0.0, 1.0)
+    across = np.sqrt(np.clip(1.0 - ((op.xs[None, cols] - g.in_cx) / op.half_w) ** 2, 0.0, 1.0))
+    # Lit by the same light as the face: levels follow the face's own brightness.
+    ref = 0.5 * (float(lip @ LUMA) + float(skin @ LUMA))
+    tint = _tint(lip, 1.5)
+    # Thin gaps are all shadow; wider ones let some light onto the rim and the tongue.
+    thin = np.clip(1.0 - gap / (0.07 * g.mouth_w), 0.0, 1.0)
+    shade = np.maximum(across ** 0.7 * np.clip(1.0 - ((v - 0.3) / 0.75) ** 2, 0.0, 1.0), thin)
+    level = ref * (0.27 - 0.18 * shade)
+    tongue = smoothstep((v - 0.5) / 0.5) * across * np.clip(gap / (0.12 * g.mouth_w) - 0.3, 0.0, 1.0)
+    level = level + ref * 0.08 * tongue
+    colour = level[..., None] * tint
+    if teeth > 0.0:
+        # Upper incisors in the upper lip's shadow: a soft band just under the lip, fading into the
+        # cavity and towards the corners.
+        band_h = np.minimum(0.45 * gap, 0.09 * g.mouth_w) + 0.5
+        d = (ys - top) / band_h
+        band = smoothstep(d / 0.25) * smoothstep((1.0 - d) / 0.75) * across ** 2
+        a = (0.3 * teeth * band)[..., None]
+        # A greyed, darker skin tone: never brighter than the skin itself.
+        colour = colour * (1.0 - a) + float(skin @ LUMA) * 0.7 * _tint(skin, 0.7) * a
+    return colour
+
+
+def _paint_interior(region: np.ndarray, g: MouthGeometry, op: Opening, lip: np.ndarray, skin: np.ndarray,
+                    teeth: float) -> np.ndarray:
+    """Paint the mouth interior into `region` (float32 BGR, box-sized); returns the box-sized alpha."""
+    x0, y0 = g.box[0], g.box[1]
+    h, w = region.shape[:2]
+    alpha_box = np.zeros((h, w), np.float32)
+    cols = np.nonzero(op.bottom - op.top > 0.05)[0]
+    if cols.size == 0:
+        return alpha_box
+    pad = 3
+    c1, c2 = max(0, int(cols[0]) - pad), min(w, int(cols[-1]) + 1 + pad)
+    r1 = max(0, int(np.floor(op.top[c1:c2].min())) - y0 - pad)
+    r2 = min(h, int(np.ceil(op.bottom[c1:c2].max())) - y0 + 1 + pad)
+    if r2 <= r1:
+        return alpha_box
+    ys = np.arange(r1 + y0, r2 + y0, dtype=np.float32)[:, None]
+    sl = slice(c1, c2)
+    # Exact pixel coverage of the gap along y; where the gap is thinner than a pixel (the corners)
+    # coverage thins out with it instead of stepping.
+    cover = np.clip(np.minimum(ys + 0.5, op.bottom[None, sl]) - np.maximum(ys - 0.5, op.top[None, sl]), 0.0, 1.0)
+    alpha = cv2.GaussianBlur(cover, (0, 0), max(0.5, 0.011 * g.mouth_w))
+    colour = _interior_colour(g, op, ys, sl, lip, skin, teeth)
     a = alpha[..., None]
-    region[:] = region * (1 - a) + colour * a
-    return alpha
+    patch = region[r1:r2, c1:c2]
+    patch[:] = patch * (1.0 - a) + colour * a
+    alpha_box[r1:r2, c1:c2] = alpha
+    return alpha_box
+
+
+def mouth_opening(frame: np.ndarray, landmarks: np.ndarray, open_amount: float, width: float,
+                  opts: WarpOptions = WarpOptions()) -> tuple[MouthGeometry, Opening, float, float]:
+    """The geometry and the gap between the lips exactly as `render_mouth` draws them for one
+    mouth state, with the opening in pixels and the effective width (for tests and tools)."""
+    g = geometry(landmarks, frame.shape)
+    if g.teeth_at_rest:
+        g = split_at_teeth(frame, g)
+    open_px = float(np.clip(open_amount, 0.0, 1.0)) * opts.strength * opts.max_open * g.mouth_w
+    width = float(width) * opts.strength
+    return g, opening(g, open_px, width), open_px, width
 
 
 def render_mouth(frame: np.ndarray, landmarks: np.ndarray, open_amount: float, width: float,
                  opts: WarpOptions = WarpOptions()) -> tuple[Box, np.ndarray, np.ndarray] | None:
     """The warped lower-face region of `frame` for one mouth state, with its blend mask (float32
     0..1), or None when the mouth is at rest (the source frame is shown unchanged)."""
-    g = geometry(landmarks, frame.shape)
-    open_px = float(np.clip(open_amount, 0.0, 1.0)) * opts.strength * opts.max_open * g.mouth_w
+    g, op, open_px, width = mouth_opening(frame, landmarks, open_amount, width, opts)
     if open_px < 0.5 and abs(width) < 0.05:
         return None
-    dx, dy = _fields(g, open_px, float(width) * opts.strength)
+    dx, dy = _fields(g, op, open_px, width)
     region = warp_region(frame, g.box, dx, dy).astype(np.float32)
     mask = np.clip(np.hypot(dx, dy) * 2.0, 0.0, 1.0)
     if open_px >= 0.5:
-        mask = np.maximum(mask, _paint_interior(region, g, open_px, dy, opts))
+        lip, skin = sample_palette(frame, landmarks, g)
+        # Teeth only as a hint, and only once the mouth is wide enough to show them.
+        teeth = float(np.clip((open_px / g.mouth_w - 0.09) / 0.08, 0.0, 1.0)) \
+            if opts.teeth and not g.teeth_at_rest else 0.0
+        mask = np.maximum(mask, _paint_interior(region, g, op, lip, skin, teeth))
     mask = cv2.GaussianBlur(mask, (5, 5), 0) * edge_taper(g.box)
     return g.box, np.clip(region, 0, 255).astype(np.uint8), mask

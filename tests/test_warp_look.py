@@ -1,0 +1,137 @@
+"""How the `warp` engine's mouth looks on a real photograph (the bundled astronaut portrait, which
+shows teeth at rest): a dark interior coloured from the person's own lips, never a white band;
+the lower lip moved down as one piece and seen once; openings a face can plausibly show; rest
+unchanged. Measured on rendered pixels, no mocks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from avatars.compose import blend_region
+from avatars.demo import write_demo_portrait
+from avatars.face import CHIN, FaceMesher, LIPS_OUTER
+from models.lipsync.warp import mouth_opening, render_mouth
+
+LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
+    image = cv2.imread(str(write_demo_portrait(tmp_path_factory.mktemp("warp") / "astronaut.png")))
+    mesher = FaceMesher(video=False)
+    try:
+        landmarks = mesher.landmarks(image)
+    finally:
+        mesher.close()
+    assert landmarks is not None
+    return image, landmarks
+
+
+def _render(image: np.ndarray, landmarks: np.ndarray, amount: float, width: float = 0.0) -> np.ndarray:
+    frame = image.copy()
+    out = render_mouth(frame, landmarks, amount, width)
+    assert out is not None
+    return blend_region(frame, *out)
+
+
+def _mouth_width(landmarks: np.ndarray) -> float:
+    xs = landmarks[LIPS_OUTER, 0]
+    return float(xs.max() - xs.min())
+
+
+def _skin_luminance(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Median luminance of the source's chin and cheeks beside the mouth."""
+    mw = _mouth_width(landmarks)
+    cx = float(landmarks[LIPS_OUTER, 0].mean())
+    lip_y = float(landmarks[13, 1])
+    r = int(0.08 * mw)
+    centres = [(cx - 0.85 * mw, lip_y), (cx + 0.85 * mw, lip_y), (cx, (landmarks[17, 1] + landmarks[CHIN, 1]) / 2)]
+    lum = [image[int(y) - r:int(y) + r, int(x) - r:int(x) + r].reshape(-1, 3) @ LUMA for x, y in centres]
+    return float(np.median(np.concatenate(lum)))
+
+
+def _interior(frame: np.ndarray, image: np.ndarray, landmarks: np.ndarray, amount: float) -> np.ndarray:
+    """BGR pixels well inside the opened gap (columns where it is at least 5 px tall)."""
+    _g, op, _px, _w = mouth_opening(image, landmarks, amount, 0.0)
+    pixels = []
+    for x, top, bottom in zip(op.xs, op.top, op.bottom):
+        if bottom - top >= 5.0:
+            pixels.append(frame[int(np.ceil(top + 1.5)):int(np.floor(bottom - 1.5)) + 1, int(x)])
+    assert pixels, "the mouth did not open"
+    return np.concatenate(pixels).astype(np.float32)
+
+
+def _centre_profile(frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Luminance down the mouth's centre line from above the upper lip to the chin (3 columns
+    averaged, so single-pixel noise does not count), and the y it starts at."""
+    x = int(round(float(landmarks[13, 0])))
+    y0, y1 = int(landmarks[0, 1]) - 3, int(landmarks[CHIN, 1])
+    return (frame[y0:y1, x - 1:x + 2].astype(np.float32) @ LUMA).mean(axis=1), y0
+
+
+def _dark_runs(profile: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    dark = np.concatenate([[False], profile < threshold, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(dark))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= 2]
+
+
+def test_interior_is_dark_and_coloured_from_the_lips(portrait):
+    image, landmarks = portrait
+    skin = _skin_luminance(image, landmarks)
+    inside = _interior(_render(image, landmarks, 1.0), image, landmarks, 1.0)
+    lum = inside @ LUMA
+    assert np.percentile(lum, 99) < skin, (np.percentile(lum, 99), skin)  # no white band
+    assert np.median(lum) < 0.35 * skin, (np.median(lum), skin)
+    b, g, r = np.median(inside, axis=0)
+    assert r > 1.15 * g and r > 1.1 * b, (b, g, r)  # reddish-dark, not grey
+
+    # The colour follows the person's lips: give the astronaut bluish lips and the cavity turns bluish.
+    outer = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(outer, [np.round(landmarks[LIPS_OUTER]).astype(np.int32)], 1)
+    bluish = image.copy()
+    bluish[outer > 0] = bluish[outer > 0][:, ::-1]
+    b, g, r = np.median(_interior(_render(bluish, landmarks, 1.0), bluish, landmarks, 1.0), axis=0)
+    assert b > 1.1 * r, (b, g, r)
+
+
+def test_lower_lip_appears_once_and_moves_as_one_piece(portrait):
+    image, landmarks = portrait
+    skin = _skin_luminance(image, landmarks)
+    frame = _render(image, landmarks, 1.0)
+    profile, y0 = _centre_profile(frame, landmarks)
+    runs = _dark_runs(profile, 0.5 * skin)
+    assert len(runs) == 1, runs  # the opening, and no second gap or ghost lip edge
+    # Below the opening the column is the source's lower lip and chin shifted down unchanged: no
+    # stretched or repeated lip texture.
+    g, op, _px, _w = mouth_opening(image, landmarks, 1.0, 0.0)
+    col = int(np.argmin(np.abs(op.xs - landmarks[13, 0])))
+    x, seam, bottom = int(op.xs[col]), float(op.seam[col]), float(op.bottom[col])
+    lip_h = int(g.lower_out_y - seam) + 4
+    src = image[int(round(seam)) + 2:int(round(seam)) + 2 + lip_h, x].astype(np.float32) @ LUMA
+    out = frame[int(round(bottom)) + 2:int(round(bottom)) + 2 + lip_h, x].astype(np.float32) @ LUMA
+    assert np.abs(src - out).mean() < 12.0, np.abs(src - out)
+    assert y0 + runs[0][0] <= bottom <= y0 + runs[0][1] + 3, (runs, y0, bottom)
+
+
+def test_rest_is_the_unchanged_source(portrait):
+    image, landmarks = portrait
+    assert render_mouth(image.copy(), landmarks, 0.0, 0.0) is None
+    assert render_mouth(image.copy(), landmarks, 0.001, 0.01) is None
+
+
+def test_opening_grows_with_the_amount_and_stays_plausible(portrait):
+    image, landmarks = portrait
+    skin = _skin_luminance(image, landmarks)
+    mw = _mouth_width(landmarks)
+    heights = []
+    for amount in (0.2, 0.4, 0.6, 0.8, 1.0):
+        profile, _y0 = _centre_profile(_render(image, landmarks, amount), landmarks)
+        runs = _dark_runs(profile, 0.5 * skin)
+        heights.append(max((b - a for a, b in runs), default=0))
+        _g, op, _px, _w = mouth_opening(image, landmarks, amount, 0.0)
+        gap = float((op.bottom - op.top).max())
+        assert gap < 0.22 * mw, f"opening {gap:.1f} px on a {mw:.1f} px mouth"
+    assert all(b >= a for a, b in zip(heights, heights[1:])) and heights[-1] > heights[0] + 3, heights
+    assert heights[-1] < 0.22 * mw, (heights, mw)
