@@ -31,11 +31,21 @@ class IdleLoop:
         return len(self.packets)
 
 
+def _idle_frames(avatar: Avatar):
+    """The cycle as a silent room shows it: a template that talks is shown with the presenter's
+    own closed mouth when the avatar is enrolled (a moving mouth without sound looks broken)."""
+    from models.lipsync.exemplar import rest_renderer
+
+    render = rest_renderer(avatar)
+    for i in range(avatar.cycle_length):
+        yield render(i) if render is not None else avatar.frame(i)
+
+
 def _encode(avatar: Avatar, settings: Settings) -> list[tuple[bytes, bool]]:
     enc = new_video_encoder(settings, avatar.width, avatar.height)
     out: list[tuple[bytes, bool]] = []
-    for i in range(avatar.cycle_length):
-        for packet in enc.encode(to_video_frame(avatar.frame(i), i, keyframe=i % 50 == 0)):
+    for i, frame in enumerate(_idle_frames(avatar)):
+        for packet in enc.encode(to_video_frame(frame, i, keyframe=i % 50 == 0)):
             out.append((bytes(packet), bool(packet.is_keyframe)))
     for packet in enc.encode(None):
         out.append((bytes(packet), bool(packet.is_keyframe)))
@@ -45,7 +55,11 @@ def _encode(avatar: Avatar, settings: Settings) -> list[tuple[bytes, bool]]:
 
 
 def load_idle_loop(avatar: Avatar, settings: Settings) -> IdleLoop:
-    path = avatar.path / f"idle-{options_digest(settings, avatar.width, avatar.height)}.pkts"
+    from avatars.mouthbank import enrollment
+
+    # The enrollment takes part in the name: enrolling later re-encodes the loop with the closed mouth.
+    enrolled = (enrollment(avatar.path) or {}).get("sample_sha256", "")[:8]
+    path = avatar.path / f"idle-{options_digest(settings, avatar.width, avatar.height)}{enrolled}.pkts"
     if not path.exists():
         log.info("encoding idle loop of avatar %s (%d frames)", avatar.id, avatar.cycle_length)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")

@@ -7,6 +7,7 @@ need no ../shared; the real-footage redub checks at the end skip cleanly without
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,46 @@ def test_enrolled_avatar_speaks_new_speech_with_its_own_mouth(api, enrolled, tmp
     figures = analyze(video)
     assert figures["verdict"] == "synced" and abs(figures["lag_frames"]) <= 2 and figures["r"] >= 0.5, figures
     assert figures["silent_frames"] >= 20 and figures["closed_share_in_silence"] >= 0.9, figures
+
+
+def test_live_room_speaks_with_the_enrolled_mouth(api, service, enrolled, tmp_path):
+    from test_rooms import Viewer, events, open_room, packet_times, publishing
+    from conftest import wait_until
+
+    audio, duration = upload_speech(api, [SAY_2], pause_s=0.8, lead_s=0.3)
+    room = open_room(api, username="enrolled_room", avatar_id="enrolled")
+    wait_until(lambda: publishing(service.media, room["stream_key"]), 30, what="the room to publish")
+    pulled = tmp_path / "pulled.flv"
+    viewer = Viewer(room["urls"]["rtmp"], duration + 6, pulled)
+    time.sleep(2.5)
+    assert api.post(f"/v1/rooms/{room['id']}/say", json={"audio": audio}).status_code == 202
+    viewer.wait(60)
+    video_t = packet_times(pulled, "v")
+    assert 24.0 <= (len(video_t) - 1) / (video_t[-1] - video_t[0]) <= 26.0
+    figures = analyze(pulled)
+    assert figures["r"] >= 0.5 and abs(figures["lag_frames"]) <= 2, figures
+    assert figures["closed_share_in_silence"] >= 0.9, figures
+    starts = [e for e in events(api, room["id"]) if e["event"] == "session_start"]
+    assert len(starts) == 1
+    assert [e["engine"] for e in events(api, room["id"]) if e["event"] == "speech_start"] == ["exemplar"]
+    api.delete(f"/v1/rooms/{room['id']}")
+
+
+def test_talking_template_enrolls_itself_and_idles_with_its_mouth_closed(api, service, talking_clip, tmp_path):
+    from test_rooms import Viewer, open_room, publishing
+    from conftest import wait_until
+
+    job = _prepare(api, {"file": ("talk.mp4", talking_clip.read_bytes())}, avatar_id="selftaught")
+    assert job["status"] == "finished" and job["result"]["enrollment"]["frames_with_face"] >= 150, job
+    template = analyze(talking_clip)
+    assert template["motion_range"] >= 0.05, template  # the template's own mouth talks
+    room = open_room(api, username="idle_closed", avatar_id="selftaught")
+    wait_until(lambda: publishing(service.media, room["stream_key"]), 30, what="the room to publish")
+    pulled = tmp_path / "idle.flv"
+    Viewer(room["urls"]["rtmp"], 6, pulled).wait(30)
+    idle = analyze(pulled)
+    assert idle["motion_range"] < 0.03, idle  # silent room: the presenter's closed mouth, not the talking one
+    api.delete(f"/v1/rooms/{room['id']}")
 
 
 def test_exemplar_engine_needs_an_enrolled_avatar(api, talking_clip):

@@ -173,6 +173,7 @@ class RoomPublisher(threading.Thread):
                         speech = ready
                         self.store.event(self.room.id, "speech_start", stream_ts=f / FPS,
                                          utterance=speech.utterance["id"], frames=speech.n,
+                                         engine=self.engine.choose(avatar).name,
                                          queued_at=speech.utterance.get("queued_at"))
                 spoke = False
                 if speech is not None:

@@ -185,3 +185,20 @@ class ExemplarEngine:
             state.offset = offset
             out += offset
         np.clip(out, 0, 255, out=out)
+
+
+def template_talks(avatar: Avatar, min_range: float = 0.03) -> bool:
+    """Does the template's own mouth move (p95 - p5 of the lip gap over the inter-ocular distance)?"""
+    lm = avatar.landmarks
+    gap = np.linalg.norm(lm[:, 14] - lm[:, 13], axis=1) / np.maximum(1e-6, np.linalg.norm(lm[:, 33] - lm[:, 263], axis=1))
+    return float(np.percentile(gap, 95) - np.percentile(gap, 5)) >= min_range
+
+
+def rest_renderer(avatar: Avatar):
+    """cycle index -> frame with the presenter's closed mouth, for enrolled avatars whose template
+    talks; None when the template's own frames are the right idle picture."""
+    bank = load_bank(avatar.path)
+    if bank is None or not template_talks(avatar):
+        return None
+    engine, state = ExemplarEngine(), _State()
+    return lambda i: engine.render_shape(avatar, bank, i, bank.rest, state)
