@@ -66,7 +66,7 @@ class MouthBank:
     open: np.ndarray
     ridge: Ridge
     features: FeatureOptions
-    prior_gain: float = 1.0
+    prior_gain: float = 0.7
     prior_lead: int = 1  # frames the lips lead the sound by
 
     @property

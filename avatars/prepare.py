@@ -102,6 +102,26 @@ def _scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
 
 
 def _read_image(path: Path, max_side: int) -> np.ndarray | None:
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from core.media import MAX_IMAGE_PIXELS
+
+    # The size comes from the header, before any decoding: a 10000x10000 PNG is a few hundred KB
+    # and 300 MB decoded. Every accepted picture format (PNG, JPEG, WebP, BMP) has a header PIL reads.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is checked below
+            with Image.open(path) as header:
+                w, h = header.size
+    except Image.DecompressionBombError as exc:
+        raise AvatarError("image_too_large", f"the image is too large: {exc}") from exc
+    except (UnidentifiedImageError, OSError):
+        return None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise AvatarError("image_too_large", f"the image is {w}x{h} pixels; the limit is "
+                          f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", width=w, height=h)
     data = np.fromfile(str(path), np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
@@ -120,7 +140,13 @@ def _open_video(path: Path, options: PrepareOptions):
         raise AvatarError("undecodable", "the file has no video stream")
     if info.duration_s > options.max_duration_s:
         raise AvatarError("too_long", f"video is {info.duration_s:.1f} s; the limit is {options.max_duration_s:.0f} s")
-    w, h = _scaled_size(*video_size(path), options.max_side)
+    from core.media import MAX_IMAGE_PIXELS
+
+    width, height = video_size(path)
+    if width * height > MAX_IMAGE_PIXELS:
+        raise AvatarError("image_too_large", f"the picture is {width}x{height} pixels; the limit is "
+                          f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", width=width, height=height)
+    w, h = _scaled_size(width, height, options.max_side)
     return iter_video_frames(path, w, h, options.fps), max(1, round(info.duration_s * options.fps))
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from bench.avatar_prep import make_source
 from bench.common import emit
-from bench.service import ensure_avatar, poll
+from bench.service import SHARED_MEDIA, ensure_avatar, poll
+from core.media import run_ffmpeg
 from bench.viewer import count_video_frames
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -68,6 +69,15 @@ def measure(client, rooms: list[dict], seconds: float) -> dict:
             "rss_per_room_mb": round(rss_mb(pids) / len(rooms), 1)}
 
 
+def talking_source(clip: Path, tmp: Path, seconds: float) -> Path:
+    """A talking clip with its own speech, looped and padded into a 720x1280 live-room frame."""
+    out = tmp / "talking-720p.mp4"
+    run_ffmpeg(["-v", "error", "-y", "-stream_loop", "-1", "-i", str(clip), "-t", str(seconds), "-vf",
+                "scale=720:1280:force_original_aspect_ratio=decrease,pad=720:1280:(ow-iw)/2:(oh-ih)/2",
+                "-r", "25", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out)])
+    return out
+
+
 def open_rooms(client, n: int, avatar: str) -> list[dict]:
     rooms = [client.post("/v1/rooms", json={"avatar_id": avatar, "username": f"cap{i}"}).json() for i in range(n)]
     deadline = time.monotonic() + 120
@@ -91,6 +101,9 @@ def main() -> None:
     parser.add_argument("--idle-rooms", type=int, default=20)
     parser.add_argument("--speaking-rooms", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--talking", type=Path, nargs="?", const=SHARED_MEDIA / "real-talk-2.mp4",
+                        help="speaking rooms use an avatar enrolled from this talking clip (exemplar engine); "
+                             "default without the flag: the warp fallback on a closed-mouth template")
     args = parser.parse_args()
     client = httpx.Client(base_url=args.url, timeout=120)
     figures = {}
@@ -102,7 +115,10 @@ def main() -> None:
             close(client, rooms)
     if args.speaking_rooms:
         with tempfile.TemporaryDirectory() as tmp:
-            avatar = ensure_avatar(client, "bench720", make_source(Path(tmp), 20.0))
+            if args.talking:
+                avatar = ensure_avatar(client, "bench720talk", talking_source(args.talking, Path(tmp), 20.0))
+            else:
+                avatar = ensure_avatar(client, "bench720", make_source(Path(tmp), 20.0))
         speech = poll(client, client.post("/v1/tts", json={"text": LONG_TEXT}).json()["job_id"])
         rooms = open_rooms(client, args.speaking_rooms, avatar["id"])
         try:
@@ -111,7 +127,10 @@ def main() -> None:
             time.sleep(1.5)
             window = min(args.seconds, speech["result"]["duration_s"] - 3)
             publishers = [client.get(f"/v1/rooms/{r['id']}").json()["publisher"] for r in rooms]
+            engines = [e.get("engine") for r in rooms for e in client.get(f"/v1/rooms/{r['id']}/events").json()
+                       if e["event"] == "speech_start"]
             figures["speaking_720p"] = {"avatar": f"{avatar['manifest']['width']}x{avatar['manifest']['height']}",
+                                        "engines": engines,
                                         "speech_s": speech["result"]["duration_s"],
                                         "publisher_processes": len(set(publishers)),
                                         **measure(client, rooms, window)}

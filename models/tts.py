@@ -101,8 +101,11 @@ class EspeakEngine:
 
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
         chosen = voice or self._voices.get(language, "en-us")
-        proc = subprocess.run(["espeak-ng", "-v", chosen, "--stdout", text], capture_output=True,
-                              timeout=120, check=False)
+        # The text goes on stdin, never into argv: as an argument, "-f/etc/passwd" was read as
+        # espeak-ng's -f FILE option and the file was spoken. `-v` always consumes the next item,
+        # so the (pattern-checked) voice name cannot become an option either.
+        proc = subprocess.run(["espeak-ng", "-v", chosen, "--stdout", "--stdin"], input=text.encode("utf-8"),
+                              capture_output=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"espeak-ng failed: {proc.stderr.decode('utf-8', 'replace').strip()}")
         return _wav_bytes_to_array(proc.stdout)
