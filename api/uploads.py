@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from pathlib import Path
@@ -11,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from core.files import NotOwnedError, public_ref, resolve_owned
-from core.media import MediaError, MediaInfo, probe
+from core.media import MAX_IMAGE_PIXELS, MediaError, MediaInfo, MediaRefused, probe
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _EXT = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 AUDIO_EXTENSIONS = {"wav", "mp3", "m4a", "aac", "ogg", "oga", "opus", "flac", "webm", "mp4", "mov", "mkv"}
@@ -53,7 +56,10 @@ async def _probe(tmp: Path, what: str) -> MediaInfo:
         return await run_in_threadpool(probe, tmp)
     except MediaError as exc:
         tmp.unlink(missing_ok=True)
-        raise ApiError(422, f"undecodable_{what}", f"not a decodable {what} file") from exc
+        log.info("upload refused: %s", exc)
+        # Policy refusals say why; ffprobe's own messages name server paths and stay in the log.
+        reason = f": {exc}" if isinstance(exc, MediaRefused) else ""
+        raise ApiError(422, f"undecodable_{what}", f"not a decodable {what} file{reason}") from exc
 
 
 async def save_audio_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
@@ -78,7 +84,19 @@ async def save_visual_upload(settings: Settings, upload: UploadFile) -> tuple[Pa
         tmp.unlink(missing_ok=True)
         raise ApiError(422, "video_too_long",
                        f"video is {info.duration_s:.1f} s; the limit is {settings.max_avatar_s:.0f} s")
+    try:
+        check_pixels(info)
+    except ApiError:
+        tmp.unlink(missing_ok=True)
+        raise
     return _accept(tmp), info
+
+
+def check_pixels(info: MediaInfo) -> None:
+    """Refused from the header: decoding is what a small, highly compressed picture would cost."""
+    if info.width * info.height > MAX_IMAGE_PIXELS:
+        raise ApiError(422, "image_too_large", f"the picture is {info.width}x{info.height} pixels; the limit is "
+                       f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", width=info.width, height=info.height)
 
 
 async def save_sample_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
@@ -99,6 +117,7 @@ def check_sample(info: MediaInfo, settings: Settings) -> None:
         raise ApiError(422, "sample_undecodable", "the speech sample must be a video of the presenter talking")
     if not info.has_audio:
         raise ApiError(422, "sample_no_audio", "the speech sample has no audio track; it must carry the presenter's own speech")
+    check_pixels(info)
     if not settings.min_sample_s <= info.duration_s <= settings.max_sample_s:
         raise ApiError(422, "sample_duration", f"the speech sample is {info.duration_s:.1f} s; it must last "
                        f"{settings.min_sample_s:.0f} s to {settings.max_sample_s:.0f} s")

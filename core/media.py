@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
+import tempfile
+import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +16,29 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# Demuxers a client file may be opened with (names as ffprobe reports them in format_name; the
+# first name of a list such as "mov,mp4,m4a,3gp,3g2,mj2" stands for all of it). None of them
+# opens further files or URLs (flv and mpegts are what live rooms publish and viewers record). Left out on purpose: concat/ffconcat, hls, dash, sdp, image2 (file
+# name patterns), lavfi, tee and every other format that reads what its content names, and the
+# many exotic demuxers no client needs (less parser surface). GIF and TIFF are not accepted either.
+ACCEPTED_FORMATS = ("wav", "mp3", "mov", "matroska", "ogg", "flac", "aac", "avi", "flv", "mpegts",
+                    "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe")
+# Single pictures: they legitimately have no duration.
+STILL_IMAGE_FORMATS = ("png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe")
+# Whatever a caller's limits, no client file is decoded past this.
+MAX_DECODE_S = 3600.0
+# A decoded picture above this is refused: a 10000x10000 PNG is a few hundred KB on the wire and
+# 300 MB once decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+_NOT_ON_WHITELIST = re.compile(r"\[(\w+) @ 0x[0-9a-f]+\] Format not on whitelist")
+
 
 class MediaError(ValueError):
     """Input media that cannot be decoded or does not meet the limits."""
+
+
+class MediaRefused(MediaError):
+    """Media refused by policy (container, duration); the message is safe to show to the client."""
 
 
 def run_ffmpeg(args: list[str], *, binary: str = "ffmpeg", input_bytes: bytes | None = None,
@@ -37,33 +60,158 @@ class MediaInfo:
     has_audio: bool
     has_video: bool
     format_name: str
+    width: int = 0  # of the first video stream (not cover art); 0 without one
+    height: int = 0
+
+    @property
+    def demuxer(self) -> str:
+        """The name that forces this demuxer with `-f`."""
+        return self.format_name.split(",")[0]
+
+    @property
+    def still_image(self) -> bool:
+        return self.format_name in STILL_IMAGE_FORMATS
 
 
-def probe(path: Path) -> MediaInfo:
-    out = run_ffmpeg(["-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-                     binary="ffprobe", timeout=60)
-    data = json.loads(out or b"{}")
-    streams = data.get("streams") or []
-    fmt = data.get("format") or {}
+def _url(path: Path) -> str:
+    # The explicit protocol keeps any file name from being parsed as another protocol or option.
+    return f"file:{Path(path).resolve()}"
+
+
+def _open_args(demuxer: str | None = None) -> list[str]:
+    """Input options for a client file: the local file protocol only, accepted demuxers only, and
+    the demuxer probe() found when known, so a later call cannot be steered to another one."""
+    args = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(ACCEPTED_FORMATS)]
+    return [*args, "-f", demuxer] if demuxer else args
+
+
+def _ffprobe_json(path: Path) -> dict:
+    try:
+        out = run_ffmpeg(["-v", "error", *_open_args(), "-print_format", "json", "-show_format", "-show_streams",
+                          _url(path)], binary="ffprobe", timeout=60)
+    except MediaError as exc:
+        refused = _NOT_ON_WHITELIST.search(str(exc))
+        if refused:
+            raise MediaRefused(f"container format {refused.group(1)!r} is not accepted; accepted: "
+                               f"{', '.join(ACCEPTED_FORMATS)}") from exc
+        raise
+    return json.loads(out or b"{}")
+
+
+def _declared_duration(fmt: dict, streams: list[dict]) -> float:
     durations = [float(s["duration"]) for s in streams if s.get("duration") not in (None, "N/A")]
     if fmt.get("duration") not in (None, "N/A"):
         durations.append(float(fmt["duration"]))
+    return max(durations) if durations else 0.0
+
+
+def _measured_duration(path: Path, demuxer: str, max_packets: int = 2_000_000) -> float:
+    """End of the last packet, read without decoding: streamed WebM (browser recordings) and FLAC
+    declare no duration but are fine. Streams line by line so a file of tiny packets costs no memory."""
+    argv = ["ffprobe", "-v", "error", *_open_args(demuxer), "-show_entries", "packet=pts_time,duration_time",
+            "-of", "csv=p=0", _url(path)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    expired = threading.Event()
+    timer = threading.Timer(60, lambda: (expired.set(), proc.kill()))
+    timer.start()
+    end = 0.0
+    try:
+        for count, line in enumerate(proc.stdout):
+            if count >= max_packets:
+                return 0.0
+            fields = line.decode("ascii", "replace").strip().split(",")
+            try:
+                end = max(end, float(fields[0]) + (float(fields[1]) if fields[1:] and fields[1] else 0.0))
+            except ValueError:
+                continue  # a packet without timestamps says nothing about the length
+    finally:
+        proc.kill()
+        proc.stdout.close()
+        proc.wait()
+        timer.cancel()
+    return 0.0 if expired.is_set() else end  # a partial count would understate the length
+
+
+def probe(path: Path) -> MediaInfo:
+    """What a client file holds, after refusing what must not be opened or cannot be bounded:
+    containers outside ACCEPTED_FORMATS and (except still pictures) media of unknown length,
+    which passed every duration limit as 0 s."""
+    data = _ffprobe_json(path)
+    streams = data.get("streams") or []
+    fmt = data.get("format") or {}
+    name = str(fmt.get("format_name", ""))
+    demuxer = name.split(",")[0]
+    if demuxer not in ACCEPTED_FORMATS:  # ffprobe's whitelist refuses them first; kept as the contract
+        raise MediaRefused(f"container format {name!r} is not accepted")
+    video = [s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic") != 1]
+    duration = _declared_duration(fmt, streams)
+    if duration <= 0 and name not in STILL_IMAGE_FORMATS:
+        duration = _measured_duration(path, demuxer)
+        if duration <= 0:
+            raise MediaRefused("unknown duration")
     return MediaInfo(
-        duration_s=max(durations) if durations else 0.0,
+        duration_s=duration,
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
-        has_video=any(s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic") != 1
-                      for s in streams),
-        format_name=str(fmt.get("format_name", "")),
+        has_video=bool(video),
+        format_name=name,
+        width=int(video[0].get("width") or 0) if video else 0,
+        height=int(video[0].get("height") or 0) if video else 0,
     )
 
 
-def decode_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
-    """Any container with an audio track -> mono float32 in [-1, 1] at `sample_rate`."""
-    raw = run_ffmpeg(["-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(sample_rate),
-                      "-f", "f32le", "-acodec", "pcm_f32le", "-"])
-    audio = np.frombuffer(raw, dtype=np.float32)
+def decode_limit_s(info: MediaInfo) -> float:
+    """How far a client file is decoded: a little past the length its container declared (and the
+    API checked), so a file that lies about its length cannot fill memory or run for hours."""
+    return min(MAX_DECODE_S, info.duration_s * 1.25 + 5.0)
+
+
+def _read_capped(argv: list[str], max_bytes: int, timeout: float) -> bytes:
+    """stdout of `argv`, stopped after `max_bytes` or `timeout` s (stderr kept for the error)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        expired = threading.Event()
+        timer = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
+        timer.start()
+        try:
+            out = proc.stdout.read(max_bytes)
+            full = len(out) >= max_bytes
+            if full:
+                proc.kill()
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+            timer.cancel()
+        if expired.is_set():
+            raise MediaError(f"{argv[0]} timed out after {timeout:.0f} s")
+        if code != 0 and not full:
+            err.seek(0)
+            tail = err.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise MediaError(f"{argv[0]} failed: {' | '.join(tail) or 'exit ' + str(code)}")
+    return out
+
+
+def decode_audio(path: Path, sample_rate: int = 16000, max_seconds: float | None = None,
+                 timeout: float = 300.0) -> np.ndarray:
+    """Any accepted container with an audio track -> mono float32 in [-1, 1] at `sample_rate`.
+
+    With `max_seconds`, longer audio is a MediaError; without, decoding stops at decode_limit_s()."""
+    info = probe(path)
+    if not info.has_audio:
+        raise MediaError("the file has no audio track")
+    limit = min(MAX_DECODE_S, max_seconds) if max_seconds is not None else decode_limit_s(info)
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", *_open_args(info.demuxer), "-i", _url(path),
+            "-vn", "-ac", "1", "-ar", str(sample_rate), "-t", f"{limit + 0.5:.3f}",
+            "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    # The byte cap holds even when timestamps are broken and `-t` never triggers.
+    raw = _read_capped(argv, 4 * int((limit + 1.0) * sample_rate), timeout)
+    audio = np.frombuffer(raw[: len(raw) // 4 * 4], dtype=np.float32)
     if audio.size == 0:
         raise MediaError("no audio samples could be decoded")
+    if audio.size > limit * sample_rate:
+        if max_seconds is not None:
+            raise MediaError(f"audio longer than {max_seconds:.0f} s")
+        log.warning("%s declares %.1f s but holds more; decoded up to %.1f s", path.name, info.duration_s, limit)
+        audio = audio[: int(limit * sample_rate)]
     return audio
 
 
@@ -94,19 +242,21 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def video_size(path: Path) -> tuple[int, int]:
-    out = run_ffmpeg(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
-                      "-of", "csv=p=0", str(path)], binary="ffprobe", timeout=60)
-    try:
-        w, h = (int(v) for v in out.decode().strip().split(",")[:2])
-    except ValueError as exc:
-        raise MediaError("no video stream") from exc
-    return w, h
+    info = probe(path)
+    if not info.width or not info.height:
+        raise MediaError("no video stream")
+    return info.width, info.height
 
 
 def iter_video_frames(path: Path, width: int, height: int, fps: int = 25):
-    """Decode a video as BGR frames of the given size at `fps`, one at a time (bounded memory)."""
-    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-an",
-            "-vf", f"fps={fps},scale={width}:{height}:flags=area", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
+    """Decode a video as BGR frames of the given size at `fps`, one at a time (bounded memory),
+    for no longer than decode_limit_s(); a still picture gives one frame."""
+    info = probe(path)
+    if info.width * info.height > MAX_IMAGE_PIXELS:
+        raise MediaRefused(f"frames of {info.width}x{info.height} exceed {MAX_IMAGE_PIXELS} pixels")
+    bound = ["-frames:v", "1"] if info.still_image else ["-t", f"{decode_limit_s(info):.3f}"]
+    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", *_open_args(info.demuxer), "-i", _url(path), "-an",
+            "-vf", f"fps={fps},scale={width}:{height}:flags=area", *bound, "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     size = width * height * 3
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -134,7 +284,9 @@ class VideoWriter:
         argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
                 "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         if audio is not None:
-            argv += ["-i", str(audio)]
+            # The client's audio is muxed as is: same input rules and length bound as its decode.
+            info = probe(audio)
+            argv += [*_open_args(info.demuxer), "-t", f"{decode_limit_s(info):.3f}", "-i", _url(audio)]
         argv += ["-map", "0:v:0"] + (["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", "44100"] if audio else [])
         argv += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
                  "-g", str(2 * fps), "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     live_audio_rate: int = 44100
 
     max_text_chars: int = Field(2000, ge=1)
+    # Every request body but multipart uploads (bounded per file in api/uploads.py): JSON and forms.
+    max_json_bytes: int = Field(64 * 1024, ge=1024)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     max_audio_s: float = Field(600.0, gt=0)
     max_lipsync_audio_s: float = Field(300.0, gt=0)
