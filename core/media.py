@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 
 # Demuxers a client file may be opened with (names as ffprobe reports them in format_name; the
 # first name of a list such as "mov,mp4,m4a,3gp,3g2,mj2" stands for all of it). None of them
-# opens further files or URLs (flv and mpegts are what live rooms publish and viewers record). Left out on purpose: concat/ffconcat, hls, dash, sdp, image2 (file
-# name patterns), lavfi, tee and every other format that reads what its content names, and the
-# many exotic demuxers no client needs (less parser surface). GIF and TIFF are not accepted either.
+# opens further files or URLs; flv and mpegts are what live rooms publish and viewers record.
+# Left out on purpose: concat/ffconcat, hls, dash, sdp, image2 (file name patterns), lavfi, tee
+# and every other format that reads what its content names, and the many exotic demuxers no
+# client needs (less parser surface). GIF and TIFF are not accepted either.
 ACCEPTED_FORMATS = ("wav", "mp3", "mov", "matroska", "ogg", "flac", "aac", "avi", "flv", "mpegts",
                     "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe")
 # Single pictures: they legitimately have no duration.
