@@ -29,7 +29,7 @@ from models.lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v2"
+BANK_VERSION = "mouthbank-v3"
 BANK_DIR = "mouth"
 
 
@@ -74,12 +74,12 @@ class MouthBank:
         return self.mask.shape[1], self.mask.shape[0]
 
     def prior(self, track: MouthTrack) -> np.ndarray:
-        """Loudness alone, in the presenter's own shapes: from rest towards their open mouth,
-        leading the sound slightly, compressed because quiet syllables open the mouth nearly as
-        much as loud ones. Short samples cannot teach much more; the prior keeps the mouth
+        """The speaker-independent articulation (models.lipsync.mouth: loudness and the voice's
+        1-3 kHz share) in the presenter's own shapes: from rest towards their open mouth, leading
+        the sound slightly. Short samples cannot teach much more; the prior keeps the mouth
         speaking where the learned part has too little to go on."""
         n = len(track.open)
-        env = track.open[np.clip(np.arange(n) + self.prior_lead, 0, n - 1)] ** 0.5
+        env = track.open[np.clip(np.arange(n) + self.prior_lead, 0, n - 1)]
         return self.rest + self.prior_gain * env[:, None, None] * (self.open - self.rest)
 
     def predict_shapes(self, audio_16k: np.ndarray, track: MouthTrack) -> np.ndarray:

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("clip", nargs="?", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
-    import mediapipe  # noqa: F401  (the worker has it loaded before its first job)
+    import mediapipe  # noqa: F401  -- the worker has it loaded before its first job
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

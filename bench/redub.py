@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avatars.canonical import EYE_OUTER, LIP40, STABLE, apply, inter_ocular, similarity
+from avatars.canonical import LIP40, STABLE, apply, inter_ocular, similarity
 from avatars.enroll import enroll
 from avatars.face import FaceMesher
 from avatars.mouthbank import bank_dir

@@ -27,6 +27,12 @@ def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
+def tone_wav(seconds: float, rate: int = 16000) -> bytes:
+    """A 220 Hz tone as 16-bit mono WAV bytes (valid audio that is not speech)."""
+    t = np.arange(int(seconds * rate)) / rate
+    return wav_bytes(0.1 * np.sin(2 * np.pi * 220 * t) * 32767, rate)
+
+
 def upload_speech(api, sentences: list[str], pause_s: float = 1.0, lead_s: float = 0.6) -> tuple[str, float]:
     """TTS of each sentence joined by pauses, uploaded; returns (file ref, duration in s)."""
     parts, rate = [], 24000

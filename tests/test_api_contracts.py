@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import wave
-
-import numpy as np
 import pytest
 
 from conftest import poll_job
-
-
-def _wav_bytes(seconds: float, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        t = np.arange(int(seconds * rate)) / rate
-        w.writeframes((0.1 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
+from speech import tone_wav
 
 
 def _legacy_error(r, status: int) -> dict:
@@ -133,11 +119,11 @@ def test_v1_upload_not_audio(api):
 
 
 def test_v1_upload_too_long(api):
-    _v1_error(api.post("/v1/files", files={"file": ("long.wav", _wav_bytes(31.0, 8000))}), 422, "audio_too_long")
+    _v1_error(api.post("/v1/files", files={"file": ("long.wav", tone_wav(31.0, 8000))}), 422, "audio_too_long")
 
 
 def test_v1_upload_ok_and_download(api):
-    r = api.post("/v1/files", files={"file": ("tone.wav", _wav_bytes(1.0))})
+    r = api.post("/v1/files", files={"file": ("tone.wav", tone_wav(1.0))})
     assert r.status_code == 201
     body = r.json()
     assert abs(body["duration_s"] - 1.0) < 0.05

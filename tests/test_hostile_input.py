@@ -4,27 +4,15 @@ unknown or lying durations, decompression bombs and oversized JSON bodies."""
 
 from __future__ import annotations
 
-import io
 import struct
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import poll_job
+from speech import tone_wav
 from core.media import run_ffmpeg
-
-
-def _wav_bytes(seconds: float, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        t = np.arange(int(seconds * rate)) / rate
-        w.writeframes((0.1 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def _refused(r) -> dict:
@@ -67,7 +55,7 @@ def test_tts_text_is_not_an_espeak_output_option(api, tmp_path):
 # ---- (b)-(d) containers that open further files ----
 
 def test_ffconcat_upload_is_refused(api):
-    up = api.post("/v1/files", files={"file": ("tone.wav", _wav_bytes(2.0))})
+    up = api.post("/v1/files", files={"file": ("tone.wav", tone_wav(2.0))})
     assert up.status_code == 201, up.text
     name = up.json()["file"].split("/")[-1]
     # 500 references to the same 2 s upload: 1000 s of audio behind a few KB, with no duration to check.
@@ -167,7 +155,7 @@ def test_json_body_is_bounded(api):
 # ---- (g) lying lengths ----
 
 def _lying_wav() -> bytes:
-    data = bytearray(_wav_bytes(1.0))
+    data = bytearray(tone_wav(1.0))
     data[4:8] = struct.pack("<I", 0x7FFFFFF0)
     at = data.find(b"data")
     data[at + 4:at + 8] = struct.pack("<I", 0x7FFFFFF0)  # claims ~18 h of samples; holds 1 s

@@ -262,7 +262,7 @@ def _interior_colour(g: MouthGeometry, op: Opening, ys: np.ndarray, cols: slice,
 def _paint_interior(region: np.ndarray, g: MouthGeometry, op: Opening, lip: np.ndarray, skin: np.ndarray,
                     teeth: float) -> np.ndarray:
     """Paint the mouth interior into `region` (float32 BGR, box-sized); returns the box-sized alpha."""
-    x0, y0 = g.box[0], g.box[1]
+    y0 = g.box[1]
     h, w = region.shape[:2]
     alpha_box = np.zeros((h, w), np.float32)
     cols = np.nonzero(op.bottom - op.top > 0.05)[0]
