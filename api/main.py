@@ -6,13 +6,16 @@ import logging
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, install_error_handlers
-from api.routers import asr, avatars, files, health, jobs, legacy, lipsync, rooms, tts
+from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
+from api.routers import feedback, interviews
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
 
@@ -80,11 +83,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.redis = redis_connection(settings)
         # Bounded and blocking: a burst of requests waits for a connection instead of failing.
+        # Retried: after a Redis restart every pooled connection is dead once (redis.asyncio does not
+        # retry by default, unlike the sync client).
         pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, password=settings.redis_password,
-                                                        max_connections=settings.api_redis_connections, timeout=10)
+                                                        max_connections=settings.api_redis_connections, timeout=10,
+                                                        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 5))
         app.state.aredis = aioredis.Redis(connection_pool=pool)
+        app.state.relays = live.make_hub(settings, app.state.aredis)  # HTTP-FLV relays of this process
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         yield
+        await app.state.relays.close()
         app.state.redis.close()
         await app.state.aredis.aclose()
 
@@ -96,6 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"])
     install_error_handlers(app)
-    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms):
+    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, fleet, live, console):
         app.include_router(module.router)
+    for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
+        app.include_router(module.legacy_router)
+        app.include_router(module.router)
+    console.mount_static(app)
     return app

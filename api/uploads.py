@@ -146,3 +146,20 @@ def owned_ref(settings: Settings, ref: str) -> str:
         return public_ref(settings, resolve_owned(settings, ref))
     except NotOwnedError as exc:
         raise ApiError(404, "file_not_owned", str(exc)) from exc
+
+
+async def save_video_upload(settings: Settings, upload: UploadFile, max_s: float) -> tuple[Path, MediaInfo]:
+    """A recorded video (e.g. a candidate's answer); its audio is optional."""
+    tmp = await _receive(settings, upload, VISUAL_EXTENSIONS - {"png", "jpg", "jpeg", "webp", "bmp"},
+                         settings.max_avatar_upload_bytes)
+    info = await _probe(tmp, "video")
+    try:
+        if not info.has_video or info.still_image:
+            raise ApiError(422, "no_frames", "the file has no video frames")
+        check_pixels(info)
+        if info.duration_s > max_s:
+            raise ApiError(422, "video_too_long", f"video is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")
+    except ApiError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _accept(tmp), info

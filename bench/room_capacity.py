@@ -33,7 +33,7 @@ LONG_TEXT = ("欢迎大家来到今天的直播间，我们今天要聊一聊数
 
 def stream_pids() -> list[int]:
     out = subprocess.run(["pgrep", "-f", r"python -m workers stream"], capture_output=True, text=True).stdout
-    # honcho starts each process through `sh -c`: count the Python processes only.
+    # Count the Python processes only (a shell or pgrep's own command line may match too).
     return [int(p) for p in out.split() if Path(f"/proc/{p}/comm").read_text().startswith("python")]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from core.settings import Settings
 
 # Directories whose files clients may download and pass back as inputs, in lookup order.
-PUBLIC_KINDS = ("tts", "uploads", "asr", "lipsync")
+PUBLIC_KINDS = ("tts", "uploads", "asr", "lipsync", "feedback")  # feedback: answer frame images
 LEGACY_PREFIX = "tests"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.*\-]{0,199}$")

@@ -1,23 +1,38 @@
-"""`python -m core.fleet run|redis`: start the whole fleet from the Procfile, or the own Redis.
+"""`python -m core.fleet run|conf|redis|banner`: the whole fleet under supervisord, or the own Redis.
 
-Redis runs with the append-only file on, its data under results/redis, bound to loopback,
+`run` writes ``<data_dir>/supervisor/supervisord.conf`` from the settings and replaces itself with
+supervisord in the foreground (``-n``): every process (Redis, the media server, the API, each
+worker kind scaled by ``MTL_*_WORKERS``) is restarted when it dies while the others keep serving,
+each logs to its own file under ``<data_dir>/logs`` (rotated by supervisord), and Ctrl-C (or
+SIGTERM) stops them in order: stream workers first (they hand their rooms back), Redis last.
+``--data-dir`` (or ``MTL_DATA_DIR``) moves all of it, so a test can run a second fleet beside
+the real one. ``supervisorctl -c <data_dir>/supervisor/supervisord.conf status`` shows the fleet.
+
+Redis runs with the append-only file on, its data under ``<data_dir>/redis``, bound to loopback,
 so queued jobs survive a restart of Redis or of the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
+import pwd
+import shlex
 import shutil
-import signal
 import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 from core.logs import setup_logging
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# supervisord's unix socket path must fit in sockaddr_un (108 bytes on Linux).
+MAX_SOCKET_PATH = 100
+
+log = logging.getLogger("fleet")
 
 
 def redis_argv(settings: Settings, port: int | None = None, data_dir=None) -> list[str]:
@@ -31,14 +46,16 @@ def redis_argv(settings: Settings, port: int | None = None, data_dir=None) -> li
     return argv
 
 
-def run_redis(settings: Settings) -> None:
-    host = urlparse(settings.redis_url).hostname
-    if host not in LOOPBACK:
-        # An external Redis is configured: nothing to start, but honcho stops the fleet when any
-        # process exits, so stay up quietly.
-        logging.getLogger("fleet").info("using external Redis at %s; not starting one", host)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        return
+def local_redis(settings: Settings) -> bool:
+    return urlparse(settings.redis_url).hostname in LOOPBACK
+
+
+def run_redis(settings: Settings) -> int:
+    if not local_redis(settings):
+        log.error("MTL_REDIS_URL points at %s; not starting a local Redis", urlparse(settings.redis_url).hostname)
+        return 1
+    # exec: the supervisor's signals (SIGTERM: flush the append-only file and exit) reach Redis itself,
+    # and the password stays out of the generated supervisord.conf.
     os.execv(redis_argv(settings)[0], redis_argv(settings))
 
 
@@ -51,6 +68,8 @@ def banner(settings: Settings) -> str:
         f"  readiness     {base}/readyz",
         f"  media server  rtmp://{settings.media_public_host}:{settings.rtmp_port}/live/<stream_key>  "
         f"HLS http://{settings.media_public_host}:{settings.media_http_port}/hls/<stream_key>.m3u8",
+        f"  logs          {settings.data_dir / 'logs'}/<process>.log",
+        f"  processes     .venv/bin/supervisorctl -c {conf_path(settings)} status",
         "Try:",
         f"  curl -s '{base}/tts?msg=%E5%A4%A7%E5%AE%B6%E5%A5%BD%EF%BC%8C%E6%AC%A2%E8%BF%8E%E6%9D%A5%E5%88%B0%E7%9B%B4%E6%92%AD%E9%97%B4%E3%80%82'",
         f"  curl -s -X POST {base}/v1/tts -H 'Content-Type: application/json' "
@@ -62,26 +81,158 @@ def banner(settings: Settings) -> str:
     ])
 
 
+# ---- supervisord configuration ----
+
+def conf_path(settings: Settings) -> Path:
+    return settings.data_dir / "supervisor" / "supervisord.conf"
+
+
+def socket_path(settings: Settings) -> Path:
+    path = settings.data_dir / "supervisor" / "supervisor.sock"
+    if len(str(path)) > MAX_SOCKET_PATH:
+        digest = hashlib.sha256(str(settings.data_dir).encode()).hexdigest()[:16]
+        path = Path("/tmp") / f"mtl-supervisor-{digest}.sock"
+    return path
+
+
+def _esc(value: object) -> str:
+    # supervisord expands %(name)s in values: a literal % must be doubled.
+    return str(value).replace("%", "%%")
+
+
+def _command(*args: str) -> str:
+    return _esc(" ".join(shlex.quote(str(a)) for a in args))
+
+
+def _program(settings: Settings, name: str, command: str, *, numprocs: int | None = None, priority: int,
+             stopwaitsecs: float, section: str = "program", extra: dict[str, str] | None = None) -> str:
+    """One [program] section; a kind that scales (numprocs given) names its processes <kind>-<n>."""
+    logs = settings.data_dir / "logs"
+    process_name = "%(program_name)s" if numprocs is None else "%(program_name)s-%(process_num)d"
+    options = {
+        "command": command,
+        "process_name": process_name,
+        "numprocs": str(numprocs or 1),
+        "directory": _esc(PROJECT_ROOT),
+        "priority": str(priority),
+        "autostart": "true",
+        # Restart whatever exits, whatever its exit code: a worker's death is never intended.
+        "autorestart": "true",
+        "startsecs": "1",
+        "startretries": "10",
+        "stopsignal": "TERM",
+        "stopwaitsecs": str(int(stopwaitsecs)),
+        # A killed process's children (ffmpeg, nginx workers) go with it.
+        "stopasgroup": "true",
+        "killasgroup": "true",
+        "redirect_stderr": "true",
+        "stdout_logfile": _esc(logs) + "/" + process_name + ".log",
+        "stdout_logfile_maxbytes": str(settings.log_max_bytes),
+        "stdout_logfile_backups": str(settings.log_backups),
+        **(extra or {}),
+    }
+    return f"[{section}:{name}]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
+
+
+def batch_kinds() -> list[str]:
+    """Every queue has its worker kind (a new kind is supervised without touching this file)."""
+    from core.jobs import Kind
+
+    return [k.value for k in Kind]
+
+
+def _programs(settings: Settings, python: str) -> list[str]:
+    grace = settings.worker_stop_grace_s + 10
+    programs = []
+    if local_redis(settings):
+        programs.append(_program(settings, "redis", _command(python, "-m", "core.fleet", "redis"), priority=10,
+                                 stopwaitsecs=20))
+    programs.append(_program(settings, "media", _command(python, "-m", "core.mediaserver", "run"), priority=20,
+                             stopwaitsecs=10))
+    # supervisord owns the API's listening socket and hands it to every API process as fd 0, so
+    # connections keep being accepted (or wait in the backlog) while one API process restarts.
+    programs.append(_program(settings, "api", _command(python, "-m", "api", "--fd", "0"), section="fcgi-program",
+                             numprocs=settings.api_processes, priority=30, stopwaitsecs=15,
+                             extra={"socket": _esc(f"tcp://{settings.api_host}:{settings.api_port}"),
+                                    "socket_backlog": "2048"}))
+    for kind in batch_kinds():
+        programs.append(_program(settings, kind, _command(python, "-m", "workers", kind),
+                                 numprocs=getattr(settings, f"{kind}_workers", 1), priority=40, stopwaitsecs=grace))
+    # Stream workers stop first (highest priority number) so they hand rooms back while Redis is up.
+    programs.append(_program(settings, "stream", _command(python, "-m", "workers", "stream"),
+                             numprocs=settings.stream_workers, priority=50, stopwaitsecs=20))
+    return programs
+
+
+def supervisor_conf(settings: Settings, python: str | None = None) -> str:
+    """supervisord.conf for the fleet; every path under the settings' data dir."""
+    python = python or sys.executable
+    logs, sock = settings.data_dir / "logs", socket_path(settings)
+    head = f"""\
+; Generated by core/fleet.py from the settings at every `make run`; edits are overwritten.
+[supervisord]
+nodaemon=true
+user={pwd.getpwuid(os.geteuid()).pw_name}
+logfile={_esc(logs / "supervisord.log")}
+logfile_maxbytes={settings.log_max_bytes}
+logfile_backups={settings.log_backups}
+pidfile={_esc(conf_path(settings).parent / "supervisord.pid")}
+childlogdir={_esc(logs)}
+loglevel=info
+
+[unix_http_server]
+file={_esc(sock)}
+chmod=0700
+
+[supervisorctl]
+serverurl=unix://{_esc(sock)}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+; The batch workers stop together (in parallel), each within its grace.
+[group:workers]
+programs={",".join(batch_kinds())}
+priority=40
+"""
+    return head + "\n" + "\n".join(_programs(settings, python))
+
+
+def write_conf(settings: Settings) -> Path:
+    settings.kind_dir("supervisor")
+    settings.kind_dir("logs")
+    path = conf_path(settings)
+    path.write_text(supervisor_conf(settings))
+    return path
+
+
 def run_fleet(settings: Settings) -> None:
     sys.stdout.write(banner(settings) + "\n")  # the command's own output, for the operator
     sys.stdout.flush()
-    honcho = os.path.join(os.path.dirname(sys.executable), "honcho")
-    concurrency = (f"tts={settings.tts_workers},asr={settings.asr_workers},avatar={settings.avatar_workers},"
-                   f"lipsync={settings.lipsync_workers},stream={settings.stream_workers},media=1")
+    conf = write_conf(settings)
     os.chdir(PROJECT_ROOT)
-    os.execv(honcho, [honcho, "start", "-f", str(PROJECT_ROOT / "Procfile"), "-c", concurrency])
+    # Children inherit this environment (settings, data dir); unbuffered so their logs are current.
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)]
+    os.execv(argv[0], argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.fleet")
-    parser.add_argument("what", choices=["run", "redis", "banner"])
+    parser.add_argument("what", choices=["run", "conf", "redis", "banner"])
+    parser.add_argument("--data-dir", help="where config, logs, Redis data and results go (MTL_DATA_DIR)")
     args = parser.parse_args(argv)
+    if args.data_dir:
+        os.environ["MTL_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        get_settings.cache_clear()
     settings = get_settings()
     setup_logging(settings.log_level)
     if args.what == "redis":
-        run_redis(settings)
-    elif args.what == "banner":
+        return run_redis(settings)
+    if args.what == "banner":
         sys.stdout.write(banner(settings) + "\n")
+    elif args.what == "conf":
+        sys.stdout.write(supervisor_conf(settings))
     else:
         run_fleet(settings)
     return 0

@@ -29,6 +29,7 @@ class Kind(str, enum.Enum):
     asr = "asr"
     avatar = "avatar"
     lipsync = "lipsync"
+    feedback = "feedback"
 
 
 class Status(str, enum.Enum):
@@ -48,6 +49,7 @@ JOB_FUNCTIONS: dict[Kind, str] = {
     Kind.asr: "workers.asr.transcribe_audio",
     Kind.avatar: "workers.avatar.prepare_avatar",
     Kind.lipsync: "workers.lipsync.render_lipsync_video",
+    Kind.feedback: "workers.feedback.analyse_answer",
 }
 
 

@@ -18,8 +18,10 @@ import grp
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -248,10 +250,37 @@ class MediaServer:
         self.clean_hls()
         return subprocess.Popen(self.argv(), **kwargs)
 
+    def kill_leftovers(self) -> list[int]:
+        """SIGKILL nginx processes a killed master of this prefix left behind.
+
+        A master killed with SIGKILL leaves its worker running, still listening on the ports, so
+        a restarted nginx could not bind them. Its processes are found by the process group the
+        dead master led (the pid in nginx.pid; the supervisor starts each program as a group
+        leader) and are killed only if they are nginx."""
+        try:
+            old = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return []
+        if _is_nginx(old):
+            return []  # the master still runs: not ours to touch
+        killed = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and _pgrp(proc) == old and _is_nginx(int(proc.name)):
+                try:
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(int(proc.name))
+                except ProcessLookupError:
+                    pass
+        return killed
+
     def run_foreground(self) -> None:
-        """Replace this process with nginx (for the Procfile); never returns."""
+        """Replace this process with nginx (for the supervisor); never returns."""
         self.write_config()
         self.clean_hls()
+        leftovers = self.kill_leftovers()
+        if leftovers:
+            logging.getLogger("mediaserver").warning("killed nginx processes %s left by a dead master", leftovers)
+            time.sleep(0.2)  # let the kernel close their listening sockets
         argv = self.argv()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -259,6 +288,20 @@ class MediaServer:
 
     def stat(self, timeout: float = 5.0) -> dict[str, dict]:
         return stat(self.http_port, timeout=timeout)
+
+
+def _pgrp(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_nginx(pid: int) -> bool:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/exe")).name == "nginx"
+    except OSError:
+        return False
 
 
 def _int(node: ET.Element | None, tag: str, default: int = 0) -> int:
@@ -324,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run: exec nginx in the foreground; conf: print the config; "
                              "check: nginx -t; stat: print the live streams")
     args = parser.parse_args(argv)
-    # The same config for every command (nginx's warnings also go to stderr, which honcho shows),
+    # The same config for every command (nginx's warnings also go to stderr, into its log file),
     # so `check` while the server runs rewrites nginx.conf with identical content.
     server = from_settings(log_to_stderr=True)
     if args.what == "run":

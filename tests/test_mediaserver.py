@@ -254,7 +254,7 @@ def test_nothing_written_outside_the_prefix(media, publisher):
 
 
 def test_cli_run_execs_nginx_and_stops_on_sigterm(tmp_path):
-    """`python -m core.mediaserver run` becomes nginx (same pid), so SIGTERM from honcho stops it."""
+    """`python -m core.mediaserver run` becomes nginx (same pid), so SIGTERM from the supervisor stops it."""
     _need("nginx")
     from core.settings import Settings
 

@@ -7,11 +7,14 @@
   (SIGKILL, OOM, power loss). Its registry entry is expired and RQ's own cleanup requeues it,
   so recovery happens within seconds, not after the job timeout.
 * Failures are recorded in one place: the exception handler stores a short error in job meta.
+* Graceful stop (SIGTERM, as the supervisor sends it): the current job finishes within
+  ``worker_stop_grace_s`` or goes back to the front of its queue, then the process exits.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -19,6 +22,7 @@ import traceback
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
+from rq.worker import WorkerStatus
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -93,6 +97,25 @@ def recover_abandoned(connection: Redis, queue: Queue, max_recoveries: int = 2) 
     return recovered
 
 
+def requeue_interrupted(connection: Redis, queue: Queue, job_id: str) -> bool:
+    """Put a job this worker started back at the front of its queue (the worker is stopping).
+
+    The registry entry is claimed as in :func:`recover_abandoned`, so a job that finished or was
+    recovered meanwhile is left alone. Not counted as a recovery: the job did nothing wrong."""
+    registry = StartedJobRegistry(queue=queue)
+    entries = [e for e in connection.zrange(registry.key, 0, -1) if e.decode().split(":", 1)[0] == job_id]
+    if not any(connection.zrem(registry.key, e) == 1 for e in entries):
+        return False
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return False
+    job.meta["progress"] = 0.0
+    job.save_meta()
+    queue.enqueue_job(job, at_front=True)
+    return True
+
+
 class ServiceWorker(SimpleWorker):
     def __init__(self, *args, settings: Settings, **kwargs):
         super().__init__(*args, serializer=JSONSerializer, exception_handlers=[record_failure],
@@ -100,6 +123,7 @@ class ServiceWorker(SimpleWorker):
         self._settings = settings
         self._stop_beat = threading.Event()
         self._beat: threading.Thread | None = None
+        self._grace: threading.Timer | None = None
 
     def _heartbeat_loop(self) -> None:
         conn = Redis(connection_pool=self.connection.connection_pool)
@@ -120,7 +144,31 @@ class ServiceWorker(SimpleWorker):
         self._beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beat.start()
 
+    def handle_warm_shutdown_request(self):
+        super().handle_warm_shutdown_request()
+        # RQ lets a SimpleWorker finish its job however long it takes, and the job cannot be
+        # interrupted safely in-process; the supervisor would SIGKILL it after its stop timeout
+        # and the job would wait for dead-worker recovery. Finish within the grace, else requeue.
+        if self.get_state() == WorkerStatus.BUSY and self._grace is None:
+            self._grace = threading.Timer(self._settings.worker_stop_grace_s, self._requeue_and_exit)
+            self._grace.daemon = True
+            self._grace.start()
+
+    def _requeue_and_exit(self) -> None:
+        job_id = self.get_current_job_id()
+        if job_id is not None:
+            queue = next((q for q in self.queues if q.name == self.get_current_job().origin), self.queues[0])
+            if requeue_interrupted(self.connection, queue, job_id):
+                log.warning("queue %s: stop grace over; job %s put back at the front of the queue", queue.name, job_id)
+        try:
+            self.register_death()
+        finally:
+            logging.shutdown()
+            os._exit(0)  # the job is still running in the main thread; it must not finish now
+
     def register_death(self, *args, **kwargs):
+        if self._grace is not None:
+            self._grace.cancel()
         self._stop_beat.set()
         if self._beat is not None:
             self._beat.join(timeout=5)

@@ -2,9 +2,13 @@
 
 `python -m workers stream` runs a supervisor that takes rooms through leases in Redis (a dead
 worker's rooms are taken over by another within the lease time), starts one publisher thread per
-room up to `stream_capacity`, closes rooms whose liveness expired and releases everything on
-shutdown. Each publisher (`push_room_stream`) keeps its RTMP session alive across idle, speech
-and interrupts, reconnecting with backoff when the media server goes away.
+room up to `stream_capacity`, closes rooms whose liveness expired and, on SIGTERM, hands its
+rooms back (publishers stopped, leases released). Each publisher (`push_room_stream`) keeps its
+RTMP session alive across idle, speech and interrupts, reconnecting with backoff when the media
+server goes away, and stops as soon as its lease's fencing token is superseded.
+
+An utterance is moved into its room's playing list when taken and removed only when it ended or
+was interrupted, so a worker killed mid-utterance loses nothing: the next owner replays it.
 """
 
 from __future__ import annotations
@@ -16,20 +20,24 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy.signal import resample_poly
 from redis import Redis
+from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
 from core.files import NotOwnedError, resolve_owned
-from core.jobs import redis_connection
 from core.live import FPS, RtmpSession
-from core.media import decode_audio
-from core.rooms import STREAM_ALIVE_KEY, Room, RoomStore, lease_key, stream_worker_loads
+from core.jobs import Status, fetch_job, redis_connection
+from core.media import decode_audio, iter_video_frames
+from core.rooms import (STREAM_ALIVE_KEY, Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
+                        stream_worker_loads)
 from core.settings import Settings, get_settings
 from models.lipsync.engines import live_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -38,8 +46,6 @@ log = logging.getLogger(__name__)
 
 POLL_EVERY = 5  # frames between Redis checks (200 ms)
 LEAD_S = 0.15  # how far ahead of real time frames are sent
-_RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"""
-_RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"""
 
 
 @dataclass
@@ -49,55 +55,90 @@ class Speech:
     pcm: np.ndarray  # mono float32 at the session audio rate, what viewers hear
     n: int
     track: object
+    replay: bool = False  # taken again from the playing list (a previous publisher stopped mid-way)
     frames: object = None  # iterator of BGR frames, made when the speech starts
     k: int = 0
 
 
+@dataclass
+class Playback:
+    """The state of one RTMP session."""
+
+    session: RtmpSession
+    gen: int
+    f: int = 0
+    speech: Speech | None = None
+    pending: Future | None = None
+    held: Taken | None = None  # the playing-list entry being prepared or spoken
+    remux: bool = False
+    need_key: bool = True
+
+
 class RoomPublisher(threading.Thread):
-    def __init__(self, room: Room, settings: Settings, redis: Redis, worker: str, loops: "IdleLoops") -> None:
+    def __init__(self, room: Room, settings: Settings, redis: Redis, worker: str, loops: "IdleLoops",
+                 token: int) -> None:
         super().__init__(name=f"room-{room.id[:8]}", daemon=True)
         self.room = room
         self.settings = settings
         self.store = RoomStore(redis, settings)
         self.worker = worker
         self.loops = loops
+        self.token = token  # fencing token of the lease this publisher runs under
         self.stop_event = threading.Event()
         self.closed_by_expiry = False
+        self.fenced = False
         self.engine = live_engine(settings)
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prep-{room.id[:8]}")
         self.cycle = 0  # position in the avatar's ping-pong cycle; continues across speech and idle
+        self._waiting_tts: bytes | None = None  # playing-list entry whose TTS is not ready yet
+        self._silence = np.zeros(settings.live_audio_rate // FPS, np.float32)
 
     def stop(self) -> None:
         self.stop_event.set()
 
+    def _fence_ok(self) -> bool:
+        """False once another lease holder exists: this publisher must not send another frame."""
+        if fence_token(self.store.r, self.room.id) == self.token:
+            return True
+        if not self.fenced:
+            self.fenced = True
+            log.warning("room %s: lease token %d superseded; stopping this publisher", self.room.id, self.token)
+            self.store.event(self.room.id, "fenced", worker=self.worker, token=self.token)
+        self.stop_event.set()
+        return False
+
     # ---- speech preparation (off the pacing loop) ----
-    def _prepare(self, utterance: dict) -> Speech:
+    def _prepare(self, utterance: dict, replay: bool) -> Speech:
         pcm = decode_audio(resolve_owned(self.settings, utterance["audio"]), self.settings.live_audio_rate)
         # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         rate = self.settings.live_audio_rate
         g = np.gcd(rate, SAMPLE_RATE)
         speech16 = resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32)
         n = max(1, frame_count(speech16.size, FPS))
-        return Speech(utterance, speech16, pcm, n, analyse(speech16, FPS, n))
+        return Speech(utterance, speech16, pcm, n, analyse(speech16, FPS, n), replay=replay)
 
-    def _next_utterance(self) -> dict | None:
-        utterance = self.store.pop_utterance(self.room.id)
-        if utterance is None:
+    def _next_utterance(self) -> tuple[Taken, dict, bool] | None:
+        taken = self.store.take_utterance(self.room.id)
+        if taken is None:
             return None
+        utterance = taken.utterance
+        replay = taken.from_playing and taken.raw != self._waiting_tts
+        self._waiting_tts = None
         if utterance.get("audio"):
-            return utterance
+            return taken, utterance, replay
         tts_file = f"tts/{utterance['tts_job_id']}.wav"
         try:
             resolve_owned(self.settings, tts_file)
         except NotOwnedError:
-            status = self.store.r.hget(f"rq:job:{utterance['tts_job_id']}", "status")
-            if status in (b"failed", b"canceled", b"stopped", None):
+            job = fetch_job(self.store.r, utterance["tts_job_id"])
+            if job is None or job.status in (Status.failed, Status.canceled, Status.stopped):
+                self.store.ack_utterance(self.room.id, taken)
                 self.store.event(self.room.id, "utterance_dropped", utterance=utterance["id"], reason="tts failed")
                 return None
-            # Not synthesised yet: keep its place at the head of the queue.
-            self.store.requeue_front(self.room.id, utterance)
+            # Not synthesised yet: it stays first in the playing list and is taken again next poll.
+            self._waiting_tts = taken.raw
             return None
-        return {**utterance, "audio": tts_file}
+        return taken, {**utterance, "audio": tts_file}, replay
 
     # ---- publishing ----
     def run(self) -> None:
@@ -115,7 +156,10 @@ class RoomPublisher(threading.Thread):
                 self._session(avatar)
             except Exception as exc:
                 log.warning("room %s: publish session ended: %s", self.room.id, exc)
-                self.store.event(self.room.id, "session_error", error=str(exc)[:200])
+                try:
+                    self.store.event(self.room.id, "session_error", error=str(exc)[:200])
+                except RedisError:
+                    pass  # Redis itself is what failed (e.g. it restarts): retry the session all the same
             if self.stop_event.is_set() or self.closed_by_expiry:
                 break
             backoff = 0.5 if time.monotonic() - started > 10 else min(2.0, backoff * 2)
@@ -128,88 +172,136 @@ class RoomPublisher(threading.Thread):
                                                         media_http_port=self.settings.media_http_port,
                                                         media_host=self.settings.media_public_host)
         self.engine.warm(avatar)  # an enrolled mouth is decoded now, not at the first word
-        session = RtmpSession(url, self.settings, avatar.width, avatar.height)
+        if not self._fence_ok():
+            return
+        pb = Playback(RtmpSession(url, self.settings, avatar.width, avatar.height),
+                      gen=self.store.generation(self.room.id))
         t0_wall, t0 = time.time(), time.monotonic()
-        self.store.event(self.room.id, "session_start", t0=t0_wall, worker=self.worker)
+        self.store.event(self.room.id, "session_start", t0=t0_wall, worker=self.worker, token=self.token)
         log.info("room %s: publishing to %s", self.room.id, url)
-        per_frame = self.settings.live_audio_rate // FPS
-        silence = np.zeros(per_frame, np.float32)
-        gen = self.store.generation(self.room.id)
-        speech: Speech | None = None
-        pending: Future | None = None
-        remux = False
-        need_key = True
-        f = 0
         try:
             while not self.stop_event.is_set():
-                if f % POLL_EVERY == 0:
-                    if not self.store.is_open(self.room.id):
-                        self.closed_by_expiry = True
-                        self.store.event(self.room.id, "expired", stream_ts=f / FPS)
-                        return
-                    current = self.store.generation(self.room.id)
-                    if current != gen:
-                        gen = current
-                        if speech is not None or pending is not None:
-                            self.store.event(self.room.id, "interrupted", stream_ts=f / FPS,
-                                             utterance=(speech.utterance["id"] if speech else None))
-                        speech, pending = None, None
-                    if speech is None and pending is None:
-                        utterance = self._next_utterance()
-                        if utterance is not None:
-                            pending = self.prep.submit(self._prepare, utterance)
-                if pending is not None and pending.done():
-                    try:
-                        ready = pending.result()
-                    except Exception as exc:
-                        log.warning("room %s: utterance failed: %s", self.room.id, exc)
-                        self.store.event(self.room.id, "utterance_failed", error=str(exc)[:200])
-                        ready = None
-                    pending = None
-                    if ready is not None:
-                        # Frames render lazily from the cycle position the speech begins at, so the
-                        # avatar continues its motion instead of jumping.
-                        ready.frames = self.engine.frames(avatar, ready.audio16, self.cycle, ready.n, ready.track)
-                        speech = ready
-                        self.store.event(self.room.id, "speech_start", stream_ts=f / FPS,
-                                         utterance=speech.utterance["id"], frames=speech.n,
-                                         engine=self.engine.choose(avatar).name,
-                                         queued_at=speech.utterance.get("queued_at"))
-                spoke = False
-                if speech is not None:
-                    frame = next(speech.frames, None)
-                    if frame is None:
-                        self.store.event(self.room.id, "speech_end", stream_ts=f / FPS, utterance=speech.utterance["id"])
-                        speech = None
-                    else:
-                        session.encode_video(frame, f, keyframe=need_key)
-                        need_key, remux = False, False
-                        pcm = speech.pcm[speech.k * per_frame:(speech.k + 1) * per_frame]
-                        session.push_audio(np.pad(pcm, (0, per_frame - pcm.size)))
-                        speech.k += 1
-                        spoke = True
-                if not spoke:
-                    # Until the avatar's idle loop is encoded (first use with these encoder
-                    # settings), idle frames are encoded live like speech.
-                    loop = self.loops.get(avatar.id)
-                    p = self.cycle % len(loop) if loop is not None else 0
-                    if not remux and loop is not None and loop.keyframes[p]:
-                        remux = True
-                    if remux:
-                        session.mux_video_packet(loop.packets[p], f, bool(loop.keyframes[p]))
-                        need_key = True
-                    else:
-                        session.encode_video(avatar.frame(self.cycle), f, keyframe=need_key)
-                        need_key = False
-                    session.push_audio(silence)
+                if pb.f % POLL_EVERY == 0 and not self._poll(pb):
+                    return
+                self._collect(pb, avatar)
+                if not self._speak(pb):
+                    self._idle(pb, avatar)
                 self.cycle = (self.cycle + 1) % avatar.cycle_length
-                f += 1
-                delay = t0 + f / FPS - LEAD_S - time.monotonic()
+                pb.f += 1
+                delay = t0 + pb.f / FPS - LEAD_S - time.monotonic()
                 if delay > 0:
                     self.stop_event.wait(delay)
         finally:
-            session.close()
-            self.store.event(self.room.id, "session_end", frames=f)
+            pb.session.close()
+            self.store.event(self.room.id, "session_end", frames=pb.f)
+
+    def _poll(self, pb: Playback) -> bool:
+        """Room state every POLL_EVERY frames; False ends the session (room closed, lease superseded)."""
+        if not self.store.is_open(self.room.id):
+            self.closed_by_expiry = True
+            self.store.event(self.room.id, "expired", stream_ts=pb.f / FPS)
+            return False
+        # The fencing token is read about once a second, so a superseded publisher sends at most
+        # a second of frames; nginx-rtmp refuses a second publisher of a key meanwhile anyway.
+        if pb.f % FPS == 0 and not self._fence_ok():
+            return False
+        current = self.store.generation(self.room.id)
+        if current != pb.gen:
+            pb.gen = current
+            if pb.held is not None:
+                self.store.event(self.room.id, "interrupted", stream_ts=pb.f / FPS,
+                                 utterance=pb.held.utterance["id"])
+                self.store.ack_utterance(self.room.id, pb.held)
+            pb.speech, pb.pending, pb.held = None, None, None
+        if pb.held is None:
+            nxt = self._next_utterance()
+            if nxt is not None:
+                pb.held, utterance, replay = nxt
+                pb.pending = self.prep.submit(self._prepare, utterance, replay)
+        return True
+
+    def _collect(self, pb: Playback, avatar: Avatar) -> None:
+        """Start the prepared utterance once its audio is decoded and analysed."""
+        if pb.pending is None or not pb.pending.done():
+            return
+        try:
+            ready = pb.pending.result()
+        except Exception as exc:
+            log.warning("room %s: utterance failed: %s", self.room.id, exc)
+            self.store.event(self.room.id, "utterance_failed", error=str(exc)[:200])
+            self.store.ack_utterance(self.room.id, pb.held)  # it would fail again for a new owner
+            pb.pending, pb.held = None, None
+            return
+        pb.pending = None
+        ready.frames, source = self._frame_source(avatar, ready)
+        pb.speech = ready
+        self.store.event(self.room.id, "speech_start", stream_ts=pb.f / FPS, utterance=ready.utterance["id"],
+                         frames=ready.n, engine=source, queued_at=ready.utterance.get("queued_at"),
+                         replay=ready.replay)
+
+    def _frame_source(self, avatar: Avatar, speech: Speech):
+        """(frame iterator, name) for an utterance: a pre-rendered clip's own frames, or the live
+        render from the current cycle position (so the avatar continues its motion)."""
+        u = speech.utterance
+        if u.get("clip") and u.get("clip_cycle_start") is not None:
+            try:
+                path = resolve_owned(self.settings, u["clip"])
+            except NotOwnedError:
+                log.warning("room %s: clip %s is gone; rendering its speech live", self.room.id, u["clip"])
+            else:
+                frames = clip_frames(avatar, path, self.cycle, int(u["clip_cycle_start"]))
+                # The clip was rendered from this cycle position on: the stream continues from there.
+                self.cycle = int(u["clip_cycle_start"]) % avatar.cycle_length
+                return frames, "clip"
+        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track), \
+            self.engine.choose(avatar).name
+
+    def _speak(self, pb: Playback) -> bool:
+        """One frame of speech; False when there is none to send."""
+        speech = pb.speech
+        if speech is None:
+            return False
+        frame = next(speech.frames, None)
+        if frame is None:
+            self.store.event(self.room.id, "speech_end", stream_ts=pb.f / FPS, utterance=speech.utterance["id"])
+            self.store.ack_utterance(self.room.id, pb.held)
+            pb.speech, pb.held = None, None
+            return False
+        per_frame = self.settings.live_audio_rate // FPS
+        pb.session.encode_video(frame, pb.f, keyframe=pb.need_key)
+        pb.need_key, pb.remux = False, False
+        pcm = speech.pcm[speech.k * per_frame:(speech.k + 1) * per_frame]
+        pb.session.push_audio(np.pad(pcm, (0, per_frame - pcm.size)))
+        speech.k += 1
+        return True
+
+    def _idle(self, pb: Playback, avatar: Avatar) -> None:
+        # Until the avatar's idle loop is encoded (first use with these encoder settings), idle
+        # frames are encoded live like speech.
+        loop = self.loops.get(avatar.id)
+        p = self.cycle % len(loop) if loop is not None else 0
+        if not pb.remux and loop is not None and loop.keyframes[p]:
+            pb.remux = True
+        if pb.remux:
+            pb.session.mux_video_packet(loop.packets[p], pb.f, bool(loop.keyframes[p]))
+            pb.need_key = True
+        else:
+            pb.session.encode_video(avatar.frame(self.cycle), pb.f, keyframe=pb.need_key)
+            pb.need_key = False
+        pb.session.push_audio(self._silence)
+
+
+CLIP_BLEND_FRAMES = 4
+
+
+def clip_frames(avatar: Avatar, path: Path, from_cycle: int, clip_start: int):
+    """A pre-rendered clip's frames as they are, except the first few, which fade in from the frame
+    the room was showing: the clip began at another cycle position, and a cut would show a jump."""
+    for k, frame in enumerate(iter_video_frames(path, avatar.width, avatar.height, FPS)):
+        if k < CLIP_BLEND_FRAMES and (from_cycle + k) % avatar.cycle_length != (clip_start + k) % avatar.cycle_length:
+            alpha = (k + 1) / (CLIP_BLEND_FRAMES + 1)
+            frame = cv2.addWeighted(frame, alpha, avatar.frame(from_cycle + k), 1.0 - alpha, 0.0)
+        yield frame
 
 
 class IdleLoops:
@@ -243,15 +335,21 @@ class IdleLoops:
                 self._building.discard(avatar.id)
 
 
-def push_room_stream(room: Room, settings: Settings, redis: Redis, worker: str, loops: IdleLoops) -> RoomPublisher:
+def push_room_stream(room: Room, settings: Settings, redis: Redis, worker: str, loops: IdleLoops,
+                     token: int) -> RoomPublisher:
     """Start publishing one room (the job of the stream worker kind); returns its running publisher."""
-    publisher = RoomPublisher(room, settings, redis, worker, loops)
+    publisher = RoomPublisher(room, settings, redis, worker, loops, token)
     publisher.start()
     return publisher
 
 
 class StreamWorker:
-    """Supervisor: leases rooms, runs their publishers, closes expired rooms."""
+    """Supervisor: leases rooms, runs their publishers, closes expired rooms.
+
+    A lease is released only once its publisher thread has ended: a publisher that does not
+    stop in time is kept in `draining` with its lease renewed, so no other worker starts a
+    second publisher for the same stream key meanwhile.
+    """
 
     def __init__(self, settings: Settings, name: str | None = None, tick_s: float = 0.5) -> None:
         self.settings = settings
@@ -260,26 +358,30 @@ class StreamWorker:
         self.store = RoomStore(self.redis, settings)
         self.tick_s = tick_s
         self.publishers: dict[str, RoomPublisher] = {}
+        self.draining: dict[str, RoomPublisher] = {}  # asked to stop, not ended yet
+        self.leases: dict[str, RoomLease] = {}
         self.loops = IdleLoops(settings)
         self.stopping = threading.Event()
         self._deferred: set[str] = set()
         self._retry_at: dict[str, float] = {}
-        self._renew = self.redis.register_script(_RENEW)
-        self._release = self.redis.register_script(_RELEASE)
 
     @property
     def lease_ms(self) -> int:
         return int(self.settings.stream_lease_s * 1000)
 
-    def tick(self) -> None:
+    def _beat(self) -> None:
         self.redis.set(STREAM_ALIVE_KEY.format(self.name), len(self.publishers), px=self.lease_ms)
+
+    def tick(self) -> None:
+        self._beat()
+        self._reap_draining()
         for room_id, pub in list(self.publishers.items()):
             if not pub.is_alive():
                 # A publisher only ends by itself when its room cannot be served (e.g. a broken
-                # avatar): retry later instead of spinning.
+                # avatar) or its lease was superseded: retry later instead of spinning.
                 self._retry_at[room_id] = time.monotonic() + 10.0
                 self._drop(room_id, reason="publisher ended")
-            elif not self._renew(keys=[lease_key(room_id)], args=[self.name, self.lease_ms]):
+            elif not self.leases[room_id].renew():
                 self._drop(room_id, reason="lease lost")
         for room in self.store.list():
             if not self.store.is_open(room.id):
@@ -288,35 +390,82 @@ class StreamWorker:
                 self.store.close(room.id)
                 log.info("room %s closed after %d s without activity", room.id, room.ttl_s)
                 continue
-            if room.id in self.publishers or len(self.publishers) >= self.settings.stream_capacity:
-                continue
-            if self._retry_at.get(room.id, 0) > time.monotonic():
-                continue
-            if self.redis.exists(lease_key(room.id)):
-                continue
-            if not self._least_loaded() and room.id not in self._deferred:
-                # Another live worker has fewer rooms: leave this one to it (it ticks too), so
-                # rooms spread over processes and cores. Unowned rooms still go to anyone after a tick.
-                self._deferred.add(room.id)
-                continue
-            self._deferred.discard(room.id)
-            if self.redis.set(lease_key(room.id), self.name, nx=True, px=self.lease_ms):
-                self.store.event(room.id, "leased", worker=self.name)
-                self.publishers[room.id] = push_room_stream(room, self.settings, self.redis, self.name, self.loops)
-                self.redis.set(STREAM_ALIVE_KEY.format(self.name), len(self.publishers), px=self.lease_ms)
+            self._maybe_lease(room)
+
+    def _maybe_lease(self, room: Room) -> None:
+        if room.id in self.publishers or room.id in self.draining:
+            return
+        if len(self.publishers) >= self.settings.stream_capacity or self._retry_at.get(room.id, 0) > time.monotonic():
+            return
+        if self.redis.exists(lease_key(room.id)):
+            return
+        if not self._least_loaded() and room.id not in self._deferred:
+            # Another live worker has fewer rooms: leave this one to it (it ticks too), so
+            # rooms spread over processes and cores. Unowned rooms still go to anyone after a tick.
+            self._deferred.add(room.id)
+            return
+        self._deferred.discard(room.id)
+        lease = RoomLease(self.redis, room.id, self.name, self.settings.stream_lease_s)
+        if lease.acquire():
+            self.leases[room.id] = lease
+            self.store.event(room.id, "leased", worker=self.name, token=lease.token)
+            self.publishers[room.id] = push_room_stream(room, self.settings, self.redis, self.name, self.loops,
+                                                        lease.token)
+            self._beat()
 
     def _least_loaded(self) -> bool:
         mine = len(self.publishers)
         return all(load >= mine for name, load in stream_worker_loads(self.redis).items() if name != self.name)
 
-    def _drop(self, room_id: str, reason: str) -> None:
+    def _drop(self, room_id: str, reason: str, join_s: float = 1.0) -> None:
         pub = self.publishers.pop(room_id, None)
         if pub is None:
             return
         log.info("room %s: stopping publisher (%s)", room_id, reason)
         pub.stop()
-        pub.join(timeout=5)
-        self._release(keys=[lease_key(room_id)], args=[self.name])
+        pub.join(timeout=join_s)
+        if pub.is_alive():
+            log.warning("room %s: publisher still running; keeping its lease until it ends", room_id)
+            self.draining[room_id] = pub
+        else:
+            self._release(room_id)
+
+    def _reap_draining(self) -> None:
+        for room_id, pub in list(self.draining.items()):
+            if pub.is_alive():
+                self.leases[room_id].renew()  # fails once superseded; then the fence stops it
+            else:
+                del self.draining[room_id]
+                self._release(room_id)
+
+    def _release(self, room_id: str) -> None:
+        lease = self.leases.pop(room_id, None)
+        if lease is not None:
+            lease.release()
+
+    def hand_back(self, timeout_s: float = 8.0) -> None:
+        """Stop every publisher and release its lease, so other workers take the rooms at once.
+
+        What a publisher was saying stays in its room's playing list and the new owner replays
+        it; a publisher that does not end in time keeps its lease, which then expires."""
+        self.redis.delete(STREAM_ALIVE_KEY.format(self.name))  # no longer a candidate for rooms
+        rooms = set(self.publishers)
+        self.draining.update(self.publishers)
+        self.publishers.clear()
+        for pub in self.draining.values():
+            pub.stop()
+        deadline = time.monotonic() + timeout_s
+        while self.draining and time.monotonic() < deadline:
+            try:
+                self._reap_draining()
+            except Exception:
+                log.exception("handing rooms back failed; retrying")
+            time.sleep(0.05)
+        for room_id in rooms:
+            if room_id in self.draining:
+                log.warning("room %s: publisher did not stop; its lease is left to expire", room_id)
+            else:
+                self.store.event(room_id, "handed_back", worker=self.name)
 
     def run(self) -> None:
         log.info("stream worker %s up (capacity %d rooms)", self.name, self.settings.stream_capacity)
@@ -326,9 +475,8 @@ class StreamWorker:
             except Exception:
                 log.exception("stream supervisor tick failed; retrying")
             self.stopping.wait(self.tick_s)
-        for room_id in list(self.publishers):
-            self._drop(room_id, reason="shutdown")
-        self.redis.delete(STREAM_ALIVE_KEY.format(self.name))
+        log.info("stream worker %s stopping: handing back %d rooms", self.name, len(self.publishers))
+        self.hand_back()
 
 
 def main() -> int:

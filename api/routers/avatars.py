@@ -5,12 +5,12 @@ import shutil
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.schemas.avatars import AvatarAccepted, AvatarOut
+from api.schemas.avatars import AvatarAccepted, AvatarFace, AvatarOut
 from api.uploads import check_sample, owned_ref, save_sample_upload, save_visual_upload, upload_or_source
 from core.files import resolve_owned
 from core.media import MediaError, probe
@@ -111,3 +111,62 @@ async def delete_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep) 
     if not existed:
         raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
     await run_in_threadpool(shutil.rmtree, path, True)
+
+
+def _prepared(settings, avatar_id: str):
+    path = _dir(settings, avatar_id)
+    if not (path / "avatar.json").is_file():
+        raise ApiError(404, "unknown_avatar", f"no prepared avatar {avatar_id!r}")
+    return path
+
+
+def _image_bytes(path, max_side: int) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(path) as img:
+        if max_side and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        out = BytesIO()
+        img.convert("RGB").save(out, "JPEG", quality=88)
+        return out.getvalue()
+
+
+@router.get("/{avatar_id}/image", summary="The avatar's first frame as JPEG (a thumbnail with max_side)",
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def avatar_image(avatar_id: str, settings: SettingsDep,
+                       max_side: Annotated[int, Query(ge=0, le=4096, description="0: full size")] = 256) -> Response:
+    frame = _prepared(settings, avatar_id) / "frames" / "000000.jpg"
+    if not frame.is_file():
+        raise ApiError(404, "unknown_avatar", f"avatar {avatar_id!r} has no frames")
+    data = await run_in_threadpool(_image_bytes, frame, max_side)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/{avatar_id}/face", response_model=AvatarFace,
+            summary="Mouth and jaw landmarks of the first frame, to animate the portrait without video")
+async def avatar_face(avatar_id: str, settings: SettingsDep) -> AvatarFace:
+    path = _prepared(settings, avatar_id)
+
+    def load() -> AvatarFace:
+        import json
+
+        import numpy as np
+
+        from avatars import face
+
+        manifest = json.loads((path / "avatar.json").read_text())
+        points = np.load(path / "landmarks.npy", mmap_mode="r")[0]
+
+        def pt(i: int) -> tuple[float, float]:
+            return round(float(points[i][0]), 1), round(float(points[i][1]), 1)
+
+        return AvatarFace(
+            width=int(manifest["width"]), height=int(manifest["height"]), fps=int(manifest.get("fps", 25)),
+            mouth_left=pt(face.MOUTH_LEFT), mouth_right=pt(face.MOUTH_RIGHT), upper_inner=pt(face.LIP_UPPER_IN),
+            lower_inner=pt(face.LIP_LOWER_IN), upper_outer=pt(face.LIPS_OUTER[15]), lower_outer=pt(face.LIPS_OUTER[5]),
+            chin=pt(face.CHIN), nose_tip=pt(face.NOSE_TIP), lips_outer=[pt(i) for i in face.LIPS_OUTER],
+            jaw=[pt(i) for i in face.JAW])
+
+    return await run_in_threadpool(load)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
@@ -10,16 +12,56 @@ from api.routers.tts import enqueue_tts
 from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
 from api.uploads import check_audio, owned_ref
 from core.files import resolve_owned
+from core.flvrelay import flv_viewers
 from core.media import MediaError, probe
+from core.mediaserver import stat as media_stat
 from core.rooms import Room, RoomError, RoomStore, lease_key
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
 
-def room_out(store: RoomStore, room: Room) -> RoomOut:
+# Publisher events that start or end speech, and that start or end its RTMP session.
+SPEECH_ON, SPEECH_OFF = {"speech_start"}, {"speech_end", "interrupted", "session_end", "session_error", "expired"}
+SESSION_ON, SESSION_OFF = {"session_start"}, {"session_end", "session_error", "expired"}
+
+
+def live_view(settings, redis) -> tuple[dict | None, dict]:
+    """What the media server publishes (None when its /stat cannot be read, e.g. an external SRS)
+    and the HTTP-FLV viewers of every API process: read once per request, for every room."""
+    try:
+        streams = media_stat(settings.media_http_port, timeout=1.0)
+    except Exception:
+        streams = None
+    return streams, flv_viewers(redis)
+
+
+def _last(events: list[dict], on: set[str], off: set[str]) -> bool:
+    for event in reversed(events):
+        if event.get("event") in on:
+            return True
+        if event.get("event") in off:
+            return False
+    return False
+
+
+def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None = None) -> RoomOut:
+    streams, flv = live if live is not None else live_view(store.settings, store.r)
     publisher = store.r.get(lease_key(room.id))
+    recent = [json.loads(e) for e in store.r.lrange(f"mtl:room:{room.id}:events", -40, -1)]
+    speaking = _last(recent, SPEECH_ON, SPEECH_OFF)
+    relay = flv.get(room.stream_key, {"viewers": 0, "relays": 0})
+    if streams is not None:
+        stream = streams.get(room.stream_key) or {}
+        publishing = bool(stream.get("publishing"))
+        by_route = {"rtmp": max(0, int(stream.get("viewers", 0)) - relay["relays"]), "flv": relay["viewers"]}
+    else:
+        publishing = None
+        by_route = {"flv": relay["viewers"]}
+    on_air = publishing if publishing is not None else bool(publisher) and _last(recent, SESSION_ON, SESSION_OFF)
     return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher.decode() if publisher else None,
-                   pending_utterances=store.r.llen(f"mtl:room:{room.id}:utterances"), urls=room.urls(store.settings))
+                   pending_utterances=store.pending_count(room.id), urls=room.urls(store.settings),
+                   state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
+                   publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route)
 
 
 def get_room(store: RoomStore, ref: str) -> Room:
@@ -61,7 +103,8 @@ async def list_rooms(settings: SettingsDep, redis: RedisDep) -> list[RoomOut]:
     store = RoomStore(redis, settings)
 
     def _all():
-        return [room_out(store, r) for r in store.list() if store.is_open(r.id)]
+        live = live_view(settings, redis)
+        return [room_out(store, r, live) for r in store.list() if store.is_open(r.id)]
 
     return await run_in_threadpool(_all)
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,11 @@ class RoomOut(BaseModel):
     publisher: str | None = None
     pending_utterances: int = 0
     urls: dict[str, str]
+    state: Literal["idle", "speaking", "dark"] = "dark"  # dark: open, but its stream is not on air
+    speaking: bool = False
+    publishing: bool | None = None  # the media server has the room's stream (None: not known)
+    viewers: int | None = None  # RTMP + HTTP-FLV viewers (HLS viewers are not counted)
+    viewers_by_route: dict[str, int] = {}
 
 
 class SayRequest(AudioOrText):

@@ -1,0 +1,197 @@
+// Live playback of a room in a <video>: HTTP-FLV through mpegts.js (low latency), or HLS.
+// Also the audio level meter (WebAudio) the console shows and the browser tests and the
+// latency benchmark read.
+
+/* global mpegts */
+
+// Low latency: no stash buffer, no lazy loading; the buffer in the media element is chased
+// back to ~0.3-0.5 s by playing faster (liveSync) and, when far behind, by jumping.
+export const FLV_CONFIG = {
+  isLive: true,
+  enableWorker: false,
+  enableStashBuffer: false,
+  stashInitialSize: 64 * 1024,
+  lazyLoad: false,
+  autoCleanupSourceBuffer: true,
+  autoCleanupMaxBackwardDuration: 20,
+  autoCleanupMinBackwardDuration: 10,
+  liveBufferLatencyChasing: true,
+  liveBufferLatencyMaxLatency: 1.2,
+  liveBufferLatencyMinRemain: 0.25,
+  liveSync: true,
+  liveSyncMaxLatency: 0.6,
+  liveSyncTargetLatency: 0.35,
+  liveSyncPlaybackRate: 1.15,
+};
+
+export function flvSupported() {
+  return typeof mpegts !== "undefined" && mpegts.getFeatureList().mseLivePlayback;
+}
+
+export function hlsSupported(video) {
+  return video.canPlayType("application/vnd.apple.mpegurl") !== "";
+}
+
+export class LivePlayer {
+  constructor(video, { onState } = {}) {
+    this.video = video;
+    this.onState = onState || (() => {});
+    this.player = null;
+    this.route = null;
+    this.url = null;
+    this.retryTimer = null;
+    this.watchTimer = null;
+    this.lastTime = 0;
+    this.lastAdvance = 0;
+    this.reconnects = 0;
+  }
+
+  /** Start (or switch to) a route: "flv" or "hls". */
+  play(route, url) {
+    this.stop();
+    this.route = route;
+    this.url = url;
+    this.lastAdvance = performance.now();
+    if (route === "flv") {
+      if (!flvSupported()) {
+        this.onState("error", typeof mpegts === "undefined"
+          ? "The HTTP-FLV player (mpegts.js) is missing: run `make` to vendor it."
+          : "This browser has no Media Source Extensions for HTTP-FLV: use HLS.");
+        return;
+      }
+      this.player = mpegts.createPlayer({ type: "flv", isLive: true, url, hasAudio: true, hasVideo: true }, FLV_CONFIG);
+      this.player.attachMediaElement(this.video);
+      this.player.on(mpegts.Events.ERROR, (type, detail) => this._retry(`${type}: ${detail}`));
+      this.player.on(mpegts.Events.LOADING_COMPLETE, () => this._retry("the stream ended"));
+      this.player.load();
+    } else {
+      if (!hlsSupported(this.video)) {
+        this.onState("error", "This browser cannot play HLS by itself: use HTTP-FLV.");
+        return;
+      }
+      // HLS comes from the media server, another origin: without CORS mode the page's WebAudio
+      // meter would only get silence (nginx sends Access-Control-Allow-Origin: *).
+      this.video.crossOrigin = "anonymous";
+      this.video.src = url;
+    }
+    this._start();
+    // A stream that stops advancing (publisher restarted, network cut) is reconnected.
+    this.watchTimer = setInterval(() => this._watch(), 1000);
+  }
+
+  _start() {
+    const p = this.video.play();
+    if (p && p.catch) {
+      p.catch((err) => {
+        if (err && err.name === "NotAllowedError") {
+          // No user gesture yet: start muted, the page offers to unmute.
+          this.video.muted = true;
+          this.video.play().catch(() => {});
+          this.onState("muted", "Muted by the browser until you click the video.");
+        }
+      });
+    }
+    this.onState("connecting", "connecting…");
+  }
+
+  _watch() {
+    const t = this.video.currentTime;
+    const now = performance.now();
+    if (t > this.lastTime + 0.01) {
+      this.lastTime = t;
+      this.lastAdvance = now;
+      this.onState("playing", "");
+    } else if (now - this.lastAdvance > (this.route === "hls" ? 15000 : 6000) && this.url) {
+      this._retry("the picture stopped");
+    }
+    if (this.route === "hls" && this.video.buffered.length) {
+      // Native HLS has no latency control: stay near the live edge.
+      const end = this.video.buffered.end(this.video.buffered.length - 1);
+      if (end - t > 8) this.video.currentTime = end - 3;
+    }
+  }
+
+  _retry(why) {
+    if (this.retryTimer || !this.url) return;
+    const { route, url } = this;
+    this.onState("reconnecting", `reconnecting (${why})…`);
+    this.reconnects += 1;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.play(route, url);
+    }, 1000);
+  }
+
+  /** Seconds of media buffered ahead of what plays (the player's share of the latency). */
+  bufferAhead() {
+    const b = this.video.buffered;
+    return b.length ? Math.max(0, b.end(b.length - 1) - this.video.currentTime) : 0;
+  }
+
+  stop() {
+    clearTimeout(this.retryTimer);
+    clearInterval(this.watchTimer);
+    this.retryTimer = null;
+    this.watchTimer = null;
+    if (this.player) {
+      try {
+        this.player.pause();
+        this.player.unload();
+        this.player.detachMediaElement();
+        this.player.destroy();
+      } catch (e) { /* already torn down */ }
+      this.player = null;
+    }
+    if (this.route === "hls") {
+      this.video.removeAttribute("src");
+      this.video.load();
+    }
+    this.route = null;
+    this.url = null;
+    this.lastTime = 0;
+  }
+}
+
+/** RMS level of what a media element plays, sampled every 10 ms through WebAudio. */
+export class AudioMeter {
+  constructor(media) {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    this.ctx = new Ctx({ latencyHint: "interactive" });
+    this.source = this.ctx.createMediaElementSource(media);
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = 512;  // ~12 ms at 44.1 kHz
+    this.source.connect(this.analyser);
+    this.analyser.connect(this.ctx.destination);
+    this.buf = new Float32Array(this.analyser.fftSize);
+    this.level = 0;
+    this.history = [];  // [wall ms, rms], the last 60 s
+    this.timer = setInterval(() => this.sample(), 10);
+  }
+
+  resume() {
+    if (this.ctx.state !== "running") this.ctx.resume().catch(() => {});
+  }
+
+  sample() {
+    this.analyser.getFloatTimeDomainData(this.buf);
+    let sum = 0;
+    for (let i = 0; i < this.buf.length; i++) sum += this.buf[i] * this.buf[i];
+    this.level = Math.sqrt(sum / this.buf.length);
+    const now = Date.now();
+    this.history.push([now, this.level]);
+    if (this.history.length > 6000) this.history.splice(0, this.history.length - 6000);
+  }
+
+  /** Wall time (ms) of the first sample above `threshold` at or after `since` (ms), or null. */
+  firstAbove(threshold, since) {
+    for (const [t, rms] of this.history) if (t >= since && rms > threshold) return t;
+    return null;
+  }
+
+  /** Highest level since `since` (ms). */
+  maxSince(since) {
+    let m = 0;
+    for (const [t, rms] of this.history) if (t >= since && rms > m) m = rms;
+    return m;
+  }
+}

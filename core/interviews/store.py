@@ -1,0 +1,181 @@
+"""Interview records and stock clips in Redis, and the render chain of each clip.
+
+A clip is rendered by two jobs: TTS (``tts/<name>.wav``) then lip-sync with the room's avatar
+(``lipsync/<name>.mp4``), the second depending on the first. Files keep the legacy names, so
+``GET /tests/<zbjname>_<i>.mp4`` serves question i. A record is written once, when the interview
+is created; every state shown later is read from the jobs and the files, so nothing has to be
+kept in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis import Redis, WatchError
+
+from core.interviews import keys
+from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
+from core.rooms import Room
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A stock entry whose jobs cannot be found yet is being enqueued by whoever claimed it.
+CLAIM_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class ClipState:
+    status: str  # ready | rendering | failed | missing
+    progress: float
+    error: str | None = None
+
+
+def clip_paths(settings: Settings, name: str) -> tuple[Path, Path]:
+    return settings.data_dir / "tts" / f"{name}.wav", settings.data_dir / "lipsync" / f"{name}.mp4"
+
+
+def question_name(zbjname: str, index: int) -> str:
+    return f"{zbjname}_{index}"
+
+
+def enqueue_clip(settings: Settings, redis: Redis, name: str, text: str, language: str, avatar_id: str,
+                 room: str | None, tts_job_id: str | None = None, lipsync_job_id: str | None = None) -> dict:
+    """Enqueue TTS then lip-sync for one clip; returns the clip's job ids and file references."""
+    tts_job_id = tts_job_id or new_job_id()
+    lipsync_job_id = lipsync_job_id or new_job_id()
+    enqueue(settings, redis, Kind.tts, {"text": text, "output_name": name, "voice": None, "language": language},
+            tts_job_id)
+    # `room` keys the avatar's cycle position, so consecutive clips of a room continue each other.
+    enqueue(settings, redis, Kind.lipsync, {"avatar_id": avatar_id, "output_name": name, "audio": f"tts/{name}.wav",
+                                            "engine": None, "room": room}, lipsync_job_id, [tts_job_id])
+    return {"name": name, "tts_job_id": tts_job_id, "lipsync_job_id": lipsync_job_id,
+            "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4"}
+
+
+def clip_state(settings: Settings, redis: Redis, clip: dict) -> ClipState:
+    """Where a clip's render stands: the finished file decides, then the two jobs."""
+    if clip_paths(settings, clip["name"])[1].is_file():
+        return ClipState("ready", 1.0)
+    tts = fetch_job(redis, clip["tts_job_id"]) if clip.get("tts_job_id") else None
+    video = fetch_job(redis, clip["lipsync_job_id"]) if clip.get("lipsync_job_id") else None
+    for job, what in ((tts, "speech synthesis"), (video, "lip-sync rendering")):
+        if job is not None and job.status in (Status.failed, Status.canceled, Status.stopped):
+            reason = (job.error or {}).get("message") or job.status.value
+            return ClipState("failed", 0.0, f"{what} failed: {reason}")
+    if video is None or (video.status == Status.finished):
+        # No job (expired, lost with Redis) or a finished job whose file is gone.
+        return ClipState("missing", 0.0, "the clip's render is gone; it was never finished or was deleted")
+    progress = 0.2 * (tts.progress if tts is not None else 1.0) + 0.8 * video.progress
+    return ClipState("rendering", round(progress, 3))
+
+
+class InterviewStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.r = redis
+        self.settings = settings
+
+    def create(self, room: Room, job: str, language: str, count: int, questions, avatar_id: str) -> dict:
+        """Record an interview for an open room and enqueue the render chain of every question."""
+        interview_id = uuid.uuid4().hex
+        items = []
+        for i, text in enumerate(questions.questions):
+            clip = enqueue_clip(self.settings, self.r, question_name(room.zbjname, i), text, language, avatar_id,
+                                room.id)
+            items.append({"index": i, "text": text, **clip})
+        record = {"id": interview_id, "room_id": room.id, "zbjname": room.zbjname, "username": room.username,
+                  "job": job, "language": language, "count": count, "avatar_id": avatar_id,
+                  "generator": questions.record(), "questions": items, "created_at": time.time()}
+        ttl = self.settings.result_ttl_s  # as long as the jobs' results
+        with self.r.pipeline() as p:
+            p.set(keys.interview(interview_id), json.dumps(record, ensure_ascii=False), ex=ttl)
+            p.set(keys.interview_of_room(room.id), interview_id, ex=ttl)
+            p.execute()
+        log.info("interview %s in room %s: %d questions (%s)", interview_id, room.zbjname, count,
+                 questions.generator)
+        return record
+
+    def get(self, interview_id: str) -> dict | None:
+        raw = self.r.get(keys.interview(interview_id)) if len(interview_id) == 32 else None
+        return json.loads(raw) if raw else None
+
+    def for_room(self, room_id: str) -> dict | None:
+        interview_id = self.r.get(keys.interview_of_room(room_id))
+        return self.get(interview_id.decode()) if interview_id else None
+
+    # ---- stock clips ----
+    def stock_text(self, language: str, stock_id: int) -> str:
+        texts = self.settings.interview_stock_texts.get(language) or {}
+        text = (texts.get(str(stock_id)) or "").strip()
+        if not text:
+            raise LookupError(f"no stock text {stock_id} in {language!r} (MTL_INTERVIEW_STOCK_TEXTS)")
+        return text
+
+    def stock_key(self, avatar_id: str, avatar_version: str, language: str, stock_id: int) -> tuple[str, str, str]:
+        """(Redis key, clip name, text): a new text or a re-prepared avatar makes a new clip."""
+        text = self.stock_text(language, stock_id)
+        digest = hashlib.sha256(f"{avatar_version}\x1f{text}".encode()).hexdigest()[:12]
+        return (keys.stock_clip(avatar_id, language, stock_id, digest),
+                f"stock_{avatar_id}_{language}_{stock_id}_{digest}", text)
+
+    def ensure_stock(self, avatar_id: str, avatar_version: str, language: str, stock_id: int) -> dict:
+        """The stock clip's entry, enqueueing its render only when no usable one exists; safe
+        when many API processes ask at once (claimed with SET NX, replaced under WATCH)."""
+        key, name, text = self.stock_key(avatar_id, avatar_version, language, stock_id)
+        for _ in range(5):
+            raw = self.r.get(key)
+            entry = json.loads(raw) if raw else None
+            if entry is not None and self._usable(entry):
+                return entry
+            if entry is None and clip_paths(self.settings, name)[1].is_file():
+                # Rendered before Redis lost the entry: the file is the clip.
+                entry = {"name": name, "text": text, "tts_job_id": None, "lipsync_job_id": None,
+                         "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4", "renders": 0}
+                if self.r.set(key, json.dumps(entry, ensure_ascii=False), nx=True):
+                    self.r.sadd(keys.STOCK_SET, key)
+                continue
+            claimed = self._claim(key, raw, name, text, avatar_id, language, entry)
+            if claimed is not None:
+                return claimed
+        raise RuntimeError(f"stock clip {key} kept changing; try again")
+
+    def _usable(self, entry: dict) -> bool:
+        state = clip_state(self.settings, self.r, entry)
+        if state.status in ("ready", "rendering"):
+            return True
+        return state.status == "missing" and time.time() - entry.get("claimed_at", 0) < CLAIM_GRACE_S
+
+    def _claim(self, key: str, raw: bytes | None, name: str, text: str, avatar_id: str, language: str,
+               previous: dict | None) -> dict | None:
+        entry = {"name": name, "text": text, "tts_job_id": new_job_id(), "lipsync_job_id": new_job_id(),
+                 "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4", "avatar_id": avatar_id,
+                 "language": language, "renders": (previous or {}).get("renders", 0) + 1, "claimed_at": time.time()}
+        with self.r.pipeline() as p:
+            try:
+                p.watch(key)
+                if p.get(key) != raw:
+                    return None
+                p.multi()
+                p.set(key, json.dumps(entry, ensure_ascii=False))
+                p.sadd(keys.STOCK_SET, key)
+                p.execute()
+            except WatchError:
+                return None  # another request claimed it first: use theirs
+        enqueue_clip(self.settings, self.r, name, text, language, avatar_id, "stock", entry["tts_job_id"],
+                     entry["lipsync_job_id"])
+        log.info("stock clip %s: render %d enqueued", name, entry["renders"])
+        return entry
+
+    def stock_entries(self) -> list[dict]:
+        entries = []
+        for key in sorted(k.decode() for k in self.r.smembers(keys.STOCK_SET)):
+            raw = self.r.get(key)
+            if raw:
+                entries.append({"key": key, **json.loads(raw)})
+        return entries
