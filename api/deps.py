@@ -1,4 +1,4 @@
-"""Typed dependencies: settings, Redis connections and the API-key check.
+"""Typed dependencies: settings, Redis connections and the access check (api/access.py).
 
 All async: FastAPI runs plain `def` dependencies in its thread pool, a hop per dependency per
 request that dominated the cost of a status read under load."""
@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from redis import Redis
 
-from api.errors import ApiError
+from api.access import Caller, api_key_header, api_key_query, bearer, resolve_caller
 from core.settings import Settings
 
 
@@ -32,10 +33,23 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 ARedisDep = Annotated[aioredis.Redis, Depends(get_aredis)]
 
 
-async def require_api_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None,
-                    authorization: Annotated[str | None, Header()] = None) -> None:
-    if not settings.api_keys:
-        return
-    token = x_api_key or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
-    if token not in settings.api_keys:
-        raise ApiError(401, "unauthorized", "missing or invalid API key")
+async def require_api_key(request: Request, settings: SettingsDep,
+                          x_api_key: Annotated[str | None, Security(api_key_header)] = None,
+                          authorization: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+                          ) -> Caller:
+    """/v1: a key in a header (or, in allowlist mode, an allowed address); the caller it names."""
+    token = x_api_key or (authorization.credentials if authorization else None)
+    return resolve_caller(request, settings, token, legacy=False)
+
+
+async def require_legacy_access(request: Request, settings: SettingsDep,
+                                x_api_key: Annotated[str | None, Security(api_key_header)] = None,
+                                authorization: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+                                key: Annotated[str | None, Security(api_key_query)] = None) -> Caller:
+    """Legacy GETs and file downloads: a header, ``?key=``, or an address in MTL_ALLOWED_ADDRESSES."""
+    token = x_api_key or (authorization.credentials if authorization else None) or key
+    return resolve_caller(request, settings, token, legacy=True)
+
+
+CallerDep = Annotated[Caller, Depends(require_api_key)]
+LegacyCallerDep = Annotated[Caller, Depends(require_legacy_access)]

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.limits import Refused
+
 log = logging.getLogger(__name__)
 
 
@@ -27,18 +29,30 @@ def _is_v1(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
-def error_response(request: Request, status: int, code: str, message: str, **details: Any) -> JSONResponse:
+def error_response(request: Request, status: int, code: str, message: str, *,
+                   headers: dict[str, str] | None = None, **details: Any) -> JSONResponse:
     if _is_v1(request):
         body: dict[str, Any] = {"error": {"code": code, "message": message, **details}}
     else:
         body = {"message": message, "error": code, **details}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def refused_response(request: Request, exc: Refused) -> JSONResponse:
+    """429/503/507 with Retry-After (also in the body, as retry_after_s)."""
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+    extra = {"retry_after_s": exc.retry_after_s} if exc.retry_after_s else {}
+    return error_response(request, exc.status, exc.code, exc.message, headers=headers, **extra, **exc.details)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return error_response(request, exc.status, exc.code, exc.message, **exc.details)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused):
+        return refused_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

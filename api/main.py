@@ -13,9 +13,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access import warn_if_open
 from api.errors import error_response, install_error_handlers
+from api.observability import RequestMetrics
+from api.openapi import install_openapi
+from api.observability import router as metrics_router
+from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
 from api.routers import feedback, interviews
+from core import metrics
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
 
@@ -77,10 +83,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    metrics.init(settings)  # before any metric is touched: prometheus_client's multiprocess files
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.settings = settings
+        warn_if_open(settings)
         app.state.redis = redis_connection(settings)
         # Bounded and blocking: a burst of requests waits for a connection instead of failing.
         # Retried: after a Redis restart every pooled connection is dead once (redis.asyncio does not
@@ -101,13 +109,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "Legacy GET endpoints keep the old service's contracts; new features live under /v1.")
     # Added first, so it runs inside CORS and a 413 still carries the CORS headers.
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
+    app.add_middleware(RateLimit, settings=settings)  # outside BodyLimit: a refusal reads no body
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"])
+    app.add_middleware(RequestMetrics)  # outermost: every request's latency, refusals included
     install_error_handlers(app)
+    app.include_router(metrics_router)
     for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, fleet, live, console):
         app.include_router(module.router)
     for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
         app.include_router(module.legacy_router)
         app.include_router(module.router)
     console.mount_static(app)
+    install_openapi(app)
     return app

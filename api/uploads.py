@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from core.files import NotOwnedError, public_ref, resolve_owned
+from core.limits import check_disk
 from core.media import MAX_IMAGE_PIXELS, MediaError, MediaInfo, MediaRefused, probe
 from core.settings import Settings
 
@@ -24,6 +25,7 @@ IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe")
 
 
 async def _receive(settings: Settings, upload: UploadFile, allowed_ext: set[str], max_bytes: int) -> Path:
+    check_disk(settings)  # 507 before a byte is written when the data disk is nearly full
     match = _EXT.search(upload.filename or "")
     ext = match.group(1).lower() if match else "bin"
     if ext not in allowed_ext:

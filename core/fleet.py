@@ -41,6 +41,10 @@ def redis_argv(settings: Settings, port: int | None = None, data_dir=None) -> li
     argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--protected-mode", "yes", "--daemonize", "no"]
+    if settings.redis_maxmemory_mb > 0:
+        # noeviction: past the limit writes fail loudly (the API answers 500/503) instead of Redis
+        # silently evicting queued jobs, leases or rooms.
+        argv += ["--maxmemory", f"{settings.redis_maxmemory_mb}mb", "--maxmemory-policy", "noeviction"]
     if settings.redis_password:
         argv += ["--requirepass", settings.redis_password]
     return argv
@@ -158,6 +162,9 @@ def _programs(settings: Settings, python: str) -> list[str]:
     for kind in batch_kinds():
         programs.append(_program(settings, kind, _command(python, "-m", "workers", kind),
                                  numprocs=getattr(settings, f"{kind}_workers", 1), priority=40, stopwaitsecs=grace))
+    # Retention (core/janitor.py): one process, so a sweep never runs twice at once; sweeps at start.
+    programs.append(_program(settings, "janitor", _command(python, "-m", "core.janitor", "run"), priority=45,
+                             stopwaitsecs=10))
     # Stream workers stop first (highest priority number) so they hand rooms back while Redis is up.
     programs.append(_program(settings, "stream", _command(python, "-m", "workers", "stream"),
                              numprocs=settings.stream_workers, priority=50, stopwaitsecs=20))
@@ -213,6 +220,13 @@ def run_fleet(settings: Settings) -> None:
     os.chdir(PROJECT_ROOT)
     # Children inherit this environment (settings, data dir); unbuffered so their logs are current.
     os.environ["PYTHONUNBUFFERED"] = "1"
+    # Prometheus multiprocess files of every process, one directory for the fleet, emptied at start
+    # (files of processes from a previous run would otherwise be added to this run's counts).
+    from core.metrics import ENV, metrics_dir
+
+    shutil.rmtree(metrics_dir(settings), ignore_errors=True)
+    metrics_dir(settings).mkdir(parents=True, exist_ok=True)
+    os.environ[ENV] = str(metrics_dir(settings))
     argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)]
     os.execv(argv[0], argv)
 

@@ -19,6 +19,7 @@ from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from core.limits import check_disk, check_queue
 from core.settings import Settings
 
 
@@ -91,7 +92,14 @@ def enqueue(
     kwargs: dict[str, Any],
     job_id: str | None = None,
     depends_on: list[str] | None = None,
+    admit: bool = True,
 ) -> str:
+    """Enqueue one job. With `admit` (new work from a client) it is first refused (core.limits.Refused)
+    while the data disk is nearly full or the queue holds its cap; parts of work already admitted
+    (the second job of a chain) pass admit=False."""
+    if admit:
+        check_disk(settings)
+        check_queue(settings, connection, kind.value)
     job_id = job_id or new_job_id()
     queue = get_queue(kind, connection)
     queue.enqueue_call(

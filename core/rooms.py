@@ -10,6 +10,7 @@ Keys (all under ``mtl:room:<id>``):
     <id>:lease       the stream worker publishing the room (short TTL, renewed while it publishes)
     <id>:fence       fencing token, incremented at every lease acquisition; a publisher holding an
                      older one stops before its next frame
+    <id>:owner       who made the room: a hash of the API key (api/access.py), absent when unowned
     <id>:events      capped list of JSON events from the publisher (speech start/end, interrupts, sessions)
 ``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
 """
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 from redis import Redis
 from redis.exceptions import LockError
 
+from core.limits import Refused, open_rooms_cap
 from core.settings import Settings
 
 ROOMS = "mtl:rooms"
@@ -32,6 +34,12 @@ STREAM_ALIVE_KEY = "mtl:stream-worker:{}"  # per stream worker process; value = 
 NAME_KEY = "mtl:room-name:{}"
 ROOM_ID = re.compile(r"^[0-9a-f]{32}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
+
+
+_PUSH_CAPPED = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+return redis.call('RPUSH', KEYS[1], ARGV[1])
+"""
 
 
 def _k(room_id: str, suffix: str = "") -> str:
@@ -70,7 +78,7 @@ class RoomStore:
 
     # ---- identity ----
     def create(self, username: str | None = None, avatar_id: str | None = None, ttl_s: int | None = None,
-               persistent: bool = False, zbjname: str | None = None) -> Room:
+               persistent: bool = False, zbjname: str | None = None, owner: str | None = None) -> Room:
         username = username or self.settings.default_username
         if not USERNAME.match(username):
             raise RoomError("username may use letters, digits, Chinese characters, '_', '.', '-' (max 64)")
@@ -92,9 +100,32 @@ class RoomStore:
             p.sadd(ROOMS, room_id)
             p.set(NAME_KEY.format(room.zbjname), room_id)
             p.set(_k(room_id, "alive"), "1", **({} if persistent else {"ex": room.ttl_s}))
+            if owner:
+                p.set(_k(room_id, "owner"), owner)
             p.execute()
+        self._within_cap(room_id)
         self.event(room_id, "created")
         return room
+
+    def open_count(self) -> int:
+        ids = list(self.r.smembers(ROOMS))
+        if not ids:
+            return 0
+        with self.r.pipeline(transaction=False) as p:
+            for i in ids:
+                p.exists(_k(i.decode(), "alive"))
+            return sum(1 for alive in p.execute() if alive)
+
+    def _within_cap(self, room_id: str) -> None:
+        """Counted after the room was added, so rooms opened at the same moment cannot together
+        pass the cap (at worst both are refused); a refused room is removed at once."""
+        cap = open_rooms_cap(self.settings)
+        count = self.open_count()
+        if count > cap:
+            self.close(room_id)
+            raise Refused(503, "too_many_rooms", f"{cap} rooms are open, as many as the stream workers can "
+                          "publish; close one or retry later", retry_after_s=self.settings.busy_retry_after_s,
+                          limit=cap)
 
     def get(self, room_id: str) -> Room | None:
         if not ROOM_ID.match(room_id or ""):
@@ -103,6 +134,10 @@ class RoomStore:
         if not raw:
             return None
         return Room(**{k.decode(): json.loads(v) for k, v in raw.items()})
+
+    def owner(self, room_id: str) -> str | None:
+        raw = self.r.get(_k(room_id, "owner"))
+        return raw.decode() if raw else None
 
     def by_name(self, zbjname: str) -> Room | None:
         room_id = self.r.get(NAME_KEY.format(zbjname))
@@ -140,7 +175,7 @@ class RoomStore:
         room = self.get(room_id)
         with self.r.pipeline() as p:
             p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
-                     _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"))
+                     _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "owner"))
             p.srem(ROOMS, room_id)
             if room is not None:
                 p.delete(NAME_KEY.format(room.zbjname))
@@ -150,11 +185,22 @@ class RoomStore:
     # ---- speech ----
     def say(self, room: Room, utterance: dict) -> dict:
         utterance = {"id": uuid.uuid4().hex, "queued_at": time.time(), **utterance}
-        with self.r.pipeline() as p:
-            p.rpush(_k(room.id, "utterances"), json.dumps(utterance))
-            p.execute()
+        cap = self.settings.max_utterances_per_room
+        # One script: the length check and the push cannot interleave with another request's.
+        if self.r.eval(_PUSH_CAPPED, 1, _k(room.id, "utterances"), json.dumps(utterance), cap) == 0:
+            raise self._queue_full()
         self.touch(room)
         return utterance
+
+    def check_room_queue(self, room: Room) -> None:
+        """The room_queue_full refusal ahead of work an utterance needs first (its TTS job)."""
+        if self.pending_count(room.id) >= self.settings.max_utterances_per_room:
+            raise self._queue_full()
+
+    def _queue_full(self) -> Refused:
+        cap = self.settings.max_utterances_per_room
+        return Refused(429, "room_queue_full", f"the room already has {cap} utterances waiting; retry once it "
+                       "has spoken some", retry_after_s=self.settings.busy_retry_after_s, limit=cap)
 
     def pending(self, room_id: str) -> list[dict]:
         return [json.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
@@ -253,6 +299,35 @@ class RoomLease:
             self.lock.release()
         except LockError:  # expired or taken over meanwhile: nothing of ours to release
             pass
+
+
+DARK_NOTED_KEY = "mtl:room:{}:dark-noted"  # a no_publisher event was recorded lately (SET NX, expires)
+
+
+def note_no_publisher(store: "RoomStore", room: Room, reason: str, every_s: int = 60) -> bool:
+    """Record a `no_publisher` event for a room nobody publishes (at most once a minute per room)."""
+    if not store.r.set(DARK_NOTED_KEY.format(room.id), reason, nx=True, ex=every_s):
+        return False
+    store.event(room.id, "no_publisher", reason=reason)
+    return True
+
+
+def dark_reason(store: "RoomStore", room: Room, publisher: bool, events: list[dict]) -> str:
+    """Why an open room is not on air: `starting` (within room_publisher_grace_s of opening),
+    `reconnecting` (its publisher is between RTMP sessions), `avatar_error`, `no_stream_worker`,
+    `stream_capacity_full` (every live stream worker publishes stream_capacity rooms) or `no_publisher`."""
+    if publisher:
+        return "reconnecting"
+    if time.time() - room.created_at < store.settings.room_publisher_grace_s:
+        return "starting"
+    if any(e.get("event") == "avatar_error" for e in events[-10:]):
+        return "avatar_error"
+    loads = stream_worker_loads(store.r)
+    if not loads:
+        return "no_stream_worker"
+    if all(load >= store.settings.stream_capacity for load in loads.values()):
+        return "stream_capacity_full"
+    return "no_publisher"
 
 
 def stream_worker_loads(redis: Redis) -> dict[str, int]:

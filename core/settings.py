@@ -31,11 +31,18 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8181
     public_base_url: str | None = None  # e.g. https://zbj.example.com when behind a proxy
-    cors_origins: list[str] = ["*"]
+    # Browser origins allowed to call the API cross-site; empty: none (the console is same-origin).
+    cors_origins: list[str] = []
     api_redis_connections: int = Field(64, ge=4)
     # One event loop saturates a core at ~600 requests/s; the API holds no state, so scale by process.
     api_processes: int = Field(2, ge=1)
-    api_keys: list[str] = []  # empty: /v1 is open; otherwise X-API-Key or Bearer required
+    api_keys: list[str] = []  # X-API-Key or Bearer (legacy GETs may pass ?key=); see access_mode
+    admin_keys: list[str] = []  # keys that see and change every caller's avatars and rooms
+    # keys: a valid key (or, for clients that cannot send one, an address in allowed_addresses);
+    # allowlist: an address in allowed_addresses or a valid key; open: anyone (logged loudly at start).
+    # Unset: keys when any key is configured, else open.
+    access_mode: Literal["keys", "allowlist", "open"] | None = None
+    allowed_addresses: list[str] = []  # CIDRs, e.g. ["10.0.0.0/8", "127.0.0.1/32"]
 
     tts_workers: int = 1
     asr_workers: int = 1
@@ -113,6 +120,38 @@ class Settings(BaseSettings):
     legacy_wait_s: float = Field(10.0, ge=0)
     legacy_asr_wait_s: float = Field(60.0, ge=0)
 
+    # Backpressure (core/limits.py, api/ratelimit.py). Rate limits in the `limits` package's notation,
+    # ';' between several ("20/second;600/minute"), counted in Redis (shared by every API process)
+    # per API key on /v1, per client address on legacy routes and for callers without a valid key.
+    rate_limit: str = "50/second;2000/minute"
+    rate_limit_enabled: bool = True
+    # Jobs waiting per queue (queued + waiting on a dependency); more is refused with 429 queue_full.
+    tts_max_queued: int = Field(500, ge=1)
+    asr_max_queued: int = Field(200, ge=1)
+    avatar_max_queued: int = Field(20, ge=1)
+    lipsync_max_queued: int = Field(100, ge=1)
+    feedback_max_queued: int = Field(200, ge=1)
+    # Open rooms; 0: what the stream workers can publish (stream_workers x stream_capacity).
+    max_open_rooms: int = Field(0, ge=0)
+    max_utterances_per_room: int = Field(50, ge=1)
+    busy_retry_after_s: int = Field(5, ge=1)  # Retry-After of a full queue, room list or room queue
+    # A room still without a publisher this long after it opened reads dark with a dark_reason.
+    room_publisher_grace_s: float = Field(10.0, ge=1.0)
+    # New work (jobs, uploads) is refused with 507 while less than this is free under data_dir.
+    min_free_disk_mb: int = Field(1024, ge=0)
+
+    # Retention (core/janitor.py, the fleet's `janitor` process): files under <data_dir>/<kind>
+    # older than their TTL are deleted (never avatars, never a file an open room still plays).
+    janitor_interval_s: float = Field(300.0, ge=1.0)
+    tts_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    asr_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    uploads_ttl_s: int = Field(3 * 24 * 3600, ge=60)
+    lipsync_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    feedback_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+    temp_ttl_s: int = Field(3600, ge=60)  # *.part and other temp files left by a crash
+    idle_loop_ttl_s: int = Field(7 * 24 * 3600, ge=60)  # superseded idle-loop packets of an avatar
+    redis_maxmemory_mb: int = Field(1024, ge=0)  # the own Redis, with noeviction; 0: no limit
+
     # Interviews (core/interviews): questions from the bundled bank or an OpenAI-compatible LLM.
     interview_generator: Literal["bank", "llm"] = "bank"
     interview_llm_url: str | None = None  # base URL, e.g. http://host:8000/v1 (…/chat/completions is added)
@@ -161,6 +200,12 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @property
+    def effective_access_mode(self) -> str:
+        if self.access_mode is not None:
+            return self.access_mode
+        return "keys" if (self.api_keys or self.admin_keys) else "open"
 
     @property
     def api_base(self) -> str:

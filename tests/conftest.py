@@ -146,7 +146,12 @@ def service(redis_server, media_server, tmp_path_factory):
     env = fleet_env(redis_server.url(0), data_dir, MTL_API_PORT=str(port), MTL_MAX_UPLOAD_BYTES=str(3 * 1024 * 1024),
                     MTL_RTMP_PORT=str(media_server.rtmp_port), MTL_MEDIA_HTTP_PORT=str(media_server.http_port),
                     MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20",
-                    MTL_MAX_LIPSYNC_AUDIO_S="25", MTL_MAX_AVATAR_S="30", MTL_MAX_SAMPLE_S="20")
+                    MTL_MAX_LIPSYNC_AUDIO_S="25", MTL_MAX_AVATAR_S="30", MTL_MAX_SAMPLE_S="20",
+                    # Rate limits counted but loose here (the suite is one address); tests/test_limits.py
+                    # runs API processes of its own with tight ones.
+                    MTL_RATE_LIMIT="1000/second",
+                    # CORS is off by default; the contract tests call from this (made-up) player page.
+                    MTL_CORS_ORIGINS='["http://player.example"]')
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     # As `make run` does: the bundled demo avatar exists before the fleet starts.
     subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,

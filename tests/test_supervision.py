@@ -276,7 +276,7 @@ def _still_publishing(fleet, room) -> None:
 
 def test_every_process_runs_under_supervisord_with_its_own_log(fleet, room):
     names = {p["name"]: p for p in fleet.rpc.supervisor.getAllProcessInfo()}
-    assert set(names) == {"redis", "media", "api-0", "api-1", "stream-0", "stream-1",
+    assert set(names) == {"redis", "media", "api-0", "api-1", "stream-0", "stream-1", "janitor",
                           *(f"{kind}-0" for kind in batch_kinds())}
     assert all(p["statename"] == "RUNNING" for p in names.values()), names
     for name in names:

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         return stream_main()
     settings = get_settings()
     setup_logging(settings.log_level)
+    from core import metrics
+
+    metrics.init(settings)
     kind = Kind(args.kind)
     os.nice(settings.worker_nice)
     worker_ttl = 60

@@ -27,6 +27,7 @@ from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from core import logs, metrics
 from core.jobs import ALIVE_KEY
 from core.settings import Settings
 
@@ -44,6 +45,7 @@ def record_failure(job: Job, exc_type, exc_value, tb) -> bool:
         if value:
             error[attr] = value
     job.meta["error"] = error
+    metrics.count("jobs_failed", job.origin or "unknown")
     try:
         job.save_meta()
     except Exception:  # the job hash may already be gone; RQ still records the failure
@@ -83,6 +85,7 @@ def recover_abandoned(connection: Redis, queue: Queue, max_recoveries: int = 2) 
             with connection.pipeline() as pipe:
                 job.retry(queue, pipe)
                 pipe.execute()
+            metrics.count("jobs_recovered", queue.name)
             log.warning("queue %s: requeued job %s abandoned by dead worker %s", queue.name, job_id,
                         job.worker_name)
         else:
@@ -124,6 +127,26 @@ class ServiceWorker(SimpleWorker):
         self._stop_beat = threading.Event()
         self._beat: threading.Thread | None = None
         self._grace: threading.Timer | None = None
+
+    def perform_job(self, job: Job, queue: Queue, *args, **kwargs) -> bool:
+        """RQ's perform_job, measured (time queued, time run, finished) and with the job id in the logs."""
+        token = logs.job_id.set(job.id)
+        started = time.monotonic()
+        if job.enqueued_at is not None:
+            from datetime import datetime, timezone
+
+            enqueued = job.enqueued_at if job.enqueued_at.tzinfo else job.enqueued_at.replace(tzinfo=timezone.utc)
+            metrics.observe_job(queue.name, "queued", (datetime.now(timezone.utc) - enqueued).total_seconds())
+        try:
+            return super().perform_job(job, queue, *args, **kwargs)
+        finally:
+            metrics.observe_job(queue.name, "run", time.monotonic() - started)
+            try:
+                if job.get_status(refresh=False) == JobStatus.FINISHED:
+                    metrics.count("jobs_done", queue.name)
+            except Exception:
+                pass
+            logs.job_id.reset(token)
 
     def _heartbeat_loop(self) -> None:
         conn = Redis(connection_pool=self.connection.connection_pool)

@@ -32,12 +32,13 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
+from core import metrics
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import Status, fetch_job, redis_connection
 from core.media import decode_audio, iter_video_frames
 from core.rooms import (STREAM_ALIVE_KEY, Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
-                        stream_worker_loads)
+                        note_no_publisher, stream_worker_loads)
 from core.settings import Settings, get_settings
 from models.lipsync.engines import live_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -142,7 +143,11 @@ class RoomPublisher(threading.Thread):
 
     # ---- publishing ----
     def run(self) -> None:
+        from core import logs
+
+        logs.room_id.set(self.room.id)  # this thread's log lines carry the room id
         backoff = 0.5
+        sessions = 0
         try:
             avatar = Avatar.open(self.settings.data_dir, self.room.avatar_id)
             self.loops.ensure(avatar)
@@ -152,6 +157,9 @@ class RoomPublisher(threading.Thread):
             return
         while not self.stop_event.is_set():
             started = time.monotonic()
+            if sessions:
+                metrics.count("reconnects", self.room.id)
+            sessions += 1
             try:
                 self._session(avatar)
             except Exception as exc:
@@ -179,6 +187,7 @@ class RoomPublisher(threading.Thread):
         t0_wall, t0 = time.time(), time.monotonic()
         self.store.event(self.room.id, "session_start", t0=t0_wall, worker=self.worker, token=self.token)
         log.info("room %s: publishing to %s", self.room.id, url)
+        sent, late = 0, 0  # frames since the last metrics flush (once a second: cheap per frame)
         try:
             while not self.stop_event.is_set():
                 if pb.f % POLL_EVERY == 0 and not self._poll(pb):
@@ -189,11 +198,23 @@ class RoomPublisher(threading.Thread):
                 self.cycle = (self.cycle + 1) % avatar.cycle_length
                 pb.f += 1
                 delay = t0 + pb.f / FPS - LEAD_S - time.monotonic()
+                sent += 1
+                late += delay < -LEAD_S  # sent after its time on the stream's real-time clock
+                if sent >= FPS:
+                    sent, late = self._flush_metrics(sent, late)
                 if delay > 0:
                     self.stop_event.wait(delay)
         finally:
+            self._flush_metrics(sent, late)
             pb.session.close()
             self.store.event(self.room.id, "session_end", frames=pb.f)
+
+    def _flush_metrics(self, sent: int, late: int) -> tuple[int, int]:
+        if sent:
+            metrics.count("frames", self.room.id, amount=sent)
+        if late:
+            metrics.count("late", self.room.id, amount=late)
+        return 0, 0
 
     def _poll(self, pb: Playback) -> bool:
         """Room state every POLL_EVERY frames; False ends the session (room closed, lease superseded)."""
@@ -395,7 +416,14 @@ class StreamWorker:
     def _maybe_lease(self, room: Room) -> None:
         if room.id in self.publishers or room.id in self.draining:
             return
-        if len(self.publishers) >= self.settings.stream_capacity or self._retry_at.get(room.id, 0) > time.monotonic():
+        if self._retry_at.get(room.id, 0) > time.monotonic():
+            return
+        if len(self.publishers) >= self.settings.stream_capacity:
+            # Full: a room nobody else takes either is reported (event no_publisher), not left silently dark.
+            if (time.time() - room.created_at >= self.settings.room_publisher_grace_s
+                    and not self.redis.exists(lease_key(room.id))
+                    and all(load >= self.settings.stream_capacity for load in stream_worker_loads(self.redis).values())):
+                note_no_publisher(self.store, room, "stream_capacity_full")
             return
         if self.redis.exists(lease_key(room.id)):
             return
@@ -485,6 +513,7 @@ def main() -> int:
 
     settings = get_settings()
     setup_logging(settings.log_level)
+    metrics.init(settings)
     worker = StreamWorker(settings)
     wait_for_redis(worker.redis)
     for sig in (signal.SIGTERM, signal.SIGINT):

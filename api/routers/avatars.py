@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.access import Caller
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
 from api.schemas.avatars import AvatarAccepted, AvatarFace, AvatarOut
 from api.uploads import check_sample, owned_ref, save_sample_upload, save_visual_upload, upload_or_source
@@ -20,6 +21,22 @@ router = APIRouter(prefix="/v1/avatars", tags=["avatars"], dependencies=[Depends
 
 AVATAR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 JOB_KEY = "mtl:avatar-job:{}"
+OWNERS = "mtl:avatar-owners"  # hash: avatar id -> owner (a hash of the creating key, api/access.py)
+
+
+def builtin_avatars(settings) -> set[str]:
+    return {settings.demo_avatar_id}
+
+
+def check_avatar_access(settings, redis, caller: Caller | None, avatar_id: str, change: bool = False) -> None:
+    """Built-ins are read-only (403); another key's avatar does not exist for this caller (404)."""
+    if caller is None:
+        return
+    if change and avatar_id in builtin_avatars(settings):
+        raise ApiError(403, "read_only", f"avatar {avatar_id!r} is built in and read-only")
+    raw = redis.hget(OWNERS, avatar_id)
+    if not caller.may_use(raw.decode() if raw else None):
+        raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
 
 
 def _dir(settings, avatar_id: str):
@@ -55,6 +72,7 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
 async def create_avatar(
     settings: SettingsDep,
     redis: RedisDep,
+    caller: CallerDep,
     file: Annotated[UploadFile | None, File(description="template video or portrait image")] = None,
     source: Annotated[str | None, Form(description="instead of an upload: a file the service owns")] = None,
     avatar_id: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")] = None,
@@ -65,9 +83,19 @@ async def create_avatar(
                     "their real mouth from it. Without it, a template video that speaks is used the same way")] = None,
     speech_sample_source: Annotated[str | None, Form(description="instead of an upload: an owned talking clip")] = None,
 ) -> AvatarAccepted:
+    if avatar_id:
+        try:
+            await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
+        except ApiError as exc:  # re-preparing another key's avatar: refused, not "unknown"
+            if exc.code == "unknown_avatar":
+                raise ApiError(403, "not_owner", f"avatar {avatar_id!r} belongs to another API key") from exc
+            raise
     ref = await upload_or_source(settings, file, source, save_visual_upload)
     sample = await _sample_ref(settings, speech_sample, speech_sample_source)
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
+    # The key that makes a new avatar owns it; re-preparing keeps the owner (or keeps a shared one shared).
+    if caller.owner is not None and not _dir(settings, avatar_id).exists():
+        await run_in_threadpool(redis.hsetnx, OWNERS, avatar_id, caller.owner)
     job_id = new_job_id()
     kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin},
               "speech_sample": sample}
@@ -93,24 +121,29 @@ async def _sample_ref(settings, upload: UploadFile | None, source: str | None) -
 
 
 @router.get("", response_model=list[AvatarOut], summary="Prepared avatars")
-async def list_avatars(settings: SettingsDep, redis: RedisDep) -> list[AvatarOut]:
+async def list_avatars(settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[AvatarOut]:
     root = settings.data_dir / "avatars"
     ids = sorted(p.name for p in root.iterdir() if (p / "avatar.json").is_file()) if root.is_dir() else []
+    owners = {k.decode(): v.decode() for k, v in (await run_in_threadpool(redis.hgetall, OWNERS)).items()}
+    ids = [i for i in ids if caller.may_use(owners.get(i))]
     return [await run_in_threadpool(read_avatar, settings, redis, i) for i in ids]
 
 
 @router.get("/{avatar_id}", response_model=AvatarOut, summary="Status and metadata of an avatar")
-async def get_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep) -> AvatarOut:
+async def get_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> AvatarOut:
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id)
     return await run_in_threadpool(read_avatar, settings, redis, avatar_id)
 
 
 @router.delete("/{avatar_id}", status_code=204, summary="Delete an avatar and its cache")
-async def delete_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep) -> None:
+async def delete_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> None:
     path = _dir(settings, avatar_id)
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
     existed = path.is_dir() or bool(await run_in_threadpool(redis.delete, JOB_KEY.format(avatar_id)))
     if not existed:
         raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
     await run_in_threadpool(shutil.rmtree, path, True)
+    await run_in_threadpool(redis.hdel, OWNERS, avatar_id)
 
 
 def _prepared(settings, avatar_id: str):
@@ -135,8 +168,9 @@ def _image_bytes(path, max_side: int) -> bytes:
 
 @router.get("/{avatar_id}/image", summary="The avatar's first frame as JPEG (a thumbnail with max_side)",
             responses={200: {"content": {"image/jpeg": {}}}})
-async def avatar_image(avatar_id: str, settings: SettingsDep,
+async def avatar_image(avatar_id: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep,
                        max_side: Annotated[int, Query(ge=0, le=4096, description="0: full size")] = 256) -> Response:
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id)
     frame = _prepared(settings, avatar_id) / "frames" / "000000.jpg"
     if not frame.is_file():
         raise ApiError(404, "unknown_avatar", f"avatar {avatar_id!r} has no frames")
@@ -146,7 +180,8 @@ async def avatar_image(avatar_id: str, settings: SettingsDep,
 
 @router.get("/{avatar_id}/face", response_model=AvatarFace,
             summary="Mouth and jaw landmarks of the first frame, to animate the portrait without video")
-async def avatar_face(avatar_id: str, settings: SettingsDep) -> AvatarFace:
+async def avatar_face(avatar_id: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> AvatarFace:
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id)
     path = _prepared(settings, avatar_id)
 
     def load() -> AvatarFace:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.deps import RedisDep, SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
 from api.schemas.feedback import MAX_INDEX, MS_ID_PATTERN, FeedbackList, FeedbackRow
 from api.schemas.jobs import JobAccepted
@@ -23,7 +23,7 @@ from core.files import public_ref, resolve_owned
 from core.jobs import Kind, enqueue, new_job_id
 from core.media import MediaError, probe
 
-legacy_router = APIRouter(tags=["legacy"])
+legacy_router = APIRouter(tags=["legacy"], dependencies=[Depends(require_legacy_access)])
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"], dependencies=[Depends(require_api_key)])
 
 _MS_ID = re.compile(MS_ID_PATTERN)

@@ -5,13 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, UploadFile
 from fastapi.responses import FileResponse
 
-from api.deps import SettingsDep, require_api_key
+from api.deps import SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
 from api.schemas.files import FileOut
 from api.uploads import save_audio_upload
 from core.files import PUBLIC_KINDS, NotOwnedError, resolve_owned
 
-router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
 def owned_file_response(settings, ref: str) -> FileResponse:
@@ -22,14 +22,15 @@ def owned_file_response(settings, ref: str) -> FileResponse:
     return FileResponse(path, filename=path.name)
 
 
-@router.post("", status_code=201, response_model=FileOut, summary="Upload an audio file for later ASR or speech")
+@router.post("", status_code=201, response_model=FileOut, dependencies=[Depends(require_api_key)], summary="Upload an audio file for later ASR or speech")
 async def upload_file(settings: SettingsDep, file: Annotated[UploadFile, File()]) -> FileOut:
     path, info = await save_audio_upload(settings, file)
     return FileOut(file=f"uploads/{path.name}", legacy_path=f"tests/{path.name}", url=f"/v1/files/uploads/{path.name}",
                    size_bytes=path.stat().st_size, duration_s=round(info.duration_s, 3))
 
 
-@router.get("/{kind}/{name}", summary="Download a result or uploaded file",
+# Downloads also take ?key= or an allowed address: players (<video src>, legacy clients) send no headers.
+@router.get("/{kind}/{name}", summary="Download a result or uploaded file", dependencies=[Depends(require_legacy_access)],
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def download_file(kind: str, name: str, settings: SettingsDep):
     if kind not in PUBLIC_KINDS:

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.schemas.fleet import FleetOut
 from core.jobs import Kind, alive_workers, fetch_job, get_queue
+from core.limits import free_disk_bytes, open_rooms_cap, queue_cap, queue_depth
 from core.rooms import RoomStore, stream_worker_loads
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"], dependencies=[Depends(require_api_key)])
@@ -32,6 +33,8 @@ def fleet_status(redis, settings, recent: int) -> dict:
             "started": queue.started_job_registry.count,
             "failed": queue.failed_job_registry.count,
             "workers": len(alive_workers(redis, queue)),
+            "waiting": queue_depth(redis, kind.value),
+            "limit": queue_cap(settings, kind.value),
         }
         for job_id in dict.fromkeys(_recent_ids(queue, recent)):
             view = fetch_job(redis, job_id)
@@ -41,10 +44,15 @@ def fleet_status(redis, settings, recent: int) -> dict:
     jobs.sort(key=lambda v: v.created_at or epoch, reverse=True)
     store = RoomStore(redis, settings)
     rooms = [r for r in store.list() if store.is_open(r.id)]
+    loads = stream_worker_loads(redis)
     return {
         "queues": queues,
-        "stream_workers": stream_worker_loads(redis),
+        "stream_workers": loads,
         "rooms_open": len(rooms),
+        "rooms_limit": open_rooms_cap(settings),
+        "stream_capacity": settings.stream_capacity * len(loads),
+        "free_disk_mb": free_disk_bytes(settings) // (1024 * 1024),
+        "min_free_disk_mb": settings.min_free_disk_mb,
         "recent_jobs": [{**v.__dict__, "status": v.status.value} for v in jobs[:recent]],
     }
 

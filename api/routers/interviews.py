@@ -16,21 +16,21 @@ import time
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ARedisDep, RedisDep, SettingsDep, require_api_key
+from api.deps import ARedisDep, CallerDep, LegacyCallerDep, RedisDep, SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
-from api.routers.avatars import read_avatar
+from api.routers.avatars import check_avatar_access, read_avatar
 from api.routers.rooms import create_room, get_room
 from api.schemas.interviews import (FileRefs, InterviewCreate, InterviewOut, PlayAccepted, PlayRequest,
                                     QuestionOut, StockClipOut)
 from core.interviews import MAX_QUESTIONS, STOCK_IDS
 from core.interviews.generators import GeneratorError, check_request, load_generator
 from core.interviews.playback import ClipRef, play_clip
-from core.interviews.store import CLAIM_GRACE_S, InterviewStore, clip_paths, clip_state
+from core.interviews.store import CLAIM_GRACE_S, InterviewStore, admit_chains, clip_paths, clip_state
 from core.jobs import fetch_job
 from core.media import MediaError, probe
 from core.rooms import Room, RoomStore
 
-legacy_router = APIRouter(tags=["legacy"])
+legacy_router = APIRouter(tags=["legacy"], dependencies=[Depends(require_legacy_access)])
 router = APIRouter(prefix="/v1", tags=["interviews"], dependencies=[Depends(require_api_key)])
 
 _GENERATOR_STATUS = {"empty_parameter": 400, "invalid_input": 422, "invalid_count": 422, "bank_error": 422,
@@ -46,8 +46,9 @@ def job_language(job: str, default: str) -> str:
 
 async def create_interview(settings, redis, job: str | None, count: int, username: str | None = None,
                            language: str | None = None, avatar_id: str | None = None,
-                           ttl_s: int | None = None) -> dict:
+                           ttl_s: int | None = None, caller=None) -> dict:
     avatar_id = avatar_id or settings.demo_avatar_id
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id)
     try:
         job = check_request(job, count)
         # The avatar is checked before the (possibly slow) generator, the room opened after it:
@@ -59,7 +60,8 @@ async def create_interview(settings, redis, job: str | None, count: int, usernam
         questions = await run_in_threadpool(lambda: load_generator(settings).generate(job, count, language))
     except GeneratorError as exc:
         raise ApiError(_GENERATOR_STATUS.get(exc.code, 422), exc.code, str(exc)) from exc
-    room = await run_in_threadpool(create_room, settings, redis, username, avatar_id, ttl_s)
+    await run_in_threadpool(admit_chains, settings, redis)
+    room = await run_in_threadpool(create_room, settings, redis, username, avatar_id, ttl_s, caller)
     store = InterviewStore(redis, settings)
     return await run_in_threadpool(store.create, room, job, language, count, questions, avatar_id)
 
@@ -204,23 +206,23 @@ def _legacy_count(value: str | None, default: int) -> int:
 
 
 @legacy_router.get("/create/zbjv2", summary="Legacy: open an interview room; questions are generated and rendered")
-async def legacy_create_interview(settings: SettingsDep, redis: RedisDep,
+async def legacy_create_interview(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                                   username: str | None = Query(None, description="default hnkjxy"),
                                   job: str | None = Query(None, description="job title"),
                                   count: str | None = Query(None, description="number of questions, 1 to 20")) -> dict:
     record = await create_interview(settings, redis, job, _legacy_count(count, settings.interview_default_count),
-                                    username=(username or "").strip() or None)
+                                    username=(username or "").strip() or None, caller=caller)
     return {"zbjname": record["zbjname"], "question": [q["text"] for q in record["questions"]]}
 
 
 @legacy_router.get("/humanv2", summary="Legacy: play question i (or stock clip 96..99) in the room's live stream")
-async def legacy_humanv2(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
+async def legacy_humanv2(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep, caller: LegacyCallerDep,
                          zbjname: str | None = Query(None, description="default room hnkjxyms"),
                          audioUrl: str | None = Query(None, description="question index or 96..99")) -> dict:  # noqa: N803
     index = parse_clip_index(audioUrl)
     rooms = RoomStore(redis, settings)
     if zbjname and zbjname.strip():
-        room = await run_in_threadpool(get_room, rooms, zbjname.strip())
+        room = await run_in_threadpool(get_room, rooms, zbjname.strip(), caller)
     else:
         room = await run_in_threadpool(rooms.ensure_default)
     ref, _utterance = await play_in_room(settings, redis, aredis, room, index)
@@ -231,9 +233,9 @@ async def legacy_humanv2(settings: SettingsDep, redis: RedisDep, aredis: ARedisD
 
 @router.post("/interviews", status_code=201, response_model=InterviewOut,
              summary="Open an interview room: questions for the job, each rendered as a lip-synced clip")
-async def create(body: InterviewCreate, settings: SettingsDep, redis: RedisDep) -> InterviewOut:
+async def create(body: InterviewCreate, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> InterviewOut:
     record = await create_interview(settings, redis, body.job, body.count, body.username, body.language,
-                                    body.avatar_id, body.ttl_s)
+                                    body.avatar_id, body.ttl_s, caller)
     return await run_in_threadpool(interview_out, settings, redis, record)
 
 
@@ -245,9 +247,10 @@ async def get(ref: str, settings: SettingsDep, redis: RedisDep) -> InterviewOut:
 
 @router.post("/interviews/{ref}/play", status_code=202, response_model=PlayAccepted,
              summary="Play question i (or stock clip 96..99) in the interview's room")
-async def play(ref: str, body: PlayRequest, settings: SettingsDep, redis: RedisDep, aredis: ARedisDep) -> PlayAccepted:
+async def play(ref: str, body: PlayRequest, settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
+               caller: CallerDep) -> PlayAccepted:
     record = await run_in_threadpool(find_interview, settings, redis, ref)
-    room = await run_in_threadpool(get_room, RoomStore(redis, settings), record["room_id"])
+    room = await run_in_threadpool(get_room, RoomStore(redis, settings), record["room_id"], caller)
     clip, utterance = await play_in_room(settings, redis, aredis, room, body.clip)
     return PlayAccepted(utterance_id=utterance["id"], room_id=room.id, clip=clip.video,
                         duration_s=round(clip.duration_s, 3))

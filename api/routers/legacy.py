@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ARedisDep, RedisDep, SettingsDep
+from api.deps import ARedisDep, LegacyCallerDep, RedisDep, SettingsDep, require_legacy_access
 from api.errors import ApiError
 from api.routers.asr import enqueue_asr
 from api.routers.files import owned_file_response
 from api.routers.tts import enqueue_tts
 from core.jobs import Status, fetch_job
 
-router = APIRouter(tags=["legacy"])
+# Old clients send no headers: with keys configured they pass ?key= or call from an allowed address.
+router = APIRouter(tags=["legacy"], dependencies=[Depends(require_legacy_access)])
 
 TERMINAL = {Status.finished.value, Status.failed.value, Status.canceled.value, Status.stopped.value}
 
@@ -77,16 +78,16 @@ async def legacy_download(name: str, settings: SettingsDep):
 
 
 @router.get("/create/zbj", summary="Legacy: open a live room; returns its zbjname")
-async def legacy_create_room(settings: SettingsDep, redis: RedisDep,
+async def legacy_create_room(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                              username: str | None = Query(None, description="default hnkjxy")) -> dict:
     from api.routers.rooms import create_room
 
-    room = await run_in_threadpool(create_room, settings, redis, (username or "").strip() or None)
+    room = await run_in_threadpool(create_room, settings, redis, (username or "").strip() or None, None, None, caller)
     return {"message": room.zbjname}
 
 
 @router.get("/human", summary="Legacy: make the room's avatar speak an audio file in its live stream")
-async def legacy_human(settings: SettingsDep, redis: RedisDep,
+async def legacy_human(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                        zbjname: str | None = Query(None, description="default room hnkjxyms"),
                        audioUrl: str | None = Query(None, description="e.g. tests/<id>.wav")) -> dict:  # noqa: N803
     from api.routers.rooms import audio_duration, get_room
@@ -95,10 +96,11 @@ async def legacy_human(settings: SettingsDep, redis: RedisDep,
     if audioUrl is None or not audioUrl.strip():
         raise ApiError(400, "empty_parameter", "音频不可为空")
     store = RoomStore(redis, settings)
+    # The audio first: a bad call must not open (or touch) a room.
+    ref, duration = await run_in_threadpool(audio_duration, settings, audioUrl.strip())
     if zbjname and zbjname.strip():
-        room = await run_in_threadpool(get_room, store, zbjname.strip())
+        room = await run_in_threadpool(get_room, store, zbjname.strip(), caller)
     else:
         room = await run_in_threadpool(store.ensure_default)
-    ref, duration = await run_in_threadpool(audio_duration, settings, audioUrl.strip())
     await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
     return {"message": round(duration + 1.5, 3)}

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.routers.avatars import read_avatar
+from api.routers.avatars import check_avatar_access, read_avatar
 from api.routers.jobs import load_job
 from api.routers.tts import enqueue_tts
 from api.schemas.jobs import JobAccepted
@@ -57,7 +57,8 @@ async def enqueue_lipsync(settings, redis, avatar_id: str, audio: str | None, te
 
 @router.post("/v1/lipsync", status_code=202, response_model=JobAccepted,
              summary="Render a lip-synced MP4 of an avatar speaking audio (or text, synthesised first)")
-async def create_lipsync(body: LipSyncRequest, settings: SettingsDep, redis: RedisDep) -> JobAccepted:
+async def create_lipsync(body: LipSyncRequest, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> JobAccepted:
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, body.avatar_id)
     return await enqueue_lipsync(settings, redis, body.avatar_id, body.audio, body.text, body.engine, body.room)
 
 
@@ -66,11 +67,13 @@ async def create_lipsync(body: LipSyncRequest, settings: SettingsDep, redis: Red
 async def create_lipsync_upload(
     settings: SettingsDep,
     redis: RedisDep,
+    caller: CallerDep,
     avatar_id: Annotated[str, Form(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")],
     audio: Annotated[UploadFile, File()],
     engine: Annotated[Literal["auto", "exemplar", "warp", "musetalk"] | None, Form()] = None,
     room: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_*.-]{1,128}$")] = None,
 ) -> JobAccepted:
+    await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id)
     path, _info = await save_audio_upload(settings, audio)
     return await enqueue_lipsync(settings, redis, avatar_id, public_ref(settings, path), None, engine, room)
 

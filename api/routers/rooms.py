@@ -5,9 +5,10 @@ import json
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.access import Caller
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.routers.avatars import read_avatar
+from api.routers.avatars import check_avatar_access, read_avatar
 from api.routers.tts import enqueue_tts
 from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
 from api.uploads import check_audio, owned_ref
@@ -15,7 +16,7 @@ from core.files import resolve_owned
 from core.flvrelay import flv_viewers
 from core.media import MediaError, probe
 from core.mediaserver import stat as media_stat
-from core.rooms import Room, RoomError, RoomStore, lease_key
+from core.rooms import Room, RoomError, RoomStore, dark_reason, lease_key
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
@@ -61,23 +62,30 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
     return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher.decode() if publisher else None,
                    pending_utterances=store.pending_count(room.id), urls=room.urls(store.settings),
                    state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
-                   publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route)
+                   publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
+                   dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent))
 
 
-def get_room(store: RoomStore, ref: str) -> Room:
+def get_room(store: RoomStore, ref: str, caller: Caller | None = None, change: bool = False) -> Room:
+    """An open room the caller may use (another key's room is unknown to it); with `change`,
+    the built-in default room is refused (403 read_only)."""
     room = store.resolve(ref)
-    if room is None or not store.is_open(room.id):
+    if room is None or not store.is_open(room.id) or (caller is not None and not caller.may_use(store.owner(room.id))):
         raise ApiError(404, "unknown_room", f"no open room {ref!r}")
+    if change and room.zbjname == store.settings.default_room:
+        raise ApiError(403, "read_only", f"room {room.zbjname!r} is built in and read-only")
     return room
 
 
-def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None) -> Room:
+def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None) -> Room:
     avatar_id = avatar_id or settings.demo_avatar_id
+    check_avatar_access(settings, redis, caller, avatar_id)
     avatar = read_avatar(settings, redis, avatar_id)
     if avatar.status != "ready":
         raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
     try:
-        return RoomStore(redis, settings).create(username=username, avatar_id=avatar_id, ttl_s=ttl_s)
+        return RoomStore(redis, settings).create(username=username, avatar_id=avatar_id, ttl_s=ttl_s,
+                                                 owner=caller.owner if caller is not None else None)
     except RoomError as exc:
         raise ApiError(422, "invalid_input", str(exc)) from exc
 
@@ -93,44 +101,46 @@ def audio_duration(settings, ref: str) -> tuple[str, float]:
 
 
 @router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")
-async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep) -> RoomOut:
-    room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s)
+async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> RoomOut:
+    room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller)
     return await run_in_threadpool(room_out, RoomStore(redis, settings), room)
 
 
 @router.get("", response_model=list[RoomOut], summary="Open rooms")
-async def list_rooms(settings: SettingsDep, redis: RedisDep) -> list[RoomOut]:
+async def list_rooms(settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[RoomOut]:
     store = RoomStore(redis, settings)
 
     def _all():
         live = live_view(settings, redis)
-        return [room_out(store, r, live) for r in store.list() if store.is_open(r.id)]
+        return [room_out(store, r, live) for r in store.list()
+                if store.is_open(r.id) and caller.may_use(store.owner(r.id))]
 
     return await run_in_threadpool(_all)
 
 
 @router.get("/{room_ref}", response_model=RoomOut, summary="A room by id, zbjname or stream key")
-async def get(room_ref: str, settings: SettingsDep, redis: RedisDep) -> RoomOut:
+async def get(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> RoomOut:
     store = RoomStore(redis, settings)
-    return await run_in_threadpool(lambda: room_out(store, get_room(store, room_ref)))
+    return await run_in_threadpool(lambda: room_out(store, get_room(store, room_ref, caller)))
 
 
 @router.delete("/{room_ref}", status_code=204, summary="Close a room and stop its stream")
-async def delete(room_ref: str, settings: SettingsDep, redis: RedisDep) -> None:
+async def delete(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> None:
     store = RoomStore(redis, settings)
-    room = await run_in_threadpool(get_room, store, room_ref)
+    room = await run_in_threadpool(get_room, store, room_ref, caller, True)
     await run_in_threadpool(store.close, room.id)
 
 
 @router.post("/{room_ref}/say", status_code=202, response_model=SayAccepted,
              summary="Queue an utterance (text is synthesised first); utterances play in order")
-async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: RedisDep) -> SayAccepted:
+async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> SayAccepted:
     store = RoomStore(redis, settings)
-    room = await run_in_threadpool(get_room, store, room_ref)
+    room = await run_in_threadpool(get_room, store, room_ref, caller)
     if body.audio:
         ref, duration = await run_in_threadpool(audio_duration, settings, body.audio)
         utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
         return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
+    await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played
     job_id = await enqueue_tts(settings, redis, body.text or "")
     utt = await run_in_threadpool(store.say, room, {"audio": None, "tts_job_id": job_id})
     return SayAccepted(utterance_id=utt["id"], room_id=room.id, tts_job_id=job_id)
@@ -138,14 +148,14 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
 
 @router.post("/{room_ref}/interrupt", response_model=InterruptOut,
              summary="Stop the current utterance and clear the room's queue")
-async def interrupt(room_ref: str, settings: SettingsDep, redis: RedisDep) -> InterruptOut:
+async def interrupt(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> InterruptOut:
     store = RoomStore(redis, settings)
-    room = await run_in_threadpool(get_room, store, room_ref)
+    room = await run_in_threadpool(get_room, store, room_ref, caller)
     return InterruptOut(room_id=room.id, generation=await run_in_threadpool(store.interrupt, room.id))
 
 
 @router.get("/{room_ref}/events", response_model=list[RoomEvent], summary="What the room's publisher did, newest last")
-async def events(room_ref: str, settings: SettingsDep, redis: RedisDep) -> list[RoomEvent]:
+async def events(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[RoomEvent]:
     store = RoomStore(redis, settings)
-    room = await run_in_threadpool(get_room, store, room_ref)
+    room = await run_in_threadpool(get_room, store, room_ref, caller)
     return [RoomEvent(**e) for e in await run_in_threadpool(store.events, room.id)]

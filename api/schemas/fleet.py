@@ -10,10 +10,16 @@ class QueueOut(BaseModel):
     started: int
     failed: int
     workers: int  # live workers of the kind
+    waiting: int = 0  # queued + waiting on a dependency: what the queue cap counts
+    limit: int | None = None  # MTL_<KIND>_MAX_QUEUED
 
 
 class FleetOut(BaseModel):
     queues: dict[str, QueueOut]
     stream_workers: dict[str, int]  # live stream worker -> rooms it publishes
     rooms_open: int
+    rooms_limit: int | None = None  # MTL_MAX_OPEN_ROOMS (or what the stream workers can publish)
+    stream_capacity: int | None = None  # rooms the live stream workers can publish together
+    free_disk_mb: int | None = None  # under the data dir; new work is refused below min_free_disk_mb
+    min_free_disk_mb: int | None = None
     recent_jobs: list[JobOut]  # newest first

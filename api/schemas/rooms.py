@@ -27,6 +27,9 @@ class RoomOut(BaseModel):
     pending_utterances: int = 0
     urls: dict[str, str]
     state: Literal["idle", "speaking", "dark"] = "dark"  # dark: open, but its stream is not on air
+    # Why a dark room is dark: starting, reconnecting, avatar_error, no_stream_worker,
+    # stream_capacity_full (more rooms open than the stream workers publish) or no_publisher.
+    dark_reason: str | None = None
     speaking: bool = False
     publishing: bool | None = None  # the media server has the room's stream (None: not known)
     viewers: int | None = None  # RTMP + HTTP-FLV viewers (HLS viewers are not counted)

@@ -21,6 +21,7 @@ from redis import Redis, WatchError
 
 from core.interviews import keys
 from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
+from core.limits import check_disk, check_queue
 from core.rooms import Room
 from core.settings import Settings
 
@@ -50,13 +51,22 @@ def enqueue_clip(settings: Settings, redis: Redis, name: str, text: str, languag
     """Enqueue TTS then lip-sync for one clip; returns the clip's job ids and file references."""
     tts_job_id = tts_job_id or new_job_id()
     lipsync_job_id = lipsync_job_id or new_job_id()
+    # Admitted as a whole by the caller (check_interview_admission): no half-enqueued chains.
     enqueue(settings, redis, Kind.tts, {"text": text, "output_name": name, "voice": None, "language": language},
-            tts_job_id)
+            tts_job_id, admit=False)
     # `room` keys the avatar's cycle position, so consecutive clips of a room continue each other.
     enqueue(settings, redis, Kind.lipsync, {"avatar_id": avatar_id, "output_name": name, "audio": f"tts/{name}.wav",
-                                            "engine": None, "room": room}, lipsync_job_id, [tts_job_id])
+                                            "engine": None, "room": room}, lipsync_job_id, [tts_job_id],
+            admit=False)
     return {"name": name, "tts_job_id": tts_job_id, "lipsync_job_id": lipsync_job_id,
             "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4"}
+
+
+def admit_chains(settings: Settings, redis: Redis) -> None:
+    """New interview work is admitted whole or not at all (core.limits.Refused): disk, then both queues."""
+    check_disk(settings)
+    check_queue(settings, redis, Kind.tts.value)
+    check_queue(settings, redis, Kind.lipsync.value)
 
 
 def clip_state(settings: Settings, redis: Redis, clip: dict) -> ClipState:

@@ -101,6 +101,8 @@ export async function waitJob(jobId, onProgress, { interval = 400, timeoutMs = 1
 const PLAIN = {
   unauthorized: "The API key is missing or wrong. Type it in the key box at the top right.",
   network: "The service cannot be reached. Is the fleet running?",
+  read_only: "This one is built in (the demo avatar, the default room) and cannot be changed or deleted.",
+  not_owner: "That avatar id belongs to another API key: choose another id.",
   no_face: "No face was found in the picture or video.",
   several_faces: "More than one face was found: use a picture or video of one person.",
   face_too_small: "The face is too small: use a closer picture or video.",

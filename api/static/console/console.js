@@ -107,7 +107,8 @@ async function refreshRooms() {
   const body = $("#rooms-table tbody");
   body.replaceChildren(...state.rooms.map((r) => h("tr", { class: state.room && state.room.id === r.id ? "selected" : "", dataset: { room: r.id } },
     h("td", { title: r.zbjname }, h("div", {}, roomName(r)), h("div", { class: "sub mono", title: r.stream_key }, `${r.stream_key.slice(0, 12)}…`)),
-    h("td", {}, h("span", { class: `badge ${r.state}`, dataset: { state: r.state } }, r.state)),
+    h("td", {}, h("span", { class: `badge ${r.state}`, dataset: { state: r.state }, title: r.dark_reason || null },
+      r.dark_reason ? `${r.state} · ${r.dark_reason.replaceAll("_", " ")}` : r.state)),
     h("td", { class: "queue" }, String(r.pending_utterances)),
     h("td", { class: "viewers", title: Object.entries(r.viewers_by_route || {}).map(([k, v]) => `${k} ${v}`).join(", ") },
       r.viewers === null || r.viewers === undefined ? "–" : String(r.viewers)),
@@ -122,7 +123,8 @@ async function refreshRooms() {
     if (!current) { closeView("The room was closed."); return; }
     state.room = current;
     const badge = $("#room-state");
-    badge.textContent = current.state + (current.pending_utterances ? ` · ${current.pending_utterances} queued` : "");
+    badge.textContent = current.state + (current.dark_reason ? ` (${current.dark_reason.replaceAll("_", " ")})` : "")
+      + (current.pending_utterances ? ` · ${current.pending_utterances} queued` : "");
     badge.className = `badge ${current.state}`;
     refreshEvents();
   }
