@@ -1,0 +1,152 @@
+"""Soak: rooms speaking and idling and jobs flowing for a long time against a running fleet; is
+memory flat, is disk flat once the janitor runs, is any job lost?
+
+    MTL_TTS_TTL_S=300 MTL_ASR_TTL_S=300 MTL_UPLOADS_TTL_S=300 MTL_LIPSYNC_TTL_S=300 \\
+    MTL_JANITOR_INTERVAL_S=60 make run            # short retention, so the janitor's effect shows
+    python -m bench.soak --minutes 30 [--url http://127.0.0.1:8181] [--speaking-rooms 1 --idle-rooms 3]
+
+Every few seconds it enqueues TTS, ASR and (less often) lip-sync jobs and makes the speaking rooms
+talk; every `--sample-s` it records the RSS of every fleet process (by supervisord program name when
+it can tell), the size of the data directory and Redis' used memory. At the end it waits for every
+job it submitted and counts those that never ended (lost) or failed. Printed figures: RSS per
+process kind and disk at the first sample after warm-up and at the last, their growth, and the
+job counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+
+from bench.common import emit
+from bench.service import poll
+from core.settings import get_settings
+
+TEXTS = ["大家好，欢迎来到今天的直播间。", "Thank you for joining us today.", "我们现在开始面试。"]
+KINDS = ("api", "tts", "asr", "avatar", "lipsync", "feedback", "stream", "janitor", "redis-server", "nginx")
+
+
+def _kind(cmdline: str) -> str | None:
+    for kind in KINDS:
+        if f"workers {kind}" in cmdline or (kind == "api" and "-m api" in cmdline) or \
+                (kind == "janitor" and "core.janitor" in cmdline) or (kind in ("redis-server", "nginx") and kind in cmdline):
+            return kind
+    return None
+
+
+def rss_by_kind() -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            kind = _kind(cmd)
+            if kind is None:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    totals[kind] += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+
+def disk_mb(path: Path) -> float:
+    out = subprocess.run(["du", "-sm", str(path)], capture_output=True, text=True).stdout.split()
+    return float(out[0]) if out else 0.0
+
+
+def sample(client: httpx.Client, data_dir: Path, t0: float) -> dict:
+    r = client.get("/v1/fleet")
+    fleet = r.json() if r.status_code == 200 else {}
+    return {"t_min": round((time.monotonic() - t0) / 60, 2), "rss_mb": rss_by_kind(), "disk_mb": disk_mb(data_dir),
+            "free_disk_mb": fleet.get("free_disk_mb")}
+
+
+class Load:
+    def __init__(self, client: httpx.Client, speaking: list[dict]) -> None:
+        self.client, self.speaking = client, speaking
+        self.jobs: list[str] = []
+        self.tts_jobs: list[str] = []
+        self.refused = 0
+        self.k = 0
+        self.last_tts: str | None = None
+
+    def _track(self, r: httpx.Response) -> str | None:
+        if r.status_code != 202:
+            self.refused += 1
+            return None
+        self.jobs.append(r.json()["job_id"])
+        return self.jobs[-1]
+
+    def step(self) -> None:
+        """One tick: a TTS job; an ASR job on an earlier TTS output; a lip-sync job every 6th tick;
+        the speaking rooms talk every 3rd tick."""
+        self.k += 1
+        job = self._track(self.client.post("/v1/tts", json={"text": f"{TEXTS[self.k % len(TEXTS)]} {self.k}"}))
+        if job:
+            self.tts_jobs.append(job)
+        if len(self.tts_jobs) > 3:
+            view = self.client.get(f"/v1/jobs/{self.tts_jobs[-4]}").json()
+            if view.get("status") == "finished":
+                self.last_tts = view["result"]["file"]
+        if self.last_tts:
+            self._track(self.client.post("/v1/asr", data={"source": self.last_tts}))
+            if self.k % 6 == 0:
+                self._track(self.client.post("/v1/lipsync", json={"avatar_id": "demo", "audio": self.last_tts}))
+        if self.k % 3 == 0:
+            for room in self.speaking:
+                self.client.post(f"/v1/rooms/{room['id']}/say", json={"text": TEXTS[self.k % len(TEXTS)]})
+
+
+def run(args) -> dict:
+    client = httpx.Client(base_url=args.url, timeout=60)
+    data_dir = get_settings().data_dir
+    rooms = [client.post("/v1/rooms", json={"username": f"soak{i}", "ttl_s": int(args.minutes * 60 + 600)}).json()
+             for i in range(args.speaking_rooms + args.idle_rooms)]
+    load = Load(client, rooms[:args.speaking_rooms])
+    t0 = time.monotonic()
+    deadline = t0 + args.minutes * 60
+    samples, next_sample = [], t0 + args.warmup_s
+    while time.monotonic() < deadline:
+        load.step()
+        if time.monotonic() >= next_sample:
+            samples.append(sample(client, data_dir, t0))
+            next_sample += args.sample_s
+        time.sleep(args.every_s)
+    ended = [poll(client, j, interval=0.2, timeout=300)["status"] for j in load.jobs]
+    for room in rooms:
+        client.delete(f"/v1/rooms/{room['id']}")
+    return {"samples": samples, "jobs": len(load.jobs), "refused": load.refused,
+            "finished": ended.count("finished"), "failed": ended.count("failed"),
+            "lost": len(ended) - ended.count("finished") - ended.count("failed")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default="http://127.0.0.1:8181")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--speaking-rooms", type=int, default=1)
+    parser.add_argument("--idle-rooms", type=int, default=3)
+    parser.add_argument("--every-s", type=float, default=3.0)
+    parser.add_argument("--sample-s", type=float, default=60.0)
+    parser.add_argument("--warmup-s", type=float, default=120.0)
+    args = parser.parse_args()
+    result = run(args)
+    first, last = result["samples"][0], result["samples"][-1]
+    growth = {k: round(last["rss_mb"].get(k, 0) - v, 1) for k, v in first["rss_mb"].items()}
+    emit("soak", {"minutes": args.minutes, "first": first, "last": last, "rss_growth_mb": growth,
+                  "disk_growth_mb": round(last["disk_mb"] - first["disk_mb"], 1),
+                  **{k: result[k] for k in ("jobs", "refused", "finished", "failed", "lost")},
+                  "samples": result["samples"]})
+
+
+if __name__ == "__main__":
+    main()
