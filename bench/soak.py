@@ -16,6 +16,8 @@ job counts.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import subprocess
 import time
@@ -25,9 +27,9 @@ from pathlib import Path
 import httpx
 
 from bench.common import emit
-from bench.service import poll
 from core.settings import get_settings
 
+log = logging.getLogger("bench.soak")
 TEXTS = ["大家好，欢迎来到今天的直播间。", "Thank you for joining us today.", "我们现在开始面试。"]
 KINDS = ("api", "tts", "asr", "avatar", "lipsync", "feedback", "stream", "janitor", "redis-server", "nginx")
 
@@ -106,6 +108,21 @@ class Load:
                 self.client.post(f"/v1/rooms/{room['id']}/say", json={"text": TEXTS[self.k % len(TEXTS)]})
 
 
+def final_status(client: httpx.Client, job_id: str, timeout: float = 300.0) -> str:
+    """The job's end state, waiting for it; the API's rate limit is honoured (Retry-After)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/jobs/{job_id}")
+        if r.status_code == 429:
+            time.sleep(float(r.headers.get("Retry-After", "1")))
+            continue
+        status = r.json().get("status") if r.status_code == 200 else f"http_{r.status_code}"
+        if status not in ("queued", "started", "deferred", "scheduled"):
+            return status
+        time.sleep(0.5)
+    return "timeout"
+
+
 def run(args) -> dict:
     client = httpx.Client(base_url=args.url, timeout=60)
     data_dir = get_settings().data_dir
@@ -119,14 +136,17 @@ def run(args) -> dict:
         load.step()
         if time.monotonic() >= next_sample:
             samples.append(sample(client, data_dir, t0))
+            # Each sample is logged as it is taken, so a long run that is cut short still tells.
+            log.info("sample %s", json.dumps(samples[-1]))
             next_sample += args.sample_s
         time.sleep(args.every_s)
-    ended = [poll(client, j, interval=0.2, timeout=300)["status"] for j in load.jobs]
+    ended = [final_status(client, j) for j in load.jobs]
     for room in rooms:
         client.delete(f"/v1/rooms/{room['id']}")
     return {"samples": samples, "jobs": len(load.jobs), "refused": load.refused,
             "finished": ended.count("finished"), "failed": ended.count("failed"),
-            "lost": len(ended) - ended.count("finished") - ended.count("failed")}
+            "lost": len(ended) - ended.count("finished") - ended.count("failed"),
+            "lost_states": sorted(set(ended) - {"finished", "failed"})}
 
 
 def main() -> None:
@@ -139,12 +159,13 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=60.0)
     parser.add_argument("--warmup-s", type=float, default=120.0)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = run(args)
     first, last = result["samples"][0], result["samples"][-1]
     growth = {k: round(last["rss_mb"].get(k, 0) - v, 1) for k, v in first["rss_mb"].items()}
     emit("soak", {"minutes": args.minutes, "first": first, "last": last, "rss_growth_mb": growth,
                   "disk_growth_mb": round(last["disk_mb"] - first["disk_mb"], 1),
-                  **{k: result[k] for k in ("jobs", "refused", "finished", "failed", "lost")},
+                  **{k: result[k] for k in ("jobs", "refused", "finished", "failed", "lost", "lost_states")},
                   "samples": result["samples"]})
 
 
