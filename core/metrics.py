@@ -11,7 +11,6 @@ multiprocess storage when it is imported, from the environment variable.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -91,7 +90,7 @@ class RedisCollector:
         from rq.registry import FailedJobRegistry, StartedJobRegistry
 
         from core.jobs import Kind, get_queue
-        from core.rooms import RoomStore, lease_key
+        from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, RoomStore, latest_is, lease_key
 
         depth = GaugeMetricFamily("mtl_queue_depth", "Jobs per queue and state", labels=["queue", "state"])
         for kind in Kind:
@@ -103,32 +102,21 @@ class RedisCollector:
 
         store = RoomStore(self.redis, None)  # only Redis reads below; no settings needed
         counts = {"open": 0, "speaking": 0, "dark": 0}
-        for room_id in (i.decode() for i in self.redis.smembers("mtl:rooms")):
-            if not store.is_open(room_id):
+        for room in store.list():
+            if not store.is_open(room.id):
                 continue
             counts["open"] += 1
-            recent = [json.loads(e) for e in self.redis.lrange(f"mtl:room:{room_id}:events", -40, -1)]
-            on_air = bool(self.redis.exists(lease_key(room_id))) and _last(recent, {"session_start"},
-                                                                          {"session_end", "session_error", "expired"})
+            recent = store.events(room.id)[-40:]
+            on_air = bool(self.redis.exists(lease_key(room.id))) and latest_is(recent, SESSION_ON, SESSION_OFF)
             if not on_air:
                 counts["dark"] += 1
-            elif _last(recent, {"speech_start"}, {"speech_end", "interrupted", "session_end", "session_error",
-                                                  "expired"}):
+            elif latest_is(recent, SPEECH_ON, SPEECH_OFF):
                 counts["speaking"] += 1
         rooms = GaugeMetricFamily("mtl_rooms", "Live rooms: open, speaking (on air) and dark (open, not on air)",
                                   labels=["state"])
         for state, value in counts.items():
             rooms.add_metric([state], value)
         yield rooms
-
-
-def _last(events: list[dict], on: set[str], off: set[str]) -> bool:
-    for event in reversed(events):
-        if event.get("event") in on:
-            return True
-        if event.get("event") in off:
-            return False
-    return False
 
 
 def render(redis) -> tuple[bytes, str]:

@@ -257,6 +257,20 @@ class Taken:
     from_playing: bool
 
 
+SPEECH_ON, SPEECH_OFF = {"speech_start"}, {"speech_end", "interrupted", "session_end", "session_error", "expired"}
+SESSION_ON, SESSION_OFF = {"session_start"}, {"session_end", "session_error", "expired"}
+
+
+def latest_is(events: list[dict], on: set[str], off: set[str]) -> bool:
+    """Whether the most recent of the `on`/`off` events is an `on` one (False when neither occurs)."""
+    for event in reversed(events):
+        if event.get("event") in on:
+            return True
+        if event.get("event") in off:
+            return False
+    return False
+
+
 def lease_key(room_id: str) -> str:
     return _k(room_id, "lease")
 

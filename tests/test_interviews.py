@@ -20,6 +20,7 @@ from core.interviews.bank import bank_questions, families, match_family
 from core.interviews.generators import GeneratorError, LlmGenerator, check_request, parse_answer
 from core.mediaserver import stat
 from core.settings import Settings
+from test_rooms import Viewer
 from textmetrics import cer
 
 
@@ -167,24 +168,6 @@ def test_interview_renders_clips_whose_speech_is_the_question(api, interview):
             assert r.status_code == 200 and len(r.content) > 1000, (i, ext)
         heard = transcribe(api, f"tests/{zbjname}_{i}.mp4")
         assert cer(question, heard) <= 0.10, (question, heard)
-
-
-class Viewer:
-    """ffmpeg pulling a room's RTMP stream into a file, as a player would."""
-
-    def __init__(self, url: str, seconds: float, out: Path) -> None:
-        self.out = out
-        self.proc = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-rw_timeout", "15000000", "-i", url,
-                                      "-t", str(seconds), "-c", "copy", "-f", "flv", str(out)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait(self, timeout: float) -> str:
-        try:
-            _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode("utf-8", "replace")
 
 
 def test_humanv2_plays_a_question_in_the_live_stream(api, service, interview, tmp_path):

@@ -16,14 +16,13 @@ from core.files import resolve_owned
 from core.flvrelay import flv_viewers
 from core.media import MediaError, probe
 from core.mediaserver import stat as media_stat
-from core.rooms import Room, RoomError, RoomStore, dark_reason, lease_key
+from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, dark_reason,
+                        latest_is, lease_key)
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
 
 # Publisher events that start or end speech, and that start or end its RTMP session.
-SPEECH_ON, SPEECH_OFF = {"speech_start"}, {"speech_end", "interrupted", "session_end", "session_error", "expired"}
-SESSION_ON, SESSION_OFF = {"session_start"}, {"session_end", "session_error", "expired"}
 
 
 def live_view(settings, redis) -> tuple[dict | None, dict]:
@@ -36,20 +35,11 @@ def live_view(settings, redis) -> tuple[dict | None, dict]:
     return streams, flv_viewers(redis)
 
 
-def _last(events: list[dict], on: set[str], off: set[str]) -> bool:
-    for event in reversed(events):
-        if event.get("event") in on:
-            return True
-        if event.get("event") in off:
-            return False
-    return False
-
-
 def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None = None) -> RoomOut:
     streams, flv = live if live is not None else live_view(store.settings, store.r)
     publisher = store.r.get(lease_key(room.id))
     recent = [json.loads(e) for e in store.r.lrange(f"mtl:room:{room.id}:events", -40, -1)]
-    speaking = _last(recent, SPEECH_ON, SPEECH_OFF)
+    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF)
     relay = flv.get(room.stream_key, {"viewers": 0, "relays": 0})
     if streams is not None:
         stream = streams.get(room.stream_key) or {}
@@ -58,7 +48,7 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
     else:
         publishing = None
         by_route = {"flv": relay["viewers"]}
-    on_air = publishing if publishing is not None else bool(publisher) and _last(recent, SESSION_ON, SESSION_OFF)
+    on_air = publishing if publishing is not None else bool(publisher) and latest_is(recent, SESSION_ON, SESSION_OFF)
     return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher.decode() if publisher else None,
                    pending_utterances=store.pending_count(room.id), urls=room.urls(store.settings),
                    state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
