@@ -197,6 +197,10 @@ serverurl=unix://{_esc(sock)}
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
+; Keeps the API's listening socket open even while every API process restarts (see the module).
+[rpcinterface:sockets]
+supervisor.rpcinterface_factory = core.supervisor_sockets:make_interface
+
 ; The batch workers stop together (in parallel), each within its grace.
 [group:workers]
 programs={",".join(batch_kinds())}

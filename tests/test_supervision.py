@@ -282,6 +282,8 @@ def test_every_process_runs_under_supervisord_with_its_own_log(fleet, room):
     for name in names:
         assert (fleet.data_dir / "logs" / f"{name}.log").is_file(), name
     assert (fleet.data_dir / "supervisor" / "supervisord.conf").is_file()
+    # core/supervisor_sockets.py: the API's socket stays open while every API process restarts.
+    assert fleet.rpc.sockets.held() == ["api"]
     # bench/room_capacity finds the stream workers by their command line.
     out = subprocess.run(["pgrep", "-f", "python -m workers stream"], capture_output=True, text=True).stdout.split()
     assert {names["stream-0"]["pid"], names["stream-1"]["pid"]} <= {int(p) for p in out}
@@ -300,8 +302,8 @@ def test_killed_api_answers_within_5s(fleet, room):
     pid, killed = fleet.kill("api:api-0")
     wait_until(lambda: _answers(base), 5, interval=0.05, what="the API to answer")
     MEASURED["api_restart"] = fleet.wait_restarted("api:api-0", pid, killed)
-    # Both API processes at once: supervisord keeps the listening socket, so a request waits in its
-    # backlog instead of being refused.
+    # Both API processes at once: the listening socket stays open (core/supervisor_sockets.py), so a
+    # request waits in its backlog for the restarted API instead of being refused.
     old = {n: fleet.kill(f"api:{n}")[0] for n in ("api-0", "api-1")}
     killed = time.monotonic()
     assert _answers(base, timeout=10)
