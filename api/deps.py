@@ -53,3 +53,12 @@ async def require_legacy_access(request: Request, settings: SettingsDep,
 
 CallerDep = Annotated[Caller, Depends(require_api_key)]
 LegacyCallerDep = Annotated[Caller, Depends(require_legacy_access)]
+
+
+def websocket_caller(websocket, settings: Settings) -> Caller:
+    """The WebSocket handshake's caller: a key in X-API-Key, a Bearer header, or ``?key=`` (browsers
+    cannot set headers on a WebSocket), as for legacy downloads."""
+    auth = websocket.headers.get("authorization", "")
+    token = (websocket.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else None)
+             or websocket.query_params.get("key"))
+    return resolve_caller(websocket, settings, token, legacy=False)

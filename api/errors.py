@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.conversations.service import MessageRejected
 from core.limits import Refused
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused):
         return refused_response(request, exc)
+
+    @app.exception_handler(MessageRejected)
+    async def _message_rejected(request: Request, exc: MessageRejected):
+        return error_response(request, 422, exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

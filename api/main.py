@@ -20,7 +20,7 @@ from api.openapi import install_openapi
 from api.observability import router as metrics_router
 from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
-from api.routers import feedback, interviews
+from api.routers import conversations, feedback, interviews
 from core import metrics
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
@@ -98,11 +98,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                         retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 5))
         app.state.aredis = aioredis.Redis(connection_pool=pool)
         app.state.relays = live.make_hub(settings, app.state.aredis)  # HTTP-FLV relays of this process
+        # Room feeds (WebSockets) block in XREAD: a pool of their own, so they never starve requests.
+        app.state.feeds = aioredis.Redis.from_url(settings.redis_url, password=settings.redis_password,
+                                                  max_connections=settings.max_feeds)
+        app.state.feed_count = 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         yield
         await app.state.relays.close()
         app.state.redis.close()
         await app.state.aredis.aclose()
+        await app.state.feeds.aclose()
 
     app = FastAPI(title="musetalk-live", version="0.1.0", lifespan=lifespan,
                   description="Talking digital humans for live rooms: TTS, ASR, lip-sync and live streams. "
@@ -115,7 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: every request's latency, refusals included
     install_error_handlers(app)
     app.include_router(metrics_router)
-    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, fleet, live, console):
+    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, conversations, fleet, live,
+                   console):
         app.include_router(module.router)
     for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
         app.include_router(module.legacy_router)

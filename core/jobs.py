@@ -15,7 +15,7 @@ from typing import Any
 from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Dependency, Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
@@ -31,6 +31,7 @@ class Kind(str, enum.Enum):
     avatar = "avatar"
     lipsync = "lipsync"
     feedback = "feedback"
+    converse = "converse"
 
 
 class Status(str, enum.Enum):
@@ -51,6 +52,7 @@ JOB_FUNCTIONS: dict[Kind, str] = {
     Kind.avatar: "workers.avatar.prepare_avatar",
     Kind.lipsync: "workers.lipsync.render_lipsync_video",
     Kind.feedback: "workers.feedback.analyse_answer",
+    Kind.converse: "workers.converse.reply_to_message",
 }
 
 
@@ -91,12 +93,14 @@ def enqueue(
     kind: Kind,
     kwargs: dict[str, Any],
     job_id: str | None = None,
-    depends_on: list[str] | None = None,
+    depends_on: list[str] | Dependency | None = None,
     admit: bool = True,
+    at_front: bool = False,
 ) -> str:
     """Enqueue one job. With `admit` (new work from a client) it is first refused (core.limits.Refused)
     while the data disk is nearly full or the queue holds its cap; parts of work already admitted
-    (the second job of a chain) pass admit=False."""
+    (the second job of a chain) pass admit=False. `at_front`: ahead of the queue's waiting jobs (a
+    live reply's sentence goes before batch work)."""
     if admit:
         check_disk(settings)
         check_queue(settings, connection, kind.value)
@@ -112,6 +116,7 @@ def enqueue(
         ttl=settings.result_ttl_s,
         depends_on=depends_on,
         meta={"kind": kind.value, "progress": 0.0},
+        at_front=at_front,
     )
     return job_id
 

@@ -12,6 +12,14 @@ Keys (all under ``mtl:room:<id>``):
                      older one stops before its next frame
     <id>:owner       who made the room: a hash of the API key (api/access.py), absent when unowned
     <id>:events      capped list of JSON events from the publisher (speech start/end, interrupts, sessions)
+    <id>:feed        Redis Stream of everything a front-end follows, in order: the same events plus the
+                     conversation's (user text, reply text, mouth values); read by the WebSocket
+    <id>:turn        conversation turn counter; a new message or an interrupt bumps it, which stops
+                     the reply being generated (core/conversations)
+    <id>:messages    list of message ids, oldest first; <id>:msg hash id -> JSON message;
+    <id>:said        hash "<message id>:<sentence>" -> JSON status set by the publisher; all three
+                     outlive the room by conversation_retention_s (with <id>:owner)
+    <id>:script      how many scripted questions the room has asked
 ``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
 """
 
@@ -40,10 +48,22 @@ _PUSH_CAPPED = """
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 return redis.call('RPUSH', KEYS[1], ARGV[1])
 """
+# As _PUSH_CAPPED, only while the conversation turn is still ARGV[3] (-1: superseded): a reply
+# sentence cut after a barge-in must not be queued behind the interrupt.
+_PUSH_IN_TURN = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return -1 end
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+return redis.call('RPUSH', KEYS[1], ARGV[1])
+"""
 
 
 def _k(room_id: str, suffix: str = "") -> str:
     return f"mtl:room:{room_id}" + (f":{suffix}" if suffix else "")
+
+
+room_key = _k  # for the conversation store, which shares the room's key space
+FEED_MAXLEN = 2000  # entries kept in a room's feed (about a minute of speech with mouth values)
+RETAINED = ("messages", "msg", "said", "owner")  # kept after close for conversation_retention_s
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,11 @@ class Room:
     ttl_s: int
     persistent: bool
     created_at: float
+    language: str = "zh"
+    responder: str | None = None  # None: the settings' conversation_responder
+    system_prompt: str | None = None
+    llm_model: str | None = None
+    job: str | None = None  # the position the script responder asks questions for
 
     def urls(self, settings: Settings) -> dict[str, str]:
         fields = {"stream_key": self.stream_key, "rtmp_port": settings.rtmp_port,
@@ -78,7 +103,9 @@ class RoomStore:
 
     # ---- identity ----
     def create(self, username: str | None = None, avatar_id: str | None = None, ttl_s: int | None = None,
-               persistent: bool = False, zbjname: str | None = None, owner: str | None = None) -> Room:
+               persistent: bool = False, zbjname: str | None = None, owner: str | None = None,
+               **conversation) -> Room:
+        """`conversation`: the Room fields language, responder, system_prompt, llm_model, job."""
         username = username or self.settings.default_username
         if not USERNAME.match(username):
             raise RoomError("username may use letters, digits, Chinese characters, '_', '.', '-' (max 64)")
@@ -93,6 +120,7 @@ class RoomStore:
             ttl_s=int(ttl_s or self.settings.room_ttl_s),
             persistent=persistent,
             created_at=time.time(),
+            **{k: v for k, v in conversation.items() if v is not None},
         )
         data = {k: json.dumps(v) for k, v in asdict(room).items()}
         with self.r.pipeline() as p:
@@ -133,7 +161,8 @@ class RoomStore:
         raw = self.r.hgetall(_k(room_id))
         if not raw:
             return None
-        return Room(**{k.decode(): json.loads(v) for k, v in raw.items()})
+        known = Room.__dataclass_fields__
+        return Room(**{k.decode(): json.loads(v) for k, v in raw.items() if k.decode() in known})
 
     def owner(self, room_id: str) -> str | None:
         raw = self.r.get(_k(room_id, "owner"))
@@ -175,7 +204,11 @@ class RoomStore:
         room = self.get(room_id)
         with self.r.pipeline() as p:
             p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
-                     _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "owner"))
+                     _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "feed"),
+                     _k(room_id, "turn"), _k(room_id, "script"))
+            # The transcript (and who may read it) outlives the room for a while.
+            for suffix in RETAINED:
+                p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
             p.srem(ROOMS, room_id)
             if room is not None:
                 p.delete(NAME_KEY.format(room.zbjname))
@@ -183,12 +216,20 @@ class RoomStore:
         return room is not None
 
     # ---- speech ----
-    def say(self, room: Room, utterance: dict) -> dict:
+    def say(self, room: Room, utterance: dict, turn: int | None = None) -> dict | None:
+        """Queue an utterance; with `turn`, only while that conversation turn is current (None if not)."""
         utterance = {"id": uuid.uuid4().hex, "queued_at": time.time(), **utterance}
         cap = self.settings.max_utterances_per_room
         # One script: the length check and the push cannot interleave with another request's.
-        if self.r.eval(_PUSH_CAPPED, 1, _k(room.id, "utterances"), json.dumps(utterance), cap) == 0:
+        if turn is None:
+            pushed = self.r.eval(_PUSH_CAPPED, 1, _k(room.id, "utterances"), json.dumps(utterance), cap)
+        else:
+            pushed = self.r.eval(_PUSH_IN_TURN, 2, _k(room.id, "utterances"), _k(room.id, "turn"),
+                                 json.dumps(utterance), cap, turn)
+        if pushed == 0:
             raise self._queue_full()
+        if pushed == -1:
+            return None
         self.touch(room)
         return utterance
 
@@ -225,25 +266,40 @@ class RoomStore:
     def playing(self, room_id: str) -> list[dict]:
         return [json.loads(u) for u in self.r.lrange(_k(room_id, "playing"), 0, -1)]
 
-    def interrupt(self, room_id: str) -> int:
+    def interrupt(self, room_id: str, reason: str = "request") -> int:
+        """Stop what the room says and will say; returns the new interrupt generation."""
+        return self.barge_in(room_id, reason)[0]
+
+    def barge_in(self, room_id: str, reason: str = "request") -> tuple[int, int]:
+        """As interrupt; returns (generation, turn), the turn being the new message's own."""
         # One transaction: the queue and the utterance being played go with the bump, so neither
-        # the publisher nor a worker taking the room over can bring an interrupted one back.
+        # the publisher nor a worker taking the room over can bring an interrupted one back; the
+        # turn bump stops a reply still being generated (it would queue more sentences).
         with self.r.pipeline() as p:
             p.delete(_k(room_id, "utterances"), _k(room_id, "playing"))
             p.incr(_k(room_id, "gen"))
-            gen = p.execute()[1]
-        self.event(room_id, "interrupt_requested", gen=gen)
-        return gen
+            p.incr(_k(room_id, "turn"))
+            _, gen, turn = p.execute()
+        self.event(room_id, "interrupt_requested", gen=gen, turn=turn, reason=reason)
+        return gen, turn
 
     def generation(self, room_id: str) -> int:
         return int(self.r.get(_k(room_id, "gen")) or 0)
 
     # ---- events ----
-    def event(self, room_id: str, kind: str, **fields) -> None:
-        key = _k(room_id, "events")
+    def event(self, room_id: str, kind: str, feed_only: bool = False, **fields) -> None:
+        """Record an event in the room's event list and its feed (`feed_only`: the feed alone,
+        for the high-rate mouth values and reply text a front-end follows)."""
+        data = json.dumps({"event": kind, "t": time.time(), **fields}, ensure_ascii=False)
         with self.r.pipeline() as p:
-            p.rpush(key, json.dumps({"event": kind, "t": time.time(), **fields}))
-            p.ltrim(key, -200, -1)
+            if not feed_only:
+                p.rpush(_k(room_id, "events"), data)
+                p.ltrim(_k(room_id, "events"), -200, -1)
+            p.xadd(_k(room_id, "feed"), {"e": data}, maxlen=FEED_MAXLEN, approximate=True)
+            # A publisher may still report (session_end) after its room was closed and its keys
+            # deleted: what it writes then must expire too.
+            for suffix in (("feed",) if feed_only else ("events", "feed")):
+                p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
             p.execute()
 
     def events(self, room_id: str) -> list[dict]:

@@ -186,6 +186,35 @@ class Settings(BaseSettings):
     feedback_vision_api_key: str | None = None
     feedback_vision_timeout_s: float = Field(30.0, gt=0)
 
+    # Conversations (core/conversations): rooms that answer messages. `script` needs nothing
+    # external; `llm` streams from an OpenAI-compatible chat-completions server. The base URL and key
+    # come from settings only (a room-chosen URL would let any caller make the service fetch any host);
+    # a room may choose the model and the system prompt.
+    conversation_responder: Literal["script", "llm"] = "script"
+    converse_workers: int = Field(2, ge=1)
+    converse_max_queued: int = Field(200, ge=1)
+    max_feeds: int = Field(200, ge=1)  # room WebSocket feeds per API process (each holds a Redis connection)
+    conversation_default_language: Literal["zh", "en"] = "zh"
+    max_message_chars: int = Field(500, ge=1)
+    max_message_audio_s: float = Field(60.0, gt=0)
+    max_reply_chars: int = Field(1200, ge=20)
+    conversation_max_messages: int = Field(200, ge=2)  # kept per room (older ones are dropped)
+    conversation_context_messages: int = Field(20, ge=1)  # sent to the LLM with each turn
+    conversation_retention_s: int = Field(24 * 3600, ge=60)  # a closed room's transcript stays this long
+    llm_url: str | None = None  # base URL, e.g. http://host:8000/v1 (…/chat/completions is added)
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = None
+    llm_system_prompt: dict[str, str] = {
+        "zh": "你是直播间里的数字人面试官。用简短、口语化的中文回答，每次不超过三句话，最后提出一个问题。",
+        "en": "You are a digital interviewer in a live room. Answer in short spoken English, at most three "
+              "sentences, and end with one question.",
+    }
+    # The LLM must send its first token within this time, and then never pause longer than
+    # llm_idle_timeout_s; otherwise the script responder answers (an event says so).
+    llm_first_token_timeout_s: float = Field(4.0, gt=0)
+    llm_idle_timeout_s: float = Field(8.0, gt=0)
+    llm_max_reply_s: float = Field(60.0, gt=0)
+
     job_timeout_s: int = 600
     result_ttl_s: int = 7 * 24 * 3600
     failure_ttl_s: int = 7 * 24 * 3600

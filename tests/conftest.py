@@ -157,7 +157,7 @@ def service(redis_server, media_server, tmp_path_factory):
     subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fleet.spawn("-m", "api", name="api")
-    for kind in ("tts", "asr", "avatar", "lipsync", "feedback", "stream"):
+    for kind in ("tts", "asr", "avatar", "lipsync", "feedback", "converse", "stream"):
         fleet.worker(kind)
     base = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=base, timeout=60)

@@ -276,8 +276,11 @@ def _still_publishing(fleet, room) -> None:
 
 def test_every_process_runs_under_supervisord_with_its_own_log(fleet, room):
     names = {p["name"]: p for p in fleet.rpc.supervisor.getAllProcessInfo()}
+    from core.settings import Settings
+
+    scaled = Settings()  # the defaults `make run` scales each kind by
     assert set(names) == {"redis", "media", "api-0", "api-1", "stream-0", "stream-1", "janitor",
-                          *(f"{kind}-0" for kind in batch_kinds())}
+                          *(f"{kind}-{n}" for kind in batch_kinds() for n in range(getattr(scaled, f"{kind}_workers")))}
     assert all(p["statename"] == "RUNNING" for p in names.values()), names
     for name in names:
         assert (fleet.data_dir / "logs" / f"{name}.log").is_file(), name

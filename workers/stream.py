@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
 from core import metrics
+from core.conversations.store import mark_said
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import Status, fetch_job, redis_connection
@@ -135,6 +136,7 @@ class RoomPublisher(threading.Thread):
             if job is None or job.status in (Status.failed, Status.canceled, Status.stopped):
                 self.store.ack_utterance(self.room.id, taken)
                 self.store.event(self.room.id, "utterance_dropped", utterance=utterance["id"], reason="tts failed")
+                self._said(utterance, "failed")
                 return None
             # Not synthesised yet: it stays first in the playing list and is taken again next poll.
             self._waiting_tts = taken.raw
@@ -232,6 +234,10 @@ class RoomPublisher(threading.Thread):
             if pb.held is not None:
                 self.store.event(self.room.id, "interrupted", stream_ts=pb.f / FPS,
                                  utterance=pb.held.utterance["id"])
+                if pb.speech is not None:
+                    self._said(pb.held.utterance, "cut", pb.speech.k / max(1, pb.speech.n))
+                else:
+                    self._said(pb.held.utterance, "dropped")
                 self.store.ack_utterance(self.room.id, pb.held)
             pb.speech, pb.pending, pb.held = None, None, None
         if pb.held is None:
@@ -250,6 +256,7 @@ class RoomPublisher(threading.Thread):
         except Exception as exc:
             log.warning("room %s: utterance failed: %s", self.room.id, exc)
             self.store.event(self.room.id, "utterance_failed", error=str(exc)[:200])
+            self._said(pb.held.utterance, "failed")
             self.store.ack_utterance(self.room.id, pb.held)  # it would fail again for a new owner
             pb.pending, pb.held = None, None
             return
@@ -258,7 +265,9 @@ class RoomPublisher(threading.Thread):
         pb.speech = ready
         self.store.event(self.room.id, "speech_start", stream_ts=pb.f / FPS, utterance=ready.utterance["id"],
                          frames=ready.n, engine=source, queued_at=ready.utterance.get("queued_at"),
-                         replay=ready.replay)
+                         replay=ready.replay, message=ready.utterance.get("message_id"),
+                         sentence=ready.utterance.get("sentence"))
+        self._said(ready.utterance, "speaking")
 
     def _frame_source(self, avatar: Avatar, speech: Speech):
         """(frame iterator, name) for an utterance: a pre-rendered clip's own frames, or the live
@@ -284,10 +293,16 @@ class RoomPublisher(threading.Thread):
             return False
         frame = next(speech.frames, None)
         if frame is None:
-            self.store.event(self.room.id, "speech_end", stream_ts=pb.f / FPS, utterance=speech.utterance["id"])
+            self.store.event(self.room.id, "speech_end", stream_ts=pb.f / FPS, utterance=speech.utterance["id"],
+                             message=speech.utterance.get("message_id"), sentence=speech.utterance.get("sentence"))
+            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"],
+                             frames=[{"t": round(pb.f / FPS, 3), "open": 0.0, "width": 0.0}])
+            self._said(speech.utterance, "spoken")
             self.store.ack_utterance(self.room.id, pb.held)
             pb.speech, pb.held = None, None
             return False
+        if speech.k % POLL_EVERY == 0:
+            self._mouth(pb, speech)
         per_frame = self.settings.live_audio_rate // FPS
         pb.session.encode_video(frame, pb.f, keyframe=pb.need_key)
         pb.need_key, pb.remux = False, False
@@ -295,6 +310,20 @@ class RoomPublisher(threading.Thread):
         pb.session.push_audio(np.pad(pcm, (0, per_frame - pcm.size)))
         speech.k += 1
         return True
+
+    def _mouth(self, pb: Playback, speech: Speech) -> None:
+        """The next POLL_EVERY frames' mouth values on the stream clock, for front-ends that animate
+        their own character in sync with the room's audio (sent as the frames are)."""
+        track, end = speech.track, min(speech.k + POLL_EVERY, speech.n)
+        frames = [{"t": round((pb.f + i - speech.k) / FPS, 3), "open": round(float(track.open[i]), 3),
+                   "width": round(float(track.width[i]), 3)} for i in range(speech.k, min(end, len(track.open)))]
+        if frames:
+            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"], frames=frames)
+
+    def _said(self, utterance: dict, status: str, fraction: float | None = None) -> None:
+        """A conversation reply's sentence was spoken, cut or lost (core/conversations/store.py)."""
+        if utterance.get("message_id"):
+            mark_said(self.store.r, self.settings, self.room.id, utterance, status, fraction)
 
     def _idle(self, pb: Playback, avatar: Avatar) -> None:
         # Until the avatar's idle loop is encoded (first use with these encoder settings), idle

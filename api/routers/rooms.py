@@ -12,6 +12,7 @@ from api.routers.avatars import check_avatar_access, read_avatar
 from api.routers.tts import enqueue_tts
 from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
 from api.uploads import check_audio, owned_ref
+from core.conversations.service import clean_text, welcome
 from core.files import resolve_owned
 from core.flvrelay import flv_viewers
 from core.media import MediaError, probe
@@ -67,7 +68,9 @@ def get_room(store: RoomStore, ref: str, caller: Caller | None = None, change: b
     return room
 
 
-def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None) -> Room:
+def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None,
+                **conversation) -> Room:
+    """`conversation`: language, responder, system_prompt, llm_model, job (core.rooms.Room)."""
     avatar_id = avatar_id or settings.demo_avatar_id
     check_avatar_access(settings, redis, caller, avatar_id)
     avatar = read_avatar(settings, redis, avatar_id)
@@ -75,7 +78,8 @@ def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, call
         raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
     try:
         return RoomStore(redis, settings).create(username=username, avatar_id=avatar_id, ttl_s=ttl_s,
-                                                 owner=caller.owner if caller is not None else None)
+                                                 owner=caller.owner if caller is not None else None,
+                                                 **conversation)
     except RoomError as exc:
         raise ApiError(422, "invalid_input", str(exc)) from exc
 
@@ -92,8 +96,16 @@ def audio_duration(settings, ref: str) -> tuple[str, float]:
 
 @router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")
 async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> RoomOut:
-    room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller)
+    if body.welcome is not None:
+        clean_text(settings, body.welcome, "welcome")  # refused (422) before the room exists
+    room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller,
+                                   language=body.language or settings.conversation_default_language,
+                                   responder=body.responder, system_prompt=body.system_prompt,
+                                   llm_model=body.llm_model, job=body.job)
+    if body.welcome:
+        await run_in_threadpool(welcome, redis, settings, room, body.welcome)
     return await run_in_threadpool(room_out, RoomStore(redis, settings), room)
+
 
 
 @router.get("", response_model=list[RoomOut], summary="Open rooms")

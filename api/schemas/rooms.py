@@ -11,6 +11,15 @@ class RoomCreate(BaseModel):
     username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
     avatar_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     ttl_s: int | None = Field(None, ge=10, le=86400, description="close after this long without activity")
+    language: Literal["zh", "en"] | None = Field(None, description="what the room speaks and hears "
+                                                 "(default: MTL_CONVERSATION_DEFAULT_LANGUAGE)")
+    responder: Literal["script", "llm"] | None = Field(None, description="who answers messages (default: "
+                                                       "MTL_CONVERSATION_RESPONDER)")
+    system_prompt: str | None = Field(None, max_length=4000, description="llm responder: the system prompt")
+    llm_model: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9_.:/@+\-]+$",
+                                  description="llm responder: the model (the server URL and key are settings)")
+    job: str | None = Field(None, max_length=100, description="script responder: the position its questions are for")
+    welcome: str | None = Field(None, max_length=2000, description="said once the room's stream is up")
 
 
 class RoomOut(BaseModel):
@@ -22,6 +31,11 @@ class RoomOut(BaseModel):
     ttl_s: int
     persistent: bool
     created_at: float
+    language: str = "zh"
+    responder: str | None = None
+    system_prompt: str | None = None
+    llm_model: str | None = None
+    job: str | None = None
     open: bool
     publisher: str | None = None
     pending_utterances: int = 0

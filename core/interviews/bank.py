@@ -82,9 +82,9 @@ def _seed(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\x1f".join(parts).encode()).digest()[:8], "big")
 
 
-def bank_questions(job: str, count: int, language: str) -> tuple[str, list[str]]:
-    """(family, questions): the opening question, then the family's questions, then the general
-    ones, each group in an order seeded by the job text; never a question twice."""
+def ordered_questions(job: str, language: str) -> tuple[str, list[str]]:
+    """(family, every question in asking order): the opening question, then the family's
+    questions, then the general ones, each group in an order seeded by the job text; no repeats."""
     if language not in LANGUAGES:
         raise BankError(f"the bank has questions in {', '.join(LANGUAGES)}, not {language!r}")
     fams = families()
@@ -98,6 +98,12 @@ def bank_questions(job: str, count: int, language: str) -> tuple[str, list[str]]
     for question in [fams[GENERAL].opening.get(language, ""), *specific, *general]:
         if question and question not in ordered:
             ordered.append(question)
+    return family, ordered
+
+
+def bank_questions(job: str, count: int, language: str) -> tuple[str, list[str]]:
+    """(family, the first `count` questions of `ordered_questions`)."""
+    family, ordered = ordered_questions(job, language)
     if count > len(ordered):
         raise BankError(f"the bank has only {len(ordered)} {language} questions for {family}")
     return family, ordered[:count]

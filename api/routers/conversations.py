@@ -1,0 +1,160 @@
+"""Conversations with a room: messages in, replies spoken in the stream, and the room's live feed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key, websocket_caller
+from api.errors import ApiError
+from api.routers.rooms import get_room
+from api.schemas.conversations import MessageAccepted, MessageIn, MessageOut
+from api.uploads import check_audio, owned_ref, save_audio_upload
+from core.conversations.service import history, post_message
+from core.files import public_ref, resolve_owned
+from core.live import FPS
+from core.media import MediaError, probe
+from core.rooms import ROOM_ID, RoomStore, room_key
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
+_MESSAGE_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "string", "format": "binary", "description": "a spoken message (audio)"},
+        "text": {"type": "string"}}}}}}}
+
+
+def _message_audio(settings, ref: str) -> str:
+    """An owned audio reference, probed and within max_message_audio_s."""
+    ref = owned_ref(settings, ref)
+    try:
+        info = probe(resolve_owned(settings, ref))
+    except MediaError as exc:
+        raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
+    check_audio(info, settings.max_message_audio_s)
+    return ref
+
+
+async def _read_message(request: Request, settings) -> tuple[str | None, str | None]:
+    """(text, audio reference) from a JSON body or a multipart form."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload, text = form.get("file"), form.get("text")
+        if upload is not None and getattr(upload, "filename", None):
+            path, _info = await save_audio_upload(settings, upload)
+            return None, await run_in_threadpool(_message_audio, settings, public_ref(settings, path))
+        return (text if isinstance(text, str) else None), None
+    try:
+        body = MessageIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_input", "a JSON object with `text` or `audio`, or a multipart form with "
+                       "`file` or `text`") from exc
+    if body.audio and body.text:
+        raise ApiError(422, "invalid_input", "give `text` or `audio`, not both")
+    if body.audio:
+        return None, await run_in_threadpool(_message_audio, settings, body.audio)
+    return body.text, None
+
+
+@router.post("/{room_ref}/messages", status_code=202, response_model=MessageAccepted, openapi_extra=_MESSAGE_BODY,
+             dependencies=[Depends(require_api_key)],
+             summary="Say something to the room: it stops what it is saying and answers in its stream")
+async def create_message(room_ref: str, request: Request, settings: SettingsDep, redis: RedisDep,
+                         caller: CallerDep) -> MessageAccepted:
+    store = RoomStore(redis, settings)
+    room = await run_in_threadpool(get_room, store, room_ref, caller)
+    text, audio = await _read_message(request, settings)
+    message = await run_in_threadpool(post_message, redis, settings, room, text, audio)
+    return MessageAccepted(message_id=message["id"], room_id=room.id, turn=message["turn"], job_id=message["job_id"],
+                           asr_job_id=message.get("asr_job_id"), status=message["status"],
+                           ws_url=settings.api_base.replace("http", "ws", 1) + f"/v1/rooms/{room.id}/ws")
+
+
+def _history_room_id(store: RoomStore, ref: str, caller) -> str:
+    """An open room, or a closed one whose transcript is still kept (by id, for its owner)."""
+    try:
+        return get_room(store, ref, caller).id
+    except ApiError:
+        if not ROOM_ID.match(ref) or not store.r.exists(room_key(ref, "messages")):
+            raise
+        owner = store.owner(ref)
+        if not caller.may_use(owner):
+            raise
+        return ref
+
+
+@router.get("/{room_ref}/messages", response_model=list[MessageOut], dependencies=[Depends(require_api_key)],
+            summary="The room's conversation, oldest first (kept for a while after the room closes)")
+async def list_messages(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[dict]:
+    store = RoomStore(redis, settings)
+    room_id = await run_in_threadpool(_history_room_id, store, room_ref, caller)
+    return await run_in_threadpool(history, redis, settings, room_id)
+
+
+# ---- the live feed ----
+
+@router.websocket("/{room_ref}/ws")
+async def room_feed(websocket: WebSocket, room_ref: str) -> None:
+    """Everything a front-end follows, in order, as JSON objects with an `event` field: user_text,
+    reply_start, reply_delta, reply_sentence, reply_end, speech_start/speech_end (with `stream_ts`, the
+    stream clock in seconds), mouth (per-frame `t` on the stream clock, `open`, `width`), interrupted,
+    responder_fallback, message_failed, ...; each carries its feed `id`: reconnect with `?since=<id>`
+    to get what was missed. Keys: `?key=` or the usual headers."""
+    settings, redis = websocket.app.state.settings, websocket.app.state.redis
+    store = RoomStore(redis, settings)
+    try:
+        caller = websocket_caller(websocket, settings)
+        room = await run_in_threadpool(get_room, store, room_ref, caller)
+    except ApiError as exc:
+        await websocket.close(code=4401 if exc.status == 401 else 4404, reason=exc.message[:120])
+        return
+    feeds = websocket.app.state.feeds
+    if websocket.app.state.feed_count >= settings.max_feeds:
+        await websocket.close(code=1013, reason="too many feeds on this API process; retry")
+        return
+    await websocket.accept()
+    websocket.app.state.feed_count += 1
+    try:
+        await _follow(websocket, feeds, store, room.id, websocket.query_params.get("since"))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        websocket.app.state.feed_count -= 1
+
+
+async def _follow(websocket: WebSocket, feeds: aioredis.Redis, store: RoomStore, room_id: str,
+                  since: str | None) -> None:
+    key = room_key(room_id, "feed")
+    if not since:
+        newest = await feeds.xrevrange(key, count=1)
+        since = newest[0][0].decode() if newest else "0-0"
+    await websocket.send_json({"event": "hello", "room_id": room_id, "fps": FPS, "since": since})
+    closed = asyncio.ensure_future(_until_closed(websocket))
+    try:
+        while not closed.done():
+            entries = await feeds.xread({key: since}, block=1000, count=500)
+            for _stream, items in entries or []:
+                for entry_id, fields in items:
+                    since = entry_id.decode()
+                    await websocket.send_text(json.dumps({"id": since, **json.loads(fields[b"e"])}, ensure_ascii=False))
+            if not entries and not await run_in_threadpool(store.is_open, room_id):
+                await websocket.send_json({"event": "room_closed", "room_id": room_id})
+                await websocket.close(code=1000)
+                return
+    finally:
+        closed.cancel()
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Reads (and ignores) what the client sends, so a closed connection is noticed."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return

@@ -1,0 +1,157 @@
+"""Responders: what a room answers, as a stream of text deltas. One interface, two kinds:
+
+* `script` (offline default): a brief acknowledgement, then the next question of the room's
+  interview (or of the question bank for the room's position), in the room's language.
+* `llm`: any OpenAI-compatible chat-completions server, streamed (`"stream": true`, SSE); a server
+  that ignores streaming and answers one JSON completion is accepted too.
+
+A responder raises ResponderFailed when it cannot answer; the turn then falls back to `script`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import httpx
+from redis import Redis
+
+from core.interviews.bank import ordered_questions
+from core.interviews.store import InterviewStore
+from core.rooms import Room, room_key
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    room: Room
+    user_text: str
+    message_id: str = ""  # the user message answered (a rerun of the turn asks the same question)
+    history: list[dict] = field(default_factory=list)  # earlier messages, {"role", "content"}
+    language: str = "zh"
+
+
+class ResponderFailed(RuntimeError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Responder(Protocol):
+    name: str
+
+    def reply(self, ctx: TurnContext) -> Iterator[str]: ...
+
+
+ACKS = {
+    "zh": ["好的，谢谢你的回答。", "明白了，谢谢。", "嗯，这个回答很清楚。", "好的，我了解了。"],
+    "en": ["Thank you for your answer.", "I see, thank you.", "Got it, that is clear.", "All right, understood."],
+}
+DEFER = {"zh": "这个问题我们可以在最后再聊。", "en": "Let us come back to that question at the end."}
+CLOSING = {"zh": "今天的问题就到这里，感谢你的时间。", "en": "That is all my questions for today. Thank you for your time."}
+
+
+# The question index a message is answered with: the next one the first time, the same one when
+# the turn runs again (its worker died mid-way and the job was recovered).
+_ASKED = """
+local seen = redis.call('HGET', KEYS[1], ARGV[1])
+if seen then return tonumber(seen) end
+local n = redis.call('HLEN', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], n)
+return n
+"""
+
+
+class ScriptResponder:
+    name = "script"
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.r = redis
+        self.settings = settings
+
+    def questions(self, room: Room, language: str) -> list[str]:
+        interview = InterviewStore(self.r, self.settings).for_room(room.id)
+        if interview and interview.get("language") == language:
+            return [q["text"] for q in interview["questions"]]
+        return ordered_questions(room.job or "", language)[1]
+
+    def reply(self, ctx: TurnContext) -> Iterator[str]:
+        language = ctx.language if ctx.language in ACKS else "zh"
+        asked = int(self.r.eval(_ASKED, 1, room_key(ctx.room.id, "script"), ctx.message_id or "-"))
+        yield ACKS[language][asked % len(ACKS[language])]
+        if ctx.user_text.rstrip().endswith(("?", "？")):
+            yield DEFER[language]
+        questions = self.questions(ctx.room, language)
+        yield questions[asked] if asked < len(questions) else CLOSING[language]
+
+
+class LlmResponder:
+    name = "llm"
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.llm_url:
+            raise ResponderFailed("llm_not_configured", "MTL_LLM_URL is not set")
+        self.settings = settings
+        self.url = settings.llm_url.rstrip("/") + "/chat/completions"
+
+    def _body(self, ctx: TurnContext) -> dict:
+        prompt = ctx.room.system_prompt or self.settings.llm_system_prompt.get(ctx.language) or ""
+        messages = ([{"role": "system", "content": prompt}] if prompt else []) + ctx.history + \
+            [{"role": "user", "content": ctx.user_text}]
+        return {"model": ctx.room.llm_model or self.settings.llm_model, "messages": messages, "stream": True}
+
+    def reply(self, ctx: TurnContext) -> Iterator[str]:
+        s = self.settings
+        headers = {"Authorization": f"Bearer {s.llm_api_key}"} if s.llm_api_key else {}
+        # The read timeout bounds every wait for the next bytes; the turn also bounds the first
+        # token and the whole reply (it reads this generator from another thread).
+        timeout = httpx.Timeout(connect=min(3.0, s.llm_first_token_timeout_s), read=s.llm_idle_timeout_s,
+                                write=5.0, pool=5.0)
+        try:
+            with httpx.Client(timeout=timeout) as client, \
+                    client.stream("POST", self.url, json=self._body(ctx), headers=headers) as response:
+                if response.status_code != 200:
+                    raise ResponderFailed("llm_http_error", f"the LLM answered HTTP {response.status_code}")
+                if "json" in response.headers.get("content-type", ""):
+                    yield _whole_completion(response.read())
+                    return
+                yield from _sse_deltas(response.iter_lines())
+        except httpx.TimeoutException as exc:
+            raise ResponderFailed("llm_timeout", f"the LLM did not answer in time ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ResponderFailed("llm_unreachable", f"the LLM is unreachable: {exc}") from exc
+
+
+def _whole_completion(raw: bytes) -> str:
+    try:
+        return json.loads(raw)["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ResponderFailed("llm_bad_answer", "the LLM's answer is not a chat completion") from exc
+
+
+def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            choice = json.loads(data)["choices"][0]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ResponderFailed("llm_bad_answer", "the LLM sent an event that is not a completion chunk") from exc
+        delta = (choice.get("delta") or {}).get("content") or ""
+        if delta:
+            yield delta
+
+
+def load_responder(name: str, redis: Redis, settings: Settings) -> Responder:
+    if name == "llm":
+        return LlmResponder(settings)
+    if name == "script":
+        return ScriptResponder(redis, settings)
+    raise ResponderFailed("unknown_responder", f"no responder {name!r}; choose script or llm")
