@@ -13,10 +13,12 @@ LOW_LATENCY = ["-fflags", "nobuffer", "-flags", "low_delay", "-probesize", "3276
 
 
 class AudioViewer(threading.Thread):
-    """Decodes the stream's audio as it arrives; keeps (arrival wall time, RMS) per 20 ms."""
+    """Decodes the stream's audio as it arrives; keeps (arrival wall time, RMS) per 20 ms and, with
+    `keep_audio`, the 16 kHz samples themselves (what a listener heard by a given time)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, keep_audio: bool = False) -> None:
         super().__init__(daemon=True)
+        self.chunks: list[tuple[float, np.ndarray]] | None = [] if keep_audio else None
         self.proc = subprocess.Popen(["ffmpeg", "-v", "error", *LOW_LATENCY, "-i", url, "-vn", "-ac", "1",
                                       "-ar", "16000", "-f", "s16le", "-"], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
@@ -28,7 +30,15 @@ class AudioViewer(threading.Thread):
             if len(buf) < 640:
                 return
             pcm = np.frombuffer(buf, "<i2").astype(np.float32) / 32768
-            self.levels.append((time.time(), float(np.sqrt(np.mean(pcm**2)))))
+            now = time.time()
+            self.levels.append((now, float(np.sqrt(np.mean(pcm**2)))))
+            if self.chunks is not None:
+                self.chunks.append((now, pcm))
+
+    def audio_between(self, start: float, end: float) -> np.ndarray:
+        """The samples that arrived between two wall times (needs keep_audio)."""
+        parts = [pcm for arrived, pcm in list(self.chunks or []) if start <= arrived < end]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def first_loud_after(self, t: float, threshold: float = 0.02) -> float | None:
         for arrived, rms in list(self.levels):

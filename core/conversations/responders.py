@@ -82,11 +82,12 @@ class ScriptResponder:
     def reply(self, ctx: TurnContext) -> Iterator[str]:
         language = ctx.language if ctx.language in ACKS else "zh"
         asked = int(self.r.eval(_ASKED, 1, room_key(ctx.room.id, "script"), ctx.message_id or "-"))
-        yield ACKS[language][asked % len(ACKS[language])]
+        parts = [ACKS[language][asked % len(ACKS[language])]]
         if ctx.user_text.rstrip().endswith(("?", "？")):
-            yield DEFER[language]
+            parts.append(DEFER[language])
         questions = self.questions(ctx.room, language)
-        yield questions[asked] if asked < len(questions) else CLOSING[language]
+        parts.append(questions[asked] if asked < len(questions) else CLOSING[language])
+        yield (" " if language == "en" else "").join(parts)
 
 
 class LlmResponder:

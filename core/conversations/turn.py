@@ -207,7 +207,8 @@ class TurnRunner:
             self.rooms.event(self.room_id, "user_text", feed_only=True, message=message["id"], text=message["text"],
                              source="audio")
         else:
-            self.rooms.event(self.room_id, "message_failed", message=message["id"], **message["error"])
+            self.rooms.event(self.room_id, "message_failed", message=message["id"], code=message["error"]["code"],
+                             detail=message["error"]["message"])
         return message
 
     def _error(self, reply: dict, code: str, detail: str) -> None:
