@@ -19,7 +19,11 @@ class AudioViewer(threading.Thread):
     def __init__(self, url: str, keep_audio: bool = False) -> None:
         super().__init__(daemon=True)
         self.chunks: list[tuple[float, np.ndarray]] | None = [] if keep_audio else None
-        self.proc = subprocess.Popen(["ffmpeg", "-v", "error", *LOW_LATENCY, "-i", url, "-vn", "-ac", "1",
+        # A probe long enough to meet the first audio packet: a stream pulled from its start opens with
+        # a large keyframe, and a 32 KB probe would find no audio at all. Probing only delays the start;
+        # what follows is decoded as it arrives.
+        probe = ["-fflags", "nobuffer", "-flags", "low_delay", "-probesize", "2000000", "-analyzeduration", "1000000"]
+        self.proc = subprocess.Popen(["ffmpeg", "-v", "error", *probe, "-i", url, "-map", "0:a:0", "-ac", "1",
                                       "-ar", "16000", "-f", "s16le", "-"], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
         self.levels: deque[tuple[float, float]] = deque(maxlen=100000)

@@ -139,7 +139,18 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def service(redis_server, media_server, tmp_path_factory):
+def llm_stub():
+    """The OpenAI-compatible streaming server the fleet's `llm` responder talks to (bench/llmstub.py);
+    tests script its next answers (stub.clear(), stub.then_status(...), ...)."""
+    from bench.llmstub import LlmStub
+
+    stub = LlmStub(first_delay_s=0.3, token_delay_s=0.05)
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def service(redis_server, media_server, llm_stub, tmp_path_factory):
     """API + one worker of every kind + the media server, like `make run`, with tight limits for the tests."""
     data_dir = tmp_path_factory.mktemp("data")
     port = free_port()
@@ -151,7 +162,10 @@ def service(redis_server, media_server, tmp_path_factory):
                     # runs API processes of its own with tight ones.
                     MTL_RATE_LIMIT="1000/second",
                     # CORS is off by default; the contract tests call from this (made-up) player page.
-                    MTL_CORS_ORIGINS='["http://player.example"]')
+                    MTL_CORS_ORIGINS='["http://player.example"]',
+                    # Rooms with the `llm` responder talk to the stub; a silent LLM is given up quickly.
+                    MTL_LLM_URL=llm_stub.url, MTL_LLM_MODEL="stub-model", MTL_LLM_API_KEY="stub-key",
+                    MTL_LLM_FIRST_TOKEN_TIMEOUT_S="2", MTL_LLM_IDLE_TIMEOUT_S="2")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     # As `make run` does: the bundled demo avatar exists before the fleet starts.
     subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,

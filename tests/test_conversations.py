@@ -22,7 +22,7 @@ from conftest import poll_job, wait_until
 from core.interviews.bank import ordered_questions
 from speech import tone_wav, tts_pcm, wav_bytes
 from test_rooms import events, open_room, publishing, wait_event
-from textmetrics import cer
+from textmetrics import best_cer, cer
 
 pytestmark = pytest.mark.slow
 
@@ -169,3 +169,116 @@ def test_script_room_welcomes_answers_and_feeds_a_front_end_in_order(api, servic
     again.wait_for(lambda e: e["event"] == "reply_end" and e["message"] == reply["id"], 10, "the replayed feed")
     again.close()
     assert [e["event"] for e in again.events if e.get("message") == reply["id"]][:2] == ["reply_start", "reply_delta"]
+
+
+# ---- the llm responder, against the streaming stub ----
+
+def test_llm_reply_is_heard_before_the_llm_has_finished(api, service, llm_stub):
+    reply_text = ("好的，谢谢你的回答。我们来聊聊你最近做过的一个项目，你在项目里具体负责哪一部分，遇到过什么困难？"
+                  "最后，你是怎么解决这些困难的？")
+    llm_stub.clear()
+    llm_stub.then_stream(reply=reply_text, token_delay_s=0.25)  # the whole reply takes about 9 s
+    room = live_room(api, service, username="conv_llm", responder="llm", system_prompt="你是面试官。",
+                     llm_model="room-model")
+    viewer = AudioViewer(room["urls"]["rtmp"], keep_audio=True)
+    viewer.start()
+    try:
+        wait_until(lambda: len(viewer.levels) > 50, 20, what="the viewer to receive the stream")
+        sent_at = time.time()
+        sent = post(api, room["id"], text="你好，我叫小王。")
+        [request] = llm_stub.wait_requests(1)
+        wait_until(lambda: request.finished_at, 30, what="the LLM stub to send its last token")
+        heard = viewer.first_loud_after(sent_at)
+        assert heard is not None and heard < request.last_token_at, \
+            f"first speech heard {heard - sent_at:.2f} s after the message, last token at {request.last_token_at - sent_at:.2f} s"
+        # What a listener had heard by the time the LLM sent its last token holds the first sentence.
+        text = transcribe_pcm(api, viewer.audio_between(sent_at, request.last_token_at))
+        assert best_cer("好的，谢谢你的回答。", text) <= 0.2, text
+        reply = reply_to(api, room["id"], sent["message_id"], {"spoken"}, 60)
+    finally:
+        viewer.stop()
+    assert reply["responder"] == "llm" and reply["generated"] == reply_text and reply["text"] == reply_text
+    assert len(reply["sentences"]) >= 3
+    body = request.body
+    assert body["stream"] is True and body["model"] == "room-model" and request.auth == "Bearer stub-key"
+    assert body["messages"][0] == {"role": "system", "content": "你是面试官。"}
+    assert body["messages"][-1] == {"role": "user", "content": "你好，我叫小王。"}
+
+
+def test_a_new_message_barges_in_and_the_history_keeps_what_was_said(api, service, llm_stub):
+    long_reply = "好的。" + "".join(f"第{n}点，我们需要仔细讨论这个项目里的设计和取舍。" for n in "一二三四五六")
+    llm_stub.clear()
+    llm_stub.then_stream(reply=long_reply, token_delay_s=0.2).then_stream(reply="明白了，我们换一个话题。")
+    llm_stub.then_stream(reply=long_reply, token_delay_s=0.2)
+    room = live_room(api, service, username="conv_barge", responder="llm")
+    first = post(api, room["id"], text="请介绍一下你的项目。")
+    reply1 = reply_to(api, room["id"], first["message_id"], {"speaking", "generating"}, 30)
+    wait_until(lambda: any(e["event"] == "speech_start" and e.get("sentence") == 1 for e in events(api, room["id"])),
+               30, interval=0.05, what="the second sentence to start")
+    time.sleep(0.8)
+    requested = time.time()
+    second = post(api, room["id"], text="等一下，我想问一个问题。")
+    stopped = wait_event(api, room["id"], "interrupted", 5)
+    assert stopped["stream_ts"] - (requested - session_t0(api, room["id"])) <= 0.5, "speech went on after the barge-in"
+    abandoned = llm_stub.requests[0]
+    wait_until(lambda: abandoned.disconnected_at or abandoned.finished_at, 5, what="the first generation to stop")
+    assert abandoned.disconnected_at and abandoned.disconnected_at - requested < 1.0, "the LLM stream was not dropped"
+    reply2 = reply_to(api, room["id"], second["message_id"], {"spoken"}, 60)
+    history = said(api, room["id"])
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    cut = next(m for m in history if m["id"] == reply1["id"])
+    states = [s["status"] for s in cut["sentences"]]
+    assert cut["status"] == "interrupted" and states[:2] == ["spoken", "cut"], states
+    assert set(states[2:]) <= {"dropped"}, states
+    assert cut["text"].startswith("好的。第一点") and cut["text"].endswith("…") and len(cut["text"]) < len(long_reply)
+    assert cut["generated"] != long_reply, "generation went on after the barge-in"
+    # The LLM continues from what viewers heard, not from what it had generated.
+    told = [m["content"] for m in llm_stub.requests[1].body["messages"] if m["role"] == "assistant"]
+    assert told == [cut["text"]]
+    assert reply2["text"] == "明白了，我们换一个话题。"
+    # POST /interrupt stops a reply being generated too.
+    third = post(api, room["id"], text="请继续。")
+    reply_to(api, room["id"], third["message_id"], {"speaking"}, 30)
+    assert api.post(f"/v1/rooms/{room['id']}/interrupt").status_code == 200
+    interrupted = reply_to(api, room["id"], third["message_id"], {"interrupted"}, 10)
+    assert len(interrupted["generated"]) < len(long_reply)
+    wait_until(lambda: llm_stub.requests[2].disconnected_at, 5, what="the third generation to stop")
+
+
+def test_a_failing_llm_is_replaced_by_the_script(api, service, llm_stub):
+    llm_stub.clear()
+    llm_stub.then_status(503).then_hang(30).then_stall(after_tokens=6, seconds=30)
+    room = live_room(api, service, username="conv_fail", responder="llm", job="软件工程师")
+    questions = ordered_questions("软件工程师", "zh")[1]
+    outcomes = []
+    for n, text in enumerate(["你好。", "我准备好了。", "请问。"]):
+        sent_at = time.time()
+        sent = post(api, room["id"], text=text)
+        reply = reply_to(api, room["id"], sent["message_id"], {"spoken"}, 60)
+        outcomes.append((reply, [e for e in events(api, room["id"]) if e["t"] >= sent_at]))
+    (r1, e1), (r2, e2), (r3, e3) = outcomes
+    fallback1 = next(e for e in e1 if e["event"] == "responder_fallback")
+    assert fallback1["reason"] == "llm_http_error" and r1["fallback"]["reason"] == "llm_http_error"
+    assert r1["responder"] == "script" and r1["text"].endswith(questions[0])
+    # A silent LLM is given up after MTL_LLM_FIRST_TOKEN_TIMEOUT_S (2 s here), then the script answers.
+    fallback2 = next(e for e in e2 if e["event"] == "responder_fallback")
+    post2 = llm_stub.requests[1].received_at
+    assert fallback2["reason"] == "llm_timeout" and 1.9 <= fallback2["t"] - post2 <= 3.0, fallback2["t"] - post2
+    assert r2["responder"] == "script" and r2["text"].endswith(questions[1])
+    # An LLM that stalls mid-reply keeps what it said, and says why it stopped.
+    assert not [e for e in e3 if e["event"] == "responder_fallback"]
+    assert r3["responder"] == "llm" and r3["error"]["code"] == "llm_timeout" and r3["text"] == "好的，谢谢你的回答。", r3
+    assert publishing(service.media, room["stream_key"])
+    assert [m["role"] for m in said(api, room["id"])] == ["user", "assistant"] * 3
+
+
+def test_a_spoken_question_is_recognised_and_answered(api, service):
+    room = live_room(api, service, username="conv_audio")
+    question = "你好，我叫小王，我已经准备好了。"
+    pcm, rate = tts_pcm(api, question)
+    r = api.post(f"/v1/rooms/{room['id']}/messages", files={"file": ("question.wav", wav_bytes(pcm, rate), "audio/wav")})
+    assert r.status_code == 202 and r.json()["status"] == "transcribing" and r.json()["asr_job_id"], r.text
+    reply = reply_to(api, room["id"], r.json()["message_id"], {"spoken"}, 60)
+    user = next(m for m in said(api, room["id"]) if m["id"] == r.json()["message_id"])
+    assert user["source"] == "audio" and user["status"] == "received" and cer(question, user["text"]) <= 0.2, user
+    assert reply["responder"] == "script" and reply["text"]

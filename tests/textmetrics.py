@@ -29,3 +29,12 @@ def wer(reference: str, hypothesis: str) -> float:
 
     ref, hyp = words(reference), words(hypothesis)
     return _levenshtein(ref, hyp) / max(1, len(ref))
+
+
+def best_cer(reference: str, hypothesis: str) -> float:
+    """The CER of the reference against the best-matching stretch of a longer hypothesis (is the
+    sentence somewhere in what was heard?)."""
+    ref, hyp = _strip(reference), _strip(hypothesis)
+    n = len(ref)
+    spans = [hyp[i:i + m] for m in range(max(1, n - 2), n + 3) for i in range(0, max(1, len(hyp) - m + 1))]
+    return min((cer(ref, span) for span in spans), default=1.0)
