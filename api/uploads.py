@@ -142,6 +142,17 @@ async def upload_or_source(settings: Settings, upload: UploadFile | None, source
     raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
 
 
+def owned_audio(settings: Settings, ref: str, max_s: float) -> tuple[str, float]:
+    """(owned reference, duration) of decodable audio no longer than `max_s`, or the JSON error."""
+    ref = owned_ref(settings, ref)
+    try:
+        info = probe(resolve_owned(settings, ref))
+    except MediaError as exc:
+        raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
+    check_audio(info, max_s)
+    return ref, info.duration_s
+
+
 def owned_ref(settings: Settings, ref: str) -> str:
     """Normalise a client's reference to a file the service owns, or answer 404."""
     try:

@@ -350,17 +350,11 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
     viewer = None
     try:
         deadline = time.monotonic() + 60
-        while (state := client.get(f"/v1/rooms/{room['id']}").json()).get("state") == "dark":
+        while not (state := client.get(f"/v1/rooms/{room['id']}").json()).get("publishing"):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the room did not go on air in 60 s: {state.get('dark_reason')}")
             time.sleep(0.2)
-        viewer = AudioViewer(room["urls"]["rtmp"])
-        viewer.start()
-        deadline = time.monotonic() + 30
-        while not viewer.levels:
-            if time.monotonic() > deadline or not viewer.is_alive():
-                raise RuntimeError(f"the viewer got no audio from {room['urls']['rtmp']}")
-            time.sleep(0.1)
+        viewer = attach_viewer(room["urls"]["rtmp"])
         conv = Conversation(client, stub, room, viewer)
         log(f"room {room['id']} on air; warm-up message")
         warmup = [conv.send("warmup", {"text": "你好，我准备好了。"}) for _ in range(args.warmup)]
@@ -392,6 +386,22 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
         if viewer is not None:
             viewer.stop()
         client.delete(f"/v1/rooms/{room['id']}")
+
+
+def attach_viewer(url: str, timeout: float = 30) -> AudioViewer:
+    """A viewer that gets audio; one that connected too early (the stream just starting) is replaced."""
+    deadline = time.monotonic() + timeout
+    while True:
+        viewer = AudioViewer(url)
+        viewer.start()
+        while viewer.is_alive() and not viewer.levels and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if viewer.levels:
+            return viewer
+        viewer.stop()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no viewer could pull audio from {url} in {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 def _fmt(v: float | None) -> str:

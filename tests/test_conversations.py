@@ -11,7 +11,6 @@ import json
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -133,6 +132,9 @@ def test_script_room_welcomes_answers_and_feeds_a_front_end_in_order(api, servic
     assert feed.wait_for(lambda e: e["event"] == "hello", 10, "hello")["room_id"] == room["id"]
     welcome = said(api, room["id"])[0]
     assert welcome["source"] == "welcome"
+    # The publisher rendered through the speech path before its stream began: no cold first word.
+    warmed = wait_event(api, room["id"], "warmed", 30)
+    assert warmed["t"] <= wait_event(api, room["id"], "session_start", 30)["t"]
     # The welcome is spoken once the stream is up, then the room answers a typed message.
     feed.wait_for(lambda e: e["event"] == "speech_end" and e.get("message") == welcome["id"]
                   and e.get("sentence") == len(welcome["sentences"]) - 1, 60, "the welcome to be spoken")

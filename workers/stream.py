@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -43,11 +43,11 @@ from core.rooms import (STREAM_ALIVE_KEY, Room, RoomLease, RoomStore, Taken, fen
 from core.settings import Settings, get_settings
 from models.lipsync.engines import live_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from workers.frames import Continuity, IdleSource, Pacer, SpeechSource
 
 log = logging.getLogger(__name__)
 
 POLL_EVERY = 5  # frames between Redis checks (200 ms)
-LEAD_S = 0.15  # how far ahead of real time frames are sent
 
 
 @dataclass
@@ -58,8 +58,7 @@ class Speech:
     n: int
     track: object
     replay: bool = False  # taken again from the playing list (a previous publisher stopped mid-way)
-    frames: object = None  # iterator of BGR frames, made when the speech starts
-    k: int = 0
+    source: SpeechSource | None = None  # its frames, made when the speech starts
 
 
 @dataclass
@@ -68,12 +67,11 @@ class Playback:
 
     session: RtmpSession
     gen: int
-    f: int = 0
+    pacer: Pacer
     speech: Speech | None = None
     pending: Future | None = None
     held: Taken | None = None  # the playing-list entry being prepared or spoken
-    remux: bool = False
-    need_key: bool = True
+    cont: Continuity = field(default_factory=Continuity)
 
 
 class RoomPublisher(threading.Thread):
@@ -93,7 +91,8 @@ class RoomPublisher(threading.Thread):
         self.prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prep-{room.id[:8]}")
         self.cycle = 0  # position in the avatar's ping-pong cycle; continues across speech and idle
         self._waiting_tts: bytes | None = None  # playing-list entry whose TTS is not ready yet
-        self._silence = np.zeros(settings.live_audio_rate // FPS, np.float32)
+        self.idle = IdleSource(loops, np.zeros(settings.live_audio_rate // FPS, np.float32))
+        self._warmed = False
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -181,61 +180,59 @@ class RoomPublisher(threading.Thread):
                                                         rtmp_port=self.settings.rtmp_port,
                                                         media_http_port=self.settings.media_http_port,
                                                         media_host=self.settings.media_public_host)
-        self.engine.warm(avatar)  # an enrolled mouth is decoded now, not at the first word
+        self._warm(avatar)
         if not self._fence_ok():
             return
         pb = Playback(RtmpSession(url, self.settings, avatar.width, avatar.height),
-                      gen=self.store.generation(self.room.id))
-        t0_wall, t0 = time.time(), time.monotonic()
-        self.store.event(self.room.id, "session_start", t0=t0_wall, worker=self.worker, token=self.token)
+                      gen=self.store.generation(self.room.id), pacer=Pacer(self.room.id, self.stop_event))
+        self.store.event(self.room.id, "session_start", t0=pb.pacer.t0_wall, worker=self.worker, token=self.token)
         log.info("room %s: publishing to %s", self.room.id, url)
-        sent, late = 0, 0  # frames since the last metrics flush (once a second: cheap per frame)
         try:
             while not self.stop_event.is_set():
-                if pb.f % POLL_EVERY == 0 and not self._poll(pb):
+                if pb.pacer.f % POLL_EVERY == 0 and not self._poll(pb):
                     return
                 self._collect(pb, avatar)
                 if not self._speak(pb):
-                    self._idle(pb, avatar)
+                    self.idle.send(pb.session, avatar, self.cycle, pb.pacer.f, pb.cont)
                 self.cycle = (self.cycle + 1) % avatar.cycle_length
-                pb.f += 1
-                delay = t0 + pb.f / FPS - LEAD_S - time.monotonic()
-                sent += 1
-                late += delay < -LEAD_S  # sent after its time on the stream's real-time clock
-                if sent >= FPS:
-                    sent, late = self._flush_metrics(sent, late)
-                if delay > 0:
-                    self.stop_event.wait(delay)
+                pb.pacer.tick()
         finally:
-            self._flush_metrics(sent, late)
+            pb.pacer.flush()
             pb.session.close()
-            self.store.event(self.room.id, "session_end", frames=pb.f)
+            self.store.event(self.room.id, "session_end", frames=pb.pacer.f)
 
-    def _flush_metrics(self, sent: int, late: int) -> tuple[int, int]:
-        if sent:
-            metrics.count("frames", self.room.id, amount=sent)
-        if late:
-            metrics.count("late", self.room.id, amount=late)
-        return 0, 0
+    def _warm(self, avatar: Avatar) -> None:
+        """Load what the first word needs before the stream starts, so the first reply has no cold
+        start: the avatar's enrolled mouth, and one frame rendered through the speech path."""
+        if self._warmed:
+            return
+        started = time.monotonic()
+        self.engine.warm(avatar)
+        silence = np.zeros(SAMPLE_RATE // 5, np.float32)
+        n = max(1, frame_count(silence.size, FPS))
+        next(iter(self.engine.frames(avatar, silence, self.cycle, n, analyse(silence, FPS, n))), None)
+        self._warmed = True
+        self.store.event(self.room.id, "warmed", seconds=round(time.monotonic() - started, 3),
+                         engine=self.engine.choose(avatar).name)
 
     def _poll(self, pb: Playback) -> bool:
         """Room state every POLL_EVERY frames; False ends the session (room closed, lease superseded)."""
         if not self.store.is_open(self.room.id):
             self.closed_by_expiry = True
-            self.store.event(self.room.id, "expired", stream_ts=pb.f / FPS)
+            self.store.event(self.room.id, "expired", stream_ts=pb.pacer.stream_ts)
             return False
         # The fencing token is read about once a second, so a superseded publisher sends at most
         # a second of frames; nginx-rtmp refuses a second publisher of a key meanwhile anyway.
-        if pb.f % FPS == 0 and not self._fence_ok():
+        if pb.pacer.f % FPS == 0 and not self._fence_ok():
             return False
         current = self.store.generation(self.room.id)
         if current != pb.gen:
             pb.gen = current
             if pb.held is not None:
-                self.store.event(self.room.id, "interrupted", stream_ts=pb.f / FPS,
+                self.store.event(self.room.id, "interrupted", stream_ts=pb.pacer.stream_ts,
                                  utterance=pb.held.utterance["id"])
                 if pb.speech is not None:
-                    self._said(pb.held.utterance, "cut", pb.speech.k / max(1, pb.speech.n))
+                    self._said(pb.held.utterance, "cut", pb.speech.source.k / max(1, pb.speech.n))
                 else:
                     self._said(pb.held.utterance, "dropped")
                 self.store.ack_utterance(self.room.id, pb.held)
@@ -261,9 +258,10 @@ class RoomPublisher(threading.Thread):
             pb.pending, pb.held = None, None
             return
         pb.pending = None
-        ready.frames, source = self._frame_source(avatar, ready)
+        frames, source = self._frame_source(avatar, ready)
+        ready.source = SpeechSource(frames, ready.pcm, ready.n, self.settings.live_audio_rate)
         pb.speech = ready
-        self.store.event(self.room.id, "speech_start", stream_ts=pb.f / FPS, utterance=ready.utterance["id"],
+        self.store.event(self.room.id, "speech_start", stream_ts=pb.pacer.stream_ts, utterance=ready.utterance["id"],
                          frames=ready.n, engine=source, queued_at=ready.utterance.get("queued_at"),
                          replay=ready.replay, message=ready.utterance.get("message_id"),
                          sentence=ready.utterance.get("sentence"))
@@ -291,32 +289,27 @@ class RoomPublisher(threading.Thread):
         speech = pb.speech
         if speech is None:
             return False
-        frame = next(speech.frames, None)
-        if frame is None:
-            self.store.event(self.room.id, "speech_end", stream_ts=pb.f / FPS, utterance=speech.utterance["id"],
-                             message=speech.utterance.get("message_id"), sentence=speech.utterance.get("sentence"))
-            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"],
-                             frames=[{"t": round(pb.f / FPS, 3), "open": 0.0, "width": 0.0}])
-            self._said(speech.utterance, "spoken")
-            self.store.ack_utterance(self.room.id, pb.held)
-            pb.speech, pb.held = None, None
-            return False
-        if speech.k % POLL_EVERY == 0:
+        if speech.source.k % POLL_EVERY == 0:
             self._mouth(pb, speech)
-        per_frame = self.settings.live_audio_rate // FPS
-        pb.session.encode_video(frame, pb.f, keyframe=pb.need_key)
-        pb.need_key, pb.remux = False, False
-        pcm = speech.pcm[speech.k * per_frame:(speech.k + 1) * per_frame]
-        pb.session.push_audio(np.pad(pcm, (0, per_frame - pcm.size)))
-        speech.k += 1
-        return True
+        if speech.source.send(pb.session, pb.pacer.f, pb.cont):
+            return True
+        u = speech.utterance
+        self.store.event(self.room.id, "speech_end", stream_ts=pb.pacer.stream_ts, utterance=u["id"],
+                         message=u.get("message_id"), sentence=u.get("sentence"))
+        self.store.event(self.room.id, "mouth", feed_only=True, utterance=u["id"],
+                         frames=[{"t": round(pb.pacer.stream_ts, 3), "open": 0.0, "width": 0.0}])
+        self._said(u, "spoken")
+        self.store.ack_utterance(self.room.id, pb.held)
+        pb.speech, pb.held = None, None
+        return False
 
     def _mouth(self, pb: Playback, speech: Speech) -> None:
         """The next POLL_EVERY frames' mouth values on the stream clock, for front-ends that animate
         their own character in sync with the room's audio (sent as the frames are)."""
-        track, end = speech.track, min(speech.k + POLL_EVERY, speech.n)
-        frames = [{"t": round((pb.f + i - speech.k) / FPS, 3), "open": round(float(track.open[i]), 3),
-                   "width": round(float(track.width[i]), 3)} for i in range(speech.k, min(end, len(track.open)))]
+        k = speech.source.k
+        track, end = speech.track, min(k + POLL_EVERY, speech.n)
+        frames = [{"t": round((pb.pacer.f + i - k) / FPS, 3), "open": round(float(track.open[i]), 3),
+                   "width": round(float(track.width[i]), 3)} for i in range(k, min(end, len(track.open)))]
         if frames:
             self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"], frames=frames)
 
@@ -324,21 +317,6 @@ class RoomPublisher(threading.Thread):
         """A conversation reply's sentence was spoken, cut or lost (core/conversations/store.py)."""
         if utterance.get("message_id"):
             mark_said(self.store.r, self.settings, self.room.id, utterance, status, fraction)
-
-    def _idle(self, pb: Playback, avatar: Avatar) -> None:
-        # Until the avatar's idle loop is encoded (first use with these encoder settings), idle
-        # frames are encoded live like speech.
-        loop = self.loops.get(avatar.id)
-        p = self.cycle % len(loop) if loop is not None else 0
-        if not pb.remux and loop is not None and loop.keyframes[p]:
-            pb.remux = True
-        if pb.remux:
-            pb.session.mux_video_packet(loop.packets[p], pb.f, bool(loop.keyframes[p]))
-            pb.need_key = True
-        else:
-            pb.session.encode_video(avatar.frame(self.cycle), pb.f, keyframe=pb.need_key)
-            pb.need_key = False
-        pb.session.push_audio(self._silence)
 
 
 CLIP_BLEND_FRAMES = 4

@@ -15,11 +15,10 @@ from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key, websocke
 from api.errors import ApiError
 from api.routers.rooms import get_room
 from api.schemas.conversations import MessageAccepted, MessageIn, MessageOut
-from api.uploads import check_audio, owned_ref, save_audio_upload
+from api.uploads import owned_audio, save_audio_upload
 from core.conversations.service import history, post_message
-from core.files import public_ref, resolve_owned
+from core.files import public_ref
 from core.live import FPS
-from core.media import MediaError, probe
 from core.rooms import ROOM_ID, RoomStore, room_key
 
 log = logging.getLogger(__name__)
@@ -32,14 +31,7 @@ _MESSAGE_BODY = {"requestBody": {"content": {
 
 
 def _message_audio(settings, ref: str) -> str:
-    """An owned audio reference, probed and within max_message_audio_s."""
-    ref = owned_ref(settings, ref)
-    try:
-        info = probe(resolve_owned(settings, ref))
-    except MediaError as exc:
-        raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
-    check_audio(info, settings.max_message_audio_s)
-    return ref
+    return owned_audio(settings, ref, settings.max_message_audio_s)[0]
 
 
 async def _read_message(request: Request, settings) -> tuple[str | None, str | None]:

@@ -90,14 +90,15 @@ async def legacy_create_room(settings: SettingsDep, redis: RedisDep, caller: Leg
 async def legacy_human(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                        zbjname: str | None = Query(None, description="default room hnkjxyms"),
                        audioUrl: str | None = Query(None, description="e.g. tests/<id>.wav")) -> dict:  # noqa: N803
-    from api.routers.rooms import audio_duration, get_room
+    from api.routers.rooms import get_room
+    from api.uploads import owned_audio
     from core.rooms import RoomStore
 
     if audioUrl is None or not audioUrl.strip():
         raise ApiError(400, "empty_parameter", "音频不可为空")
     store = RoomStore(redis, settings)
     # The audio first: a bad call must not open (or touch) a room.
-    ref, duration = await run_in_threadpool(audio_duration, settings, audioUrl.strip())
+    ref, duration = await run_in_threadpool(owned_audio, settings, audioUrl.strip(), settings.max_lipsync_audio_s)
     if zbjname and zbjname.strip():
         room = await run_in_threadpool(get_room, store, zbjname.strip(), caller)
     else:

@@ -11,11 +11,9 @@ from api.errors import ApiError
 from api.routers.avatars import check_avatar_access, read_avatar
 from api.routers.tts import enqueue_tts
 from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
-from api.uploads import check_audio, owned_ref
+from api.uploads import owned_audio
 from core.conversations.service import clean_text, welcome
-from core.files import resolve_owned
 from core.flvrelay import flv_viewers
-from core.media import MediaError, probe
 from core.mediaserver import stat as media_stat
 from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, dark_reason,
                         latest_is, lease_key)
@@ -84,16 +82,6 @@ def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, call
         raise ApiError(422, "invalid_input", str(exc)) from exc
 
 
-def audio_duration(settings, ref: str) -> tuple[str, float]:
-    ref = owned_ref(settings, ref)
-    try:
-        info = probe(resolve_owned(settings, ref))
-    except MediaError as exc:
-        raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
-    check_audio(info, settings.max_lipsync_audio_s)
-    return ref, info.duration_s
-
-
 @router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")
 async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> RoomOut:
     if body.welcome is not None:
@@ -139,7 +127,7 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
     store = RoomStore(redis, settings)
     room = await run_in_threadpool(get_room, store, room_ref, caller)
     if body.audio:
-        ref, duration = await run_in_threadpool(audio_duration, settings, body.audio)
+        ref, duration = await run_in_threadpool(owned_audio, settings, body.audio, settings.max_lipsync_audio_s)
         utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
         return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
     await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played

@@ -86,6 +86,16 @@ class ConversationStore:
         current = self.turn(room_id)
         return [_with_said(json.loads(raw), said, current) for raw in raws if raw]
 
+    def settle(self, room_id: str, timeout_s: float = 1.0) -> None:
+        """Wait (briefly) until no sentence reads as being spoken: after a barge-in, the publisher
+        reports within one poll how much of the cut sentence was heard, and the history the next
+        reply continues from should say so."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not any(b'"speaking"' in v for v in self.r.hvals(room_key(room_id, "said"))):
+                return
+            time.sleep(0.03)
+
     def context(self, room_id: str, exclude: set[str] = frozenset()) -> list[dict]:
         """The chat history an LLM continues: what the user said and what viewers heard."""
         out = []

@@ -140,6 +140,7 @@ class TurnRunner:
 
     def _answer(self, room: Room, message: dict, reply: dict) -> str:
         """Stream the reply; on a failing LLM before any sentence, the script answers. Returns the responder."""
+        self.conv.settle(self.room_id)
         ctx = TurnContext(room=room, user_text=message["text"], message_id=self.message_id, language=room.language,
                           history=self.conv.context(self.room_id, exclude={self.message_id, reply["id"]}))
         name = room.responder or self.settings.conversation_responder
