@@ -25,16 +25,19 @@ a running fleet whose `MTL_LLM_URL` is `http://127.0.0.1:<--stub-port>/v1` inste
 The room is created with `responder: "llm"`; once it publishes and a viewer (bench/viewer.py, the
 room_latency viewer: low-latency ffmpeg pull, 20 ms RMS windows, speech = first window above 0.02)
 hears its idle silence, each message is sent only after the previous reply has finished (every
-sentence spoken or dropped, the room idle, nothing queued, 1 s of silence heard), so no message
-barges in. One unreported warm-up message comes first (first TTS and LLM connections); it is shown
-apart. The breakdown (p50 over the measured messages, seconds after the POST) comes from the stub's
-own clock (request received, first sentence sent), the first sentence's TTS job (`ended_at`), the
-ASR job (audio) and the publisher's `speech_start` event (its wall time `t`).
+reply spoken, interrupted or failed, the room idle, nothing queued, 1 s of silence heard), so no
+message barges in. A text and an audio warm-up message come first (the first turn, LLM connection
+and recognition); they are shown apart, not in the figures. The breakdown (p50 over the measured
+messages, seconds after the POST) comes from the ASR job's `ended_at` (audio), the room's WebSocket
+feed (`reply_start`: the turn began; `reply_sentence` 0: the first sentence cut from the stream and
+queued for TTS), the stub's own clock (request received, first sentence sent) and the publisher's
+`speech_start` event (its wall time `t`: the first sentence's speech begins in the stream).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -43,6 +46,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,7 +80,8 @@ ANSWERS = ["我最近做了一个推荐系统，主要负责数据处理。", "�
            "我在上一家公司工作了两年，主要做支付系统。", "我觉得沟通能力和技术能力一样重要。"]
 SPOKEN = ["我负责的是后端服务和数据库的设计。", "这个项目最后按时上线了，效果还不错。",
           "我会先看官方文档，然后动手做一个小例子。", "最大的问题是线上故障，我们花了一周才解决。",
-          "我希望以后能在人工智能方向继续深入。", "我们用了消息队列来处理高峰期的流量。"]
+          "我希望以后能在人工智能方向继续深入。", "我们用了消息队列来处理高峰期的流量。",
+          "我们每周会做一次代码评审，互相提意见。", "上线之前，我们写了很多自动化测试。"]
 DONE_REPLY = {"spoken", "interrupted", "failed"}
 
 
@@ -172,8 +177,8 @@ class Sample:
     llm_request: float | None = None
     llm_first_sentence: float | None = None
     asr_done: float | None = None
-    tts_done: float | None = None
-    tts_cached: bool | None = None
+    reply_start: float | None = None
+    first_sentence_queued: float | None = None
     speech_start: float | None = None
     responder: str | None = None
     reply_status: str | None = None
@@ -193,8 +198,9 @@ def _when(job: dict, key: str) -> float | None:
 
 
 class Conversation:
-    def __init__(self, client: httpx.Client, stub: LlmStub, room: dict, viewer: AudioViewer) -> None:
-        self.client, self.stub, self.room, self.viewer = client, stub, room, viewer
+    def __init__(self, client: httpx.Client, stub: LlmStub, room: dict, viewer: AudioViewer,
+                 feed: "Feed | None") -> None:
+        self.client, self.stub, self.room, self.viewer, self.feed = client, stub, room, viewer, feed
         self.rid = room["id"]
 
     def messages(self) -> list[dict]:
@@ -256,12 +262,17 @@ class Conversation:
             sample.notes.append("the LLM stub got no request")
         if accepted.get("asr_job_id"):
             sample.asr_done = _when(self.client.get(f"/v1/jobs/{accepted['asr_job_id']}").json(), "ended_at")
-        first = (reply.get("sentences") or [{}])[0]
-        if first.get("tts_job_id"):
-            job = self.client.get(f"/v1/jobs/{first['tts_job_id']}").json()
-            sample.tts_done, sample.tts_cached = _when(job, "ended_at"), (job.get("result") or {}).get("cached")
-            if sample.tts_cached:
-                sample.notes.append("the first sentence's speech came from the TTS cache")
+        if self.feed is not None:
+            deadline = time.monotonic() + 5
+            while sample.first_sentence_queued is None and time.monotonic() < deadline:
+                for e in self.feed.snapshot():
+                    if e.get("message") != reply["id"]:
+                        continue
+                    if e["event"] == "reply_start" and sample.reply_start is None:
+                        sample.reply_start = e["t"]
+                    if e["event"] == "reply_sentence" and e.get("index") == 0 and sample.first_sentence_queued is None:
+                        sample.first_sentence_queued = e["t"]
+                time.sleep(0.05)
         deadline = time.monotonic() + 5
         while sample.speech_start is None and time.monotonic() < deadline:
             events = self.client.get(f"/v1/rooms/{self.rid}/events").json()
@@ -291,9 +302,11 @@ def summarise(samples: list[Sample]) -> dict:
            "post_to_first_speech_heard_s": _stats(heard),
            "each_s": [round(s.latency, 3) if s.latency is not None else None for s in samples],
            "breakdown_p50_s": {
+               "post_to_reply_start_event": _p50([s.since_post(s.reply_start) for s in samples]),
                "post_to_llm_request": _p50([s.since_post(s.llm_request) for s in samples]),
                "post_to_llm_first_sentence_sent": _p50([s.since_post(s.llm_first_sentence) for s in samples]),
-               "post_to_first_sentence_tts_done": _p50([s.since_post(s.tts_done) for s in samples]),
+               "post_to_first_sentence_queued_event": _p50([s.since_post(s.first_sentence_queued)
+                                                             for s in samples]),
                "post_to_speech_start_event": _p50([s.since_post(s.speech_start) for s in samples]),
                "speech_start_event_to_heard": _p50([s.heard - s.speech_start for s in samples
                                                     if s.heard is not None and s.speech_start is not None]),
@@ -306,6 +319,44 @@ def summarise(samples: list[Sample]) -> dict:
     if notes:
         out["notes"] = notes
     return out
+
+
+class Feed(threading.Thread):
+    """The room's WebSocket feed (reply_start, reply_sentence, ...; the per-frame mouth events are
+    skipped), for the breakdown: each event's `t` is the service's wall time."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        from websockets.sync.client import connect  # installed with uvicorn[standard]
+
+        self.ws = connect(url, open_timeout=10, max_size=None)
+        self.events: list[dict] = []
+
+    def run(self) -> None:
+        try:
+            for raw in self.ws:
+                event = json.loads(raw)
+                if event.get("event") != "mouth":
+                    self.events.append(event)
+        except Exception:  # closed: the breakdown just lacks what came after
+            return
+
+    def snapshot(self) -> list[dict]:
+        return list(self.events)
+
+    def stop(self) -> None:
+        self.ws.close()
+
+
+def open_feed(base_url: str, room_id: str) -> Feed | None:
+    url = base_url.replace("http", "ws", 1).rstrip("/") + f"/v1/rooms/{room_id}/ws"
+    try:
+        feed = Feed(url)
+    except Exception as exc:
+        log(f"no WebSocket feed at {url} ({exc}); the breakdown lacks the reply events")
+        return None
+    feed.start()
+    return feed
 
 
 def check_endpoints(client: httpx.Client) -> None:
@@ -341,13 +392,14 @@ def speak_questions(client: httpx.Client, texts: list[str]) -> list[tuple[str, f
 
 def run(client: httpx.Client, stub: LlmStub, args) -> dict:
     check_endpoints(client)
-    questions = speak_questions(client, SPOKEN[: args.audio_messages]) if args.audio_messages else []
+    spoken = SPOKEN[: args.audio_messages + (1 if args.warmup else 0)]
+    questions = speak_questions(client, spoken) if args.audio_messages else []
     body = {"avatar_id": args.avatar, "username": "convlatency", "responder": "llm", "language": "zh"}
     r = client.post("/v1/rooms", json=body)
     if r.status_code != 201:
         raise NotReady(f"POST /v1/rooms with responder=llm answered {r.status_code}: {r.text[:300]}")
     room = r.json()
-    viewer = None
+    viewer = feed = None
     try:
         deadline = time.monotonic() + 60
         while not (state := client.get(f"/v1/rooms/{room['id']}").json()).get("publishing"):
@@ -355,9 +407,12 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
                 raise RuntimeError(f"the room did not go on air in 60 s: {state.get('dark_reason')}")
             time.sleep(0.2)
         viewer = attach_viewer(room["urls"]["rtmp"])
-        conv = Conversation(client, stub, room, viewer)
-        log(f"room {room['id']} on air; warm-up message")
-        warmup = [conv.send("warmup", {"text": "你好，我准备好了。"}) for _ in range(args.warmup)]
+        feed = open_feed(str(client.base_url), room["id"])
+        conv = Conversation(client, stub, room, viewer, feed)
+        log(f"room {room['id']} on air; warm-up")
+        warmup = [conv.send("warmup text", {"text": "你好，我准备好了。"}) for _ in range(args.warmup)]
+        if questions and args.warmup:
+            warmup.append(conv.send("warmup audio", {"audio": questions.pop(0)[0]}, timeout=30))
         if not stub.requests:
             raise NotReady(f"the room answered without asking the LLM stub at {stub.url}: the fleet's "
                            f"MTL_LLM_URL must point there ({'; '.join(warmup[0].notes) if warmup else ''})")
@@ -378,13 +433,15 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
                          "measured_first_sentence_s_p50": _p50([q.first_sentence_at - q.received_at for q in llm
                                                                 if q.first_sentence_at]),
                          "abandoned_streams": sum(1 for q in stub.requests if q.disconnected_at)},
-            "warmup": {"each_s": [round(s.latency, 3) if s.latency is not None else None for s in warmup]},
+            "warmup": {s.kind.split()[1]: round(s.latency, 3) if s.latency is not None else None for s in warmup},
             "text": summarise(text),
             "audio": {**summarise(audio), "question_audio_s": [round(d, 2) for _, d in questions]},
         }
     finally:
         if viewer is not None:
             viewer.stop()
+        if feed is not None:
+            feed.stop()
         client.delete(f"/v1/rooms/{room['id']}")
 
 
@@ -413,7 +470,7 @@ def main() -> None:
     parser.add_argument("--url", help="a running fleet (default: start one)")
     parser.add_argument("--stub-port", type=int, default=8931, help="with --url: where the fleet's MTL_LLM_URL points")
     parser.add_argument("--messages", type=int, default=10)
-    parser.add_argument("--audio-messages", type=int, default=5, help=f"at most {len(SPOKEN)}")
+    parser.add_argument("--audio-messages", type=int, default=5, help=f"at most {len(SPOKEN) - 1}")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--avatar", default="demo")
     parser.add_argument("--first-token", type=float, default=0.25)
@@ -422,8 +479,8 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], metavar="MTL_X=V", help="extra setting for the own fleet")
     parser.add_argument("--keep-logs", action="store_true", help="keep the own fleet's data dir")
     args = parser.parse_args()
-    args.audio_messages = min(args.audio_messages, len(SPOKEN))
-    total = args.warmup + args.messages + args.audio_messages
+    args.audio_messages = min(args.audio_messages, len(SPOKEN) - 1)
+    total = 2 * args.warmup + args.messages + args.audio_messages
     stub = LlmStub(replies(max(total, 1), shuffle=args.url is not None), first_delay_s=args.first_token,
                    first_sentence_s=args.first_sentence, token_delay_s=args.token_delay,
                    port=0 if args.url is None else args.stub_port)

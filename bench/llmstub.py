@@ -32,7 +32,9 @@ import json
 import random
 import re
 import select
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -162,8 +164,7 @@ class LlmStub:
         self.behaviours: list[Behaviour] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), self._handler())
         self.host, self.port = host, self.server.server_address[1]
         self.url = f"http://{host}:{self.port}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,
@@ -368,6 +369,16 @@ class LlmStub:
         return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that resets its kept-alive connection (e.g. it stopped reading after [DONE]) is
+        # no error of the stub's; anything else is reported as usual.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _schedule(n: int, first: float, step: float, first_sentence_s: float | None, n_first: int) -> list[float]:
     """Offsets (s after the request) at which each of n tokens is sent."""
     if first_sentence_s is None or n_first <= 1:
@@ -379,6 +390,10 @@ def _schedule(n: int, first: float, step: float, first_sentence_s: float | None,
 
 def _error(message: str, kind: str) -> dict:
     return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -394,6 +409,9 @@ def main() -> None:
     args = parser.parse_args()
     stub = LlmStub(args.reply, first_delay_s=args.first_delay, token_delay_s=args.token_delay,
                    first_sentence_s=args.first_sentence, language=args.language, port=args.port, host=args.host)
+    # Ctrl-C and SIGTERM both stop it (a shell may start a background job with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"LLM stub at {stub.url} (POST {stub.url}/chat/completions); Ctrl-C stops it", flush=True)
     try:
         while True:

@@ -3,14 +3,16 @@ memory flat, is disk flat once the janitor runs, is any job lost?
 
     MTL_TTS_TTL_S=300 MTL_ASR_TTL_S=300 MTL_UPLOADS_TTL_S=300 MTL_LIPSYNC_TTL_S=300 \\
     MTL_JANITOR_INTERVAL_S=60 make run            # short retention, so the janitor's effect shows
-    python -m bench.soak --minutes 30 [--url http://127.0.0.1:8181] [--speaking-rooms 1 --idle-rooms 3]
+    python -m bench.soak --minutes 30 [--url http://127.0.0.1:8181] [--speaking-rooms 1 --talking-rooms 1
+                                                                      --idle-rooms 2]
 
-Every few seconds it enqueues TTS, ASR and (less often) lip-sync jobs and makes the speaking rooms
-talk; every `--sample-s` it records the RSS of every fleet process (by supervisord program name when
-it can tell), the size of the data directory and Redis' used memory. At the end it waits for every
-job it submitted and counts those that never ended (lost) or failed. Printed figures: RSS per
-process kind and disk at the first sample after warm-up and at the last, their growth, and the
-job counts.
+Every few seconds it enqueues TTS, ASR and (less often) lip-sync jobs, makes the speaking rooms
+talk and sends the conversation rooms a message (answered by the script responder). Every
+`--sample-s` it records the RSS of every process of the fleet under test (the descendants of its
+supervisord, by kind; other fleets on the machine are not counted), the size of the data directory
+and the free disk. At the end it waits for every job it submitted and counts those that never ended
+(lost) or failed. Printed figures: RSS per process kind and disk at the first sample after warm-up
+and at the last, their growth, and the job counts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from core.settings import get_settings
 
 log = logging.getLogger("bench.soak")
 TEXTS = ["大家好，欢迎来到今天的直播间。", "Thank you for joining us today.", "我们现在开始面试。"]
-KINDS = ("api", "tts", "asr", "avatar", "lipsync", "feedback", "stream", "janitor", "redis-server", "nginx")
+KINDS = ("api", "tts", "asr", "avatar", "lipsync", "feedback", "converse", "stream", "janitor", "redis-server", "nginx")
 
 
 def _kind(cmdline: str) -> str | None:
@@ -42,10 +44,29 @@ def _kind(cmdline: str) -> str | None:
     return None
 
 
-def rss_by_kind() -> dict[str, float]:
+def fleet_pids(data_dir: Path) -> set[str] | None:
+    """The processes of the fleet under test: its supervisord and every descendant (other fleets on
+    the machine, e.g. a test suite's, are not counted). None: no supervisord pid file (count all)."""
+    try:
+        root = (data_dir / "supervisor" / "supervisord.pid").read_text().strip()
+    except OSError:
+        return None
+    parents: dict[str, str] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[pid] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+    mine = {root}
+    for _ in range(6):  # supervisord -> program -> its children (ffmpeg, nginx workers)
+        mine |= {pid for pid, parent in parents.items() if parent in mine}
+    return mine
+
+
+def rss_by_kind(pids: set[str] | None = None) -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or (pids is not None and pid not in pids):
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -68,13 +89,14 @@ def disk_mb(path: Path) -> float:
 def sample(client: httpx.Client, data_dir: Path, t0: float) -> dict:
     r = client.get("/v1/fleet")
     fleet = r.json() if r.status_code == 200 else {}
-    return {"t_min": round((time.monotonic() - t0) / 60, 2), "rss_mb": rss_by_kind(), "disk_mb": disk_mb(data_dir),
+    return {"t_min": round((time.monotonic() - t0) / 60, 2), "rss_mb": rss_by_kind(fleet_pids(data_dir)),
+            "disk_mb": disk_mb(data_dir),
             "free_disk_mb": fleet.get("free_disk_mb")}
 
 
 class Load:
-    def __init__(self, client: httpx.Client, speaking: list[dict]) -> None:
-        self.client, self.speaking = client, speaking
+    def __init__(self, client: httpx.Client, speaking: list[dict], talking: list[dict]) -> None:
+        self.client, self.speaking, self.talking = client, speaking, talking
         self.jobs: list[str] = []
         self.tts_jobs: list[str] = []
         self.refused = 0
@@ -106,6 +128,10 @@ class Load:
         if self.k % 3 == 0:
             for room in self.speaking:
                 self.client.post(f"/v1/rooms/{room['id']}/say", json={"text": TEXTS[self.k % len(TEXTS)]})
+        if self.k % 4 == 0:  # conversation rooms get a message (the script answers, a converse job)
+            for room in self.talking:
+                r = self.client.post(f"/v1/rooms/{room['id']}/messages", json={"text": f"我的回答是第{self.k}个。"})
+                self._track(r)
 
 
 def final_status(client: httpx.Client, job_id: str, timeout: float = 300.0) -> str:
@@ -126,9 +152,11 @@ def final_status(client: httpx.Client, job_id: str, timeout: float = 300.0) -> s
 def run(args) -> dict:
     client = httpx.Client(base_url=args.url, timeout=60)
     data_dir = get_settings().data_dir
-    rooms = [client.post("/v1/rooms", json={"username": f"soak{i}", "ttl_s": int(args.minutes * 60 + 600)}).json()
-             for i in range(args.speaking_rooms + args.idle_rooms)]
-    load = Load(client, rooms[:args.speaking_rooms])
+    n = args.speaking_rooms + args.talking_rooms + args.idle_rooms
+    rooms = [client.post("/v1/rooms", json={"username": f"soak{i}", "ttl_s": int(args.minutes * 60 + 600),
+                                            "responder": "script"}).json() for i in range(n)]
+    load = Load(client, rooms[:args.speaking_rooms],
+                rooms[args.speaking_rooms:args.speaking_rooms + args.talking_rooms])
     t0 = time.monotonic()
     deadline = t0 + args.minutes * 60
     samples, next_sample = [], t0 + args.warmup_s
@@ -154,7 +182,8 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8181")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--speaking-rooms", type=int, default=1)
-    parser.add_argument("--idle-rooms", type=int, default=3)
+    parser.add_argument("--talking-rooms", type=int, default=1, help="rooms answering messages (conversations)")
+    parser.add_argument("--idle-rooms", type=int, default=2)
     parser.add_argument("--every-s", type=float, default=3.0)
     parser.add_argument("--sample-s", type=float, default=60.0)
     parser.add_argument("--warmup-s", type=float, default=120.0)

@@ -41,6 +41,9 @@ from core.settings import Settings, get_settings
 log = logging.getLogger("janitor")
 
 RESULT_KINDS = ("tts", "asr", "uploads", "lipsync", "feedback")
+# Content caches inside a kind's directory, expired with that kind's TTL counted from their last use
+# (a hit touches the entry); an output hard-linked to an entry keeps its own lifetime.
+CACHES = {"tts/cache": "tts"}
 
 
 @dataclass
@@ -126,9 +129,19 @@ def sweep(settings: Settings, redis: Redis, now: float | None = None) -> Sweep:
                 result.kept_referenced += 1
                 continue
             _remove(Path(entry.path), result, data_dir)
+    for cache, kind in CACHES.items():
+        _sweep_cache(data_dir / cache, int(getattr(settings, f"{kind}_ttl_s")), now, result, data_dir)
     _sweep_avatars(settings, now, result)
     rotate_media_logs(settings, result)
     return result
+
+
+def _sweep_cache(directory: Path, ttl: int, now: float, result: Sweep, data_dir: Path) -> None:
+    if not directory.is_dir():
+        return
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > ttl:
+            _remove(Path(entry.path), result, data_dir)
 
 
 def _newest_mtime(path: Path) -> float:

@@ -251,6 +251,8 @@ def test_janitor_deletes_expired_files_and_keeps_fresh_and_referenced_ones(redis
     hour = 3600
     old = _file(data / "tts" / "old.wav", 2 * hour)
     fresh = _file(data / "tts" / "fresh.wav")
+    old_cached = _file(data / "tts" / "cache" / "aaaa.wav", 2 * hour)  # not used for 2 h: expired
+    used_cached = _file(data / "tts" / "cache" / "bbbb.wav")  # a cache hit touched it
     upload = _file(data / "uploads" / "up.mp3", 2 * hour)
     part = _file(data / "uploads" / ".abc.wav.part", 2 * hour)
     new_part = _file(data / "uploads" / ".def.wav.part", 60)
@@ -285,11 +287,12 @@ def test_janitor_deletes_expired_files_and_keeps_fresh_and_referenced_ones(redis
     out = subprocess.run([sys.executable, "-m", "core.janitor", "once"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for gone in (old, upload, part, stale_loop, bank_tmp, building):
+    for gone in (old, old_cached, upload, part, stale_loop, bank_tmp, building):
         assert not gone.exists(), gone
-    for kept in (fresh, new_part, stock, frame, bank, current_loop, referenced, playing, clip, queued_input):
+    for kept in (fresh, used_cached, new_part, stock, frame, bank, current_loop, referenced, playing, clip,
+                 queued_input):
         assert kept.exists(), kept
-    assert set(out.stdout.split()) == {"tts/old.wav", "uploads/up.mp3", "uploads/.abc.wav.part",
+    assert set(out.stdout.split()) == {"tts/old.wav", "tts/cache/aaaa.wav", "uploads/up.mp3", "uploads/.abc.wav.part",
                                        "avatars/a1/idle-aaaa.pkts", "avatars/a1/mouth/.bank.tmp.npz",
                                        "avatars/.a2.building/"}
 

@@ -151,7 +151,11 @@ def synthesize_speech(text: str, output_name: str, voice: str | None = None,
     cache_dir = settings.kind_dir("tts/cache")
     key = cache_key(settings, segments, voice)
     cached = cache_dir / f"{key}.wav"
-    hit = cached.exists()
+    try:
+        os.utime(cached)  # last use: the janitor expires cache entries by it (a fresh one is kept)
+        hit = True
+    except FileNotFoundError:
+        hit = False
     if not hit:
         write_wav(cached, render_segments(settings, segments, voice, job), settings.tts_sample_rate)
     target = out_dir / f"{output_name}.wav"

@@ -24,7 +24,7 @@ from core.rooms import ROOM_ID, RoomStore, room_key
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
 _MESSAGE_BODY = {"requestBody": {"content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/MessageIn"}},
+    "application/json": {"schema": MessageIn.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "file": {"type": "string", "format": "binary", "description": "a spoken message (audio)"},
         "text": {"type": "string"}}}}}}}
