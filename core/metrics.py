@@ -119,12 +119,32 @@ class RedisCollector:
         yield rooms
 
 
+class OpenRoomsOnly:
+    """The processes' metrics with per-room series kept for open rooms only. A closed room's counters
+    stay in its publisher's multiprocess file until that process restarts (prometheus_client cannot
+    delete from those files), but they are not exposed: the exposition grows with the rooms that are
+    open, not with every room there ever was."""
+
+    def __init__(self, inner, redis) -> None:
+        self.inner, self.redis = inner, redis
+
+    def collect(self):
+        from core.rooms import RoomStore
+
+        store = RoomStore(self.redis, None)
+        open_ids = {room.id for room in store.list() if store.is_open(room.id)}
+        for family in self.inner.collect():
+            if family.name.startswith("mtl_room_"):
+                family.samples = [s for s in family.samples if s.labels.get("room") in open_ids]
+            yield family
+
+
 def render(redis) -> tuple[bytes, str]:
     """The exposition of every process's metrics plus the Redis gauges (for GET /metrics)."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()
     if os.environ.get(ENV):
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(OpenRoomsOnly(multiprocess.MultiProcessCollector(None), redis))
     registry.register(RedisCollector(redis))
     return generate_latest(registry), CONTENT_TYPE_LATEST

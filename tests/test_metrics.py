@@ -77,6 +77,8 @@ def test_metrics_after_jobs_and_a_room_speaking(api, service):
         assert _value(s, "mtl_job_duration_seconds_count", kind="asr", stage="run") >= 1
     finally:
         api.delete(f"/v1/rooms/{room['id']}")
+    # A closed room's series leave the exposition: it grows with open rooms, not with history.
+    assert room["id"] not in api.get("/metrics").text
     # logs carry the room id (stream worker) and the job id (batch workers)
     logs = {p.name: p.read_text(errors="replace") for p in service.fleet.log_dir.glob("*.log")}
     assert any(f"room={room['id']}" in text for name, text in logs.items() if "stream" in name)
