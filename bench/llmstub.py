@@ -95,7 +95,7 @@ class Behaviour:
     """What one request gets. kind: `stream` (normal; a non-streaming request gets the JSON),
     `status` (HTTP `status` with an OpenAI-style error body), `hang` (nothing for `seconds`, then
     the connection closes without an answer), `stall` (stream `after_tokens` tokens, then nothing
-    for `seconds`, then close — or finish the reply with `resume`)."""
+    for `seconds`, then the connection drops mid-body — or, with `resume`, the reply goes on)."""
 
     kind: str = "stream"
     status: int = 200
@@ -317,8 +317,8 @@ class LlmStub:
                         stalled = time.time()
                         self._sleep_until(stalled + behaviour.seconds)
                         if not behaviour.resume:
+                            # Dropped mid-body: no last chunk, no finish_reason, no [DONE].
                             self.close_connection = True
-                            self._end_chunks()  # the stream ends without finish_reason or [DONE]
                             return
                         shift = time.time() - stalled
                         schedule = [t + shift for t in schedule]

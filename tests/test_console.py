@@ -76,9 +76,10 @@ def test_room_speaks_and_plays_live_in_the_page(browser, api, service):
     d = browser
     open_console(d, api)
     d.find_element("id", "room-username").send_keys("console_room")
+    Select(d.find_element("id", "room-language")).select_by_value("en")
     d.find_element("css selector", "#room-form button[type=submit]").click()
     room = wait_until(lambda: js(d, "return window.mtlConsole.room"), 15, what="the new room to open")
-    assert room["username"] == "console_room"
+    assert room["username"] == "console_room" and room["language"] == "en"
 
     # The video plays: its clock advances and it has a picture.
     def playing():
@@ -127,6 +128,22 @@ def test_room_speaks_and_plays_live_in_the_page(browser, api, service):
     # Interrupt: back to idle.
     d.find_element("id", "interrupt-button").click()
     wait_until(lambda: row_state() == "idle", 20, interval=0.2, what="idle after the interrupt")
+
+    # Ask: the message goes to the room's responder, and the page's transcript (fed by the room's
+    # WebSocket) shows the question and the reply once spoken.
+    d.find_element("id", "say-converse").click()
+    d.find_element("id", "say-text").send_keys("Hello, I am ready for the interview.")
+    d.find_element("id", "say-button").click()
+
+    def transcript():
+        return js(d, "return [...document.querySelectorAll('#conversation li')].map(li => li.className + '|' + li.innerText)")
+
+    rows = wait_until(lambda: (t := transcript()) and any("assistant spoken" in r for r in t) and t, 60, interval=0.3,
+                      what="the reply in the page's transcript")
+    assert "user" in rows[0] and "Hello, I am ready" in rows[0], rows
+    reply = next(r for r in rows if "assistant spoken" in r)
+    assert "script" in reply and "introducing yourself" in reply, rows  # the English script's first question
+    shot(d, "room-conversation")
     assert not [e for e in console_errors(d) if "favicon" not in e], console_errors(d)
 
 

@@ -47,6 +47,7 @@ class Responder(Protocol):
     def reply(self, ctx: TurnContext) -> Iterator[str]: ...
 
 
+OPENING = {"zh": "好的，我们开始吧。", "en": "Great, let us begin."}  # the first answer is no answer yet
 ACKS = {
     "zh": ["好的，谢谢你的回答。", "明白了，谢谢。", "嗯，这个回答很清楚。", "好的，我了解了。"],
     "en": ["Thank you for your answer.", "I see, thank you.", "Got it, that is clear.", "All right, understood."],
@@ -82,7 +83,7 @@ class ScriptResponder:
     def reply(self, ctx: TurnContext) -> Iterator[str]:
         language = ctx.language if ctx.language in ACKS else "zh"
         asked = int(self.r.eval(_ASKED, 1, room_key(ctx.room.id, "script"), ctx.message_id or "-"))
-        parts = [ACKS[language][asked % len(ACKS[language])]]
+        parts = [OPENING[language] if asked == 0 else ACKS[language][(asked - 1) % len(ACKS[language])]]
         if ctx.user_text.rstrip().endswith(("?", "？")):
             parts.append(DEFER[language])
         questions = self.questions(ctx.room, language)

@@ -36,6 +36,7 @@ const state = {
   rooms: [],
   avatars: [],
   room: null,  // the room being watched
+  feed: null,  // its WebSocket feed (the conversation)
   route: "flv",
   renders: [],
   timers: {},
@@ -162,11 +163,13 @@ function openRoom(id, route) {
   video.muted = false;
   if (state.route === "hls") player.play("hls", room.urls.hls);
   else player.play("flv", flvUrl(room));
+  followFeed(room);
   refreshRooms();
 }
 
 function closeView(note) {
   player.stop();
+  if (state.feed) { state.feed.close(); state.feed = null; }
   state.room = null;
   $("#room-detail").hidden = true;
   $("#room-placeholder").hidden = false;
@@ -194,6 +197,7 @@ $("#room-form").addEventListener("submit", async (e) => {
   const body = {};
   if ($("#room-username").value.trim()) body.username = $("#room-username").value.trim();
   if ($("#room-avatar").value) body.avatar_id = $("#room-avatar").value;
+  if ($("#room-language").value) body.language = $("#room-language").value;
   if ($("#room-ttl").value) body.ttl_s = Number($("#room-ttl").value);
   try {
     const room = await api("/v1/rooms", { method: "POST", json: body });
@@ -207,10 +211,41 @@ async function say(body) {
   const box = $("#say-error");
   box.hidden = true;
   if (!state.room) return;
+  // "Ask": a message the room answers (it first stops what it is saying); otherwise it says the text.
+  const path = $("#say-converse").checked ? "messages" : "say";
   try {
-    await api(`/v1/rooms/${state.room.id}/say`, { method: "POST", json: body });
+    await api(`/v1/rooms/${state.room.id}/${path}`, { method: "POST", json: body });
     refreshRooms();
   } catch (err) { showError(box, err); }
+}
+
+// ---------- conversation: the room's WebSocket feed ----------
+
+function followFeed(room) {
+  if (state.feed) state.feed.close();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const key = apiKey() ? `?key=${encodeURIComponent(apiKey())}` : "";
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/rooms/${room.id}/ws${key}`);
+  state.feed = ws;
+  let pending = null;
+  ws.onmessage = (msg) => {
+    const e = JSON.parse(msg.data);
+    if (e.event === "mouth") return;  // per-frame values: for front-ends animating their own character
+    // Text arrives token by token: redraw the transcript at most five times a second.
+    if (!pending) pending = setTimeout(() => { pending = null; refreshConversation(); }, 200);
+  };
+  refreshConversation();
+}
+
+async function refreshConversation() {
+  if (!state.room) return;
+  try {
+    const messages = await api(`/v1/rooms/${state.room.id}/messages`);
+    $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}` },
+      h("span", { class: "who" }, m.role === "user" ? "user" : (m.responder || "room")),
+      h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || "")),
+      h("span", { class: "muted" }, ` ${m.status}${m.fallback ? ` (fallback: ${m.fallback.reason})` : ""}`))));
+  } catch (err) { /* the room list shows a closed room */ }
 }
 
 $("#say-form").addEventListener("submit", async (e) => {
