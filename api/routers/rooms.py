@@ -16,7 +16,7 @@ from core.conversations.service import clean_text, welcome
 from core.flvrelay import flv_viewers
 from core.mediaserver import stat as media_stat
 from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, dark_reason,
-                        latest_is, lease_key)
+                        latest_is, lease_key, room_key)
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
@@ -37,8 +37,10 @@ def live_view(settings, redis) -> tuple[dict | None, dict]:
 def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None = None) -> RoomOut:
     streams, flv = live if live is not None else live_view(store.settings, store.r)
     publisher = store.r.get(lease_key(room.id))
-    recent = [json.loads(e) for e in store.r.lrange(f"mtl:room:{room.id}:events", -40, -1)]
-    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF)
+    recent = [json.loads(e) for e in store.r.lrange(room_key(room.id, "events"), -40, -1)]
+    # Speaking also between two sentences of one reply: the next one is held or queued already.
+    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or bool(store.r.exists(room_key(room.id, "playing"))) \
+        or store.pending_count(room.id) > 0
     relay = flv.get(room.stream_key, {"viewers": 0, "relays": 0})
     if streams is not None:
         stream = streams.get(room.stream_key) or {}

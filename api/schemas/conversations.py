@@ -28,6 +28,7 @@ class Sentence(BaseModel):
     status: str = Field(description="queued, speaking, spoken, cut (interrupted while spoken), dropped or failed")
     fraction: float | None = Field(None, description="for a cut sentence: the share of it that was spoken")
     utterance: str | None = None
+    tts_job_id: str | None = Field(None, description="the TTS job that synthesised it (GET /v1/jobs/{id})")
 
 
 class MessageOut(BaseModel):

@@ -114,8 +114,8 @@ class LlmResponder:
         timeout = httpx.Timeout(connect=min(3.0, s.llm_first_token_timeout_s), read=s.llm_idle_timeout_s,
                                 write=5.0, pool=5.0)
         try:
-            with httpx.Client(timeout=timeout) as client, \
-                    client.stream("POST", self.url, json=self._body(ctx), headers=headers) as response:
+            with _client().stream("POST", self.url, json=self._body(ctx), headers=headers,
+                                  timeout=timeout) as response:
                 if response.status_code != 200:
                     raise ResponderFailed("llm_http_error", f"the LLM answered HTTP {response.status_code}")
                 if "json" in response.headers.get("content-type", ""):
@@ -128,6 +128,18 @@ class LlmResponder:
             raise ResponderFailed("llm_unreachable", f"the LLM is unreachable: {exc}") from exc
 
 
+_CLIENT: httpx.Client | None = None
+
+
+def _client() -> httpx.Client:
+    """One pooled client per process: a turn reuses the LLM connection (no new TCP and TLS
+    handshake before every first token). httpx clients are safe to share between threads."""
+    global _CLIENT
+    if _CLIENT is None:
+        _CLIENT = httpx.Client(limits=httpx.Limits(max_connections=32, max_keepalive_connections=8))
+    return _CLIENT
+
+
 def _whole_completion(raw: bytes) -> str:
     try:
         return json.loads(raw)["choices"][0]["message"]["content"] or ""
@@ -136,12 +148,15 @@ def _whole_completion(raw: bytes) -> str:
 
 
 def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
+    done = False
     for line in lines:
-        if not line.startswith("data:"):
+        # After [DONE] the body is read to its end, so the pooled connection can be reused.
+        if done or not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            return
+            done = True
+            continue
         try:
             choice = json.loads(data)["choices"][0]
         except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -114,7 +114,8 @@ def _with_said(message: dict, said: dict[str, dict], current_turn: int) -> dict:
         state = said.get(_said_field(message["id"], i), {"status": "queued"})
         if superseded and state["status"] in ("queued", "speaking"):
             state = {**state, "status": "dropped" if state["status"] == "queued" else "cut"}
-        states.append({"text": sentence["text"], "utterance": sentence.get("utterance"), **state})
+        states.append({"text": sentence["text"], "utterance": sentence.get("utterance"),
+                       "tts_job_id": sentence.get("tts_job_id"), **state})
         if state["status"] == "spoken":
             parts.append(sentence["text"])
         elif state["status"] == "cut":
