@@ -189,7 +189,10 @@ class RoomPublisher(threading.Thread):
         log.info("room %s: publishing to %s", self.room.id, url)
         try:
             while not self.stop_event.is_set():
-                if pb.pacer.f % POLL_EVERY == 0 and not self._poll(pb):
+                # A reply's next sentence waiting for its speech is looked for every frame, not
+                # every fifth: it starts up to 160 ms sooner.
+                poll = pb.pacer.f % POLL_EVERY == 0 or (self._waiting_tts is not None and pb.held is None)
+                if poll and not self._poll(pb):
                     return
                 self._collect(pb, avatar)
                 if not self._speak(pb):
