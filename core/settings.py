@@ -216,7 +216,9 @@ class Settings(BaseSettings):
     llm_max_reply_s: float = Field(60.0, gt=0)
 
     job_timeout_s: int = 600
-    result_ttl_s: int = 7 * 24 * 3600
+    # A job's record (status, result) stays in Redis this long: about 7 KB each, measured in the soak
+    # (bench/soak.py). At its 0.7 jobs/s, a day is ~420 MB, within redis_maxmemory_mb; a week was not.
+    result_ttl_s: int = 24 * 3600
     failure_ttl_s: int = 7 * 24 * 3600
     job_max_recoveries: int = 2
 
