@@ -89,8 +89,12 @@ def disk_mb(path: Path) -> float:
 def sample(client: httpx.Client, data_dir: Path, t0: float) -> dict:
     r = client.get("/v1/fleet")
     fleet = r.json() if r.status_code == 200 else {}
+    total, redis, logs = disk_mb(data_dir), disk_mb(data_dir / "redis"), disk_mb(data_dir / "logs")
+    # Redis' append-only file grows until its rewrite (at twice its size after the last one, 64 MB
+    # at first) and logs until their rotation: both bounded, shown apart from the files the janitor keeps.
     return {"t_min": round((time.monotonic() - t0) / 60, 2), "rss_mb": rss_by_kind(fleet_pids(data_dir)),
-            "disk_mb": disk_mb(data_dir),
+            "disk_mb": total, "disk_files_mb": round(total - redis - logs, 1), "redis_dir_mb": redis,
+            "logs_mb": logs,
             "free_disk_mb": fleet.get("free_disk_mb")}
 
 
@@ -194,6 +198,7 @@ def main() -> None:
     growth = {k: round(last["rss_mb"].get(k, 0) - v, 1) for k, v in first["rss_mb"].items()}
     emit("soak", {"minutes": args.minutes, "first": first, "last": last, "rss_growth_mb": growth,
                   "disk_growth_mb": round(last["disk_mb"] - first["disk_mb"], 1),
+                  "files_growth_mb": round(last["disk_files_mb"] - first["disk_files_mb"], 1),
                   **{k: result[k] for k in ("jobs", "refused", "finished", "failed", "lost", "lost_states")},
                   "samples": result["samples"]})
 
