@@ -247,9 +247,11 @@ def test_fleet_page_shows_queues_workers_and_jobs(browser, api):
     d = browser
     open_console(d, api, "fleet")
     wait_until(lambda: len(d.find_elements("css selector", "#queues-table tbody tr")) >= 4, 15, what="the queues")
-    rows = {r.find_elements("css selector", "td")[0].text: r for r in d.find_elements("css selector", "#queues-table tbody tr")}
-    assert set(rows) >= {"tts", "asr", "avatar", "lipsync"}
-    assert all(int(r.find_elements("css selector", "td")[4].text) >= 1 for r in rows.values())
+    # Read in one go: the page redraws the table every few seconds (element handles go stale).
+    cells = js(d, "return [...document.querySelectorAll('#queues-table tbody tr')].map(tr => [...tr.cells].map(td => td.innerText))")
+    rows = {row[0]: row for row in cells}
+    assert set(rows) >= {"tts", "asr", "avatar", "lipsync", "converse"}
+    assert all(int(row[4]) >= 1 for row in rows.values()), rows
     wait_until(lambda: d.find_elements("css selector", "#jobs-table tbody tr"), 15, what="recent jobs")
     assert d.find_elements("css selector", "a[href='/docs']")
     shot(d, "fleet")

@@ -102,13 +102,22 @@ class Feed(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
-        self.ws = ws_connect(url, open_timeout=10)
+        self.url = url
+        self.ws = None
         self.events: list[dict] = []
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        super().start()
+        assert self.connected.wait(10), "the WebSocket did not open"
 
     def run(self) -> None:
         try:
-            for raw in self.ws:
-                self.events.append(json.loads(raw))
+            with ws_connect(self.url, open_timeout=10) as ws:
+                self.ws = ws
+                self.connected.set()
+                for raw in ws:
+                    self.events.append(json.loads(raw))
         except ConnectionClosed:
             pass
 
