@@ -218,13 +218,13 @@ def _dump_logs(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(tmp_path_factory, llm_stub):
     data_dir = tmp_path_factory.mktemp("fleet")
     redis_port, api_port = free_port(), free_port()
     env = fleet_env(f"redis://127.0.0.1:{redis_port}/0", data_dir, MTL_API_PORT=str(api_port),
                     MTL_RTMP_PORT=str(free_port()), MTL_MEDIA_HTTP_PORT=str(free_port()),
                     MTL_STREAM_LEASE_S="4", MTL_WORKER_STOP_GRACE_S="1", MTL_API_PROCESSES="2",
-                    MTL_STREAM_WORKERS="2")
+                    MTL_STREAM_WORKERS="2", MTL_LLM_URL=llm_stub.url)
     # As `make run` does: the demo avatar first, then the fleet in the foreground.
     subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -346,6 +346,34 @@ def test_killed_worker_is_restarted_and_its_job_finishes(fleet, room, speech, ki
     job = Job.fetch(job_id, connection=fleet.redis, serializer=JSONSerializer)
     assert job.meta["recoveries"] == 1  # requeued once, by the dead-worker recovery
     _still_publishing(fleet, room)
+
+
+def test_killed_converse_worker_mid_reply_finishes_it_without_repeating_a_sentence(fleet, llm_stub):
+    reply = "好的。" + "".join(f"第{n}点，我们来谈谈这个项目的设计。" for n in "一二三四五")
+    llm_stub.clear()
+    llm_stub.then_stream(reply=reply, token_delay_s=0.3).then_stream(reply=reply, token_delay_s=0.05)
+    room = fleet.api.post("/v1/rooms", json={"username": "converse_kill", "responder": "llm"}).json()
+    wait_until(lambda: fleet.publishing(room["stream_key"]), 30, what="the room to publish")
+    sent = fleet.api.post(f"/v1/rooms/{room['id']}/messages", json={"text": "请讲讲你的项目。"}).json()
+    wait_until(lambda: _find(fleet, room, "speech_start", sentence=0), 30, interval=0.05,
+               what="the reply to start speaking")
+    job = Job.fetch(sent["job_id"], connection=fleet.redis, serializer=JSONSerializer)
+    assert job.get_status() == "started", "the turn ended before it could be killed"
+    pid = int(job.worker_name.split(".")[-2])  # workers are named <kind>.<host>.<pid>.<suffix>
+    name = next(f"{p['group']}:{p['name']}" for p in fleet.rpc.supervisor.getAllProcessInfo() if p["pid"] == pid)
+    _, killed = fleet.kill(name)
+    done = fleet.wait_job(sent["job_id"], timeout=90)
+    assert done["status"] == "finished" and done["result"]["status"] == "complete", done
+    MEASURED["converse_turn_done_after_kill"] = time.monotonic() - killed
+    messages = wait_until(lambda: (m := fleet.api.get(f"/v1/rooms/{room['id']}/messages").json())
+                          and m[-1]["status"] == "spoken" and m, 90, interval=0.3, what="the whole reply spoken")
+    assert [m["role"] for m in messages] == ["user", "assistant"], "the recovered turn made a second reply"
+    assert messages[-1]["text"] == reply
+    started = [e["sentence"] for e in fleet.events(room["id"]) if e["event"] == "speech_start"
+               and e.get("message") == messages[-1]["id"]]
+    assert started == list(range(len(messages[-1]["sentences"]))), started  # each sentence once, in order
+    fleet.wait_restarted(name, pid, killed)
+    fleet.api.delete(f"/v1/rooms/{room['id']}")
 
 
 def test_sigterm_worker_puts_its_job_back_and_it_finishes(fleet):
