@@ -111,7 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="musetalk-live", version="0.1.0", lifespan=lifespan,
                   description="Talking digital humans for live rooms: TTS, ASR, lip-sync and live streams. "
-                              "Legacy GET endpoints keep the old service's contracts; new features live under /v1.")
+                              "Legacy GET endpoints keep the old service's contracts; new features live under /v1.\n\n"
+                              "A room's live feed is a WebSocket (not listed below, OpenAPI has no WebSockets): "
+                              "`GET /v1/rooms/{room_ref}/ws` (`?key=`, `?since=<feed id>`) sends JSON events in "
+                              "order: `user_text`, `reply_delta`, `reply_sentence`, `speech_start`/`speech_end` with "
+                              "`stream_ts` (the stream clock), `mouth` with per-frame `{t, open, width}`, "
+                              "`interrupted`, `responder_fallback`, ... (see the README, Conversations).")
     # Added first, so it runs inside CORS and a 413 still carries the CORS headers.
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(RateLimit, settings=settings)  # outside BodyLimit: a refusal reads no body
