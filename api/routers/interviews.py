@@ -61,7 +61,9 @@ async def create_interview(settings, redis, job: str | None, count: int, usernam
     except GeneratorError as exc:
         raise ApiError(_GENERATOR_STATUS.get(exc.code, 422), exc.code, str(exc)) from exc
     await run_in_threadpool(admit_chains, settings, redis)
-    room = await run_in_threadpool(create_room, settings, redis, username, avatar_id, ttl_s, caller)
+    # The room speaks and hears the interview's language, and its script asks about the job.
+    room = await run_in_threadpool(lambda: create_room(settings, redis, username, avatar_id, ttl_s, caller,
+                                                       language=language, job=job))
     store = InterviewStore(redis, settings)
     return await run_in_threadpool(store.create, room, job, language, count, questions, avatar_id)
 

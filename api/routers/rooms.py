@@ -72,6 +72,7 @@ def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, call
                 **conversation) -> Room:
     """`conversation`: language, responder, system_prompt, llm_model, job (core.rooms.Room)."""
     avatar_id = avatar_id or settings.demo_avatar_id
+    conversation["language"] = conversation.get("language") or settings.conversation_default_language
     check_avatar_access(settings, redis, caller, avatar_id)
     avatar = read_avatar(settings, redis, avatar_id)
     if avatar.status != "ready":
@@ -89,8 +90,7 @@ async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, calle
     if body.welcome is not None:
         clean_text(settings, body.welcome, "welcome")  # refused (422) before the room exists
     room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller,
-                                   language=body.language or settings.conversation_default_language,
-                                   responder=body.responder, system_prompt=body.system_prompt,
+                                   language=body.language, responder=body.responder, system_prompt=body.system_prompt,
                                    llm_model=body.llm_model, job=body.job)
     if body.welcome:
         await run_in_threadpool(welcome, redis, settings, room, body.welcome)
