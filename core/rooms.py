@@ -44,14 +44,11 @@ ROOM_ID = re.compile(r"^[0-9a-f]{32}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
 
 
-_PUSH_CAPPED = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-return redis.call('RPUSH', KEYS[1], ARGV[1])
-"""
-# As _PUSH_CAPPED, only while the conversation turn is still ARGV[3] (-1: superseded): a reply
-# sentence cut after a barge-in must not be queued behind the interrupt.
-_PUSH_IN_TURN = """
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return -1 end
+# Push an utterance unless the room's queue holds `cap` (0 returned); with a turn (ARGV[3] not
+# empty), only while the conversation turn is still that one (-1: superseded), so a reply sentence
+# cut after a barge-in is never queued behind the interrupt. One script: no request interleaves.
+_PUSH = """
+if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return -1 end
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 return redis.call('RPUSH', KEYS[1], ARGV[1])
 """
@@ -220,12 +217,8 @@ class RoomStore:
         """Queue an utterance; with `turn`, only while that conversation turn is current (None if not)."""
         utterance = {"id": uuid.uuid4().hex, "queued_at": time.time(), **utterance}
         cap = self.settings.max_utterances_per_room
-        # One script: the length check and the push cannot interleave with another request's.
-        if turn is None:
-            pushed = self.r.eval(_PUSH_CAPPED, 1, _k(room.id, "utterances"), json.dumps(utterance), cap)
-        else:
-            pushed = self.r.eval(_PUSH_IN_TURN, 2, _k(room.id, "utterances"), _k(room.id, "turn"),
-                                 json.dumps(utterance), cap, turn)
+        pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), json.dumps(utterance), cap,
+                             "" if turn is None else turn)
         if pushed == 0:
             raise self._queue_full()
         if pushed == -1:
@@ -248,6 +241,14 @@ class RoomStore:
 
     def pending_count(self, room_id: str) -> int:
         return int(self.r.llen(_k(room_id, "utterances")))
+
+    def queue_state(self, room_id: str) -> tuple[int, bool]:
+        """(utterances waiting, whether one is taken: being played or waiting for its speech)."""
+        with self.r.pipeline(transaction=False) as p:
+            p.llen(_k(room_id, "utterances"))
+            p.exists(_k(room_id, "playing"))
+            pending, held = p.execute()
+        return int(pending), bool(held)
 
     def take_utterance(self, room_id: str) -> Taken | None:
         """The next utterance to play: first whatever is still in the playing list (its publisher

@@ -17,9 +17,9 @@ def reply_to_message(room_id: str, message_id: str, turn: int) -> dict:
 
 
 def warm_up(settings: Settings) -> None:
-    """The question bank and the HTTP client load before the first turn, not during it."""
-    import httpx  # noqa: F401
-
+    """The question bank and the pooled LLM client load before the first turn, not during it."""
+    from core.conversations.responders import llm_client
     from core.interviews.bank import families
 
     families()
+    llm_client()

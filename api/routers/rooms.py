@@ -38,9 +38,9 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
     streams, flv = live if live is not None else live_view(store.settings, store.r)
     publisher = store.r.get(lease_key(room.id))
     recent = [json.loads(e) for e in store.r.lrange(room_key(room.id, "events"), -40, -1)]
+    pending, held = store.queue_state(room.id)
     # Speaking also between two sentences of one reply: the next one is held or queued already.
-    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or bool(store.r.exists(room_key(room.id, "playing"))) \
-        or store.pending_count(room.id) > 0
+    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or held or pending > 0
     relay = flv.get(room.stream_key, {"viewers": 0, "relays": 0})
     if streams is not None:
         stream = streams.get(room.stream_key) or {}
@@ -51,7 +51,7 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
         by_route = {"flv": relay["viewers"]}
     on_air = publishing if publishing is not None else bool(publisher) and latest_is(recent, SESSION_ON, SESSION_OFF)
     return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher.decode() if publisher else None,
-                   pending_utterances=store.pending_count(room.id), urls=room.urls(store.settings),
+                   pending_utterances=pending, urls=room.urls(store.settings),
                    state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
                    publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
                    dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent))

@@ -114,7 +114,7 @@ class LlmResponder:
         timeout = httpx.Timeout(connect=min(3.0, s.llm_first_token_timeout_s), read=s.llm_idle_timeout_s,
                                 write=5.0, pool=5.0)
         try:
-            with _client().stream("POST", self.url, json=self._body(ctx), headers=headers,
+            with llm_client().stream("POST", self.url, json=self._body(ctx), headers=headers,
                                   timeout=timeout) as response:
                 if response.status_code != 200:
                     raise ResponderFailed("llm_http_error", f"the LLM answered HTTP {response.status_code}")
@@ -131,7 +131,7 @@ class LlmResponder:
 _CLIENT: httpx.Client | None = None
 
 
-def _client() -> httpx.Client:
+def llm_client() -> httpx.Client:
     """One pooled client per process: a turn reuses the LLM connection (no new TCP and TLS
     handshake before every first token). httpx clients are safe to share between threads."""
     global _CLIENT

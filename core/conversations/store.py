@@ -63,8 +63,18 @@ class ConversationStore:
             p.ltrim(room_key(room_id, "messages"), -keep, -1)
             dropped = p.execute()[2]
         if dropped:
-            self.r.hdel(room_key(room_id, "msg"), *dropped)
+            self._forget(room_id, [d.decode() for d in dropped])
         return message
+
+    def _forget(self, room_id: str, message_ids: list[str]) -> None:
+        """Messages trimmed from the history go with their sentences' reports (a long-lived room
+        would otherwise grow its `said` hash for ever)."""
+        said = [f for mid in message_ids for f, _ in self.r.hscan_iter(room_key(room_id, "said"), match=f"{mid}:*")]
+        with self.r.pipeline() as p:
+            p.hdel(room_key(room_id, "msg"), *message_ids)
+            if said:
+                p.hdel(room_key(room_id, "said"), *said)
+            p.execute()
 
     def save(self, room_id: str, message: dict) -> None:
         self.r.hset(room_key(room_id, "msg"), message["id"], json.dumps(message, ensure_ascii=False))
