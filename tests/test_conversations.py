@@ -21,7 +21,7 @@ from conftest import poll_job, wait_until
 from core.interviews.bank import ordered_questions
 from speech import tone_wav, tts_pcm, wav_bytes
 from test_rooms import events, open_room, publishing, wait_event
-from textmetrics import best_cer, cer
+from bench.textmetrics import best_cer, cer
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from core.interviews.generators import GeneratorError, LlmGenerator, check_reque
 from core.mediaserver import stat
 from core.settings import Settings
 from test_rooms import Viewer
-from textmetrics import cer
+from bench.textmetrics import cer
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from bench.mouth_sync import analyze, mouth_openings, read_audio, read_video_fra
 from conftest import wait_until
 from core.mediaserver import stat
 from speech import upload_speech
-from textmetrics import cer
+from bench.textmetrics import cer
 
 SENTENCE = "大家好，欢迎来到今天的直播间。"
 SECOND = "我们现在开始面试，请先做一个简单的自我介绍。"

@@ -6,7 +6,7 @@ import io
 import wave
 
 from conftest import poll_job, shared_media, wait_until
-from textmetrics import cer, wer
+from bench.textmetrics import cer, wer
 
 ZH = "大家好，欢迎来到今天的直播间。我们现在开始面试。"
 EN = "Hello everyone, welcome to the live room. Let us begin the interview now."

