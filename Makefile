@@ -23,7 +23,7 @@ run: install
 	$(PY) -m core.fleet run
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 install: sysdeps $(VENV)/.installed weights vendor
 
