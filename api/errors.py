@@ -1,4 +1,5 @@
-"""One error type for the API and the handlers that shape it per path family.
+"""The API's own error type, the HTTP status of each domain error (core/errors.py), and the
+handlers that shape both per path family.
 
 Legacy paths answer ``{"message": ..., "error": code}`` (old clients read ``message``);
 ``/v1`` answers ``{"error": {"code", "message", ...}}``. Never an HTML page.
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.conversations.service import MessageRejected
+from core.errors import Conflict, DomainError, Forbidden, Invalid, Missing, NotFound
 from core.limits import Refused
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,15 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+
+
+# The one place a domain error gets an HTTP status; the most specific class listed wins.
+DOMAIN_STATUS: dict[type[DomainError], int] = {Missing: 400, Forbidden: 403, NotFound: 404, Conflict: 409,
+                                               Invalid: 422}
+
+
+def domain_status(exc: DomainError) -> int:
+    return next((DOMAIN_STATUS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_STATUS), 422)
 
 
 def _is_v1(request: Request) -> bool:
@@ -50,6 +61,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return error_response(request, exc.status, exc.code, exc.message, **exc.details)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError):
+        return error_response(request, domain_status(exc), exc.code, exc.message, **exc.details)
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused):

@@ -11,7 +11,9 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from core.files import NotOwnedError, public_ref, resolve_owned
+from api.services.files import check_audio, owned_ref
+from core.errors import Invalid
+from core.files import public_ref
 from core.limits import check_disk
 from core.media import MAX_IMAGE_PIXELS, MediaError, MediaInfo, MediaRefused, probe
 from core.settings import Settings
@@ -69,7 +71,7 @@ async def save_audio_upload(settings: Settings, upload: UploadFile) -> tuple[Pat
     info = await _probe(tmp, "audio")
     try:
         check_audio(info, settings.max_audio_s)
-    except ApiError:
+    except Invalid:
         tmp.unlink(missing_ok=True)
         raise
     return _accept(tmp), info
@@ -125,13 +127,6 @@ def check_sample(info: MediaInfo, settings: Settings) -> None:
                        f"{settings.min_sample_s:.0f} s to {settings.max_sample_s:.0f} s")
 
 
-def check_audio(info: MediaInfo, max_s: float) -> None:
-    if not info.has_audio:
-        raise ApiError(422, "undecodable_audio", "the file has no audio track")
-    if info.duration_s > max_s:
-        raise ApiError(422, "audio_too_long", f"audio is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")
-
-
 async def upload_or_source(settings: Settings, upload: UploadFile | None, source: str | None, saver) -> str:
     """The `<kind>/<name>` reference of an uploaded file (saved by `saver`) or of an owned `source`."""
     if upload is not None and upload.filename:
@@ -140,25 +135,6 @@ async def upload_or_source(settings: Settings, upload: UploadFile | None, source
     if source:
         return owned_ref(settings, source)
     raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
-
-
-def owned_audio(settings: Settings, ref: str, max_s: float) -> tuple[str, float]:
-    """(owned reference, duration) of decodable audio no longer than `max_s`, or the JSON error."""
-    ref = owned_ref(settings, ref)
-    try:
-        info = probe(resolve_owned(settings, ref))
-    except MediaError as exc:
-        raise ApiError(422, "undecodable_audio", "not a decodable audio file") from exc
-    check_audio(info, max_s)
-    return ref, info.duration_s
-
-
-def owned_ref(settings: Settings, ref: str) -> str:
-    """Normalise a client's reference to a file the service owns, or answer 404."""
-    try:
-        return public_ref(settings, resolve_owned(settings, ref))
-    except NotOwnedError as exc:
-        raise ApiError(404, "file_not_owned", str(exc)) from exc
 
 
 async def save_video_upload(settings: Settings, upload: UploadFile, max_s: float) -> tuple[Path, MediaInfo]:

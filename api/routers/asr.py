@@ -3,21 +3,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.schemas.jobs import JobAccepted
-from api.uploads import owned_ref, save_audio_upload, upload_or_source
-from core.jobs import Kind, enqueue, new_job_id
+from api.services.speech import enqueue_asr
+from api.uploads import save_audio_upload, upload_or_source
 
 router = APIRouter(prefix="/v1/asr", tags=["asr"], dependencies=[Depends(require_api_key)])
-
-
-async def enqueue_asr(settings, redis, ref: str, language: str | None = None) -> str:
-    job_id = new_job_id()
-    kwargs = {"file": owned_ref(settings, ref), "output_name": job_id, "language": language}
-    await run_in_threadpool(enqueue, settings, redis, Kind.asr, kwargs, job_id)
-    return job_id
 
 
 @router.post("", status_code=202, response_model=JobAccepted,

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 import shutil
 import uuid
 from typing import Annotated
@@ -8,63 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.access import Caller
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
 from api.schemas.avatars import AvatarAccepted, AvatarFace, AvatarOut
-from api.uploads import check_sample, owned_ref, save_sample_upload, save_visual_upload, upload_or_source
+from api.services.avatars import JOB_KEY, OWNERS, avatar_dir, check_avatar_access, read_avatar
+from api.services.files import owned_ref
+from api.uploads import check_sample, save_sample_upload, save_visual_upload, upload_or_source
+from core.errors import NotFound
 from core.files import resolve_owned
 from core.media import MediaError, probe
-from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
+from core.jobs import Kind, enqueue, new_job_id
 
 router = APIRouter(prefix="/v1/avatars", tags=["avatars"], dependencies=[Depends(require_api_key)])
-
-AVATAR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-JOB_KEY = "mtl:avatar-job:{}"
-OWNERS = "mtl:avatar-owners"  # hash: avatar id -> owner (a hash of the creating key, api/access.py)
-
-
-def builtin_avatars(settings) -> set[str]:
-    return {settings.demo_avatar_id}
-
-
-def check_avatar_access(settings, redis, caller: Caller | None, avatar_id: str, change: bool = False) -> None:
-    """Built-ins are read-only (403); another key's avatar does not exist for this caller (404)."""
-    if caller is None:
-        return
-    if change and avatar_id in builtin_avatars(settings):
-        raise ApiError(403, "read_only", f"avatar {avatar_id!r} is built in and read-only")
-    raw = redis.hget(OWNERS, avatar_id)
-    if not caller.may_use(raw.decode() if raw else None):
-        raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
-
-
-def _dir(settings, avatar_id: str):
-    if not AVATAR_ID.match(avatar_id):
-        raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
-    return settings.data_dir / "avatars" / avatar_id
-
-
-def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
-    import json
-
-    path = _dir(settings, avatar_id)
-    raw_job = redis.get(JOB_KEY.format(avatar_id))
-    view = fetch_job(redis, raw_job.decode()) if raw_job else None
-    prepared = (path / "avatar.json").is_file()
-    # A failed re-preparation leaves the prepared avatar in place: it stays ready, with the error.
-    if view is not None and view.status not in (Status.finished,) and not (view.status == Status.failed and prepared):
-        return AvatarOut(id=avatar_id, status=view.status.value, job_id=view.id, progress=view.progress,
-                         error=view.error)
-    manifest_path = path / "avatar.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        manifest.pop("cache_key", None)
-        enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it
-        manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
-        return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
-                         manifest=manifest, error=view.error if view else None)
-    raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
 
 
 @router.post("", status_code=202, response_model=AvatarAccepted,
@@ -86,15 +40,13 @@ async def create_avatar(
     if avatar_id:
         try:
             await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
-        except ApiError as exc:  # re-preparing another key's avatar: refused, not "unknown"
-            if exc.code == "unknown_avatar":
-                raise ApiError(403, "not_owner", f"avatar {avatar_id!r} belongs to another API key") from exc
-            raise
+        except NotFound as exc:  # re-preparing another key's avatar: refused, not "unknown"
+            raise ApiError(403, "not_owner", f"avatar {avatar_id!r} belongs to another API key") from exc
     ref = await upload_or_source(settings, file, source, save_visual_upload)
     sample = await _sample_ref(settings, speech_sample, speech_sample_source)
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
     # The key that makes a new avatar owns it; re-preparing keeps the owner (or keeps a shared one shared).
-    if caller.owner is not None and not _dir(settings, avatar_id).exists():
+    if caller.owner is not None and not avatar_dir(settings, avatar_id).exists():
         await run_in_threadpool(redis.hsetnx, OWNERS, avatar_id, caller.owner)
     job_id = new_job_id()
     kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin},
@@ -137,7 +89,7 @@ async def get_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, cal
 
 @router.delete("/{avatar_id}", status_code=204, summary="Delete an avatar and its cache")
 async def delete_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> None:
-    path = _dir(settings, avatar_id)
+    path = avatar_dir(settings, avatar_id)
     await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
     existed = path.is_dir() or bool(await run_in_threadpool(redis.delete, JOB_KEY.format(avatar_id)))
     if not existed:
@@ -147,7 +99,7 @@ async def delete_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, 
 
 
 def _prepared(settings, avatar_id: str):
-    path = _dir(settings, avatar_id)
+    path = avatar_dir(settings, avatar_id)
     if not (path / "avatar.json").is_file():
         raise ApiError(404, "unknown_avatar", f"no prepared avatar {avatar_id!r}")
     return path

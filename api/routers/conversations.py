@@ -13,10 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key, websocket_caller
 from api.errors import ApiError
-from api.routers.rooms import get_room
 from api.schemas.conversations import MessageAccepted, MessageIn, MessageOut
-from api.uploads import owned_audio, save_audio_upload
+from api.services.files import owned_audio
+from api.services.rooms import get_room
+from api.uploads import save_audio_upload
 from core.conversations.service import history, post_message
+from core.errors import NotFound
 from core.files import public_ref
 from core.live import FPS
 from core.rooms import ROOM_ID, RoomStore, room_key
@@ -73,7 +75,7 @@ def _history_room_id(store: RoomStore, ref: str, caller) -> str:
     """An open room, or a closed one whose transcript is still kept (by id, for its owner)."""
     try:
         return get_room(store, ref, caller).id
-    except ApiError:
+    except NotFound:
         if not ROOM_ID.match(ref) or not store.r.exists(room_key(ref, "messages")):
             raise
         owner = store.owner(ref)
@@ -103,9 +105,13 @@ async def room_feed(websocket: WebSocket, room_ref: str) -> None:
     store = RoomStore(redis, settings)
     try:
         caller = websocket_caller(websocket, settings)
-        room = await run_in_threadpool(get_room, store, room_ref, caller)
     except ApiError as exc:
         await websocket.close(code=4401 if exc.status == 401 else 4404, reason=exc.message[:120])
+        return
+    try:
+        room = await run_in_threadpool(get_room, store, room_ref, caller)
+    except NotFound as exc:
+        await websocket.close(code=4404, reason=exc.message[:120])
         return
     feeds = websocket.app.state.feeds
     if websocket.app.state.feed_count >= settings.max_feeds:

@@ -17,7 +17,8 @@ from api.deps import RedisDep, SettingsDep, require_api_key, require_legacy_acce
 from api.errors import ApiError
 from api.schemas.feedback import MAX_INDEX, MS_ID_PATTERN, FeedbackList, FeedbackRow
 from api.schemas.jobs import JobAccepted
-from api.uploads import owned_ref, save_video_upload
+from api.services.files import owned_ref
+from api.uploads import save_video_upload
 from core.feedback.db import COMPONENTS, read_results
 from core.files import public_ref, resolve_owned
 from core.jobs import Kind, enqueue, new_job_id

@@ -8,18 +8,11 @@ from fastapi.responses import FileResponse
 from api.deps import SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
 from api.schemas.files import FileOut
+from api.services.files import owned_path
 from api.uploads import save_audio_upload
-from core.files import PUBLIC_KINDS, NotOwnedError, resolve_owned
+from core.files import PUBLIC_KINDS
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
-
-
-def owned_file_response(settings, ref: str) -> FileResponse:
-    try:
-        path = resolve_owned(settings, ref)
-    except NotOwnedError as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
-    return FileResponse(path, filename=path.name)
 
 
 @router.post("", status_code=201, response_model=FileOut, dependencies=[Depends(require_api_key)], summary="Upload an audio file for later ASR or speech")
@@ -35,4 +28,5 @@ async def upload_file(settings: SettingsDep, file: Annotated[UploadFile, File()]
 async def download_file(kind: str, name: str, settings: SettingsDep):
     if kind not in PUBLIC_KINDS:
         raise ApiError(404, "not_found", f"no file kind {kind!r}")
-    return owned_file_response(settings, f"{kind}/{name}")
+    path = owned_path(settings, f"{kind}/{name}")
+    return FileResponse(path, filename=path.name)

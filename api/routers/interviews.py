@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ARedisDep, CallerDep, LegacyCallerDep, RedisDep, SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
-from api.routers.avatars import check_avatar_access, read_avatar
-from api.routers.rooms import create_room, get_room
 from api.schemas.interviews import (FileRefs, InterviewCreate, InterviewOut, PlayAccepted, PlayRequest,
                                     QuestionOut, StockClipOut)
+from api.services.avatars import check_avatar_access, read_avatar, ready_avatar
+from api.services.rooms import create_room, get_room
 from core.interviews import MAX_QUESTIONS, STOCK_IDS
 from core.interviews.generators import GeneratorError, check_request, load_generator
 from core.interviews.playback import ClipRef, play_clip
@@ -53,9 +53,7 @@ async def create_interview(settings, redis, job: str | None, count: int, usernam
         job = check_request(job, count)
         # The avatar is checked before the (possibly slow) generator, the room opened after it:
         # a request that fails leaves no room behind.
-        avatar = await run_in_threadpool(read_avatar, settings, redis, avatar_id)
-        if avatar.status != "ready":
-            raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
+        await run_in_threadpool(ready_avatar, settings, redis, avatar_id)
         language = language or job_language(job, settings.interview_default_language)
         questions = await run_in_threadpool(lambda: load_generator(settings).generate(job, count, language))
     except GeneratorError as exc:

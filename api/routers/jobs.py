@@ -1,29 +1,15 @@
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ARedisDep, RedisDep, require_api_key
 from api.errors import ApiError
 from api.schemas.jobs import JobOut
-from core.jobs import JobView, Status, cancel_job, fetch_job, fetch_job_async
+from api.services.jobs import load_job
+from core.jobs import Status, cancel_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
-
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-async def load_job(redis, job_id: str, aredis=None) -> JobView:
-    if not JOB_ID.match(job_id):
-        raise ApiError(404, "unknown_job", f"no job {job_id!r}")
-    view = await fetch_job_async(aredis, redis, job_id) if aredis is not None else None
-    if view is None or view.status == Status.deferred:
-        view = await run_in_threadpool(fetch_job, redis, job_id)
-    if view is None:
-        raise ApiError(404, "unknown_job", f"no job {job_id!r}")
-    return view
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Status, progress, result or error of a job")

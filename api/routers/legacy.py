@@ -10,14 +10,16 @@ import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ARedisDep, LegacyCallerDep, RedisDep, SettingsDep, require_legacy_access
 from api.errors import ApiError
-from api.routers.asr import enqueue_asr
-from api.routers.files import owned_file_response
-from api.routers.tts import enqueue_tts
+from api.services.files import owned_audio, owned_path
+from api.services.rooms import create_room, get_room
+from api.services.speech import enqueue_asr, enqueue_tts
 from core.jobs import Status, fetch_job
+from core.rooms import RoomStore
 
 # Old clients send no headers: with keys configured they pass ?key= or call from an allowed address.
 router = APIRouter(tags=["legacy"], dependencies=[Depends(require_legacy_access)])
@@ -74,14 +76,13 @@ async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
 
 @router.get("/tests/{name}", summary="Legacy: download a generated or uploaded file")
 async def legacy_download(name: str, settings: SettingsDep):
-    return owned_file_response(settings, f"tests/{name}")
+    path = owned_path(settings, f"tests/{name}")
+    return FileResponse(path, filename=path.name)
 
 
 @router.get("/create/zbj", summary="Legacy: open a live room; returns its zbjname")
 async def legacy_create_room(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                              username: str | None = Query(None, description="default hnkjxy")) -> dict:
-    from api.routers.rooms import create_room
-
     room = await run_in_threadpool(create_room, settings, redis, (username or "").strip() or None, None, None, caller)
     return {"message": room.zbjname}
 
@@ -90,10 +91,6 @@ async def legacy_create_room(settings: SettingsDep, redis: RedisDep, caller: Leg
 async def legacy_human(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                        zbjname: str | None = Query(None, description="default room hnkjxyms"),
                        audioUrl: str | None = Query(None, description="e.g. tests/<id>.wav")) -> dict:  # noqa: N803
-    from api.routers.rooms import get_room
-    from api.uploads import owned_audio
-    from core.rooms import RoomStore
-
     if audioUrl is None or not audioUrl.strip():
         raise ApiError(400, "empty_parameter", "音频不可为空")
     store = RoomStore(redis, settings)

@@ -8,12 +8,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
-from api.routers.avatars import check_avatar_access, read_avatar
-from api.routers.jobs import load_job
-from api.routers.tts import enqueue_tts
 from api.schemas.jobs import JobAccepted
 from api.schemas.lipsync import LipSyncRequest, MouthSeries
-from api.uploads import check_audio, owned_ref, save_audio_upload
+from api.services.avatars import check_avatar_access, ready_avatar
+from api.services.files import check_audio, owned_ref
+from api.services.jobs import load_job
+from api.services.speech import enqueue_tts
+from api.uploads import save_audio_upload
 from core.files import public_ref, resolve_owned
 from core.jobs import Kind, Status, enqueue, new_job_id
 from core.media import MediaError, probe
@@ -23,9 +24,7 @@ router = APIRouter(tags=["lipsync"], dependencies=[Depends(require_api_key)])
 
 async def enqueue_lipsync(settings, redis, avatar_id: str, audio: str | None, text: str | None,
                           engine: str | None, room: str | None) -> JobAccepted:
-    avatar = await run_in_threadpool(read_avatar, settings, redis, avatar_id)
-    if avatar.status != "ready":
-        raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
+    avatar = await run_in_threadpool(ready_avatar, settings, redis, avatar_id)
     if engine == "musetalk" or (engine is None and settings.lipsync_engine == "musetalk"):
         from models.weights import musetalk_missing
 

@@ -5,18 +5,16 @@ import json
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.access import Caller
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
-from api.errors import ApiError
-from api.routers.avatars import check_avatar_access, read_avatar
-from api.routers.tts import enqueue_tts
 from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayAccepted, SayRequest
-from api.uploads import owned_audio
+from api.services.files import owned_audio
+from api.services.rooms import create_room, get_room
+from api.services.speech import enqueue_tts
 from core.conversations.service import clean_text, welcome
 from core.flvrelay import flv_viewers
 from core.mediaserver import stat as media_stat
-from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, dark_reason,
-                        latest_is, lease_key, room_key)
+from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomStore, dark_reason, latest_is,
+                        lease_key, room_key)
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
@@ -55,34 +53,6 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
                    state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
                    publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
                    dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent))
-
-
-def get_room(store: RoomStore, ref: str, caller: Caller | None = None, change: bool = False) -> Room:
-    """An open room the caller may use (another key's room is unknown to it); with `change`,
-    the built-in default room is refused (403 read_only)."""
-    room = store.resolve(ref)
-    if room is None or not store.is_open(room.id) or (caller is not None and not caller.may_use(store.owner(room.id))):
-        raise ApiError(404, "unknown_room", f"no open room {ref!r}")
-    if change and room.zbjname == store.settings.default_room:
-        raise ApiError(403, "read_only", f"room {room.zbjname!r} is built in and read-only")
-    return room
-
-
-def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None,
-                **conversation) -> Room:
-    """`conversation`: language, responder, system_prompt, llm_model, job (core.rooms.Room)."""
-    avatar_id = avatar_id or settings.demo_avatar_id
-    conversation["language"] = conversation.get("language") or settings.conversation_default_language
-    check_avatar_access(settings, redis, caller, avatar_id)
-    avatar = read_avatar(settings, redis, avatar_id)
-    if avatar.status != "ready":
-        raise ApiError(409, "avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
-    try:
-        return RoomStore(redis, settings).create(username=username, avatar_id=avatar_id, ttl_s=ttl_s,
-                                                 owner=caller.owner if caller is not None else None,
-                                                 **conversation)
-    except RoomError as exc:
-        raise ApiError(422, "invalid_input", str(exc)) from exc
 
 
 @router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")

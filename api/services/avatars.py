@@ -1,0 +1,69 @@
+"""Avatars as clients see them: who may use one, and its preparation state."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from api.schemas.avatars import AvatarOut
+from core.errors import Conflict, Forbidden, NotFound
+from core.jobs import Status, fetch_job
+
+if TYPE_CHECKING:
+    from api.access import Caller
+
+AVATAR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+JOB_KEY = "mtl:avatar-job:{}"
+OWNERS = "mtl:avatar-owners"  # hash: avatar id -> owner (a hash of the creating key, api/access.py)
+
+
+def builtin_avatars(settings) -> set[str]:
+    return {settings.demo_avatar_id}
+
+
+def check_avatar_access(settings, redis, caller: Caller | None, avatar_id: str, change: bool = False) -> None:
+    """Built-ins are read-only; another key's avatar does not exist for this caller."""
+    if caller is None:
+        return
+    if change and avatar_id in builtin_avatars(settings):
+        raise Forbidden("read_only", f"avatar {avatar_id!r} is built in and read-only")
+    raw = redis.hget(OWNERS, avatar_id)
+    if not caller.may_use(raw.decode() if raw else None):
+        raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
+
+
+def avatar_dir(settings, avatar_id: str) -> Path:
+    # The id becomes a directory name: anything else is unknown rather than a path to follow.
+    if not AVATAR_ID.match(avatar_id):
+        raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
+    return settings.data_dir / "avatars" / avatar_id
+
+
+def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
+    path = avatar_dir(settings, avatar_id)
+    raw_job = redis.get(JOB_KEY.format(avatar_id))
+    view = fetch_job(redis, raw_job.decode()) if raw_job else None
+    prepared = (path / "avatar.json").is_file()
+    # A failed re-preparation leaves the prepared avatar in place: it stays ready, with the error.
+    if view is not None and view.status not in (Status.finished,) and not (view.status == Status.failed and prepared):
+        return AvatarOut(id=avatar_id, status=view.status.value, job_id=view.id, progress=view.progress,
+                         error=view.error)
+    manifest_path = path / "avatar.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        manifest.pop("cache_key", None)
+        enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it
+        manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
+        return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
+                         manifest=manifest, error=view.error if view else None)
+    raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
+
+
+def ready_avatar(settings, redis, avatar_id: str) -> AvatarOut:
+    """The avatar, if it can be rendered now (not while it is still being prepared)."""
+    avatar = read_avatar(settings, redis, avatar_id)
+    if avatar.status != "ready":
+        raise Conflict("avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
+    return avatar

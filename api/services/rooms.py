@@ -1,0 +1,38 @@
+"""Rooms as callers see them: which open room a reference names for a caller, and opening one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from api.services.avatars import check_avatar_access, ready_avatar
+from core.errors import Forbidden, Invalid, NotFound
+from core.rooms import Room, RoomError, RoomStore
+
+if TYPE_CHECKING:
+    from api.access import Caller
+
+
+def get_room(store: RoomStore, ref: str, caller: Caller | None = None, change: bool = False) -> Room:
+    """An open room the caller may use (another key's room is unknown to it); with `change`,
+    the built-in default room is refused as read-only."""
+    room = store.resolve(ref)
+    if room is None or not store.is_open(room.id) or (caller is not None and not caller.may_use(store.owner(room.id))):
+        raise NotFound("unknown_room", f"no open room {ref!r}")
+    if change and room.zbjname == store.settings.default_room:
+        raise Forbidden("read_only", f"room {room.zbjname!r} is built in and read-only")
+    return room
+
+
+def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None,
+                **conversation) -> Room:
+    """`conversation`: language, responder, system_prompt, llm_model, job (core.rooms.Room)."""
+    avatar_id = avatar_id or settings.demo_avatar_id
+    conversation["language"] = conversation.get("language") or settings.conversation_default_language
+    check_avatar_access(settings, redis, caller, avatar_id)
+    ready_avatar(settings, redis, avatar_id)
+    try:
+        return RoomStore(redis, settings).create(username=username, avatar_id=avatar_id, ttl_s=ttl_s,
+                                                 owner=caller.owner if caller is not None else None,
+                                                 **conversation)
+    except RoomError as exc:
+        raise Invalid("invalid_input", str(exc)) from exc

@@ -1,0 +1,32 @@
+"""Speech jobs: text to speech and speech to text, enqueued for the workers."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+
+from api.services.files import owned_ref
+from core.errors import Invalid, Missing
+from core.jobs import Kind, enqueue, new_job_id
+
+
+def check_text(settings, text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise Missing("empty_parameter", "text must not be empty")
+    if len(text) > settings.max_text_chars:
+        raise Invalid("text_too_long", f"text has {len(text)} characters; the limit is {settings.max_text_chars}")
+    return text
+
+
+async def enqueue_tts(settings, redis, text: str, voice: str | None = None, language: str | None = None) -> str:
+    job_id = new_job_id()
+    kwargs = {"text": check_text(settings, text), "output_name": job_id, "voice": voice, "language": language}
+    await run_in_threadpool(enqueue, settings, redis, Kind.tts, kwargs, job_id)
+    return job_id
+
+
+async def enqueue_asr(settings, redis, ref: str, language: str | None = None) -> str:
+    job_id = new_job_id()
+    kwargs = {"file": owned_ref(settings, ref), "output_name": job_id, "language": language}
+    await run_in_threadpool(enqueue, settings, redis, Kind.asr, kwargs, job_id)
+    return job_id
