@@ -11,6 +11,8 @@ runs after the process groups (and their sockets) exist.
 
 from __future__ import annotations
 
+from supervisor import events
+
 
 class SocketHolder:
     """Exposed over supervisord's XML-RPC as `sockets.held()` so an operator can check it."""
@@ -21,6 +23,13 @@ class SocketHolder:
             manager = getattr(group, "socket_manager", None)
             if manager is not None:
                 self._refs[name] = manager.get_socket()
+        # Let go when supervisord starts stopping: the socket then closes with the last API
+        # process while supervisord's log is still open. Held until interpreter exit instead,
+        # its close was logged to a closed file and printed a traceback on every Ctrl-C.
+        events.subscribe(events.SupervisorStoppingEvent, self._release)
+
+    def _release(self, event) -> None:
+        self._refs.clear()
 
     def held(self) -> list[str]:
         return sorted(self._refs)
