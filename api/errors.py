@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.conversations.service import MessageRejected
 from core.errors import Conflict, DomainError, Forbidden, Invalid, Missing, NotFound
 from core.limits import Refused
 
@@ -69,10 +68,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused):
         return refused_response(request, exc)
-
-    @app.exception_handler(MessageRejected)
-    async def _message_rejected(request: Request, exc: MessageRejected):
-        return error_response(request, 422, exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

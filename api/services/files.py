@@ -10,20 +10,17 @@ from core.media import MediaError, MediaInfo, probe
 from core.settings import Settings
 
 
-def owned_path(settings: Settings, ref: str) -> Path:
-    """The path of an owned file to send back, for a download."""
+def owned_path(settings: Settings, ref: str, code: str = "not_found") -> Path:
+    """The path of a file the service owns (`code`: the error's code when it owns no such file)."""
     try:
         return resolve_owned(settings, ref)
     except NotOwnedError as exc:
-        raise NotFound("not_found", str(exc)) from exc
+        raise NotFound(code, str(exc)) from exc
 
 
 def owned_ref(settings: Settings, ref: str) -> str:
     """Normalise a client's reference to a file the service owns."""
-    try:
-        return public_ref(settings, resolve_owned(settings, ref))
-    except NotOwnedError as exc:
-        raise NotFound("file_not_owned", str(exc)) from exc
+    return public_ref(settings, owned_path(settings, ref, "file_not_owned"))
 
 
 def check_audio(info: MediaInfo, max_s: float) -> None:
@@ -35,10 +32,10 @@ def check_audio(info: MediaInfo, max_s: float) -> None:
 
 def owned_audio(settings: Settings, ref: str, max_s: float) -> tuple[str, float]:
     """(owned reference, duration) of decodable audio no longer than `max_s`."""
-    ref = owned_ref(settings, ref)
+    path = owned_path(settings, ref, "file_not_owned")
     try:
-        info = probe(resolve_owned(settings, ref))
+        info = probe(path)
     except MediaError as exc:
         raise Invalid("undecodable_audio", "not a decodable audio file") from exc
     check_audio(info, max_s)
-    return ref, info.duration_s
+    return public_ref(settings, path), info.duration_s

@@ -21,4 +21,3 @@ async def load_job(redis, job_id: str, aredis=None) -> JobView:
     if view is None:
         raise NotFound("unknown_job", f"no job {job_id!r}")
     return view
-

@@ -10,13 +10,12 @@ from core.conversations.turn import speak_text
 from core.jobs import Kind, enqueue, new_job_id
 from core.limits import check_disk, check_queue
 from core.rooms import Room, RoomStore
+from core.errors import Invalid
 from core.settings import Settings
 
 
-class MessageRejected(ValueError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class MessageRejected(Invalid):
+    """A message (or welcome) text the room will not speak: empty or too long."""
 
 
 def clean_text(settings: Settings, text: str | None, what: str = "message") -> str:
