@@ -43,6 +43,7 @@ from core.rooms import (STREAM_ALIVE_KEY, Room, RoomLease, RoomStore, Taken, fen
 from core.settings import Settings, get_settings
 from models.lipsync.engines import live_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from models.lipsync.visemes import load_phones, with_phones
 from workers.frames import Continuity, IdleSource, Pacer, SpeechSource
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,15 @@ class RoomPublisher(threading.Thread):
 
     # ---- speech preparation (off the pacing loop) ----
     def _prepare(self, utterance: dict, replay: bool) -> Speech:
-        pcm = decode_audio(resolve_owned(self.settings, utterance["audio"]), self.settings.live_audio_rate)
+        source = resolve_owned(self.settings, utterance["audio"])
+        pcm = decode_audio(source, self.settings.live_audio_rate)
         # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         rate = self.settings.live_audio_rate
         g = np.gcd(rate, SAMPLE_RATE)
         speech16 = resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32)
         n = max(1, frame_count(speech16.size, FPS))
-        return Speech(utterance, speech16, pcm, n, analyse(speech16, FPS, n), replay=replay)
+        track = with_phones(analyse(speech16, FPS, n), load_phones(source))
+        return Speech(utterance, speech16, pcm, n, track, replay=replay)
 
     def _next_utterance(self) -> tuple[Taken, dict, bool] | None:
         taken = self.store.take_utterance(self.room.id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from avatars.canonical import POSE, STABLE, inner_opening, similarity
+from avatars.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
@@ -35,6 +35,9 @@ class ExemplarOptions:
     stickiness: float = 0.5  # cost factor for the appearances used on the previous frame
     grid_step: int = 6  # px between points where the warp is computed exactly
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
+    # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
+    # inter-ocular distances) before it feathers out: no second lip contour at the corners.
+    lip_cover: float = 0.08
 
 
 @dataclass
@@ -42,6 +45,15 @@ class _State:
     previous: tuple[int, ...] = ()
     offset: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
+
+
+def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
+    """A canonical-frame map resampled onto the frame box `box`."""
+    x1, y1, x2, y2 = box
+    m = to_canon.copy()
+    m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
+    return cv2.warpAffine(canonical, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -111,7 +123,8 @@ class ExemplarEngine:
         box = self._roi(frame.shape, to_canon, bank)
         if box is None:
             return frame
-        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box)
+        cover = self._lip_cover(bank, apply(to_canon, landmarks[LIP40[:20]]), shape[:20])
+        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
         self._match_colour(frame, box, out, mask, state)
         blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
         return frame
@@ -147,7 +160,37 @@ class ExemplarEngine:
             return None
         return int(x1), int(y1), int(x2), int(y2)
 
-    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
+    def alpha(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray) -> np.ndarray:
+        """[H,W] how much of each frame pixel the pasted mouth replaces (1: only the presenter's
+        pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`."""
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        out = np.zeros(frame_shape[:2], np.float32)
+        box = self._roi(frame_shape, to_canon, bank)
+        if box is None:
+            return out
+        x1, y1, x2, y2 = box
+        cover = self._lip_cover(bank, apply(to_canon, landmarks[LIP40[:20]]), shape[:20])
+        out[y1:y2, x1:x2] = _to_box(cover, to_canon, box)
+        return out
+
+    def _lip_cover(self, bank: MouthBank, template_lips: np.ndarray, pasted_lips: np.ndarray) -> np.ndarray:
+        """The bank's mask raised to 1 over the hull of the template's outer lips and the pasted ones
+        (canonical frame). Without it the feathered rim let the template's own lip corners and upper
+        lip show through beside the pasted ones wherever the two mouths differ."""
+        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
+        sigma = max(1.5, 0.03 * iod)
+        pts = np.concatenate([template_lips, pasted_lips]).astype(np.float64)
+        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        centre = hull.mean(axis=0)
+        away = hull - centre
+        grow = self.options.lip_cover * iod + 2.5 * sigma
+        hull = centre + away * (1.0 + grow / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+        cover = np.zeros(bank.mask.shape, np.float32)
+        cv2.fillConvexPoly(cover, np.round(hull).astype(np.int32), 1.0)
+        cover = cv2.GaussianBlur(cover, (0, 0), sigma)
+        return np.maximum(bank.mask, cover)
+
+    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
@@ -163,11 +206,7 @@ class ExemplarEngine:
             my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
                             interpolation=cv2.INTER_LINEAR)[:rh, :rw]
             out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        m = to_canon.copy()
-        m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
-        mask = cv2.warpAffine(bank.mask, m, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        return out, mask
+        return out, _to_box(bank.mask if cover is None else cover, to_canon, box)
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
