@@ -16,6 +16,7 @@ import numpy as np
 
 from avatars.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
+from avatars.face import FACE_OVAL
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
 from models.lipsync.mouth import MouthTrack, analyse
@@ -123,7 +124,7 @@ class ExemplarEngine:
         box = self._roi(frame.shape, to_canon, bank)
         if box is None:
             return frame
-        cover = self._lip_cover(bank, apply(to_canon, landmarks[LIP40[:20]]), shape[:20])
+        cover = self._blend_mask(bank, to_canon, landmarks, shape)
         out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
         self._match_colour(frame, box, out, mask, state)
         blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
@@ -169,17 +170,18 @@ class ExemplarEngine:
         if box is None:
             return out
         x1, y1, x2, y2 = box
-        cover = self._lip_cover(bank, apply(to_canon, landmarks[LIP40[:20]]), shape[:20])
-        out[y1:y2, x1:x2] = _to_box(cover, to_canon, box)
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), to_canon, box)
         return out
 
-    def _lip_cover(self, bank: MouthBank, template_lips: np.ndarray, pasted_lips: np.ndarray) -> np.ndarray:
-        """The bank's mask raised to 1 over the hull of the template's outer lips and the pasted ones
-        (canonical frame). Without it the feathered rim let the template's own lip corners and upper
-        lip show through beside the pasted ones wherever the two mouths differ."""
+    def _blend_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """The canonical blend mask for one frame: the bank's mask raised to 1 over the hull of the
+        template's outer lips and the pasted ones (without it the feathered rim let the template's
+        own lip corners and upper lip show through beside the pasted ones wherever the two mouths
+        differ), and kept inside the template's face (a turned head's far cheek borders the
+        background, which an exemplar from another view would smear over)."""
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
         sigma = max(1.5, 0.03 * iod)
-        pts = np.concatenate([template_lips, pasted_lips]).astype(np.float64)
+        pts = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]).astype(np.float64)
         hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
         centre = hull.mean(axis=0)
         away = hull - centre
@@ -188,7 +190,15 @@ class ExemplarEngine:
         cover = np.zeros(bank.mask.shape, np.float32)
         cv2.fillConvexPoly(cover, np.round(hull).astype(np.int32), 1.0)
         cover = cv2.GaussianBlur(cover, (0, 0), sigma)
-        return np.maximum(bank.mask, cover)
+        face = np.zeros(bank.mask.shape, np.float32)
+        oval = apply(to_canon, landmarks[FACE_OVAL]).astype(np.float64)
+        centre = oval.mean(axis=0)
+        away = oval - centre
+        inset = 2.0 * sigma  # the feather stays on skin, off the face's outline
+        oval = centre + away * (1.0 - inset / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+        cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 1.0)
+        face = cv2.GaussianBlur(face, (0, 0), sigma)
+        return np.minimum(np.maximum(bank.mask, cover), face)
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
         x1, y1, x2, y2 = box
