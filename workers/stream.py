@@ -159,7 +159,7 @@ class RoomPublisher(threading.Thread):
         while not self.stop_event.is_set():
             started = time.monotonic()
             if sessions:
-                metrics.count("reconnects", self.room.id)
+                metrics.count("reconnects", metrics.room_label(self.room.id))
             sessions += 1
             try:
                 self._session(avatar)

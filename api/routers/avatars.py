@@ -42,8 +42,8 @@ async def create_avatar(
             await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
         except NotFound as exc:  # re-preparing another key's avatar: refused, not "unknown"
             raise ApiError(403, "not_owner", f"avatar {avatar_id!r} belongs to another API key") from exc
-    ref = await upload_or_source(settings, file, source, save_visual_upload)
-    sample = await _sample_ref(settings, speech_sample, speech_sample_source)
+    ref = await upload_or_source(settings, file, source, save_visual_upload, redis=redis, caller=caller)
+    sample = await _sample_ref(settings, redis, caller, speech_sample, speech_sample_source)
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
     # The key that makes a new avatar owns it; re-preparing keeps the owner (or keeps a shared one shared).
     if caller.owner is not None and not avatar_dir(settings, avatar_id).exists():
@@ -51,19 +51,19 @@ async def create_avatar(
     job_id = new_job_id()
     kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin},
               "speech_sample": sample}
-    await run_in_threadpool(enqueue, settings, redis, Kind.avatar, kwargs, job_id)
+    await run_in_threadpool(lambda: enqueue(settings, redis, Kind.avatar, kwargs, job_id, owner=caller.owner))
     await run_in_threadpool(redis.set, JOB_KEY.format(avatar_id), job_id, ex=settings.result_ttl_s)
     return AvatarAccepted(avatar_id=avatar_id, job_id=job_id, status_url=f"/v1/jobs/{job_id}",
                           avatar_url=f"/v1/avatars/{avatar_id}")
 
 
-async def _sample_ref(settings, upload: UploadFile | None, source: str | None) -> str | None:
+async def _sample_ref(settings, redis, caller, upload: UploadFile | None, source: str | None) -> str | None:
     """The checked speech sample's reference, or None when none was given."""
     if upload is not None and upload.filename:
-        return await upload_or_source(settings, upload, None, save_sample_upload)
+        return await upload_or_source(settings, upload, None, save_sample_upload, redis=redis, caller=caller)
     if not source:
         return None
-    ref = owned_ref(settings, source)
+    ref = await run_in_threadpool(lambda: owned_ref(settings, source, redis=redis, caller=caller))
     try:
         info = await run_in_threadpool(probe, resolve_owned(settings, ref))
     except MediaError as exc:

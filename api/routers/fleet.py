@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.schemas.fleet import FleetOut
 from core.jobs import Kind, alive_workers, fetch_job, get_queue
 from core.limits import free_disk_bytes, open_rooms_cap, queue_cap, queue_depth
@@ -24,7 +24,8 @@ def _recent_ids(queue, per_registry: int) -> list[str]:
     return ids
 
 
-def fleet_status(redis, settings, recent: int) -> dict:
+def fleet_status(redis, settings, recent: int, caller=None) -> dict:
+    """Queue and worker figures are the fleet's; the recent jobs are the caller's own (admin: all)."""
     queues, jobs = {}, []
     for kind in Kind:
         queue = get_queue(kind, redis)
@@ -38,7 +39,7 @@ def fleet_status(redis, settings, recent: int) -> dict:
         }
         for job_id in dict.fromkeys(_recent_ids(queue, recent)):
             view = fetch_job(redis, job_id)
-            if view is not None:
+            if view is not None and (caller is None or caller.may_use(view.owner)):
                 jobs.append(view)
     epoch = datetime.fromtimestamp(0, timezone.utc)
     jobs.sort(key=lambda v: v.created_at or epoch, reverse=True)
@@ -58,6 +59,6 @@ def fleet_status(redis, settings, recent: int) -> dict:
 
 
 @router.get("", response_model=FleetOut, summary="Queues, live workers per kind, stream workers, recent jobs")
-async def fleet(settings: SettingsDep, redis: RedisDep,
+async def fleet(settings: SettingsDep, redis: RedisDep, caller: CallerDep,
                 recent: int = Query(20, ge=1, le=100, description="how many recent jobs")) -> FleetOut:
-    return FleetOut(**await run_in_threadpool(fleet_status, redis, settings, recent))
+    return FleetOut(**await run_in_threadpool(fleet_status, redis, settings, recent, caller))

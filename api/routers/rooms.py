@@ -12,6 +12,7 @@ from api.services.rooms import create_room, get_room
 from api.services.speech import enqueue_tts
 from core.conversations.service import clean_text, welcome
 from core.flvrelay import flv_viewers
+from core.metrics import room_label
 from core.mediaserver import stat as media_stat
 from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomStore, dark_reason, latest_is,
                         lease_key, room_key)
@@ -52,7 +53,8 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
                    pending_utterances=pending, urls=room.urls(store.settings),
                    state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
                    publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
-                   dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent))
+                   dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent),
+                   metrics_label=room_label(room.id))
 
 
 @router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")
@@ -99,11 +101,12 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
     store = RoomStore(redis, settings)
     room = await run_in_threadpool(get_room, store, room_ref, caller)
     if body.audio:
-        ref, duration = await run_in_threadpool(owned_audio, settings, body.audio, settings.max_lipsync_audio_s)
+        ref, duration = await run_in_threadpool(lambda: owned_audio(settings, body.audio, settings.max_lipsync_audio_s,
+                                                                    redis=redis, caller=caller))
         utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
         return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
     await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played
-    job_id = await enqueue_tts(settings, redis, body.text or "")
+    job_id = await enqueue_tts(settings, redis, body.text or "", owner=caller.owner)
     utt = await run_in_threadpool(store.say, room, {"audio": None, "tts_job_id": job_id})
     return SayAccepted(utterance_id=utt["id"], room_id=room.id, tts_job_id=job_id)
 

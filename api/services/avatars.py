@@ -29,9 +29,13 @@ def check_avatar_access(settings, redis, caller: Caller | None, avatar_id: str, 
         return
     if change and avatar_id in builtin_avatars(settings):
         raise Forbidden("read_only", f"avatar {avatar_id!r} is built in and read-only")
-    raw = redis.hget(OWNERS, avatar_id)
-    if not caller.may_use(raw.decode() if raw else None):
+    if not caller.may_use(avatar_owner(redis, avatar_id)):
         raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
+
+
+def avatar_owner(redis, avatar_id: str) -> str | None:
+    raw = redis.hget(OWNERS, avatar_id)
+    return raw.decode() if raw else None
 
 
 def avatar_dir(settings, avatar_id: str) -> Path:
