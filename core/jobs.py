@@ -199,6 +199,13 @@ def fetch_job(connection: Redis, job_id: str) -> JobView | None:
     return _with_dependencies(connection, job, view) if view.status == Status.deferred else view
 
 
+async def job_status_async(aredis, job_id: str) -> str | None:
+    """RQ's status field of a job alone (one HGET on the hash RQ's Job.key_for names): the cheap read
+    of a poll loop. None: no such job."""
+    raw = await aredis.hget(Job.key_for(job_id), "status")
+    return raw.decode() if raw else None
+
+
 async def fetch_job_async(aredis, connection: Redis, job_id: str) -> JobView | None:
     """As fetch_job, with the reads on the event loop (one HGETALL, one XREVRANGE when ended):
     status polling is the API's hottest path. Parsing stays RQ's own (Job.restore, Result.restore)."""

@@ -20,7 +20,8 @@ from api.uploads import save_audio_upload
 from core.conversations.service import history, post_message
 from core.errors import NotFound
 from core.live import FPS
-from core.rooms import ROOM_ID, RoomStore, room_key
+from core.conversations.store import ConversationStore
+from core.rooms import ROOM_ID, RoomStore, feed_latest, feed_read
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -76,7 +77,7 @@ def _history_room_id(store: RoomStore, ref: str, caller) -> str:
     try:
         return get_room(store, ref, caller).id
     except NotFound:
-        if not ROOM_ID.match(ref) or not store.r.exists(room_key(ref, "messages")):
+        if not ROOM_ID.match(ref) or not ConversationStore(store.r, store.settings).exists(ref):
             raise
         owner = store.owner(ref)
         if not caller.may_use(owner):
@@ -129,19 +130,15 @@ async def room_feed(websocket: WebSocket, room_ref: str) -> None:
 
 async def _follow(websocket: WebSocket, feeds: aioredis.Redis, store: RoomStore, room_id: str,
                   since: str | None) -> None:
-    key = room_key(room_id, "feed")
     if not since:
-        newest = await feeds.xrevrange(key, count=1)
-        since = newest[0][0].decode() if newest else "0-0"
+        since = await feed_latest(feeds, room_id)
     await websocket.send_json({"event": "hello", "room_id": room_id, "fps": FPS, "since": since})
     closed = asyncio.ensure_future(_until_closed(websocket))
     try:
         while not closed.done():
-            entries = await feeds.xread({key: since}, block=1000, count=500)
-            for _stream, items in entries or []:
-                for entry_id, fields in items:
-                    since = entry_id.decode()
-                    await websocket.send_text(json.dumps({"id": since, **json.loads(fields[b"e"])}, ensure_ascii=False))
+            entries = await feed_read(feeds, room_id, since)
+            for since, event in entries:
+                await websocket.send_text(json.dumps({"id": since, **event}, ensure_ascii=False))
             if not entries and not await run_in_threadpool(store.is_open, room_id):
                 await websocket.send_json({"event": "room_closed", "room_id": room_id})
                 await websocket.close(code=1000)

@@ -26,7 +26,7 @@ from core.interviews import MAX_QUESTIONS, STOCK_IDS
 from core.interviews.generators import GeneratorError, check_request, load_generator
 from core.interviews.playback import ClipRef, play_clip
 from core.interviews.store import CLAIM_GRACE_S, InterviewStore, admit_chains, clip_paths, clip_state
-from core.jobs import fetch_job
+from core.jobs import Status, fetch_job, job_status_async
 from core.media import MediaError, probe
 from core.rooms import Room, RoomStore
 
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["interviews"], dependencies=[Depends(requ
 
 _GENERATOR_STATUS = {"empty_parameter": 400, "invalid_input": 422, "invalid_count": 422, "bank_error": 422,
                      "llm_not_configured": 503, "llm_unavailable": 502}
-_FAILED = (b"failed", b"canceled", b"stopped")
+_FAILED = (Status.failed.value, Status.canceled.value, Status.stopped.value)
 
 
 def job_language(job: str, default: str) -> str:
@@ -148,11 +148,11 @@ async def _quick_status(settings, aredis, clip: dict) -> str:
     """The clip's state from two status fields (no job parsing): this runs every poll."""
     if clip_paths(settings, clip["name"])[1].is_file():
         return "ready"
-    statuses = [await aredis.hget(f"rq:job:{job_id}", "status") if job_id else None
+    statuses = [await job_status_async(aredis, job_id) if job_id else None
                 for job_id in (clip.get("tts_job_id"), clip.get("lipsync_job_id"))]
     if any(s in _FAILED for s in statuses):
         return "failed"
-    if statuses[1] == b"finished" or (statuses[1] is None and time.time() - clip.get("claimed_at", 0) > CLAIM_GRACE_S):
+    if statuses[1] == Status.finished.value or (statuses[1] is None and time.time() - clip.get("claimed_at", 0) > CLAIM_GRACE_S):
         return "missing"
     return "rendering"
 

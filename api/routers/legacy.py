@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.services.files import owned_audio, owned_path
 from api.services.rooms import create_room, get_room
 from api.services.speech import enqueue_asr, enqueue_tts
-from core.jobs import Status, fetch_job
+from core.jobs import Status, fetch_job, job_status_async
 from core.rooms import RoomStore
 
 # Old clients send no headers: with keys configured they pass ?key= or call from an allowed address.
@@ -32,8 +32,7 @@ async def wait_for_job(aredis, job_id: str, timeout_s: float) -> str | None:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
-        raw = await aredis.hget(f"rq:job:{job_id}", "status")
-        status = raw.decode() if raw else None
+        status = await job_status_async(aredis, job_id)
         if status in TERMINAL or time.monotonic() >= deadline:
             return status
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))

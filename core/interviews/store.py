@@ -19,7 +19,7 @@ from pathlib import Path
 
 from redis import Redis, WatchError
 
-from core.interviews import keys
+from core import keys
 from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
 from core.limits import check_disk, check_queue
 from core.rooms import Room
