@@ -60,7 +60,7 @@ async def enqueue_feedback(settings, redis, caller, ref: str, ms_id: str, index:
     ref = await run_in_threadpool(check_answer_video, settings, ref, redis, caller)
     job_id = new_job_id()
     kwargs = {"source": ref, "ms_id": ms_id, "index": index, "output_name": job_id, "language": language,
-              **({"admin": True} if caller.admin and caller.owner else {})}
+              **({"admin": True} if caller.admin else {})}
     await run_in_threadpool(lambda: enqueue(settings, redis, Kind.feedback, kwargs, job_id, owner=caller.owner))
     return job_id
 
