@@ -28,12 +28,10 @@ def _cycle_room(settings, redis, caller, room: str | None) -> str | None:
     """The room whose cycle the render continues: a live room's id, if it is one this caller may use
     (another key's reads as unknown); any other label stays the caller's own (the worker keys the
     cycle by the job's owner too)."""
-    if not room:
+    store = RoomStore(redis, settings)
+    if not room or store.resolve(room) is None:
         return room
-    found = RoomStore(redis, settings).resolve(room)
-    if found is None:
-        return room
-    return get_room(RoomStore(redis, settings), room, caller).id
+    return get_room(store, room, caller).id
 
 
 async def enqueue_lipsync(settings, redis, caller, avatar_id: str, audio: str | None, text: str | None,
