@@ -11,6 +11,7 @@ from redis import Redis
 from rq import get_current_job
 
 from avatars.store import Avatar
+from core import keys
 from core.files import resolve_owned
 from core.jobs import set_progress
 from core.media import MediaError, VideoWriter, decode_audio
@@ -21,11 +22,8 @@ from models.lipsync.visemes import load_phones, with_phones
 
 log = logging.getLogger(__name__)
 
-CYCLE_KEY = "mtl:cycle:{avatar}:{room}"
-
-
-def cycle_key(avatar_id: str, room: str | None) -> str:
-    return CYCLE_KEY.format(avatar=avatar_id, room=room or "-")
+def cycle_key(avatar_id: str, room: str | None, owner: str | None = None) -> str:
+    return keys.cycle(avatar_id, owner, room)
 
 
 def load_speech(settings: Settings, path: Path) -> np.ndarray:
@@ -53,7 +51,7 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
     renderer = load_engine(engine or settings.lipsync_engine, settings.models_dir, settings.lipsync_strength)
     name = renderer.choose(avatar).name if hasattr(renderer, "choose") else renderer.name
     redis: Redis | None = job.connection if job is not None else None
-    key = cycle_key(avatar_id, room)
+    key = cycle_key(avatar_id, room, (job.meta or {}).get("owner") if job is not None else None)
     start = int(redis.get(key) or 0) if redis is not None else 0
     out_dir = settings.kind_dir("lipsync")
     track = with_phones(analyse(speech, avatar.fps, n), load_phones(source))
