@@ -34,6 +34,7 @@ class ExemplarOptions:
     pose_weight: float = 0.0
     gap_weight: float = 1.0  # lip gap against the rest of the shape
     stickiness: float = 0.5  # cost factor for the appearances used on the previous frame
+    exemplars: int = 2  # appearances blended per frame
     grid_step: int = 6  # px between points where the warp is computed exactly
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
@@ -141,7 +142,7 @@ class ExemplarEngine:
             cost = cost + self.options.pose_weight * ((bank.poses - pose) ** 2).sum(-1).mean(-1) / (0.03 * iod) ** 2
         if state.previous:
             cost[list(state.previous)] *= self.options.stickiness
-        order = np.argsort(cost)[:2]
+        order = np.argsort(cost)[:self.options.exemplars]
         c = cost[order] + 1e-6
         weights = (1.0 / c) / (1.0 / c).sum() if len(order) > 1 else np.ones(1)
         state.previous = tuple(int(i) for i in order)
