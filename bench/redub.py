@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             tmp.mkdir(parents=True, exist_ok=True)
             result = redub_clip(clip, engines, tmp, splits.get(clip.stem))
             other = args.foreign or args.clips[(k + 1) % len(args.clips)]
-            if other != clip and not args.no_foreign:
+            if other != clip and not args.no_foreign and clip.stem not in splits:
+                # (A split clip has cuts or an end card: the whole of it is no avatar template.)
                 result["foreign"] = {"speech": str(other), **foreign_check(clip, decode_audio(other, SR), tmp)}
             results.append(result)
     means = {}
