@@ -21,6 +21,7 @@ from core.conversations.service import history, post_message
 from core.errors import NotFound
 from core.files import public_ref
 from core.live import FPS
+from core.text import check_text
 from core.rooms import ROOM_ID, RoomStore, room_key
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ async def _read_message(request: Request, settings) -> tuple[str | None, str | N
         if upload is not None and getattr(upload, "filename", None):
             path, _info = await save_audio_upload(settings, upload)
             return None, await run_in_threadpool(_message_audio, settings, public_ref(settings, path))
-        return (text if isinstance(text, str) else None), None
+        return (check_text(text, "text") if isinstance(text, str) else None), None
     try:
         body = MessageIn.model_validate_json(await request.body())
     except ValidationError as exc:
