@@ -1,0 +1,151 @@
+"""`python -m bench.edges`: what a 200 MB multipart body sent with no key costs the API (issue 17).
+
+Starts its own redis-server and one API process (`python -m api`) with keys set, on free loopback
+ports and a temporary data directory; sends each upload/JSON route a 200 MB multipart body over a
+raw socket without a key, and reports per route: the status, the seconds to the answer, the bytes
+the client got to send, the API's RSS before and after and its peak (VmHWM) growth, and what was
+written under the data directory and the temp directory. Target: RSS growth < 20 MB, nothing on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import emit
+
+ROUTES = ("/v1/tts", "/v1/rooms", "/v1/files", "/v1/avatars")
+SIZE = 200 * 1024 * 1024
+CHUNK = 256 * 1024
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+
+def _disk(root: Path) -> dict[str, int]:
+    """Files under the data directory and their sizes, but the metrics' own (prometheus_client's
+    per-process files appear at a process's first request, whatever it is)."""
+    files = {}
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and "metrics" not in path.relative_to(root).parts:
+                files[str(path.relative_to(root))] = path.stat().st_size
+        except OSError:
+            continue
+    return files
+
+
+def _send(port: int, path: str) -> dict:
+    boundary = "benchboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    total = len(head) + SIZE + len(tail)
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}"
+               f"\r\nContent-Length: {total}\r\n\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sent = [0]
+
+    def push():
+        try:
+            sock.sendall(request + head)
+            block = b"\0" * CHUNK
+            left = SIZE
+            while left > 0:
+                n = sock.send(block[:min(CHUNK, left)])
+                left -= n
+                sent[0] += n
+            sock.sendall(tail)
+        except OSError:
+            pass  # the server closed the connection: what we wanted
+
+    started = time.monotonic()
+    pusher = threading.Thread(target=push, daemon=True)
+    pusher.start()
+    answer = b""
+    sock.settimeout(120)
+    try:
+        while b"\r\n\r\n" not in answer:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            answer += piece
+    finally:
+        elapsed = time.monotonic() - started
+        sock.close()
+        pusher.join(timeout=10)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+    return {"status": status, "answer_s": round(elapsed, 3), "client_sent_mb": round(sent[0] / 2**20, 1)}
+
+
+def main() -> None:
+    from core.fleet import redis_argv
+    from core.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="bench-edges-"))
+    data = work / "data"
+    redis_port, api_port = _free_port(), _free_port()
+    redis = subprocess.Popen(redis_argv(Settings(redis_password=None), port=redis_port, data_dir=work),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTL_")}
+    env.update(MTL_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", MTL_DATA_DIR=str(data), MTL_API_PORT=str(api_port),
+               MTL_API_PROCESSES="1", MTL_API_KEYS='["bench-key-0123456789"]', MTL_LOG_LEVEL="WARNING")
+    api = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", api_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(1.0)
+        pid = api.pid
+        temp_dir = Path(tempfile.gettempdir())
+        temp_before = set(os.listdir(temp_dir))
+        routes = {}
+        for path in ROUTES:
+            rss0, hwm0 = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
+            disk0 = _disk(data)
+            result = _send(api_port, path)
+            time.sleep(0.3)
+            rss1, hwm1 = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
+            disk1 = _disk(data)
+            result.update(rss_before_mb=round(rss0 / 1024, 1), rss_after_mb=round(rss1 / 1024, 1),
+                          rss_growth_mb=round((rss1 - rss0) / 1024, 1), peak_growth_mb=round((hwm1 - hwm0) / 1024, 1),
+                          data_files_added=sorted(set(disk1) - set(disk0)),
+                          data_bytes_added=sum(disk1.values()) - sum(disk0.values()))
+            routes[path] = result
+        temp_added = sorted(set(os.listdir(temp_dir)) - temp_before)
+        worst = max(r["peak_growth_mb"] for r in routes.values())
+        emit("edges", {"body_mb": SIZE // 2**20, "routes": routes, "temp_files_added": temp_added,
+                       "worst_peak_rss_growth_mb": worst,
+                       "ok": worst < 20 and all(r["status"] == 401 and not r["data_files_added"]
+                                                for r in routes.values()) and not temp_added})
+    finally:
+        api.terminate()
+        api.wait(timeout=15)
+        redis.terminate()
+        redis.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()
