@@ -4,7 +4,7 @@ Starts its own redis-server and one API process (`python -m api`) with keys set,
 ports and a temporary data directory; sends each upload/JSON route a 200 MB multipart body over a
 raw socket without a key, and reports per route: the status, the seconds to the answer, the bytes
 the client got to send, the API's RSS before and after and its peak (VmHWM) growth, and what was
-written under the data directory and the temp directory. Target: RSS growth < 20 MB, nothing on disk.
+written under the data directory and the API's own temp directory. Target: RSS growth < 20 MB, nothing on disk.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bench.common import emit
 ROUTES = ("/v1/tts", "/v1/rooms", "/v1/files", "/v1/avatars")
 SIZE = 200 * 1024 * 1024
 CHUNK = 256 * 1024
+KEY = "bench-key-0123456789"
 
 
 def _free_port() -> int:
@@ -95,6 +96,39 @@ def _send(port: int, path: str) -> dict:
     return {"status": status, "answer_s": round(elapsed, 3), "client_sent_mb": round(sent[0] / 2**20, 1)}
 
 
+def _image_bomb(port: int, pid: int, work: Path) -> dict:
+    """A 16000x16000 PNG (a few hundred KB) uploaded with the key: time to the refusal, RSS peak."""
+    import httpx
+
+    path = png_bomb(work / "bomb.png", 16000)
+    hwm0 = _status_kb(pid, "VmHWM")
+    times, codes = [], set()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=60) as client:
+        for _ in range(3):
+            started = time.monotonic()
+            r = client.post("/v1/avatars", files={"file": ("portrait.png", path.read_bytes())})
+            times.append(round(time.monotonic() - started, 3))
+            codes.add(r.json()["error"]["code"])
+    return {"file_kb": path.stat().st_size // 1024, "codes": sorted(codes), "answer_s": times,
+            "api_peak_growth_mb": round((_status_kb(pid, "VmHWM") - hwm0) / 1024, 1)}
+
+
+def png_bomb(path: Path, side: int) -> Path:
+    """A grey side x side PNG made row by row (a few hundred KB on disk, never whole in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (side + 1)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
 def main() -> None:
     from core.fleet import redis_argv
     from core.settings import Settings
@@ -106,7 +140,9 @@ def main() -> None:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MTL_")}
     env.update(MTL_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", MTL_DATA_DIR=str(data), MTL_API_PORT=str(api_port),
-               MTL_API_PROCESSES="1", MTL_API_KEYS='["bench-key-0123456789"]', MTL_LOG_LEVEL="WARNING")
+               MTL_API_PROCESSES="1", MTL_API_KEYS=f'["{KEY}"]', MTL_LOG_LEVEL="WARNING",
+               TMPDIR=str(work / "tmp"))  # its own temp dir: the parser's spool files would show there
+    (work / "tmp").mkdir()
     api = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
@@ -119,7 +155,7 @@ def main() -> None:
                 time.sleep(0.2)
         time.sleep(1.0)
         pid = api.pid
-        temp_dir = Path(tempfile.gettempdir())
+        temp_dir = work / "tmp"
         temp_before = set(os.listdir(temp_dir))
         routes = {}
         for path in ROUTES:
@@ -135,11 +171,13 @@ def main() -> None:
                           data_bytes_added=sum(disk1.values()) - sum(disk0.values()))
             routes[path] = result
         temp_added = sorted(set(os.listdir(temp_dir)) - temp_before)
+        bomb = _image_bomb(api_port, pid, work)
         worst = max(r["peak_growth_mb"] for r in routes.values())
-        emit("edges", {"body_mb": SIZE // 2**20, "routes": routes, "temp_files_added": temp_added,
+        emit("edges", {"body_mb": SIZE // 2**20, "routes": routes, "temp_files_added": temp_added, "image_bomb": bomb,
                        "worst_peak_rss_growth_mb": worst,
                        "ok": worst < 20 and all(r["status"] == 401 and not r["data_files_added"]
-                                                for r in routes.values()) and not temp_added})
+                                                for r in routes.values()) and not temp_added
+                             and bomb["codes"] == ["image_too_large"] and max(bomb["answer_s"]) < 0.2})
     finally:
         api.terminate()
         api.wait(timeout=15)

@@ -13,12 +13,14 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from api.access import key_owner
+from bench.edges import png_bomb
 from core.settings import Settings
 
 KEY = "edge-key-0123456789"
@@ -217,3 +219,50 @@ def test_every_multipart_route_is_capped(redis_server, data_dir):
     documented = {(method.upper(), path) for path, item in schema["paths"].items() for method, op in item.items()
                   if "multipart/form-data" in json.dumps(op.get("requestBody", {}))}
     assert documented == set(UPLOAD_LIMITS)
+
+
+# ---- header checks before decoders; ffmpeg/ffprobe bounded ----
+
+@pytest.mark.parametrize("side", [16000, 20000])
+def test_picture_bombs_are_refused_from_the_header(redis_server, data_dir, tmp_path, side):
+    """16000x16000 cost ffprobe 802 MB before check_pixels; 20000x20000 probed as 0x0 and was accepted."""
+    settings = _settings(redis_server, data_dir)
+    bomb = png_bomb(tmp_path / "portrait.png", side)
+
+    async def scenario(client):
+        return await client.post("/v1/avatars", files={"file": ("portrait.png", bomb.read_bytes())},
+                                 headers={"X-API-Key": KEY})
+
+    _error(_run(settings, scenario), 422, "image_too_large")
+    assert not [p for p in _files_under(data_dir) if "uploads" in p.parts]
+
+
+def test_media_tools_get_no_stdin_and_bounded_memory(tmp_path):
+    """Every ffmpeg/ffprobe the service starts: stdin /dev/null (under supervisord the API's stdin is
+    its listening socket) and RLIMIT_AS; seen on the real child process in /proc."""
+    import threading
+
+    from core.media import MEDIA_MAX_MEMORY_BYTES, run_ffmpeg
+
+    seen = {}
+
+    def watch():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not seen:
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and (proc / "comm").read_text().strip() == "ffmpeg" and \
+                            int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                        seen["stdin"] = os.readlink(proc / "fd" / "0")
+                        seen["limits"] = (proc / "limits").read_text()
+                except (OSError, ValueError, IndexError):
+                    continue
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run_ffmpeg(["-re", "-f", "lavfi", "-i", "sine=d=1.5", "-f", "null", "-"])
+    watcher.join()
+    assert seen.get("stdin") == "/dev/null", seen
+    line = next(l for l in seen["limits"].splitlines() if l.startswith("Max address space"))
+    assert line.split()[3] == str(MEDIA_MAX_MEMORY_BYTES), line
