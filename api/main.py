@@ -19,7 +19,7 @@ from api.openapi import install_openapi
 from api.observability import router as metrics_router
 from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
-from api.routers import conversations, feedback, interviews
+from api.routers import conversations, feedback, interviews, publish
 from core import metrics
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(metrics_router)
     for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, conversations, fleet, live,
-                   console):
+                   console, publish):
         app.include_router(module.router)
     for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
         app.include_router(module.legacy_router)

@@ -27,9 +27,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from conftest import ROOT, fleet_env, free_port, wait_until
+from core.credentials import stat_secret
 from core.fleet import batch_kinds
 from core.mediaserver import stat
 from core.rooms import lease_key
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +175,7 @@ class SupervisedFleet:
 
     def publishing(self, key: str) -> bool:
         try:
-            info = stat(self.media_http_port, timeout=1.0).get(key)
+            info = stat(self.media_http_port, timeout=1.0, secret=stat_secret(Settings(data_dir=self.data_dir))).get(key)
         except OSError:
             return False
         return bool(info and info.get("publishing"))
