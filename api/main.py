@@ -21,6 +21,7 @@ from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
 from api.routers import conversations, feedback, interviews, publish
 from core import metrics
+from core.credentials import redis_password
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
 
@@ -40,13 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Bounded and blocking: a burst of requests waits for a connection instead of failing.
         # Retried: after a Redis restart every pooled connection is dead once (redis.asyncio does not
         # retry by default, unlike the sync client).
-        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, password=settings.redis_password,
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, password=redis_password(settings),
                                                         max_connections=settings.api_redis_connections, timeout=10,
                                                         retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 5))
         app.state.aredis = aioredis.Redis(connection_pool=pool)
         app.state.relays = live.make_hub(settings, app.state.aredis)  # HTTP-FLV relays of this process
         # Room feeds (WebSockets) block in XREAD: a pool of their own, so they never starve requests.
-        app.state.feeds = aioredis.Redis.from_url(settings.redis_url, password=settings.redis_password,
+        app.state.feeds = aioredis.Redis.from_url(settings.redis_url, password=redis_password(settings),
                                                   max_connections=settings.max_feeds)
         app.state.feed_count = 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)

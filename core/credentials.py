@@ -3,7 +3,8 @@ files 0600, so only the user the fleet runs as reads them), or given in settings
 spread over hosts that share no data directory.
 
 * ``redis``: the own Redis' ``requirepass`` (core/fleet.py), unless MTL_REDIS_PASSWORD or a
-  password in MTL_REDIS_URL is given.
+  password in MTL_REDIS_URL is given. Redis reads it from ``redis.conf`` beside it (0600), not
+  from its command line, which every local user can read in ``ps``.
 * ``publish``: the key of the per-room publish secrets. A stream worker publishes
   ``<stream key>?secret=HMAC(key, stream key)``; the media server's ``on_publish`` asks the API
   (api/routers/publish.py), which recomputes it. The stream key is what viewers play, so it cannot
@@ -22,6 +23,7 @@ import re
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from core.settings import Settings
 
@@ -71,8 +73,25 @@ def _read(path: Path) -> str:
     raise ValueError(f"{path} is empty")
 
 
-def redis_password(settings: Settings) -> str:
+def own_redis_password(settings: Settings) -> str | None:
+    """The password `make run` gives its own Redis: None when one is configured (MTL_REDIS_PASSWORD
+    or inside MTL_REDIS_URL, which work as before) or the Redis is not a local one; else the
+    fleet's secret, made at the fleet's first start."""
+    url = urlparse(settings.redis_url)
+    if settings.redis_password or url.password or url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
     return fleet_secret(settings, "redis")
+
+
+def redis_password(settings: Settings) -> str | None:
+    """What clients send: the configured password, else the fleet's secret when the fleet made one
+    (so every process and tool with the same data directory finds it), else none."""
+    if settings.redis_password:
+        return settings.redis_password
+    path = settings.data_dir / "secrets" / "redis"
+    if path in _known or (not urlparse(settings.redis_url).password and path.is_file()):
+        return fleet_secret(settings, "redis")
+    return None
 
 
 def stat_secret(settings: Settings) -> str:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.credentials import own_redis_password, secrets_dir
 from core.logs import setup_logging
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -35,10 +36,11 @@ MAX_SOCKET_PATH = 100
 log = logging.getLogger("fleet")
 
 
-def redis_argv(settings: Settings, port: int | None = None, data_dir=None) -> list[str]:
+def redis_argv(settings: Settings, port: int | None = None, data_dir=None, conf: Path | None = None) -> list[str]:
+    """`conf`: a config file read first (the fleet's holds its requirepass, kept off the command line)."""
     port = port or urlparse(settings.redis_url).port or settings.redis_port
     data_dir = data_dir or settings.kind_dir("redis")
-    argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+    argv = [shutil.which("redis-server") or "redis-server", *([str(conf)] if conf else []), "--bind", "127.0.0.1", "--port", str(port),
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--protected-mode", "yes", "--daemonize", "no"]
     if settings.redis_maxmemory_mb > 0:
@@ -59,8 +61,22 @@ def run_redis(settings: Settings) -> int:
         log.error("MTL_REDIS_URL points at %s; not starting a local Redis", urlparse(settings.redis_url).hostname)
         return 1
     # exec: the supervisor's signals (SIGTERM: flush the append-only file and exit) reach Redis itself,
-    # and the password stays out of the generated supervisord.conf.
-    os.execv(redis_argv(settings)[0], redis_argv(settings))
+    # and the password stays out of the generated supervisord.conf and of the command line.
+    argv = redis_argv(settings.model_copy(update={"redis_password": None}), conf=_redis_conf(settings))
+    os.execv(argv[0], argv)
+
+
+def _redis_conf(settings: Settings) -> Path | None:
+    """A 0600 redis.conf with the password clients must give: the configured one, else the fleet's
+    own, made at first start (core/credentials.py). None for an external Redis URL with its own."""
+    password = settings.redis_password or own_redis_password(settings)
+    if not password:
+        return None
+    path = secrets_dir(settings) / "redis.conf"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"requirepass {password}\n")
+    return path
 
 
 def banner(settings: Settings) -> str:
@@ -221,6 +237,8 @@ def run_fleet(settings: Settings) -> None:
     sys.stdout.write(banner(settings) + "\n")  # the command's own output, for the operator
     sys.stdout.flush()
     conf = write_conf(settings)
+    if local_redis(settings):
+        own_redis_password(settings)  # made before any process starts, so every one finds it
     os.chdir(PROJECT_ROOT)
     # Children inherit this environment (settings, data dir); unbuffered so their logs are current.
     os.environ["PYTHONUNBUFFERED"] = "1"

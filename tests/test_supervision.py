@@ -27,7 +27,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from conftest import ROOT, fleet_env, free_port, wait_until
-from core.credentials import stat_secret
+from core.credentials import redis_password, stat_secret
 from core.fleet import batch_kinds
 from core.mediaserver import stat
 from core.rooms import lease_key
@@ -243,7 +243,10 @@ def fleet(tmp_path_factory, llm_stub):
         proc.wait(60)
         _dump_logs(data_dir)
         raise
-    yield SupervisedFleet(proc=proc, data_dir=data_dir, api=api, redis=Redis(port=redis_port), rpc=_rpc(data_dir),
+    # The fleet's own Redis wants the password it made at its first start (results/secrets/redis).
+    password = redis_password(Settings(data_dir=data_dir, redis_url=env["MTL_REDIS_URL"]))
+    yield SupervisedFleet(proc=proc, data_dir=data_dir, api=api, redis=Redis(port=redis_port, password=password),
+                          rpc=_rpc(data_dir),
                           media_http_port=int(env["MTL_MEDIA_HTTP_PORT"]))
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -292,6 +295,19 @@ def test_every_process_runs_under_supervisord_with_its_own_log(fleet, room):
     # bench/room_capacity finds the stream workers by their command line.
     out = subprocess.run(["pgrep", "-f", "python -m workers stream"], capture_output=True, text=True).stdout.split()
     assert {names["stream-0"]["pid"], names["stream-1"]["pid"]} <= {int(p) for p in out}
+
+
+def test_the_fleets_redis_wants_its_password(fleet):
+    """Made at the first start, kept 0600 under results/secrets; never on a command line."""
+    port = fleet.redis.connection_pool.connection_kwargs["port"]
+    anonymous = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, timeout=10)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+    assert fleet.redis.ping()
+    secret = fleet.data_dir / "secrets" / "redis"
+    assert oct(secret.stat().st_mode & 0o777) == "0o600" and oct(secret.parent.stat().st_mode & 0o777) == "0o700"
+    pid = fleet.info("redis")["pid"]
+    assert secret.read_text().strip() not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert secret.read_text().strip() not in (fleet.data_dir / "supervisor" / "supervisord.conf").read_text()
 
 
 def _answers(base_url: str, timeout: float = 5) -> bool:
