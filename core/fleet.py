@@ -15,12 +15,14 @@ so queued jobs survive a restart of Redis or of the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import os
 import pwd
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -124,8 +126,9 @@ def _command(*args: str) -> str:
     return _esc(" ".join(shlex.quote(str(a)) for a in args))
 
 
-def _program(settings: Settings, name: str, command: str, *, numprocs: int | None = None, priority: int,
-             stopwaitsecs: float, section: str = "program", extra: dict[str, str] | None = None) -> str:
+def _program_of(settings: Settings, name: str, command: str, *, numprocs: int | None = None, priority: int,
+             stopwaitsecs: float, section: str = "program", extra: dict[str, str] | None = None,
+             user: str | None = None) -> str:
     """One [program] section; a kind that scales (numprocs given) names its processes <kind>-<n>."""
     logs = settings.data_dir / "logs"
     process_name = "%(program_name)s" if numprocs is None else "%(program_name)s-%(process_num)d"
@@ -149,6 +152,8 @@ def _program(settings: Settings, name: str, command: str, *, numprocs: int | Non
         "stdout_logfile": _esc(logs) + "/" + process_name + ".log",
         "stdout_logfile_maxbytes": str(settings.log_max_bytes),
         "stdout_logfile_backups": str(settings.log_backups),
+        # supervisord (root) drops to `user` for the process; HOME too, for the libraries' caches.
+        **({"user": user, "environment": f'HOME="{_esc(settings.data_dir / "home")}"'} if user else {}),
         **(extra or {}),
     }
     return f"[{section}:{name}]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
@@ -161,9 +166,10 @@ def batch_kinds() -> list[str]:
     return [k.value for k in Kind]
 
 
-def _programs(settings: Settings, python: str) -> list[str]:
+def _programs(settings: Settings, python: str, user: str | None = None) -> list[str]:
     grace = settings.worker_stop_grace_s + 10
     programs = []
+    _program = functools.partial(_program_of, user=user)
     if local_redis(settings):
         programs.append(_program(settings, "redis", _command(python, "-m", "core.fleet", "redis"), priority=10,
                                  stopwaitsecs=20))
@@ -187,8 +193,9 @@ def _programs(settings: Settings, python: str) -> list[str]:
     return programs
 
 
-def supervisor_conf(settings: Settings, python: str | None = None) -> str:
-    """supervisord.conf for the fleet; every path under the settings' data dir."""
+def supervisor_conf(settings: Settings, python: str | None = None, user: str | None = None) -> str:
+    """supervisord.conf for the fleet; every path under the settings' data dir; `user`: the
+    unprivileged user every program runs as (supervisord itself stays the starting user)."""
     python = python or sys.executable
     logs, sock = settings.data_dir / "logs", socket_path(settings)
     head = f"""\
@@ -222,32 +229,72 @@ supervisor.rpcinterface_factory = core.supervisor_sockets:make_interface
 programs={",".join(batch_kinds())}
 priority=40
 """
-    return head + "\n" + "\n".join(_programs(settings, python))
+    return head + "\n" + "\n".join(_programs(settings, python, user))
 
 
-def write_conf(settings: Settings) -> Path:
+def write_conf(settings: Settings, user: str | None = None) -> Path:
     settings.kind_dir("supervisor")
     settings.kind_dir("logs")
     path = conf_path(settings)
-    path.write_text(supervisor_conf(settings))
+    path.write_text(supervisor_conf(settings, user=user))
     return path
+
+
+# ---- no root ----
+
+def fleet_user(settings: Settings) -> str | None:
+    """Started as root: the unprivileged user the fleet's processes run as (MTL_RUN_AS), created if
+    missing. None when not root, when MTL_RUN_AS is empty, or (logged as an error) when that user
+    could not run the fleet from here (the project or the data directory out of its reach)."""
+    if os.geteuid() != 0 or not settings.run_as:
+        return None
+    user = settings.run_as
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        done = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                               str(settings.data_dir / "home"), "--shell", "/usr/sbin/nologin", user],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            log.error("could not create the user %s (%s): the fleet runs as root", user, done.stderr.strip())
+            return None
+        log.info("created the unprivileged user %s for the fleet", user)
+    return user if _usable_by(settings, user) else None
+
+
+def _usable_by(settings: Settings, user: str) -> bool:
+    """Give `user` the data directory, then check it can import the service and write there."""
+    settings.kind_dir("home")
+    subprocess.run(["chown", "-R", f"{user}:", str(settings.data_dir)], check=True)
+    probe = ("import pathlib, sys, api.main, workers.base; p = pathlib.Path(sys.argv[1]) / 'home' / '.probe'; "
+             "p.write_text('ok'); p.unlink()")
+    done = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", probe, str(settings.data_dir)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        log.error("the user %s cannot run the fleet from %s (%s): the fleet runs as root", user, PROJECT_ROOT, tail)
+        return False
+    return True
 
 
 def run_fleet(settings: Settings) -> None:
     sys.stdout.write(banner(settings) + "\n")  # the command's own output, for the operator
     sys.stdout.flush()
-    conf = write_conf(settings)
     if local_redis(settings):
         own_redis_password(settings)  # made before any process starts, so every one finds it
+    from core.metrics import ENV, metrics_dir
+
+    # Prometheus multiprocess files of every process, one directory for the fleet, emptied at start
+    # (files of processes from a previous run would otherwise be added to this run's counts).
+    shutil.rmtree(metrics_dir(settings), ignore_errors=True)
+    metrics_dir(settings).mkdir(parents=True, exist_ok=True)
+    settings.kind_dir("supervisor")
+    settings.kind_dir("logs")
+    user = fleet_user(settings)  # after everything above is made: the user is given all of it
+    conf = write_conf(settings, user)
     os.chdir(PROJECT_ROOT)
     # Children inherit this environment (settings, data dir); unbuffered so their logs are current.
     os.environ["PYTHONUNBUFFERED"] = "1"
-    # Prometheus multiprocess files of every process, one directory for the fleet, emptied at start
-    # (files of processes from a previous run would otherwise be added to this run's counts).
-    from core.metrics import ENV, metrics_dir
-
-    shutil.rmtree(metrics_dir(settings), ignore_errors=True)
-    metrics_dir(settings).mkdir(parents=True, exist_ok=True)
     os.environ[ENV] = str(metrics_dir(settings))
     argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)]
     os.execv(argv[0], argv)

@@ -230,6 +230,9 @@ class Settings(BaseSettings):
     job_max_recoveries: int = 2
 
     log_level: str = "INFO"
+    # Started as root, the fleet's processes (all but supervisord) run as this unprivileged user,
+    # created if missing, which owns the data directory; empty: they keep the starting user.
+    run_as: str = "musetalk"
     # Per-process log files under <data_dir>/logs, rotated by supervisord.
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=0)
     log_backups: int = Field(5, ge=0)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -221,7 +223,9 @@ def _dump_logs(data_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, llm_stub):
-    data_dir = tmp_path_factory.mktemp("fleet")
+    # Not under pytest's temp root (0700): started as root the fleet runs as an unprivileged user,
+    # which is given the data directory and must be able to reach it.
+    data_dir = Path(tempfile.mkdtemp(prefix="mtl-fleet-"))
     redis_port, api_port = free_port(), free_port()
     env = fleet_env(f"redis://127.0.0.1:{redis_port}/0", data_dir, MTL_API_PORT=str(api_port),
                     MTL_RTMP_PORT=str(free_port()), MTL_MEDIA_HTTP_PORT=str(free_port()),
@@ -255,6 +259,7 @@ def fleet(tmp_path_factory, llm_stub):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     api.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
     sys.stderr.write("\nmeasured (s): " + json.dumps({k: round(v, 2) for k, v in MEASURED.items()}) + "\n")
 
 
@@ -295,6 +300,26 @@ def test_every_process_runs_under_supervisord_with_its_own_log(fleet, room):
     # bench/room_capacity finds the stream workers by their command line.
     out = subprocess.run(["pgrep", "-f", "python -m workers stream"], capture_output=True, text=True).stdout.split()
     assert {names["stream-0"]["pid"], names["stream-1"]["pid"]} <= {int(p) for p in out}
+
+
+def test_started_as_root_the_fleet_runs_unprivileged(fleet):
+    """Every process but supervisord runs as MTL_RUN_AS (musetalk), which owns the data directory."""
+    if os.geteuid() != 0:
+        pytest.skip("only a fleet started as root changes user")
+    refused = [line for line in (fleet.data_dir / "fleet.out").read_text(errors="replace").splitlines()
+               if "the fleet runs as root" in line]
+    if refused:  # e.g. the interpreter lives under /root (pyenv), which the user cannot reach
+        pytest.skip(refused[0].split("ERROR", 1)[-1].strip())
+    users = {p["name"]: subprocess.run(["ps", "-o", "user=", "-p", str(p["pid"])], capture_output=True,
+                                       text=True).stdout.strip() for p in fleet.rpc.supervisor.getAllProcessInfo()}
+    assert set(users.values()) == {"musetalk"}, users
+    assert subprocess.run(["ps", "-o", "user=", "-p", str(fleet.proc.pid)], capture_output=True,
+                          text=True).stdout.strip() == "root"  # supervisord itself
+    assert fleet.data_dir.owner() == "musetalk" and (fleet.data_dir / "secrets").owner() == "musetalk"
+    # Their children too: the media server's nginx worker.
+    nginx = subprocess.run(["pgrep", "-g", str(fleet.info("media")["pid"])], capture_output=True, text=True).stdout.split()
+    assert nginx and {subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True).stdout.strip()
+                      for pid in nginx} == {"musetalk"}
 
 
 def test_the_fleets_redis_wants_its_password(fleet):
