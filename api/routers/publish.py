@@ -5,6 +5,9 @@ only the fleet's stream workers compute (core/credentials.py). Not part of the p
 nginx-rtmp POSTs a form (``call=publish&name=<stream key>&addr=...`` plus the publish URL's own
 arguments, here ``secret``) and refuses the publish on any answer but 2xx. SRS POSTs JSON
 (``{"action": "on_publish", "stream": ..., "param": "?secret=..."}``) and wants ``0`` in the body.
+
+Who may call it: anyone who reaches the API (the media server sends no key). It only answers whether a
+secret is a room's, and each is 160 bits of an HMAC whose key never leaves the fleet.
 """
 
 from __future__ import annotations
