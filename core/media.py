@@ -54,7 +54,7 @@ class MediaRefused(MediaError):
 
 
 class ImageTooLarge(MediaRefused):
-    """A picture (or video frame) over MAX_IMAGE_PIXELS, or one whose size cannot be measured."""
+    """A picture (or video frame) over MAX_IMAGE_PIXELS."""
 
     code = "image_too_large"
 
@@ -93,8 +93,8 @@ def picture_size(path: Path) -> tuple[int, int] | None:
 
 
 def check_picture(width: int, height: int) -> None:
-    if width <= 0 or height <= 0:
-        raise ImageTooLarge("the picture's size cannot be measured")
+    if width <= 0 or height <= 0:  # nothing to bound it by: never handed to a decoder
+        raise MediaRefused("the picture's size cannot be measured")
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"the picture is {width}x{height} pixels; the limit is "
                             f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", width, height)
