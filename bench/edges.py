@@ -3,8 +3,9 @@
 Starts its own redis-server and one API process (`python -m api`) with keys set, on free loopback
 ports and a temporary data directory; sends each upload/JSON route a 200 MB multipart body over a
 raw socket without a key, and reports per route: the status, the seconds to the answer, the bytes
-the client got to send, the API's RSS before and after and its peak (VmHWM) growth, and what was
-written under the data directory and the API's own temp directory. Target: RSS growth < 20 MB, nothing on disk.
+the client got to send, the API's RSS before and after and its peak growth while the request ran,
+the peak size of the files it held open under its data and temp directories (the multipart
+parser's spool files are unnamed), and what was left under them afterwards. Target: RSS growth < 20 MB, nothing on disk.
 """
 
 from __future__ import annotations
@@ -51,6 +52,43 @@ def _disk(root: Path) -> dict[str, int]:
         except OSError:
             continue
     return files
+
+
+class Sampler:
+    """While a request runs: the API's peak RSS, and the peak bytes of the files it holds open under
+    `root` (the data and temp directories), deleted ones included (the multipart parser spools to
+    unnamed temp files, which no directory listing shows afterwards)."""
+
+    def __init__(self, pid: int, root: Path) -> None:
+        self.pid, self.root = pid, str(root)
+        self.peak_rss_kb = self.peak_files = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss_kb = max(self.peak_rss_kb, _status_kb(self.pid, "VmRSS"))
+            self.peak_files = max(self.peak_files, self._open_bytes())
+            time.sleep(0.01)
+
+    def _open_bytes(self) -> int:
+        total = 0
+        fds = Path(f"/proc/{self.pid}/fd")
+        for fd in fds.iterdir() if fds.exists() else ():
+            try:
+                if os.readlink(fd).startswith(self.root):
+                    total += os.stat(fd).st_size
+            except OSError:
+                continue
+        return total
 
 
 def _send(port: int, path: str) -> dict:
@@ -101,16 +139,17 @@ def _image_bomb(port: int, pid: int, work: Path) -> dict:
     import httpx
 
     path = png_bomb(work / "bomb.png", 16000)
-    hwm0 = _status_kb(pid, "VmHWM")
+    rss0 = _status_kb(pid, "VmRSS")
     times, codes = [], set()
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=60) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=60) as client, \
+            Sampler(pid, work) as sampled:
         for _ in range(3):
             started = time.monotonic()
             r = client.post("/v1/avatars", files={"file": ("portrait.png", path.read_bytes())})
             times.append(round(time.monotonic() - started, 3))
             codes.add(r.json()["error"]["code"])
     return {"file_kb": path.stat().st_size // 1024, "codes": sorted(codes), "answer_s": times,
-            "api_peak_growth_mb": round((_status_kb(pid, "VmHWM") - hwm0) / 1024, 1)}
+            "api_peak_growth_mb": round((sampled.peak_rss_kb - rss0) / 1024, 1)}
 
 
 def png_bomb(path: Path, side: int) -> Path:
@@ -159,14 +198,16 @@ def main() -> None:
         temp_before = set(os.listdir(temp_dir))
         routes = {}
         for path in ROUTES:
-            rss0, hwm0 = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
+            rss0 = _status_kb(pid, "VmRSS")
             disk0 = _disk(data)
-            result = _send(api_port, path)
-            time.sleep(0.3)
-            rss1, hwm1 = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
+            with Sampler(pid, work) as sampled:
+                result = _send(api_port, path)
+                time.sleep(0.3)
+            rss1 = _status_kb(pid, "VmRSS")
             disk1 = _disk(data)
             result.update(rss_before_mb=round(rss0 / 1024, 1), rss_after_mb=round(rss1 / 1024, 1),
-                          rss_growth_mb=round((rss1 - rss0) / 1024, 1), peak_growth_mb=round((hwm1 - hwm0) / 1024, 1),
+                          peak_growth_mb=round((sampled.peak_rss_kb - rss0) / 1024, 1),
+                          peak_open_files_mb=round(sampled.peak_files / 2**20, 1),
                           data_files_added=sorted(set(disk1) - set(disk0)),
                           data_bytes_added=sum(disk1.values()) - sum(disk0.values()))
             routes[path] = result
@@ -176,7 +217,8 @@ def main() -> None:
         emit("edges", {"body_mb": SIZE // 2**20, "routes": routes, "temp_files_added": temp_added, "image_bomb": bomb,
                        "worst_peak_rss_growth_mb": worst,
                        "ok": worst < 20 and all(r["status"] == 401 and not r["data_files_added"]
-                                                for r in routes.values()) and not temp_added
+                                                and r["peak_open_files_mb"] < 1 for r in routes.values())
+                             and not temp_added
                              and bomb["codes"] == ["image_too_large"] and max(bomb["answer_s"]) < 0.2})
     finally:
         api.terminate()
