@@ -89,6 +89,7 @@ NO_RESOURCE = {
     "MOUNT /console": "the console's static files",
     "MOUNT /console/vendor": "the console's vendored player",
     "GET /live/{name}": "the stream key is the audience's capability, like the media server's URLs",
+    "POST /internal/media/publish": "the media server's publish check: answers only whether a secret is a room's",
 }
 CHECKS: dict[str, Callable] = {}
 
