@@ -79,3 +79,20 @@ def test_cycle_start_is_validated_and_documented(prepared):
         assert r.status_code == 202, r.text
         schema = client.get("/openapi.json").json()["components"]["schemas"]["LipSyncRequest"]
         assert "first frame" in schema["properties"]["cycle_start"]["description"]
+
+
+def test_a_speaking_photo_keeps_its_idle_motion(prepared):
+    """A portrait avatar sways while it speaks, as it does in silence: the eyes move across the render."""
+    import cv2
+
+    from avatars.store import Avatar
+    from workers.lipsync import render_lipsync_video
+
+    render_lipsync_video("still", "idle-a", audio="uploads/speech.wav", engine="warp")
+    avatar = Avatar.open(prepared.data_dir, "still")
+    frames = decoded(prepared.data_dir / "lipsync" / "idle-a.mp4").reshape(-1, avatar.height, avatar.width, 3)
+    lm = avatar.landmarks_at(0)
+    (x1, y1), (x2, y2) = lm[[33, 263]].min(axis=0).astype(int) - 20, lm[[33, 263]].max(axis=0).astype(int) + 20
+    eyes = [np.float32(cv2.cvtColor(f[y1:y2, x1:x2], cv2.COLOR_RGB2GRAY)) for f in frames]
+    shifts = [np.hypot(*cv2.phaseCorrelate(eyes[0], e)[0]) for e in eyes]
+    assert max(shifts) > 1.0, shifts
