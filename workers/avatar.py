@@ -38,15 +38,18 @@ def _enroll_options(settings: Settings):
     return EnrollOptions(min_duration_s=settings.min_sample_s, max_duration_s=settings.max_sample_s)
 
 
-def _stage_sample(settings: Settings, sample: str, out: Path, progress) -> Path:
-    """Enroll the given sample beside the avatar first: a bad sample fails the job before the
-    avatar is touched."""
+def _stage_sample(settings: Settings, template: Path, sample: str, out: Path, progress) -> Path:
+    """Enroll the given sample beside the avatar first: a bad sample (or another person's) fails
+    the job before the avatar is touched."""
     from avatars.enroll import enroll
+    from avatars.identity import check_same_person
 
+    sample_path = resolve_owned(settings, sample)
+    check_same_person(template, sample_path)
     staged = out.with_name(f".{out.name}.mouth.building")
     shutil.rmtree(staged, ignore_errors=True)
     try:
-        enroll(resolve_owned(settings, sample), staged, _enroll_options(settings), progress=progress)
+        enroll(sample_path, staged, _enroll_options(settings), progress=progress)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -78,7 +81,8 @@ def prepare_avatar(source: str, avatar_id: str, options: dict | None = None, spe
     opts = PrepareOptions(**(options or {}), max_duration_s=settings.max_avatar_s)
     path = resolve_owned(settings, source)
     out = avatar_dir(settings.data_dir, avatar_id)
-    staged = _stage_sample(settings, speech_sample, out, lambda p: set_progress(job, 0.45 * p)) if speech_sample else None
+    staged = _stage_sample(settings, path, speech_sample, out, lambda p: set_progress(job, 0.45 * p)) \
+        if speech_sample else None
     base = 0.45 if staged else 0.0
     manifest = prepare(path, out, opts, progress=lambda p: set_progress(job, base + (0.85 - base) * p),
                        latent_encoder=_latent_encoder(settings) if settings.musetalk_latents else None)

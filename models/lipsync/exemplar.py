@@ -9,6 +9,7 @@ resampling, blended together, colour-matched to the frame on the mask's rim and 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,6 +20,8 @@ from avatars.compose import blend_region
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
 from models.lipsync.mouth import MouthTrack, analyse
+
+log = logging.getLogger(__name__)
 
 
 class NotEnrolled(LookupError):
@@ -42,6 +45,35 @@ class _State:
     previous: tuple[int, ...] = ()
     offset: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
+
+
+# How far the presenter's colour-matched closed mouth may depart from the template frame inside the
+# mask's core (median |difference| of luma and of chroma in YCrCb, log ratio of fine-texture energy),
+# each over its bound; the median over a few template frames must stay under DEPARTURE_LIMIT.
+# Measured (bench-style, 5 frames each): a presenter's bank on their own template 0.38-0.56, the demo
+# portrait's bank from its own warp-rendered talking clip 0.87; another presenter's bank 1.25-5.07
+# (women on men, men on women, woman on woman). Checked on the closed mouth, because a speaking jaw
+# legitimately uncovers neck and clothes under the chin, which would read as a departure.
+DEPARTURE = {"luma": 15.0, "chroma": 4.0, "texture": 0.8}
+DEPARTURE_LIMIT = 1.1
+
+
+def patch_departure(frame: np.ndarray, box, out: np.ndarray, mask: np.ndarray) -> float:
+    """The largest of the patch's departures from the frame over its DEPARTURE bound (1 = the bound)."""
+    x1, y1, x2, y2 = box
+    core = mask[::3, ::3] > 0.6
+    if int(core.sum()) < 16:
+        return 0.0
+    src = np.ascontiguousarray(frame[y1:y2:3, x1:x2:3])
+    pat = np.clip(out[::3, ::3], 0, 255).astype(np.uint8)
+    a = cv2.cvtColor(pat, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    b = cv2.cvtColor(src, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    diff = np.abs(a - b)[core]
+    luma = float(np.median(diff[:, 0]))
+    chroma = float(np.median(np.hypot(diff[:, 1], diff[:, 2])))
+    fine = [np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))[core].mean() for y in (a[..., 0], b[..., 0])]
+    texture = abs(float(np.log((fine[0] + 1e-3) / (fine[1] + 1e-3))))
+    return max(luma / DEPARTURE["luma"], chroma / DEPARTURE["chroma"], texture / DEPARTURE["texture"])
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -80,6 +112,7 @@ class ExemplarEngine:
 
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
+        self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
 
     @staticmethod
     def bank(avatar: Avatar) -> MouthBank:
@@ -93,8 +126,37 @@ class ExemplarEngine:
         track = track or analyse(audio_16k, avatar.fps, n_frames)
         shapes = bank.predict_shapes(audio_16k, track)
         state = _State()
+        fits = self.fits(avatar, bank)
         for k in range(n_frames):
-            yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+            if fits:
+                yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+            else:
+                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+
+    def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
+        """Does the enrolled mouth belong on this template? Its closed mouth is composed on a few
+        template frames and must not depart from them (DEPARTURE); a bank that does (another
+        person's enrollment that slipped through) is never pasted: the avatar speaks by warp."""
+        key = (str(avatar.path), id(bank))
+        if key not in self._fits:
+            scores = [self._rest_departure(avatar, bank, int(i)) for i in np.linspace(0, avatar.n - 1, 5)]
+            self._fits[key] = float(np.median(scores)) <= DEPARTURE_LIMIT
+            if not self._fits[key]:
+                log.warning("avatar %s: its enrolled mouth departs from the template (%s); not pasted, warp "
+                            "instead. The enrollment may show another person.", avatar.id, np.round(scores, 2))
+        return self._fits[key]
+
+    def _rest_departure(self, avatar: Avatar, bank: MouthBank, i: int) -> float:
+        frame, landmarks, state = avatar.frame(i), avatar.landmarks_at(i), _State()
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        chosen, weights = self._choose(bank, bank.rest, pose, state)
+        box = self._roi(frame.shape, to_canon, bank)
+        if box is None:
+            return 0.0
+        out, mask = self._compose(bank, bank.rest, chosen, weights, to_canon, box)
+        self._match_colour(frame, box, out, mask, state)
+        return patch_departure(frame, box, out, mask)
 
     def render_shape(self, avatar: Avatar, bank: MouthBank, cycle_index: int, shape: np.ndarray,
                      state: _State | None = None) -> np.ndarray:
@@ -201,6 +263,14 @@ class ExemplarEngine:
         np.clip(out, 0, 255, out=out)
 
 
+def _warp_fallback(frame: np.ndarray, landmarks: np.ndarray, track: MouthTrack, k: int) -> np.ndarray:
+    """The frame's mouth by the warp engine, for a frame whose enrolled patch was refused."""
+    from models.lipsync.warp import render_mouth
+
+    out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]))
+    return blend_region(frame, *out) if out is not None else frame
+
+
 def template_talks(avatar: Avatar, min_range: float = 0.03) -> bool:
     """Does the template's own mouth move (p95 - p5 of the lip gap over the inter-ocular distance)?"""
     lm = avatar.landmarks
@@ -215,4 +285,6 @@ def rest_renderer(avatar: Avatar):
     if bank is None or not template_talks(avatar):
         return None
     engine, state = ExemplarEngine(), _State()
+    if not engine.fits(avatar, bank):
+        return None
     return lambda i: engine.render_shape(avatar, bank, i, bank.rest, state)
