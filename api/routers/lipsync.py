@@ -41,7 +41,7 @@ async def enqueue_lipsync(settings, redis, avatar_id: str, audio: str | None, te
         if missing:
             raise ApiError(422, "engine_unavailable", "MuseTalk weights are not installed under models/",
                            missing=missing)
-    if engine == "exemplar" and not (avatar.manifest or {}).get("enrollment"):
+    if engine == "exemplar" and not avatar.enrollment_current:
         raise ApiError(422, "not_enrolled", f"avatar {avatar_id!r} has no talking footage to take its mouth from; "
                        "prepare it with a speech_sample, or use engine auto or warp")
     job_id = new_job_id()
