@@ -88,7 +88,8 @@ def test_a_mouth_that_does_not_belong_is_never_pasted(uploads, tmp_path):
     speech = (0.3 * np.sin(2 * np.pi * 160 * t) * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32)
     track = analyse(speech, 25, 25)
     ours = list(engine.frames(own, speech, 0, 25, track))
-    from models.lipsync.engines import WarpEngine
+    from models.lipsync.engines import AutoEngine, WarpEngine
 
     warp = list(WarpEngine().frames(own, speech, 0, 25, track))
     assert all(np.array_equal(a, b) for a, b in zip(ours, warp))
+    assert AutoEngine(WarpEngine()).choose(own).name == "warp"  # and renders and rooms say so
