@@ -276,7 +276,7 @@ def _dentition(g: MouthGeometry, op: Opening, ys: np.ndarray, cols: slice, gap: 
     from the upper lip (the upper jaw does not move), so they show more as the jaw drops."""
     top = op.top[None, cols]
     xs = op.xs[None, cols]
-    height = np.minimum(0.42 * gap, 0.095 * g.mouth_w) + 0.5
+    height = np.minimum(0.36 * gap, 0.09 * g.mouth_w) + 0.5
     d = (ys - top) / height
     # Incisor tips are a little longer in the middle than at the canines.
     edge = 1.0 - 0.12 * (1.0 - across)
@@ -286,7 +286,7 @@ def _dentition(g: MouthGeometry, op: Opening, ys: np.ndarray, cols: slice, gap: 
     seams = sum(w * np.exp(-((u - c) / 0.01) ** 2) for c, w in TOOTH_GAPS)
     light = (0.66 + 0.34 * across ** 1.5) * (0.78 + 0.22 * smoothstep(d / 0.4)) * (1.0 - 0.12 * seams)
     skin_l = float(skin @ LUMA)
-    tooth = (min(1.1 * skin_l, 235.0) * light)[..., None] * _tint(skin, 0.6)
+    tooth = (min(1.0 * skin_l, 235.0) * light)[..., None] * _tint(skin, 0.6)
     return tooth, alpha
 
 
