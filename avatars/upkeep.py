@@ -15,16 +15,15 @@ import logging
 import shutil
 from pathlib import Path
 
+from core import keys
+
 log = logging.getLogger(__name__)
 
 SAMPLE_META = "enrollment-sample.json"
-# Redis: avatar id and bank version -> the re-enrollment job id (one job per avatar and version,
-# whatever the number of avatar workers that notice it).
-REENROLL_KEY = "mtl:avatar-reenroll:{avatar}:{version}"
-
-
 def reenroll_key(avatar_id: str, version: str) -> str:
-    return REENROLL_KEY.format(avatar=avatar_id, version=version)
+    # Avatar id and bank version -> the re-enrollment job id: one job per avatar and version, whatever
+    # the number of avatar workers that notice it.
+    return keys.avatar_reenroll(avatar_id, version)
 
 
 def keep_sample(avatar_path: Path, sample: Path, origin: str) -> None:
