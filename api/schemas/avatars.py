@@ -15,7 +15,7 @@ class AvatarAccepted(BaseModel):
 
 
 class EnrollmentState(BaseModel):
-    """Whether the avatar's learned mouth is in this release's bank format (avatars/upkeep.py)."""
+    """Whether the avatar's learned mouth is in this release's bank format (lipsync/upkeep.py)."""
 
     current: bool | None = Field(None, description="true: enrolled in the current bank format; false: an older "
                                  "one (the avatar speaks with warp until it re-enrolled); null: never enrolled")

@@ -24,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avatars.canonical import LOWER_INNER, SHAPE, UPPER_INNER
-from models.lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
-from models.lipsync.mouth import MouthTrack
+from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER
+from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
+from lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class MouthBank:
         return self.mask.shape[1], self.mask.shape[0]
 
     def prior(self, track: MouthTrack) -> np.ndarray:
-        """The speaker-independent articulation (models.lipsync.mouth: loudness and the voice's
+        """The speaker-independent articulation (lipsync.mouth: loudness and the voice's
         1-3 kHz share) in the presenter's own shapes: from rest towards their open mouth, leading
         the sound slightly. Short samples cannot teach much more; the prior keeps the mouth
         speaking where the learned part has too little to go on."""

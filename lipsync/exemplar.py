@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from avatars.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
+from lipsync.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
-from avatars.mouthbank import MASK_SCALE, MouthBank, load_bank
+from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
 from avatars.store import Avatar
-from models.lipsync.mouth import MouthTrack, analyse
+from lipsync.mouth import MouthTrack, analyse
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
 # energy, each over its bound; the median over the template's most closed frames must stay <= 1.
 # Measured on 11 (template, bank) pairs of the shared clips and the demo portrait (median over 5
 # frames): a presenter's own bank 0.56-0.79, another presenter's 1.11-5.94. The bounds were chosen on
-# those same pairs: a guard against smears, not an identity test (avatars/identity.py is, before
+# those same pairs: a guard against smears, not an identity test (lipsync/identity.py is, before
 # enrollment).
 DEPARTURE = {"luma": 16.0, "chroma": 1.8, "texture": 0.45}
 
@@ -327,7 +327,7 @@ def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:
 
 def _warp_fallback(frame: np.ndarray, landmarks: np.ndarray, track: MouthTrack, k: int) -> np.ndarray:
     """The frame's mouth by the warp engine, for a frame whose enrolled patch was refused."""
-    from models.lipsync.warp import render_mouth
+    from lipsync.warp import render_mouth
 
     out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]))
     return blend_region(frame, *out) if out is not None else frame
