@@ -190,7 +190,7 @@ class Settings(BaseSettings):
     # external; `llm` streams from an OpenAI-compatible chat-completions server. The base URL and key
     # come from settings only (a room-chosen URL would let any caller make the service fetch any host);
     # a room may choose the model and the system prompt.
-    conversation_responder: Literal["script", "llm"] = "script"
+    conversation_responder: Literal["script", "llm", "faq"] = "script"
     converse_workers: int = Field(2, ge=1)
     converse_max_queued: int = Field(200, ge=1)
     max_feeds: int = Field(200, ge=1)  # room WebSocket feeds per API process (each holds a Redis connection)

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep, require_api_key
 from api.schemas.fleet import FleetOut
+from api.schemas.rooms import SYSTEM_PROMPT_CHARS
 from core.jobs import Kind, alive_workers, fetch_job, get_queue
 from core.limits import free_disk_bytes, open_rooms_cap, queue_cap, queue_depth
 from core.rooms import RoomStore, stream_worker_loads
@@ -54,6 +55,8 @@ def fleet_status(redis, settings, recent: int) -> dict:
         "free_disk_mb": free_disk_bytes(settings) // (1024 * 1024),
         "min_free_disk_mb": settings.min_free_disk_mb,
         "recent_jobs": [{**v.__dict__, "status": v.status.value} for v in jobs[:recent]],
+        "limits": {"text_chars": settings.max_text_chars, "message_chars": settings.max_message_chars,
+                   "system_prompt_chars": SYSTEM_PROMPT_CHARS},
     }
 
 

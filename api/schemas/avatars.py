@@ -21,6 +21,7 @@ class AvatarOut(BaseModel):
     progress: float | None = None
     error: JobError | None = None
     manifest: dict[str, Any] | None = None
+    prepared_at: float | None = None  # when its preparation last finished (unix s); the list is newest first
 
 
 class AvatarFace(BaseModel):

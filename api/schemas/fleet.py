@@ -23,3 +23,6 @@ class FleetOut(BaseModel):
     free_disk_mb: int | None = None  # under the data dir; new work is refused below min_free_disk_mb
     min_free_disk_mb: int | None = None
     recent_jobs: list[JobOut]  # newest first
+    # Text limits the console counts against as the operator types: say (text_chars), a room
+    # message (message_chars), a room's system prompt (system_prompt_chars).
+    limits: dict[str, int] = {}

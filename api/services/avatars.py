@@ -57,7 +57,8 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
         enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it
         manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
         return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
-                         manifest=manifest, error=view.error if view else None)
+                         manifest=manifest, error=view.error if view else None,
+                         prepared_at=manifest_path.stat().st_mtime)
     raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
 
 

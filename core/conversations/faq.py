@@ -55,6 +55,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "people": ("几口人", "几个人", "多少人", "口人", "人用", "people", "family"),
     "keep_hot": ("保温", "保冷", "hot", "cold", "warm"),
 }
+# Question frames carry no content: "有没有优惠" and "有没有赠品" share nothing that matters.
+FRAMES_ZH = ("有没有", "是不是", "能不能", "可不可以", "会不会", "要不要", "怎么样", "请问", "一下")
 STOP_ZH = set("的了吗啊呢吧呀嘛哦么是有在这那个我你他她它们和就都也还要会能可以请问一下")
 STOP_EN = {"the", "a", "an", "is", "are", "do", "does", "i", "my", "me", "you", "your", "it", "this", "that", "what",
            "whats", "how", "can", "of", "to", "for", "in", "on", "and", "or", "be", "will", "there", "any", "have",
@@ -101,6 +103,8 @@ def features(text: str) -> frozenset[str]:
             tags.add(tag)
             s = s.replace(phrase, " ")
     out = {f"#{t}" for t in tags}
+    for frame in FRAMES_ZH:
+        s = s.replace(frame, " ")
     for run in CJK.findall(s):
         chars = [c for c in run if c not in STOP_ZH]
         out.update(chars)
