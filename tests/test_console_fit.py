@@ -11,7 +11,6 @@ MTL_CONSOLE_SHOTS copies them elsewhere too)."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from selenium.webdriver.support.select import Select
 
 from bench.browser import chromium, console_errors, find_browser
-from conftest import ROOT, wait_until
+from conftest import ROOT, copy_screenshots, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -85,7 +84,8 @@ def open_console(driver, api, fragment: str = "rooms", lang: str = "en") -> None
     driver.get(f"{api.base_url}/console/?lang={lang}#{fragment}")
     wait_until(lambda: js(driver, "return !!(window.mtlConsole && window.mtlConsole.player)"), 15,
                what="the console's script")
-    wait_until(lambda: js(driver, "return window.mtlConsole.rooms.length > 0"), 15, what="the rooms list")
+    if fragment.startswith("rooms"):
+        wait_until(lambda: js(driver, "return window.mtlConsole.rooms.length > 0"), 15, what="the rooms list")
 
 
 def test_console_fits_phone_and_laptop_in_both_languages(browser, api, room):
@@ -212,6 +212,34 @@ def test_a_faq_room_answers_from_the_sample_sheet_and_marks_it_answered(browser,
     shot(d, "room-faq-answered")
 
 
+def test_fleet_page_shows_processes_durations_and_a_failure_window(browser, api, room):
+    d = browser
+    viewport(d, "laptop")
+    # A converse job that names its room: asked through the API, answered by the faq responder.
+    api.post(f"/v1/rooms/{room['id']}/messages", json={"text": "Any discount today?"})
+    fleet = api.get("/v1/fleet", params={"window_s": 60}).json()
+    assert fleet["window_s"] == 60 and all(q["failed_window"] <= q["failed"] for q in fleet["queues"].values())
+    kinds = {p["kind"] for p in fleet["processes"]}
+    assert {"api", "stream", "tts", "converse"} <= kinds, kinds
+    assert all(p["rss_mb"] and p["rss_mb"] > 5 and p["cpu_percent"] is not None for p in fleet["processes"]), fleet
+    open_console(d, api, "fleet")
+    rows = wait_until(lambda: js(d, "return [...document.querySelectorAll('#procs-table tbody tr')].map(tr => "
+                                    "[...tr.cells].map(td => td.innerText))"), 15, what="the processes")
+    assert all(r[3].endswith("%") and r[4].endswith("MB") for r in rows), rows
+    jobs = wait_until(lambda: (j := js(d, "return [...document.querySelectorAll('#jobs-table tbody tr')].map(tr => "
+                                          "[...tr.cells].map(td => td.innerText))"))
+                      and any(r[1] == "converse" and "fit_room" in r[4] and r[3].endswith(" s") for r in j) and j,
+                      20, what="the converse job with its room and duration")
+    Select(d.find_element("id", "fleet-window")).select_by_value("900")
+    assert overflow(d) == [], overflow(d)
+    shot(d, "fleet-laptop-en")
+    viewport(d, "phone")
+    time.sleep(0.5)
+    assert overflow(d) == [], overflow(d)
+    shot(d, "fleet-phone-en")
+    assert jobs
+
+
 def click_corner(driver) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -287,8 +315,4 @@ def test_the_audience_page_says_offline_and_reconnects(api, service):
 
 
 def teardown_module(module):
-    target = os.environ.get("MTL_CONSOLE_SHOTS")
-    if target and ARTIFACTS.is_dir():
-        Path(target).mkdir(parents=True, exist_ok=True)
-        for png in ARTIFACTS.glob("*.png"):
-            shutil.copy(png, target)
+    copy_screenshots(ARTIFACTS)

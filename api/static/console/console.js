@@ -694,26 +694,57 @@ $("#mouth-play").addEventListener("click", () => {
 
 // ---------- fleet ----------
 
+function seconds(v) {
+  return v < 10 ? `${v.toFixed(2)} s` : v < 120 ? `${v.toFixed(1)} s` : `${Math.round(v / 60)} min`;
+}
+
+/** How long a job ran (or has been running), from its start. */
+function jobDuration(j) {
+  if (!j.started_at) return "–";
+  const end = j.ended_at ? Date.parse(j.ended_at) : Date.now();
+  return seconds(Math.max(0, (end - Date.parse(j.started_at)) / 1000));
+}
+
+function jobSubject(j) {
+  const s = j.subject || {};
+  const room = s.room_id ? state.rooms.find((r) => r.id === s.room_id) : null;
+  return [s.room_id ? `${t("fleet.room")} ${room ? roomName(room) : s.room_id.slice(0, 8)}` : "",
+    s.avatar_id ? `${t("fleet.avatar")} ${s.avatar_id}` : ""].filter(Boolean).join(" · ") || "–";
+}
+
 async function refreshFleet() {
   let fleet;
   try {
-    fleet = await api("/v1/fleet?recent=25");
+    // The rooms too: a job's room is shown by its name.
+    const [f, rooms] = await Promise.all([api(`/v1/fleet?recent=25&window_s=${$("#fleet-window").value}`),
+      api("/v1/rooms").catch(() => null)]);
+    fleet = f;
+    if (rooms) state.rooms = rooms;
   } catch (err) { return; }
   $("#queues-table tbody").replaceChildren(...Object.entries(fleet.queues).map(([kind, q]) => h("tr", {},
     h("td", {}, kind), h("td", {}, String(q.queued)), h("td", {}, String(q.started)),
-    h("td", {}, String(q.failed)),
+    h("td", { class: q.failed_window ? "err" : "", title: t("fleet.failed_total", { n: q.failed }) },
+      String(q.failed_window ?? q.failed)),
     h("td", {}, h("span", { class: `badge ${q.workers ? "ready" : "failed"}` }, String(q.workers))))));
   const streams = Object.entries(fleet.stream_workers);
   $("#streams-table tbody").replaceChildren(...(streams.length ? streams.map(([name, n]) => h("tr", {},
     h("td", { class: "mono" }, name), h("td", {}, String(n))))
     : [h("tr", {}, h("td", { colspan: 2, class: "empty" }, t("fleet.no_stream")))]));
   $("#rooms-open").textContent = t("fleet.rooms_open", { n: fleet.rooms_open });
+  $("#procs-table tbody").replaceChildren(...(fleet.processes || []).map((p) => h("tr", { dataset: { kind: p.kind } },
+    h("td", { class: "mono proc-name", title: p.name }, p.name), h("td", {}, p.kind),
+    h("td", { class: "mono opt" }, p.pid ?? "–"),
+    h("td", { class: "num" }, p.cpu_percent === null ? "–" : `${p.cpu_percent.toFixed(1)} %`),
+    h("td", { class: "num" }, p.rss_mb === null ? "–" : `${Math.round(p.rss_mb)} MB`))));
   $("#jobs-table tbody").replaceChildren(...fleet.recent_jobs.map((j) => h("tr", {},
     h("td", {}, clock(j.created_at)), h("td", {}, j.kind),
     h("td", {}, h("span", { class: `badge ${j.status}` }, j.status)),
+    h("td", { class: "num duration" }, jobDuration(j)),
+    h("td", { class: "subject" }, jobSubject(j)),
     h("td", { class: "mono opt", title: j.id }, j.id.slice(0, 8)),
     h("td", { class: "err" }, j.error ? `${plainJobError(j.error).title} ${j.error.message || ""}` : ""))));
 }
+$("#fleet-window").addEventListener("change", refreshFleet);
 
 // ---------- refresh loop ----------
 

@@ -14,12 +14,21 @@ const params = new URLSearchParams(location.search);
 const key = params.get("key") || "";
 const routes = (params.get("routes") || "flv").split(",").filter((r) => r === "flv" || r === "hls");
 const VOLUME = "mtl.volume";
+// Icons drawn inline (no icon font or emoji font needed on the viewer's device).
+const SPEAKER = '<path d="M3 9v6h4l5 5V4L7 9H3z"/>';
+const ICONS = {
+  sound: `<svg viewBox="0 0 24 24" aria-hidden="true">${SPEAKER}<path d="M16.5 12a4.5 4.5 0 0 0-2.5-4v8a4.5 4.5 0 0 0 2.5-4zM14 3.2v2.1a7 7 0 0 1 0 13.4v2.1a9 9 0 0 0 0-17.6z"/></svg>`,
+  muted: `<svg viewBox="0 0 24 24" aria-hidden="true">${SPEAKER}<path d="M15.5 8.5l6 6m0-6l-6 6" stroke="currentColor" stroke-width="2" fill="none"/></svg>`,
+  fullscreen: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M4 4h6v2H6v4H4zm10 0h6v6h-2V6h-4zM4 14h2v4h4v2H4zm14 0h2v6h-6v-2h4z"/></svg>',
+};
 window.watch = {};
 const audience = { state: "connecting", unmuted: false, userMuted: false, playerState: "connecting" };
 window.audience = audience;
 
 applyI18n();
 bindLanguageSelect($("#lang"));
+$("#unmute .icon").innerHTML = ICONS.muted;
+$("#fullscreen").innerHTML = ICONS.fullscreen;
 window.addEventListener("mtl:lang", () => showState());
 
 function players() { return Object.values(window.watch); }
@@ -75,7 +84,8 @@ function soundPlaying() {
 
 function syncControls() {
   const muted = players().some((p) => p.video.muted) || audience.userMuted;
-  $("#mute").textContent = muted ? "🔇" : "🔊";
+  const icon = muted ? "muted" : "sound";
+  if ($("#mute").dataset.icon !== icon) { $("#mute").innerHTML = ICONS[icon]; $("#mute").dataset.icon = icon; }
   $("#volume").value = String(players()[0] ? players()[0].video.volume : savedVolume());
   // The overlay stays until the sound plays, unless the viewer chose silence with the mute button.
   $("#unmute").hidden = audience.userMuted || soundPlaying();

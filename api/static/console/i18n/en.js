@@ -93,6 +93,11 @@ export default {
   "fleet.streams": "Stream workers", "fleet.worker": "Worker", "fleet.rooms": "Rooms",
   "fleet.no_stream": "no stream worker alive", "fleet.rooms_open": "{n} open room(s)",
   "fleet.api": "API", "fleet.docs": "OpenAPI docs (/docs)", "fleet.readiness": "readiness",
+  "fleet.window": "Failures in the last", "fleet.w15m": "15 minutes", "fleet.w1h": "hour", "fleet.w24h": "24 hours",
+  "fleet.failed_window": "Failed", "fleet.failed_title": "failed within the chosen window (hover a count for the total kept)",
+  "fleet.failed_total": "{n} failed jobs kept in all",
+  "fleet.processes": "Processes", "fleet.process": "Process", "fleet.cpu": "CPU", "fleet.memory": "Memory",
+  "fleet.duration": "Took", "fleet.subject": "Room / avatar", "fleet.room": "room", "fleet.avatar": "avatar",
   "fleet.jobs": "Recent jobs", "fleet.created": "Created", "fleet.status": "Status", "fleet.job": "Job", "fleet.error": "Error",
 
   "watch.unmute": "Tap to unmute", "watch.mute": "Sound on/off", "watch.volume": "Volume",

@@ -93,6 +93,11 @@ export default {
   "fleet.streams": "推流进程", "fleet.worker": "进程", "fleet.rooms": "直播间",
   "fleet.no_stream": "没有在线的推流进程", "fleet.rooms_open": "{n} 个直播间开着",
   "fleet.api": "接口", "fleet.docs": "OpenAPI 文档（/docs）", "fleet.readiness": "就绪检查",
+  "fleet.window": "失败统计时间段：最近", "fleet.w15m": "15 分钟", "fleet.w1h": "1 小时", "fleet.w24h": "24 小时",
+  "fleet.failed_window": "失败", "fleet.failed_title": "所选时间段内失败的任务（悬停数字可看保留的总数）",
+  "fleet.failed_total": "共保留 {n} 个失败任务",
+  "fleet.processes": "进程", "fleet.process": "进程", "fleet.cpu": "CPU", "fleet.memory": "内存",
+  "fleet.duration": "耗时", "fleet.subject": "直播间 / 数字人", "fleet.room": "直播间", "fleet.avatar": "数字人",
   "fleet.jobs": "最近的任务", "fleet.created": "创建时间", "fleet.status": "状态", "fleet.job": "任务", "fleet.error": "错误",
 
   "watch.unmute": "点击开启声音", "watch.mute": "声音开/关", "watch.volume": "音量",
