@@ -161,8 +161,8 @@ def test_text_limits_are_counted_and_said(browser, api, room):
     d = browser
     open_console(d, api, f"rooms/{room['id']}")
     wait_until(lambda: js(d, "return window.mtlConsole.room !== null"), 15, what="the room view")
-    limit = js(d, "return window.mtlConsole.limits.text_chars")
-    assert limit == 500  # the fleet's MTL_MAX_TEXT_CHARS, read from the API
+    # The fleet's MTL_MAX_TEXT_CHARS, read from the API.
+    wait_until(lambda: js(d, "return window.mtlConsole.limits.text_chars") == 500, 10, what="the API's text limit")
     box = d.find_element("id", "say-text")
     js(d, "arguments[0].value = 'x'.repeat(3000); arguments[0].dispatchEvent(new Event('input'))", box)
     counter = d.find_element("id", "say-count")
@@ -183,7 +183,7 @@ def test_avatar_picker_newest_first_with_thumbnails(browser, api):
     wanted = [a["id"] for a in api.get("/v1/avatars").json() if a["status"] == "ready"]
     times = [a["prepared_at"] for a in api.get("/v1/avatars").json() if a["status"] == "ready"]
     assert times == sorted(times, reverse=True), times
-    wait_until(lambda: js(d, "return [...document.querySelectorAll('#room-avatar-picker .pick')].map(b => b.dataset.avatar)")
+    wait_until(lambda: js(d, "return [...document.querySelectorAll('#room-avatar-picker .pick')].map(b => b.dataset.pick)")
                == wanted, 15, what="the picker in the API's order")
     wait_until(lambda: js(d, "return [...document.querySelectorAll('#room-avatar-picker .pick-thumb')]"
                              ".every(t => getComputedStyle(t).backgroundImage.startsWith('url(\"blob:'))"), 15,

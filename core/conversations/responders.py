@@ -133,6 +133,9 @@ class LlmResponder:
             raise ResponderFailed("llm_unreachable", f"the LLM is unreachable: {exc}") from exc
 
 
+FAQ_LEADS = {"zh": ["好的！", "好嘞！", "这个问得好！"], "en": ["Sure!", "Good question!", "Of course!"]}
+
+
 class FaqResponder:
     name = "faq"
 
@@ -144,7 +147,14 @@ class FaqResponder:
         material = MaterialStore(self.r).get(ctx.room.id) or sample_material()
         found = index_for(material, ctx.language).match(ctx.user_text)
         log.info("room %s faq: %s (score %.2f)", ctx.room.id, found.label, found.score)
-        if found.kind != "deflect" or not self.settings.llm_url:
+        if found.kind != "deflect":
+            # A short acknowledgement first, as a host would: it is its own sentence, spoken (from the
+            # TTS cache after its first use) while the answer's longer sentence is synthesised.
+            leads = FAQ_LEADS.get(ctx.language, FAQ_LEADS["en"])
+            yield leads[sum(map(ord, ctx.user_text)) % len(leads)] + ("" if ctx.language == "zh" else " ")
+            yield found.answer
+            return
+        if not self.settings.llm_url:
             yield found.answer
             return
         # Not covered by the material: the LLM may answer, told to keep to the material.

@@ -121,6 +121,7 @@ function parseHash() {
 window.addEventListener("hashchange", () => {
   const want = parseHash();
   if (want.roomId && (!state.room || state.room.id !== want.roomId)) state.wantedRoom = want.roomId;
+  if (want.tab === "rooms" && !want.roomId && state.room) closeView(t("rooms.placeholder"));  // back to the list
   if (want.tab !== state.tab) showTab(want.tab);
   else refreshAll();
 });
@@ -319,8 +320,8 @@ function pickAvatar(id) {
   $("#room-avatar").value = id;
   $("#room-avatar-name").textContent = id;
   for (const b of document.querySelectorAll("#room-avatar-picker .pick")) {
-    b.classList.toggle("selected", b.dataset.avatar === id);
-    b.setAttribute("aria-selected", b.dataset.avatar === id ? "true" : "false");
+    b.classList.toggle("selected", b.dataset.pick === id);
+    b.setAttribute("aria-selected", b.dataset.pick === id ? "true" : "false");
   }
 }
 
@@ -330,7 +331,7 @@ function renderPicker(ready) {
   picker.replaceChildren(...(ready.length ? ready.map((a) => {
     const thumb = h("span", { class: "pick-thumb" });
     thumbnail(a.id, thumb);
-    return h("button", { type: "button", class: "pick", role: "option", title: a.id, dataset: { avatar: a.id },
+    return h("button", { type: "button", class: "pick", role: "option", title: a.id, dataset: { pick: a.id },
       onclick: () => pickAvatar(a.id) }, thumb, h("span", { class: "pick-name" }, a.id));
   }) : [h("p", { class: "muted" }, t("room.avatar_none"))]));
   // The list is newest first: the operator's latest avatar is the default.
