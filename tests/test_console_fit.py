@@ -85,7 +85,8 @@ def open_console(driver, api, fragment: str = "rooms", lang: str = "en") -> None
     wait_until(lambda: js(driver, "return !!(window.mtlConsole && window.mtlConsole.player)"), 15,
                what="the console's script")
     if fragment.startswith("rooms"):
-        wait_until(lambda: js(driver, "return window.mtlConsole.rooms.length > 0"), 15, what="the rooms list")
+        wait_until(lambda: js(driver, "return document.querySelector('#rooms-count').textContent !== ''"), 15,
+                   what="the rooms list")
 
 
 def test_console_fits_phone_and_laptop_in_both_languages(browser, api, room):
@@ -94,6 +95,7 @@ def test_console_fits_phone_and_laptop_in_both_languages(browser, api, room):
         for size in SIZES:
             viewport(d, size)
             open_console(d, api, lang=lang)
+            js(d, "document.querySelector('#room-answers').open = true")  # the whole form, unfolded
             assert js(d, "return document.documentElement.lang").startswith(lang)
             assert overflow(d) == [], (lang, size, "rooms list", overflow(d))
             shot(d, f"rooms-{size}-{lang}")
@@ -155,6 +157,36 @@ def test_reload_returns_to_the_room_and_urls_copy(browser, api, room):
         d.find_element("css selector", f"#room-urls button[data-copy='{name}']").click()
         wait_until(lambda: js(d, "return window.mtlConsole.lastCopied") == want, 5, what=f"{name} copied")
     assert want.endswith(".m3u8")
+
+
+def test_the_room_form_sets_responder_prompt_and_material(browser, api, tmp_path):
+    d = browser
+    viewport(d, "phone")
+    open_console(d, api)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("name,price,facts\n手工皂,三十九元一块,橄榄油冷制\n", encoding="utf-8")
+    d.find_element("css selector", "#room-answers summary").click()
+    d.find_element("id", "room-username").send_keys("fit_form")
+    Select(d.find_element("id", "room-responder")).select_by_value("faq")
+    d.find_element("id", "room-prompt").send_keys("You host a soap shop.")
+    element = d.find_element("id", "room-material")
+    js(d, "arguments[0].style.opacity = 1; arguments[0].style.position = 'static';", element)
+    element.send_keys(str(sheet))
+    js(d, "arguments[0].style.opacity = ''; arguments[0].style.position = '';", element)
+    assert d.find_element("id", "room-material-name").text == "sheet.csv"
+    assert overflow(d) == [], overflow(d)
+    shot(d, "room-form-phone-en")
+    d.find_element("css selector", "#room-form button[type=submit]").click()
+    made = wait_until(lambda: js(d, "return window.mtlConsole.room && window.mtlConsole.room.username === 'fit_form' "
+                                    "&& window.mtlConsole.room"), 20, what="the new room opened")
+    try:
+        got = api.get(f"/v1/rooms/{made['id']}").json()
+        assert got["responder"] == "faq" and got["system_prompt"] == "You host a soap shop.", got
+        material = wait_until(lambda: (m := api.get(f"/v1/rooms/{made['id']}/material").json())["source"] == "room"
+                              and m, 10, what="the uploaded material")
+        assert material["products"] == 1 and material["material"]["products"][0]["name"] == "手工皂", material
+    finally:
+        api.delete(f"/v1/rooms/{made['id']}")
 
 
 def test_text_limits_are_counted_and_said(browser, api, room):

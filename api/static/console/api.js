@@ -68,11 +68,11 @@ export async function apiBlobUrl(path) {
   return URL.createObjectURL(await r.blob());
 }
 
-/** A multipart POST with upload progress (fetch has none): onProgress(fraction 0..1). */
-export function upload(path, form, onProgress) {
+/** A multipart POST (or PUT) with upload progress (fetch has none): onProgress(fraction 0..1). */
+export function upload(path, form, onProgress, method = "POST") {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", path);
+    xhr.open(method, path);
     for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
     xhr.responseType = "json";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total); };

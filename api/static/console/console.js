@@ -368,7 +368,7 @@ $("#room-form").addEventListener("submit", async (e) => {
       const form = new FormData();
       form.append("file", file);
       try {
-        await upload(`/v1/rooms/${room.id}/material`, form);
+        await upload(`/v1/rooms/${room.id}/material`, form, null, "PUT");
       } catch (err) { showError(box, err); }
     }
     await refreshRooms();
