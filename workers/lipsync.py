@@ -11,20 +11,19 @@ from redis import Redis
 from rq import get_current_job
 
 from avatars.store import Avatar
+from core import keys
 from core.files import resolve_owned
 from core.jobs import set_progress
 from core.media import MediaError, VideoWriter, decode_audio
 from core.settings import Settings, get_settings
 from models.lipsync.engines import load_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from models.lipsync.visemes import load_phones, with_phones
 
 log = logging.getLogger(__name__)
 
-CYCLE_KEY = "mtl:cycle:{avatar}:{room}"
-
-
-def cycle_key(avatar_id: str, room: str | None) -> str:
-    return CYCLE_KEY.format(avatar=avatar_id, room=room or "-")
+def cycle_key(avatar_id: str, room: str | None, owner: str | None = None) -> str:
+    return keys.cycle(avatar_id, owner, room)
 
 
 def load_speech(settings: Settings, path: Path) -> np.ndarray:
@@ -52,10 +51,10 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
     renderer = load_engine(engine or settings.lipsync_engine, settings.models_dir, settings.lipsync_strength)
     name = renderer.choose(avatar).name if hasattr(renderer, "choose") else renderer.name
     redis: Redis | None = job.connection if job is not None else None
-    key = cycle_key(avatar_id, room)
+    key = cycle_key(avatar_id, room, (job.meta or {}).get("owner") if job is not None else None)
     start = int(redis.get(key) or 0) if redis is not None else 0
     out_dir = settings.kind_dir("lipsync")
-    track = analyse(speech, avatar.fps, n)
+    track = with_phones(analyse(speech, avatar.fps, n), load_phones(source))
     # The MP4 carries the source audio at its own quality; the 16 kHz decode only drives the mouth.
     writer = VideoWriter(out_dir / f"{output_name}.mp4", avatar.width, avatar.height, avatar.fps, audio=source,
                          crf=settings.video_crf)
@@ -78,6 +77,7 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
         "url": f"/v1/files/lipsync/{output_name}.mp4", "audio": audio or f"tts/{tts_job_id}.wav",
         "mouth_url": f"/v1/files/lipsync/{output_name}.mouth.json",
         "frames": n, "fps": avatar.fps, "duration_s": round(speech.size / SAMPLE_RATE, 3), "engine": name,
+        "phones": track.closure is not None,  # the synthesis' own phone times drove the closures
         "avatar_id": avatar_id, "room": room, "cycle_start": start, "cycle_end": end,
     }
 

@@ -14,16 +14,16 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key, websocket_caller
 from api.errors import ApiError
 from api.schemas.conversations import MessageAccepted, MessageIn, MessageOut
-from api.services.files import owned_audio
+from api.services.files import claim_file, owned_audio
 from api.services.rooms import get_room
 from api.uploads import save_audio_upload
 from core.conversations.faq import check_material, parse_material, sample_material
 from core.conversations.service import history, post_message
 from core.conversations.store import MaterialStore
 from core.errors import NotFound
-from core.files import public_ref
 from core.live import FPS
-from core.rooms import ROOM_ID, RoomStore, room_key
+from core.conversations.store import ConversationStore
+from core.rooms import ROOM_ID, RoomStore, feed_latest, feed_read
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -34,18 +34,19 @@ _MESSAGE_BODY = {"requestBody": {"content": {
         "text": {"type": "string"}}}}}}}
 
 
-def _message_audio(settings, ref: str) -> str:
-    return owned_audio(settings, ref, settings.max_message_audio_s)[0]
+def _message_audio(settings, ref: str, redis, caller) -> str:
+    return owned_audio(settings, ref, settings.max_message_audio_s, redis=redis, caller=caller)[0]
 
 
-async def _read_message(request: Request, settings) -> tuple[str | None, str | None]:
+async def _read_message(request: Request, settings, redis, caller) -> tuple[str | None, str | None]:
     """(text, audio reference) from a JSON body or a multipart form."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         upload, text = form.get("file"), form.get("text")
         if upload is not None and getattr(upload, "filename", None):
             path, _info = await save_audio_upload(settings, upload)
-            return None, await run_in_threadpool(_message_audio, settings, public_ref(settings, path))
+            ref = await run_in_threadpool(claim_file, settings, redis, caller, path)
+            return None, await run_in_threadpool(_message_audio, settings, ref, redis, caller)
         return (text if isinstance(text, str) else None), None
     try:
         body = MessageIn.model_validate_json(await request.body())
@@ -55,7 +56,7 @@ async def _read_message(request: Request, settings) -> tuple[str | None, str | N
     if body.audio and body.text:
         raise ApiError(422, "invalid_input", "give `text` or `audio`, not both")
     if body.audio:
-        return None, await run_in_threadpool(_message_audio, settings, body.audio)
+        return None, await run_in_threadpool(_message_audio, settings, body.audio, redis, caller)
     return body.text, None
 
 
@@ -66,8 +67,8 @@ async def create_message(room_ref: str, request: Request, settings: SettingsDep,
                          caller: CallerDep) -> MessageAccepted:
     store = RoomStore(redis, settings)
     room = await run_in_threadpool(get_room, store, room_ref, caller)
-    text, audio = await _read_message(request, settings)
-    message = await run_in_threadpool(post_message, redis, settings, room, text, audio)
+    text, audio = await _read_message(request, settings, redis, caller)
+    message = await run_in_threadpool(post_message, redis, settings, room, text, audio, caller.owner)
     return MessageAccepted(message_id=message["id"], room_id=room.id, turn=message["turn"], job_id=message["job_id"],
                            asr_job_id=message.get("asr_job_id"), status=message["status"],
                            ws_url=settings.api_base.replace("http", "ws", 1) + f"/v1/rooms/{room.id}/ws")
@@ -78,7 +79,7 @@ def _history_room_id(store: RoomStore, ref: str, caller) -> str:
     try:
         return get_room(store, ref, caller).id
     except NotFound:
-        if not ROOM_ID.match(ref) or not store.r.exists(room_key(ref, "messages")):
+        if not ROOM_ID.match(ref) or not ConversationStore(store.r, store.settings).exists(ref):
             raise
         owner = store.owner(ref)
         if not caller.may_use(owner):
@@ -191,19 +192,15 @@ async def room_feed(websocket: WebSocket, room_ref: str) -> None:
 
 async def _follow(websocket: WebSocket, feeds: aioredis.Redis, store: RoomStore, room_id: str,
                   since: str | None) -> None:
-    key = room_key(room_id, "feed")
     if not since:
-        newest = await feeds.xrevrange(key, count=1)
-        since = newest[0][0].decode() if newest else "0-0"
+        since = await feed_latest(feeds, room_id)
     await websocket.send_json({"event": "hello", "room_id": room_id, "fps": FPS, "since": since})
     closed = asyncio.ensure_future(_until_closed(websocket))
     try:
         while not closed.done():
-            entries = await feeds.xread({key: since}, block=1000, count=500)
-            for _stream, items in entries or []:
-                for entry_id, fields in items:
-                    since = entry_id.decode()
-                    await websocket.send_text(json.dumps({"id": since, **json.loads(fields[b"e"])}, ensure_ascii=False))
+            entries = await feed_read(feeds, room_id, since)
+            for since, event in entries:
+                await websocket.send_text(json.dumps({"id": since, **event}, ensure_ascii=False))
             if not entries and not await run_in_threadpool(store.is_open, room_id):
                 await websocket.send_json({"event": "room_closed", "room_id": room_id})
                 await websocket.close(code=1000)

@@ -2,105 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-from datetime import datetime, timezone
-
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.schemas.fleet import FleetOut
-from api.schemas.rooms import SYSTEM_PROMPT_CHARS
-from core import procstat
-from core.jobs import ALIVE_KEY, Kind, alive_workers, fetch_job, get_queue
-from core.limits import free_disk_bytes, open_rooms_cap, queue_cap, queue_depth
-from core.rooms import RoomStore, stream_worker_loads
+from api.services.fleet import fleet_status
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"], dependencies=[Depends(require_api_key)])
 
 
-def _recent_ids(queue, per_registry: int) -> list[str]:
-    ids = list(queue.get_job_ids(0, per_registry - 1))
-    for registry in (queue.started_job_registry, queue.finished_job_registry, queue.failed_job_registry):
-        # Scores grow with time (start or expiry), so the last ones are the most recent.
-        ids += registry.get_job_ids(-per_registry, -1, cleanup=False)
-    return ids
-
-
-def _ended_since(redis, registry, ttl_s: int, window_s: int) -> int:
-    """Jobs that ended within the window: RQ scores a finished or failed job by when it expires
-    (its end + its result or failure TTL, the same for every job here), so one ZCOUNT answers."""
-    return int(redis.zcount(registry.key, time.time() - window_s + ttl_s, "+inf"))
-
-
-def processes(redis) -> list[dict]:
-    """Every live worker process (batch kinds and stream), with CPU and memory when it runs on this
-    host, and this API process."""
-    from rq import Worker
-
-    host = socket.gethostname()
-    out = [{"name": f"api.{host}.{os.getpid()}", "kind": "api", "pid": os.getpid(), "host": host}]
-    workers = Worker.all(connection=redis)
-    alive = redis.mget([ALIVE_KEY.format(w.name) for w in workers]) if workers else []
-    for worker, flag in zip(workers, alive):
-        if flag:
-            kinds = ",".join(q.name for q in worker.queues)
-            out.append({"name": worker.name, "kind": kinds, "pid": worker.pid, "host": worker.hostname})
-    for name in stream_worker_loads(redis):
-        parts = name.split(".")  # stream.<host>.<pid>.<id>
-        pid = int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
-        out.append({"name": name, "kind": "stream", "pid": pid, "host": ".".join(parts[1:-2]) or None})
-    for proc in out:
-        found = procstat.usage(proc["pid"]) if proc["host"] in (host, None) and proc["pid"] else None
-        proc.update(found or {"cpu_percent": None, "rss_mb": None})
-    return out
-
-
-def fleet_status(redis, settings, recent: int, window_s: int = 3600) -> dict:
-    queues, jobs = {}, []
-    for kind in Kind:
-        queue = get_queue(kind, redis)
-        queues[kind.value] = {
-            "queued": queue.count,
-            "started": queue.started_job_registry.count,
-            "failed": queue.failed_job_registry.count,
-            "failed_window": _ended_since(redis, queue.failed_job_registry, settings.failure_ttl_s, window_s),
-            "finished_window": _ended_since(redis, queue.finished_job_registry, settings.result_ttl_s, window_s),
-            "workers": len(alive_workers(redis, queue)),
-            "waiting": queue_depth(redis, kind.value),
-            "limit": queue_cap(settings, kind.value),
-        }
-        for job_id in dict.fromkeys(_recent_ids(queue, recent)):
-            view = fetch_job(redis, job_id)
-            if view is not None:
-                jobs.append(view)
-    epoch = datetime.fromtimestamp(0, timezone.utc)
-    jobs.sort(key=lambda v: v.created_at or epoch, reverse=True)
-    store = RoomStore(redis, settings)
-    rooms = [r for r in store.list() if store.is_open(r.id)]
-    loads = stream_worker_loads(redis)
-    return {
-        "queues": queues,
-        "stream_workers": loads,
-        "rooms_open": len(rooms),
-        "rooms_limit": open_rooms_cap(settings),
-        "stream_capacity": settings.stream_capacity * len(loads),
-        "free_disk_mb": free_disk_bytes(settings) // (1024 * 1024),
-        "min_free_disk_mb": settings.min_free_disk_mb,
-        "recent_jobs": [{**v.__dict__, "status": v.status.value} for v in jobs[:recent]],
-        "window_s": window_s,
-        "processes": processes(redis),
-        "limits": {"text_chars": settings.max_text_chars, "message_chars": settings.max_message_chars,
-                   "system_prompt_chars": SYSTEM_PROMPT_CHARS},
-    }
-
-
-@router.get("", response_model=FleetOut, summary="Queues, live workers per kind, stream workers, processes, recent jobs")
-async def fleet(settings: SettingsDep, redis: RedisDep,
+@router.get("", response_model=FleetOut,
+            summary="Queues, live workers per kind, stream workers, processes, the caller's recent jobs")
+async def fleet(settings: SettingsDep, redis: RedisDep, caller: CallerDep,
                 recent: int = Query(20, ge=1, le=100, description="how many recent jobs"),
                 window_s: int = Query(3600, ge=60, le=7 * 86400,
                                       description="failed_window/finished_window count jobs ended this recently")
                 ) -> FleetOut:
-    return FleetOut(**await run_in_threadpool(fleet_status, redis, settings, recent, window_s))
+    return FleetOut(**await run_in_threadpool(fleet_status, redis, settings, recent, caller, window_s))

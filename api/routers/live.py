@@ -6,7 +6,6 @@ audience. One relay per room and API process pulls the room's stream once (core/
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
@@ -16,8 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep
 from api.errors import ApiError
+from api.services.rooms import audience_state
 from core.flvrelay import RelayHub
-from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, RoomStore, latest_is, room_key
+from core.rooms import RoomStore, is_open_async
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
@@ -34,25 +34,11 @@ def source_url(settings, stream_key: str) -> str:
 def make_hub(settings, aredis) -> RelayHub:
     async def still_live(key: str) -> bool:
         # The room's liveness key (core/rooms.py): gone once the room is closed or expired.
-        return bool(await aredis.exists(room_key(key.removeprefix('zbj-'), "alive")))
+        return await is_open_async(aredis, key.removeprefix("zbj-"))
 
     return RelayHub(source_url_for=lambda key: source_url(settings, key), redis=aredis,
                     max_lag_s=settings.flv_max_lag_s, linger_s=settings.flv_linger_s,
                     max_viewers=settings.flv_max_viewers, still_live=still_live)
-
-
-def audience_state(store: RoomStore, key: str) -> dict:
-    """What an audience page shows: `offline` (closed, or not on air), `live` or `speaking`.
-    Read from the publisher's own events, as the rooms list does, without the media server's /stat."""
-    room = store.resolve(key)
-    if room is None or not store.is_open(room.id):
-        return {"state": "offline", "open": False}
-    recent = [json.loads(e) for e in store.r.lrange(room_key(room.id, "events"), -40, -1)]
-    if not latest_is(recent, SESSION_ON, SESSION_OFF):
-        return {"state": "offline", "open": True}
-    pending, held = store.queue_state(room.id)
-    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or held or pending > 0
-    return {"state": "speaking" if speaking else "live", "open": True}
 
 
 @router.get("/live/{stream_key}/state", summary="A room's state for its audience page: live, speaking or offline",

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from avatars.canonical import POSE, STABLE, inner_opening, similarity
+from avatars.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
+from avatars.face import FACE_OVAL
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
 from models.lipsync.mouth import MouthTrack, analyse
@@ -33,8 +34,12 @@ class ExemplarOptions:
     pose_weight: float = 0.0
     gap_weight: float = 1.0  # lip gap against the rest of the shape
     stickiness: float = 0.5  # cost factor for the appearances used on the previous frame
+    exemplars: int = 2  # appearances blended per frame
     grid_step: int = 6  # px between points where the warp is computed exactly
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
+    # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
+    # inter-ocular distances) before it feathers out: no second lip contour at the corners.
+    lip_cover: float = 0.08
 
 
 @dataclass
@@ -42,6 +47,15 @@ class _State:
     previous: tuple[int, ...] = ()
     offset: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
+
+
+def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
+    """A canonical-frame map resampled onto the frame box `box`."""
+    x1, y1, x2, y2 = box
+    m = to_canon.copy()
+    m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
+    return cv2.warpAffine(canonical, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -111,7 +125,8 @@ class ExemplarEngine:
         box = self._roi(frame.shape, to_canon, bank)
         if box is None:
             return frame
-        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box)
+        cover = self._blend_mask(bank, to_canon, landmarks, shape)
+        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
         self._match_colour(frame, box, out, mask, state)
         blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
         return frame
@@ -127,7 +142,7 @@ class ExemplarEngine:
             cost = cost + self.options.pose_weight * ((bank.poses - pose) ** 2).sum(-1).mean(-1) / (0.03 * iod) ** 2
         if state.previous:
             cost[list(state.previous)] *= self.options.stickiness
-        order = np.argsort(cost)[:2]
+        order = np.argsort(cost)[:self.options.exemplars]
         c = cost[order] + 1e-6
         weights = (1.0 / c) / (1.0 / c).sum() if len(order) > 1 else np.ones(1)
         state.previous = tuple(int(i) for i in order)
@@ -147,7 +162,46 @@ class ExemplarEngine:
             return None
         return int(x1), int(y1), int(x2), int(y2)
 
-    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
+    def alpha(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray) -> np.ndarray:
+        """[H,W] how much of each frame pixel the pasted mouth replaces (1: only the presenter's
+        pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`."""
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        out = np.zeros(frame_shape[:2], np.float32)
+        box = self._roi(frame_shape, to_canon, bank)
+        if box is None:
+            return out
+        x1, y1, x2, y2 = box
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), to_canon, box)
+        return out
+
+    def _blend_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """The canonical blend mask for one frame: the bank's mask raised to 1 over the hull of the
+        template's outer lips and the pasted ones (without it the feathered rim let the template's
+        own lip corners and upper lip show through beside the pasted ones wherever the two mouths
+        differ), and kept inside the template's face (a turned head's far cheek borders the
+        background, which an exemplar from another view would smear over)."""
+        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
+        sigma = max(1.5, 0.03 * iod)
+        pts = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]).astype(np.float64)
+        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        centre = hull.mean(axis=0)
+        away = hull - centre
+        grow = self.options.lip_cover * iod + 2.5 * sigma
+        hull = centre + away * (1.0 + grow / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+        cover = np.zeros(bank.mask.shape, np.float32)
+        cv2.fillConvexPoly(cover, np.round(hull).astype(np.int32), 1.0)
+        cover = cv2.GaussianBlur(cover, (0, 0), sigma)
+        face = np.zeros(bank.mask.shape, np.float32)
+        oval = apply(to_canon, landmarks[FACE_OVAL]).astype(np.float64)
+        centre = oval.mean(axis=0)
+        away = oval - centre
+        inset = 2.0 * sigma  # the feather stays on skin, off the face's outline
+        oval = centre + away * (1.0 - inset / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+        cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 1.0)
+        face = cv2.GaussianBlur(face, (0, 0), sigma)
+        return np.minimum(np.maximum(bank.mask, cover), face)
+
+    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
@@ -163,11 +217,7 @@ class ExemplarEngine:
             my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
                             interpolation=cv2.INTER_LINEAR)[:rh, :rw]
             out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        m = to_canon.copy()
-        m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
-        mask = cv2.warpAffine(bank.mask, m, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        return out, mask
+        return out, _to_box(bank.mask if cover is None else cover, to_canon, box)
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
