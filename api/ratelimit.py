@@ -33,7 +33,7 @@ from api.access import key_in
 log = logging.getLogger(__name__)
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/live/", "/console", "/docs", "/redoc", "/openapi.json",
-                   "/favicon.ico")
+                   "/favicon.ico", "/internal/")  # /internal/: the media server's publish check
 KEY_PREFIX = keys.RATELIMIT_PREFIX
 SKIP_AFTER_FAILURE_S = 5.0
 

@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.services.files import check_audio, claim_file, owned_ref
 from core.errors import Invalid
 from core.limits import check_disk
-from core.media import MAX_IMAGE_PIXELS, MediaError, MediaInfo, MediaRefused, probe
+from core.media import MAX_IMAGE_PIXELS, ImageTooLarge, MediaError, MediaInfo, MediaRefused, probe
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ def _accept(tmp: Path) -> Path:
 async def _probe(tmp: Path, what: str) -> MediaInfo:
     try:
         return await run_in_threadpool(probe, tmp)
+    except ImageTooLarge as exc:
+        tmp.unlink(missing_ok=True)
+        raise ApiError(422, "image_too_large", str(exc), width=exc.width, height=exc.height) from exc
     except MediaError as exc:
         tmp.unlink(missing_ok=True)
         log.info("upload refused: %s", exc)

@@ -186,7 +186,7 @@ def _sweep_avatars(settings: Settings, now: float, result: Sweep) -> None:
         for old in loops[:-1]:  # the newest is the one in use
             if now - old.stat().st_mtime > settings.idle_loop_ttl_s:
                 _remove(old, result, settings.data_dir)
-        for tmp in avatar.glob(".idle-*"):  # a build killed before its rename
+        for tmp in [*avatar.glob(".idle-*"), *avatar.glob(".enrollment-sample*")]:  # killed before its rename
             if now - tmp.stat().st_mtime > settings.temp_ttl_s:
                 _remove(tmp, result, settings.data_dir)
 

@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from core import keys
 from core.files import FileOwners
 from core.limits import check_disk, check_queue
+from core.credentials import redis_password
 from core.settings import Settings
 
 
@@ -62,8 +63,9 @@ def redis_connection(settings: Settings, socket_timeout: float = 5.0) -> Redis:
     # Workers block in BLPOP for longer than redis-py's 5 s default read timeout: they pass more.
     kwargs: dict[str, Any] = {"health_check_interval": 30, "socket_timeout": socket_timeout,
                               "socket_connect_timeout": 5.0}
-    if settings.redis_password:
-        kwargs["password"] = settings.redis_password
+    password = redis_password(settings)  # the configured one, or the fleet's own (core/credentials.py)
+    if password:
+        kwargs["password"] = password
     return Redis.from_url(settings.redis_url, **kwargs)
 
 

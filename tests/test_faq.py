@@ -64,6 +64,7 @@ def test_the_operators_own_csv_answers_and_replaces_the_sample():
     (b'{"shop": {"weather": "sunny"}}', "m.json", "invalid_material"),
     (b"x" * (300 * 1024), "m.csv", "material_too_large"),
     (b"\xff\xfe\x00bad", "m.csv", "invalid_material"),
+    ("name,price,facts\n皂\x07,九元,好\n".encode(), "m.csv", "invalid_text"),  # an upload is not seen by the gate
 ])
 def test_bad_material_is_refused_with_a_reason(raw, name, code):
     with pytest.raises(Invalid) as err:

@@ -90,6 +90,7 @@ NO_RESOURCE = {
     "MOUNT /console/vendor": "the console's vendored player",
     "GET /live/{name}": "the stream key is the audience's capability, like the media server's URLs",
     "GET /live/{stream_key}/state": "the audience page's live/speaking/offline, by the same stream key",
+    "POST /internal/media/publish": "the media server's publish check: answers only whether a secret is a room's",
 }
 CHECKS: dict[str, Callable] = {}
 

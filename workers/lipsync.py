@@ -38,10 +38,23 @@ def load_speech(settings: Settings, path: Path) -> np.ndarray:
     return audio
 
 
+def start_position(redis: Redis | None, avatar: Avatar, room: str | None, cycle_start: int | None,
+                   owner: str | None = None) -> int:
+    """Where on the avatar's cycle a render begins: the caller's position, else where the room's
+    previous utterance ended, else the template's first frame. A render without a room never reads
+    shared state, so the same request gives the same video."""
+    if cycle_start is not None:
+        return int(cycle_start) % avatar.cycle_length
+    if room is not None and redis is not None:
+        return int(redis.get(cycle_key(avatar.id, room, owner)) or 0) % avatar.cycle_length
+    return 0
+
+
 def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = None,
-                         tts_job_id: str | None = None, engine: str | None = None, room: str | None = None) -> dict:
-    """Job function of the `lipsync` queue. The avatar's cycle continues where the previous
-    utterance of the same avatar (and room) ended."""
+                         tts_job_id: str | None = None, engine: str | None = None, room: str | None = None,
+                         cycle_start: int | None = None) -> dict:
+    """Job function of the `lipsync` queue. See `start_position` for where the render begins; a
+    room's next utterance continues where this one ended."""
     settings = get_settings()
     job = get_current_job()
     source = resolve_owned(settings, audio if audio else f"tts/{tts_job_id}.wav")
@@ -51,8 +64,8 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
     renderer = load_engine(engine or settings.lipsync_engine, settings.models_dir, settings.lipsync_strength)
     name = renderer.choose(avatar).name if hasattr(renderer, "choose") else renderer.name
     redis: Redis | None = job.connection if job is not None else None
-    key = cycle_key(avatar_id, room, (job.meta or {}).get("owner") if job is not None else None)
-    start = int(redis.get(key) or 0) if redis is not None else 0
+    owner = (job.meta or {}).get("owner") if job is not None else None
+    start = start_position(redis, avatar, room, cycle_start, owner)
     out_dir = settings.kind_dir("lipsync")
     track = with_phones(analyse(speech, avatar.fps, n), load_phones(source))
     # The MP4 carries the source audio at its own quality; the 16 kHz decode only drives the mouth.
@@ -68,8 +81,8 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
         writer.abort()
         raise
     end = (start + n) % avatar.cycle_length
-    if redis is not None:
-        redis.set(key, end)
+    if redis is not None and room is not None:
+        redis.set(cycle_key(avatar_id, room, owner), end)
     mouth = out_dir / f"{output_name}.mouth.json"
     mouth.write_text(json.dumps({"fps": avatar.fps, "frames": track.as_series()}))
     return {

@@ -34,6 +34,7 @@ from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
 from core import keys, metrics
 from core.conversations.store import mark_said
+from core.credentials import publish_url
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import Status, fetch_job, redis_connection
@@ -179,17 +180,14 @@ class RoomPublisher(threading.Thread):
         self.prep.shutdown(wait=False, cancel_futures=True)
 
     def _session(self, avatar: Avatar) -> None:
-        url = self.settings.publish_url_template.format(stream_key=self.room.stream_key,
-                                                        rtmp_port=self.settings.rtmp_port,
-                                                        media_http_port=self.settings.media_http_port,
-                                                        media_host=self.settings.media_public_host)
+        url = publish_url(self.settings, self.room.stream_key)  # with the room's publish secret
         self._warm(avatar)
         if not self._fence_ok():
             return
         pb = Playback(RtmpSession(url, self.settings, avatar.width, avatar.height),
                       gen=self.store.generation(self.room.id), pacer=Pacer(self.room.id, self.stop_event))
         self.store.event(self.room.id, "session_start", t0=pb.pacer.t0_wall, worker=self.worker, token=self.token)
-        log.info("room %s: publishing to %s", self.room.id, url)
+        log.info("room %s: publishing to %s", self.room.id, url.split("?", 1)[0])  # not the secret
         try:
             while not self.stop_event.is_set():
                 # A reply's next sentence waiting for its speech is looked for every frame, not

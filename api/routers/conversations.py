@@ -24,6 +24,7 @@ from core.errors import NotFound
 from core.live import FPS
 from core.conversations.store import ConversationStore
 from core.rooms import ROOM_ID, RoomStore, feed_latest, feed_read
+from core.text import check_text
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -47,7 +48,7 @@ async def _read_message(request: Request, settings, redis, caller) -> tuple[str 
             path, _info = await save_audio_upload(settings, upload)
             ref = await run_in_threadpool(claim_file, settings, redis, caller, path)
             return None, await run_in_threadpool(_message_audio, settings, ref, redis, caller)
-        return (text if isinstance(text, str) else None), None
+        return (check_text(text, "text") if isinstance(text, str) else None), None
     try:
         body = MessageIn.model_validate_json(await request.body())
     except ValidationError as exc:

@@ -34,9 +34,18 @@ def _cycle_room(settings, redis, caller, room: str | None) -> str | None:
     return get_room(store, room, caller).id
 
 
+def check_cycle_start(avatar, cycle_start: int | None) -> None:
+    """A caller's start position must lie on the avatar's cycle (clip then its reverse)."""
+    length = int((avatar.manifest or {}).get("cycle_length", 0))
+    if cycle_start is not None and not 0 <= cycle_start < length:
+        raise ApiError(422, "bad_cycle_start", f"cycle_start must be within 0..{length - 1} for avatar "
+                       f"{avatar.id!r}", cycle_length=length)
+
+
 async def enqueue_lipsync(settings, redis, caller, avatar_id: str, audio: str | None, text: str | None,
-                          engine: str | None, room: str | None) -> JobAccepted:
+                          engine: str | None, room: str | None, cycle_start: int | None = None) -> JobAccepted:
     avatar = await run_in_threadpool(ready_avatar, settings, redis, avatar_id)
+    check_cycle_start(avatar, cycle_start)
     room = await run_in_threadpool(_cycle_room, settings, redis, caller, room)
     if engine == "musetalk" or (engine is None and settings.lipsync_engine == "musetalk"):
         from models.weights import musetalk_missing
@@ -45,11 +54,13 @@ async def enqueue_lipsync(settings, redis, caller, avatar_id: str, audio: str | 
         if missing:
             raise ApiError(422, "engine_unavailable", "MuseTalk weights are not installed under models/",
                            missing=missing)
-    if engine == "exemplar" and not (avatar.manifest or {}).get("enrollment"):
+    if engine == "exemplar" and not avatar.enrollment_current:
         raise ApiError(422, "not_enrolled", f"avatar {avatar_id!r} has no talking footage to take its mouth from; "
                        "prepare it with a speech_sample, or use engine auto or warp")
     job_id = new_job_id()
     kwargs = {"avatar_id": avatar_id, "output_name": job_id, "engine": engine, "room": room}
+    if cycle_start is not None:
+        kwargs["cycle_start"] = cycle_start
     depends = None
     if audio:
         ref = await run_in_threadpool(lambda: owned_ref(settings, audio, redis=redis, caller=caller))
@@ -71,7 +82,8 @@ async def enqueue_lipsync(settings, redis, caller, avatar_id: str, audio: str | 
              summary="Render a lip-synced MP4 of an avatar speaking audio (or text, synthesised first)")
 async def create_lipsync(body: LipSyncRequest, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> JobAccepted:
     await run_in_threadpool(check_avatar_access, settings, redis, caller, body.avatar_id)
-    return await enqueue_lipsync(settings, redis, caller, body.avatar_id, body.audio, body.text, body.engine, body.room)
+    return await enqueue_lipsync(settings, redis, caller, body.avatar_id, body.audio, body.text, body.engine,
+                                 body.room, body.cycle_start)
 
 
 @router.post("/v1/lipsync/upload", status_code=202, response_model=JobAccepted,
@@ -84,11 +96,12 @@ async def create_lipsync_upload(
     audio: Annotated[UploadFile, File()],
     engine: Annotated[Literal["auto", "exemplar", "warp", "musetalk"] | None, Form()] = None,
     room: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_*.-]{1,128}$")] = None,
+    cycle_start: Annotated[int | None, Form(ge=0, description="as in POST /v1/lipsync")] = None,
 ) -> JobAccepted:
     await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id)
     path, _info = await save_audio_upload(settings, audio)
     ref = await run_in_threadpool(claim_file, settings, redis, caller, path)
-    return await enqueue_lipsync(settings, redis, caller, avatar_id, ref, None, engine, room)
+    return await enqueue_lipsync(settings, redis, caller, avatar_id, ref, None, engine, room, cycle_start)
 
 
 @router.get("/v1/jobs/{job_id}/mouth", response_model=MouthSeries, tags=["jobs"],

@@ -11,6 +11,7 @@ from api.services.speech import enqueue_tts
 from core.conversations.faq import check_material
 from core.conversations.service import clean_text, welcome
 from core.conversations.store import MaterialStore
+from core.credentials import stat_secret
 from core.flvrelay import flv_viewers
 from core.metrics import room_label
 from core.mediaserver import stat as media_stat
@@ -26,7 +27,7 @@ def live_view(settings, redis) -> tuple[dict | None, dict]:
     """What the media server publishes (None when its /stat cannot be read, e.g. an external SRS)
     and the HTTP-FLV viewers of every API process: read once per request, for every room."""
     try:
-        streams = media_stat(settings.media_http_port, timeout=1.0)
+        streams = media_stat(settings.media_http_port, timeout=1.0, secret=stat_secret(settings))
     except Exception:
         streams = None
     return streams, flv_viewers(redis)

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from core.errors import Invalid
+from core.text import check_tree
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "material" / "sample_products.json"
 MAX_MATERIAL_BYTES = 256 * 1024
@@ -288,6 +289,7 @@ def _from_csv(text: str) -> dict:
 def check_material(data) -> dict:
     if not isinstance(data, dict):
         raise Invalid("invalid_material", "the material must be an object with products, qa and/or shop")
+    check_tree(data, "material")  # its answers are spoken: no control characters reach the TTS (uploads too)
     products, qa, shop = data.get("products") or [], data.get("qa") or [], data.get("shop") or {}
     if not isinstance(products, list) or not isinstance(qa, list) or not isinstance(shop, dict):
         raise Invalid("invalid_material", "products and qa must be lists, shop an object")

@@ -9,6 +9,7 @@ resampling, blended together, colour-matched to the frame on the mask's rim and 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import cv2
@@ -20,6 +21,8 @@ from avatars.face import FACE_OVAL
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
 from models.lipsync.mouth import MouthTrack, analyse
+
+log = logging.getLogger(__name__)
 
 
 class NotEnrolled(LookupError):
@@ -58,6 +61,35 @@ def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
+# How far the presenter's colour-matched closed mouth may depart from the template frame inside the
+# mask's core: the largest difference of the quartiles of luma and of chroma (YCrCb; quartiles, not
+# pixel by pixel, so a jaw a little lower or higher does not count) and the log ratio of fine-texture
+# energy, each over its bound; the median over the template's most closed frames must stay <= 1.
+# Measured on 11 (template, bank) pairs of the shared clips and the demo portrait (median over 5
+# frames): a presenter's own bank 0.56-0.79, another presenter's 1.11-5.94. The bounds were chosen on
+# those same pairs: a guard against smears, not an identity test (avatars/identity.py is, before
+# enrollment).
+DEPARTURE = {"luma": 16.0, "chroma": 1.8, "texture": 0.45}
+
+
+def patch_departure(frame: np.ndarray, box, out: np.ndarray, mask: np.ndarray) -> float:
+    """The largest of the patch's departures from the frame over its DEPARTURE bound (1 = the bound)."""
+    x1, y1, x2, y2 = box
+    core = mask[::3, ::3] > 0.6
+    if int(core.sum()) < 16:
+        return 0.0
+    src = np.ascontiguousarray(frame[y1:y2:3, x1:x2:3])
+    pat = np.clip(out[::3, ::3], 0, 255).astype(np.uint8)
+    a = cv2.cvtColor(pat, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    b = cv2.cvtColor(src, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    quartiles = np.abs(np.percentile(a[core], [25, 50, 75], axis=0) - np.percentile(b[core], [25, 50, 75], axis=0))
+    luma = float(quartiles[:, 0].max())
+    chroma = float(np.hypot(quartiles[:, 1], quartiles[:, 2]).max())
+    fine = [np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))[core].mean() for y in (a[..., 0], b[..., 0])]
+    texture = abs(float(np.log((fine[0] + 1e-3) / (fine[1] + 1e-3))))
+    return max(luma / DEPARTURE["luma"], chroma / DEPARTURE["chroma"], texture / DEPARTURE["texture"])
+
+
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return 0.5 * r2 * np.log(r2 + 1e-9)
 
@@ -94,6 +126,7 @@ class ExemplarEngine:
 
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
+        self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
 
     @staticmethod
     def bank(avatar: Avatar) -> MouthBank:
@@ -107,8 +140,37 @@ class ExemplarEngine:
         track = track or analyse(audio_16k, avatar.fps, n_frames)
         shapes = bank.predict_shapes(audio_16k, track)
         state = _State()
+        fits = self.fits(avatar, bank)
         for k in range(n_frames):
-            yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+            if fits:
+                yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+            else:
+                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+
+    def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
+        """Does the enrolled mouth belong on this template? Its closed mouth is composed on a few
+        template frames and must not depart from them (DEPARTURE); a bank that does (another
+        person's enrollment that slipped through) is never pasted: the avatar speaks by warp."""
+        key = (str(avatar.path), id(bank))
+        if key not in self._fits:
+            scores = [self._rest_departure(avatar, bank, i) for i in _closed_frames(avatar)]
+            self._fits[key] = float(np.median(scores)) <= 1.0
+            if not self._fits[key]:
+                log.warning("avatar %s: its enrolled mouth departs from the template (%s); not pasted, warp "
+                            "instead. The enrollment may show another person.", avatar.id, np.round(scores, 2))
+        return self._fits[key]
+
+    def _rest_departure(self, avatar: Avatar, bank: MouthBank, i: int) -> float:
+        frame, landmarks, state = avatar.frame(i), avatar.landmarks_at(i), _State()
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        chosen, weights = self._choose(bank, bank.rest, pose, state)
+        box = self._roi(frame.shape, to_canon, bank)
+        if box is None:
+            return 0.0
+        out, mask = self._compose(bank, bank.rest, chosen, weights, to_canon, box)
+        self._match_colour(frame, box, out, mask, state)
+        return patch_departure(frame, box, out, mask)
 
     def render_shape(self, avatar: Avatar, bank: MouthBank, cycle_index: int, shape: np.ndarray,
                      state: _State | None = None) -> np.ndarray:
@@ -251,6 +313,23 @@ class ExemplarEngine:
         np.clip(out, 0, 255, out=out)
 
 
+def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:
+    """Template frames with the mouth most nearly shut (spread over the clip), where the presenter's
+    closed mouth should look like the frame itself; a talking template's open frames would not."""
+    lm = avatar.landmarks
+    gap = np.linalg.norm(lm[:, 14] - lm[:, 13], axis=1)
+    pool = np.sort(np.argsort(gap, kind="stable")[:max(count, avatar.n // 5)])
+    return [int(pool[i]) for i in np.linspace(0, len(pool) - 1, min(count, len(pool))).astype(int)]
+
+
+def _warp_fallback(frame: np.ndarray, landmarks: np.ndarray, track: MouthTrack, k: int) -> np.ndarray:
+    """The frame's mouth by the warp engine, for a frame whose enrolled patch was refused."""
+    from models.lipsync.warp import render_mouth
+
+    out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]))
+    return blend_region(frame, *out) if out is not None else frame
+
+
 def template_talks(avatar: Avatar, min_range: float = 0.03) -> bool:
     """Does the template's own mouth move (p95 - p5 of the lip gap over the inter-ocular distance)?"""
     lm = avatar.landmarks
@@ -265,4 +344,6 @@ def rest_renderer(avatar: Avatar):
     if bank is None or not template_talks(avatar):
         return None
     engine, state = ExemplarEngine(), _State()
+    if not engine.fits(avatar, bank):
+        return None
     return lambda i: engine.render_shape(avatar, bank, i, bank.rest, state)

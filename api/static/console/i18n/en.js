@@ -127,7 +127,7 @@ export default {
   "err.sample_no_face": "No face was found in the speech sample.",
   "err.sample_several_faces": "The speech sample shows more than one face.",
   "err.sample_duration": "The speech sample is too short or too long.",
-  "err.sample_other_person": "The speech sample shows another person than the avatar's picture or video.",
+  "err.sample_other_person": "The speech sample shows someone else: use a clip of the same presenter talking.",
   "err.avatar_not_ready": "The avatar is not ready yet.", "err.unknown_avatar": "There is no such avatar.",
   "err.unknown_room": "The room is closed or does not exist.",
   "err.not_enrolled": "This avatar has no talking footage for the exemplar engine: choose auto or warp.",
