@@ -33,6 +33,7 @@ class AvatarOut(BaseModel):
     progress: float | None = None
     error: JobError | None = None
     manifest: dict[str, Any] | None = None
+    prepared_at: float | None = None  # when its preparation last finished (unix s); the list is newest first
     enrollment_current: bool | None = Field(None, description="shorthand for enrollment_state.current")
     enrollment_state: EnrollmentState | None = None
 

@@ -86,6 +86,7 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
         upkeep = enrollment_state(path, redis)
         return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
                          manifest=manifest, error=view.error if view else None,
+                         prepared_at=manifest_path.stat().st_mtime,
                          enrollment_current=upkeep["current"], enrollment_state=upkeep)
     raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
 
