@@ -30,6 +30,7 @@ install: sysdeps $(VENV)/.installed weights vendor
 sysdeps:
 	@missing=0; for b in redis-server ffmpeg ffprobe espeak-ng nginx sox chromium chromedriver mariadb-install-db; do command -v $$b >/dev/null || missing=1; done; \
 	 ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1 || missing=1; \
+	 ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1 || missing=1; \
 	 if [ $$missing = 1 ]; then \
 	   echo "installing Debian packages: $(SYS_PKGS)"; \
 	   $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYS_PKGS) >/dev/null; \
