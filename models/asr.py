@@ -68,3 +68,14 @@ def zh_punctuate(text: str) -> str:
     if text and text[-1] not in "。！？…":
         text = text.rstrip("，、；：") + "。"
     return text
+
+
+def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int = 1) -> str:
+    """One short utterance already cut by a VAD (live voice input): no second VAD pass, no
+    timestamps, no language detection (the room's language or the client's hint)."""
+    segments, _info = model.transcribe(audio, language=language, beam_size=beam_size, vad_filter=False,
+                                       condition_on_previous_text=False, without_timestamps=True)
+    parts = [seg.text.strip() for seg in segments]
+    if language == "zh":
+        return zh_punctuate(_t2s().convert("".join(parts))) if any(parts) else ""
+    return " ".join(p for p in parts if p).strip()

@@ -61,7 +61,8 @@ async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, calle
         clean_text(settings, body.welcome, "welcome")  # refused (422) before the room exists
     room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller,
                                    language=body.language, responder=body.responder, system_prompt=body.system_prompt,
-                                   llm_model=body.llm_model, job=body.job)
+                                   llm_model=body.llm_model, job=body.job,
+                                   barge_in=body.barge_in)
     if body.welcome:
         await run_in_threadpool(welcome, redis, settings, room, body.welcome)
     return await run_in_threadpool(room_out, RoomStore(redis, settings), room)

@@ -20,6 +20,8 @@ class RoomCreate(BaseModel):
                                   description="llm responder: the model (the server URL and key are settings)")
     job: str | None = Field(None, max_length=100, description="script responder: the position its questions are for")
     welcome: str | None = Field(None, max_length=2000, description="said once the room's stream is up")
+    barge_in: bool = Field(True, description="speech heard on the room's audio input (WS /v1/rooms/{id}/audio) "
+                           "interrupts what the room is saying")
 
 
 class RoomOut(BaseModel):
@@ -36,6 +38,7 @@ class RoomOut(BaseModel):
     system_prompt: str | None = None
     llm_model: str | None = None
     job: str | None = None
+    barge_in: bool = True
     open: bool
     publisher: str | None = None
     pending_utterances: int = 0
