@@ -42,7 +42,8 @@ class VoiceClient:
         self.close_code: int | None = None
         self.close_reason = ""
         self.sent_s = 0.0  # audio sent, seconds
-        self.started: float | None = None  # monotonic time of the first frame
+        self.started: float | None = None  # monotonic time the stream's first sample was "spoken"
+        self.started_wall: float | None = None  # the same, wall clock
         self._lock = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -51,7 +52,7 @@ class VoiceClient:
         try:
             for text in self.ws:
                 event = json.loads(text)
-                event["_at"] = time.monotonic()
+                event["_at"], event["_wall"] = time.monotonic(), time.time()
                 with self._lock:
                     self.events.append(event)
                     self._lock.notify_all()
@@ -63,15 +64,17 @@ class VoiceClient:
             self._lock.notify_all()
 
     def send_pcm(self, pcm: np.ndarray, frame_ms: int = 40, speed: float = 1.0) -> float:
-        """Send int16 PCM in frames at `speed` x real time; returns the monotonic time the last frame left."""
+        """Send int16 PCM in frames at `speed` x real time, each once its last sample has been "spoken"
+        (as a microphone delivers them); returns the monotonic time the last frame left. Sample x of
+        the stream is spoken at started + x / RATE / speed."""
         n = RATE * frame_ms // 1000
         if self.started is None:
-            self.started = time.monotonic()
+            self.started, self.started_wall = time.monotonic(), time.time()
         for i in range(0, pcm.size, n):
             frame = pcm[i:i + n]
             if frame.size < n:
                 frame = np.concatenate([frame, np.zeros(n - frame.size, "<i2")])
-            due = self.started + self.sent_s / speed
+            due = self.started + (self.sent_s + n / RATE) / speed
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)

@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     voice_min_speech_ms: int = Field(96, ge=32, le=2000)  # voiced this long before speech_start (no clicks)
     voice_preroll_ms: int = Field(300, ge=0, le=2000)  # audio before speech_start kept for recognition
     voice_speculate_ms: int = Field(160, ge=32, le=5000)  # silence after which the final is recognised early
-    voice_partial_interval_s: float = Field(0.8, ge=0.2)  # new speech between two partial transcripts
+    voice_partial_interval_s: float = Field(0.6, ge=0.2)  # new speech between two partial transcripts
     voice_max_utterance_s: float = Field(30.0, gt=1, le=120)  # an utterance this long is ended by force
     voice_idle_timeout_s: float = Field(5.0, gt=0)  # no audio this long mid-stream (no `end`): closed (4408)
     voice_max_speed: float = Field(2.0, ge=1)  # audio faster than this x real time is refused (4429)

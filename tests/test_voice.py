@@ -102,25 +102,26 @@ def test_speech_is_endpointed_recognised_and_posted_as_a_message(voice_api):
 
 
 def test_speech_interrupts_a_speaking_room_unless_barge_in_is_off(voice_api):
+    """While the user is still speaking (before any final text): the room stops only if barge_in is on.
+    Its final text is a message, which then interrupts either room, as a typed one does."""
     for barge_in in (True, False):
         room = voice_api.room(barge_in=barge_in)
         voice_api.store.say(room, {"audio": None, "tts_job_id": "x" * 32})  # the room has something to say
         gen = voice_api.store.generation(room.id)
-        client = voice_api.client(room.id)
-        try:
-            client.send_pcm(spoken(QUESTION)[: int(1.5 * RATE)])
+        with connected(voice_api, room) as (_room, client):
+            threading.Thread(target=client.send_pcm, args=(spoken(QUESTION),), daemon=True).start()
             assert client.wait_event("speech_start", 10) is not None, client.events
-            interrupted = client.wait_event("barge_in", 3)
-        finally:
-            client.close()
+            interrupted = client.wait_event("barge_in", 0.5)
+            assert client.wait_event("speech_end", 0) is None  # still speaking
+            state = voice_api.store.generation(room.id), voice_api.store.pending_count(room.id)
+            assert client.wait_event("final", 30)["message_id"]
         if barge_in:
             assert interrupted is not None, client.events
-            assert voice_api.store.generation(room.id) == gen + 1
-            assert voice_api.store.pending_count(room.id) == 0
-            assert voice_api.store.events(room.id)[-1]["reason"] == "voice"
+            assert state == (gen + 1, 0)
+            assert [e["reason"] for e in voice_api.store.events(room.id) if e["event"] == "interrupt_requested"] == \
+                ["voice", "message"]
         else:
-            assert interrupted is None
-            assert voice_api.store.generation(room.id) == gen and voice_api.store.pending_count(room.id) == 1
+            assert interrupted is None and state == (gen, 1)
 
 
 @pytest.mark.parametrize("frame, error", [(b"\x01" * 7, "bad_frame"), (b"\x00" * 64000, "bad_frame"),

@@ -213,7 +213,8 @@ class VoiceSocket:
     async def _on(self, kind: str, fields: dict) -> None:
         if kind == "speech_start":
             self.utterance += 1
-            self.partial_at, self.early = 0, None
+            self._drop_early()
+            self.partial_at = 0
             self.emit("speech_start", utterance=self.utterance, **fields)
             await self._barge_in()
         elif kind == "pause":
@@ -221,9 +222,15 @@ class VoiceSocket:
             samples = self.endpointer.voiced_end
             self.early = (self.utterance, samples, recognise(self.settings, self.endpointer.speech(), self.language))
         elif kind == "resume":
-            self.early = None
+            self._drop_early()
         elif kind == "speech_end":
             await self._endpoint((kind, fields))
+
+    def _drop_early(self) -> None:
+        """Speech went on after a pause: its early decode is no final (and need not run if still queued)."""
+        if self.early is not None:
+            self.early[2].cancel()
+        self.early = None
 
     async def _barge_in(self) -> None:
         """Speech while the room speaks stops it (the same interrupt as a new message)."""
