@@ -20,8 +20,9 @@ def find_browser() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def chromium(width: int = 1440, height: int = 960, log_console: bool = True):
-    """A headless Chromium that autoplays media with sound (WebAudio runs on a null output)."""
+def chromium(width: int = 1440, height: int = 960, log_console: bool = True, extra_args: tuple[str, ...] = ()):
+    """A headless Chromium that autoplays media with sound (WebAudio runs on a null output);
+    `extra_args`: more switches (e.g. a fake microphone playing a file)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -37,7 +38,7 @@ def chromium(width: int = 1440, height: int = 960, log_console: bool = True):
                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                 "--disable-backgrounding-occluded-windows", "--no-first-run", "--disable-extensions",
                 "--disable-component-update", "--disable-sync", "--metrics-recording-only",
-                "--disable-default-apps", "--no-default-browser-check"):
+                "--disable-default-apps", "--no-default-browser-check", *extra_args):
         options.add_argument(arg)
     if log_console:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

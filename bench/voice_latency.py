@@ -36,8 +36,9 @@ import httpx
 import numpy as np
 
 from bench.common import emit
-from bench.conversation_latency import Conversation, NotReady, OwnFleet, _p50, _stats, attach_viewer, log
+from bench.conversation_latency import Conversation, NotReady, OwnFleet, _p50, _stats, log, wait_on_air
 from bench.llmstub import LlmStub
+from bench.textmetrics import cer
 from bench.voice_client import RATE, VoiceClient, last_voiced_s, to_pcm16k
 
 QUESTIONS = {
@@ -139,8 +140,7 @@ def ask(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: i
     return out
 
 
-def barge(client: httpx.Client, room: dict, voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray,
-          n_before: int) -> dict:
+def barge(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: int) -> dict:
     """A question streamed while the room speaks: how fast its speech stops."""
     start = talker.say(pcm)
     first = start + LEAD_S + first_voiced_s(pcm)
@@ -157,11 +157,20 @@ def barge(client: httpx.Client, room: dict, voice: VoiceClient, talker: Talker, 
            "barge_in_event": bool(voice.wait_event("barge_in", 0, utterance=detected["utterance"])) if detected else False,
            "interrupted": cut["t"] - first if cut else None, "heard_silent": silent - first if silent else None}
     if cut:
-        t0 = max(e["t0"] for e in client.get(f"/v1/rooms/{room['id']}/events").json()
-                 if e["event"] == "session_start" and e["t"] <= cut["t"])
-        out["interrupted_stream_clock"] = cut["stream_ts"] - (first - t0)
-        out["interrupted_stream_clock_after_detect"] = cut["stream_ts"] - (detected["t"] - t0) if detected else None
+        out["interrupted_stream_clock"] = _stream_delay(voice, first, cut)
+        out["interrupted_stream_clock_after_detect"] = _stream_delay(voice, detected["t"], cut) if detected else None
     return out
+
+
+def _stream_delay(voice: VoiceClient, wall: float, cut: dict) -> float | None:
+    """Stream-clock time from `wall` to the interrupt: the stream clock at `wall` is read from the last
+    `mouth` event sent before it (its first frame's stream time at its wall time), so a stream clock
+    that drifts from the wall clock over the session does not count."""
+    mouths = [e for e in list(voice.events) if e.get("event") == "mouth" and e.get("frames") and e["t"] <= wall]
+    if not mouths:
+        return None
+    ref = mouths[-1]
+    return cut["stream_ts"] - (ref["frames"][0]["t"] + (wall - ref["t"]))
 
 
 def _quiet_after(viewer, t: float, timeout: float) -> float | None:
@@ -175,7 +184,7 @@ def _quiet_after(viewer, t: float, timeout: float) -> float | None:
     return None
 
 
-def run_room(client: httpx.Client, language: str, questions: list[np.ndarray], args) -> dict:
+def run_room(client: httpx.Client, language: str, texts: list[str], questions: list[np.ndarray], args) -> dict:
     body = {"avatar_id": args.avatar, "username": "voicelatency", "responder": args.responder, "language": language}
     r = client.post("/v1/rooms", json=body)
     if r.status_code != 201:
@@ -183,12 +192,7 @@ def run_room(client: httpx.Client, language: str, questions: list[np.ndarray], a
     room = r.json()
     viewer = voice = None
     try:
-        deadline = time.monotonic() + 60
-        while not client.get(f"/v1/rooms/{room['id']}").json().get("publishing"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the room did not go on air in 60 s")
-            time.sleep(0.2)
-        viewer = attach_viewer(room["urls"]["rtmp"])
+        viewer = wait_on_air(client, room)
         ws = str(client.base_url).replace("http", "ws", 1).rstrip("/") + f"/v1/rooms/{room['id']}/audio"
         voice = VoiceClient(ws)
         talker, conv = Talker(voice), Conversation(client, None, room, viewer, None)
@@ -196,11 +200,11 @@ def run_room(client: httpx.Client, language: str, questions: list[np.ndarray], a
         for i, pcm in enumerate(questions):
             conv.wait_finished()
             samples.append(ask(voice, talker, viewer, pcm, _utterances(voice)))
+            samples[-1]["cer"] = cer(texts[i], samples[-1]["text"] or "")
             log(f"{language} question {i}: heard {samples[-1]['heard']} ({samples[-1]['text']})")
             if i >= 1 and len(barges) < args.barge_ins:  # the room now speaks its reply: talk over it
                 time.sleep(0.3)
-                barges.append(barge(client, room, voice, talker, viewer, questions[(i + 1) % len(questions)],
-                                    _utterances(voice)))
+                barges.append(barge(voice, talker, viewer, questions[(i + 1) % len(questions)], _utterances(voice)))
                 log(f"{language} barge-in: {barges[-1]}")
         conv.wait_finished()
         return {"warmup": samples[0], "questions": summarise(samples[1:]), "barge_in": summarise_barge(barges)}
@@ -225,6 +229,7 @@ def summarise(samples: list[dict]) -> dict:
             "split_p50_s": {k: _p50([s.get(k) for s in samples]) for k in SPLIT},
             "final_after_endpoint_server_p50_s": _p50([s.get("final_after_endpoint_server_s") for s in samples]),
             "recognise_s_p50": _p50([s.get("recognise_s") for s in samples]),
+            "cer_mean": round(float(np.mean([s["cer"] for s in samples])), 3) if samples else None,
             "early_final": sum(1 for s in samples if s.get("early")),
             "each": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()} for s in samples]}
 
@@ -256,7 +261,7 @@ def main() -> None:
             figures = {}
             for language in args.languages.split(","):
                 texts = QUESTIONS[language][: args.questions + 1]
-                figures[language] = run_room(client, language, [speak(client, t, language) for t in texts], args)
+                figures[language] = run_room(client, language, texts, [speak(client, t, language) for t in texts], args)
         every = [s for f in figures.values() for s in f["questions"]["each"]]
         emit("voice_latency", {"fleet": "own (make run layout, free ports)" if fleet else args.url,
                                "responder": args.responder, **({"llm_stub_first_sentence_s": 0.3}

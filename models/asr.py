@@ -85,7 +85,8 @@ def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int
     Whisper's encoder is given the utterance plus 1 s, not the 30 s window it was trained on
     (CTranslate2 accepts a shorter input): on this CPU that made a 3 s utterance's decode 0.15 s
     instead of 3-5 s, with the same text on the speech measured (tests/test_voice.py, bench.voice_latency).
-    A decode that runs to its length limit (a loop) is done again the usual way."""
+    A phrase decoded again is kept once (:func:`once`); a decode that runs to its length limit (a loop)
+    is done again the usual way."""
     text = _short_window(model, audio, language, beam_size)
     if text is None:
         segments, _info = model.transcribe(audio, language=language, beam_size=beam_size, vad_filter=False,
@@ -117,11 +118,12 @@ def _short_window(model, audio: np.ndarray, language: str, beam_size: int) -> st
 
 
 def once(text: str) -> str:
-    """A text that is one phrase said k times ("Yes. Yes.", a whole question twice), as the short
-    window sometimes decodes, cut to the phrase once; other text unchanged."""
+    """A text that says one phrase again (and again, or part of it again: "A B C A B C A"), as the
+    short window sometimes decodes, cut to the phrase once. Only when at least 3 words or characters
+    repeat, so "谢谢" or "Yes. Yes." stay as said."""
     tokens = list(_TOKEN.finditer(text))
     words = [t.group().lower() for t in tokens]
-    for k in range(1, len(words) // 2 + 1):  # the shortest phrase first
-        if len(words) % k == 0 and words == words[:k] * (len(words) // k):
+    for k in range(1, len(words) - 2):  # the shortest phrase first
+        if all(words[i] == words[i - k] for i in range(k, len(words))):
             return text[:tokens[k].start()].rstrip(" ，,、")
     return text

@@ -8,10 +8,12 @@ worker is needed: the message's turn is queued for a converse worker that these 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +203,64 @@ def _listening(voice_api, room_id: str) -> VoiceClient | None:
 def test_unknown_room_is_refused_at_the_handshake(voice_api):
     with pytest.raises(InvalidStatus):
         voice_api.client("0" * 32)
+
+
+def test_the_feed_socket_follows_the_room_until_it_closes(voice_api):
+    """The feed shares its access check and reader with the audio socket (api/sockets.py)."""
+    room = voice_api.room()
+    feed = VoiceClient(f"{voice_api.base}/v1/rooms/{room.id}/ws")
+    try:
+        assert feed.wait_event("hello", 10)["room_id"] == room.id
+        voice_api.store.event(room.id, "note", text="hi")
+        assert feed.wait_event("note", 5)["text"] == "hi"
+        voice_api.store.close(room.id)
+        assert feed.wait_closed(5) == 1000
+        assert feed.wait_event("room_closed", 0) is not None
+    finally:
+        feed.close()
+
+
+# ---- the console's microphone, in a real Chromium with a fake microphone playing a question ----
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_console_microphone_asks_the_room_and_the_reply_plays(api, service, tmp_path):
+    from selenium.webdriver.support.select import Select
+
+    from bench.browser import chromium, console_errors, find_browser
+    from speech import wav_bytes
+
+    if find_browser() is None:
+        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
+    # Chromium plays the file as its microphone, in a loop: the question, then a long silence.
+    question = tmp_path / "question.wav"
+    pcm = np.concatenate([spoken(QUESTION), np.zeros(10 * RATE, "<i2")])
+    question.write_bytes(wav_bytes(pcm, RATE))
+    d = chromium(extra_args=("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                             f"--use-file-for-fake-audio-capture={question}"))
+    try:
+        d.get(f"{api.base_url}/console/#rooms")
+        wait_until(lambda: d.execute_script("return !!(window.mtlConsole && window.mtlMic)"), 15, what="the console")
+        d.find_element("id", "room-username").send_keys("mic_room")
+        Select(d.find_element("id", "room-language")).select_by_value("en")
+        d.find_element("css selector", "#room-form button[type=submit]").click()
+        wait_until(lambda: d.execute_script("const v = document.querySelector('#live-video');"
+                                            "return v.videoWidth > 0 && v.currentTime > 1.0"), 40, what="the live video")
+        d.find_element("id", "mic-hands-free").click()
+        final = wait_until(lambda: next((e for e in d.execute_script("return window.mtlMic.events")
+                                         if e["event"] == "final"), None), 40, interval=0.2, what="a final transcript")
+        d.find_element("id", "mic-hands-free").click()  # off before the file loops
+        assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final
+        heard_from = d.execute_script("return Date.now()")
+        rows = wait_until(lambda: (t := d.execute_script(
+            "return [...document.querySelectorAll('#conversation li')].map(li => li.className + '|' + li.innerText)"))
+            and any("assistant spoken" in r for r in t) and t, 60, interval=0.3, what="the reply, spoken")
+        assert any("user" in r and final["text"][:12] in r for r in rows), rows
+        assert d.execute_script("return window.mtlConsole.meter.maxSince(arguments[0])", heard_from) > 0.03
+        assert "You:" in d.find_element("id", "mic-transcript").text
+        artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(artifacts / "console-microphone.png"))
+        assert not [e for e in console_errors(d) if "favicon" not in e], console_errors(d)
+    finally:
+        d.quit()
