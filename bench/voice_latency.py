@@ -5,13 +5,14 @@ viewer of the room's RTMP stream hears, the question streamed live into WS /v1/r
     python -m bench.voice_latency --url http://127.0.0.1:8181   # a running fleet (script responder)
 
 Questions are spoken by the service's own TTS (zh: the Mandarin voice, en: Piper), not timed. For each
-language a room (script responder by default; `--responder llm`: bench/llmstub.py, whose first
-sentence is complete 300 ms after the request) goes on air, a viewer pulls its RTMP stream (the
-room_latency viewer: low-latency ffmpeg, 20 ms RMS windows, speech = first window above 0.02) and a
-client streams 16 kHz PCM in 40 ms frames at the pace it is spoken, each frame sent once its last
-sample is "spoken", like a microphone: 0.5 s of silence, the question, then silence until the reply
-is heard (a hands-free client never stops sending). Each question waits until the previous reply is
-finished (room idle, 1 s of silence heard); a warm-up question per room is not counted.
+language a room (script responder by default; `--responder llm`: bench/llmstub.py, whose first sentence
+is complete 300 ms after the request, a different Mandarin reply each turn; zh only) goes on air, a
+viewer pulls its RTMP stream (the room_latency viewer: low-latency ffmpeg, 20 ms RMS windows, speech =
+first window above 0.02) and a client streams 16 kHz PCM in 40 ms frames at the pace it is spoken, each
+frame sent once its last sample is "spoken", like a microphone: 0.5 s of silence, the question, then
+silence until the reply is heard (a hands-free client never stops sending). Each question waits until
+the previous reply is finished (room idle, 1 s of silence heard); a warm-up question per room is not
+counted.
 
 The split (p50, seconds after the last voiced sample): `speech_end` event received (endpointing),
 `final` received (recognition), `reply_sentence` 0 (the first reply sentence cut and queued), the
@@ -36,7 +37,8 @@ import httpx
 import numpy as np
 
 from bench.common import emit
-from bench.conversation_latency import Conversation, NotReady, OwnFleet, _p50, _stats, log, wait_on_air
+from bench.conversation_latency import (Conversation, NotReady, OwnFleet, _p50, _stats, log, replies,
+                                        wait_on_air)
 from bench.llmstub import LlmStub
 from bench.textmetrics import cer
 from bench.voice_client import RATE, VoiceClient, last_voiced_s, to_pcm16k
@@ -252,7 +254,12 @@ def main() -> None:
     parser.add_argument("--avatar", default="demo")
     parser.add_argument("--env", action="append", default=[], metavar="MTL_X=V", help="extra setting for the own fleet")
     args = parser.parse_args()
-    stub = LlmStub(first_delay_s=0.25, first_sentence_s=0.3, token_delay_s=0.05)
+    if args.responder == "llm" and args.languages != "zh":
+        log("the LLM stub answers in Mandarin: measuring the zh room only")
+        args.languages = "zh"
+    # Different replies every turn (the TTS cache would speak a repeated one at once).
+    stub = LlmStub(replies(4 * (args.questions + args.barge_ins + 2)), first_delay_s=0.25, first_sentence_s=0.3,
+                   token_delay_s=0.05)
     fleet, load_start = None, os.getloadavg()
     try:
         if args.url is None:

