@@ -220,6 +220,15 @@ def test_the_feed_socket_follows_the_room_until_it_closes(voice_api):
         feed.close()
 
 
+def test_the_audio_socket_is_described_in_the_openapi_document(voice_api):
+    import httpx
+
+    spec = httpx.get(voice_api.base.replace("ws", "http", 1) + "/openapi.json").json()
+    text = spec["info"]["description"]
+    assert "/v1/rooms/{room_ref}/audio" in text and "PCM s16le mono 16 kHz" in text and "4409" in text
+    assert spec["components"]["schemas"]["RoomCreate"]["properties"]["barge_in"]["default"] is True
+
+
 # ---- the console's microphone, in a real Chromium with a fake microphone playing a question ----
 
 @pytest.mark.slow

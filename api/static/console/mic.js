@@ -25,7 +25,7 @@ function el(tag, attrs = {}, text = "") {
 }
 
 const ui = {
-  hold: el("button", { type: "button", id: "mic-hold", title: "Hold to talk to the room; release to end" }, "🎤 Hold to talk"),
+  hold: el("button", { type: "button", id: "mic-hold", title: "Hold to talk to the room; release to end" }, "Hold to talk"),
   free: el("input", { type: "checkbox", id: "mic-hands-free" }),
   meter: el("span", { id: "mic-meter", style: "display:inline-block;width:60px;height:8px;background:#ddd;vertical-align:middle" }),
   bar: el("span", { style: "display:block;height:100%;width:0;background:#2a8" }),
