@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "utterance after `MTL_VOICE_END_SILENCE_MS` (500) of silence. Close codes: 4400 bad "
                               "frame, 4401 bad key, 4404 no such room, 4408 no audio for `MTL_VOICE_IDLE_TIMEOUT_S` "
                               "mid-stream, 4409 the room already has a speaker, 4429 audio faster than 2x real time, "
-                              "1000 room closed, 1013 too many sockets. Audio is never written to disk.")
+                              "1000 room closed, 1011 room state lost, 1013 too many sockets. Audio is never written to disk.")
     # Added first, so it runs inside CORS and a 413 still carries the CORS headers.
     app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
     app.add_middleware(RateLimit, settings=settings)  # outside BodyLimit: a refusal reads no body

@@ -8,7 +8,8 @@ Binary frames: PCM s16le mono 16 kHz, 20-100 ms each (640-3200 bytes). Text fram
 each with ``"speaker": "user"``; and the room's feed events (with their feed ``id``), so one socket
 shows the reply too. Close codes: 4400 a frame that is not that audio or control, 4401 / 4404 as the
 feed, 4408 no audio for ``voice_idle_timeout_s`` mid-stream, 4409 the room already has a speaker,
-4429 audio faster than ``voice_max_speed`` x real time, 1000 the room closed, 1013 too many sockets.
+4429 audio faster than ``voice_max_speed`` x real time, 1000 the room closed, 1011 the room's state
+cannot be read (Redis lost), 1013 too many sockets.
 Audio is kept in memory for the utterance only; nothing is written to disk.
 """
 
@@ -94,6 +95,7 @@ class VoiceSocket:
         self.partial_busy = False
         self.early: tuple[int, int, asyncio.Future] | None = None  # (utterance, samples, decode) at a pause
         self.room_closed = False
+        self.feed_lost = False
         self.last_frame = 0.0
         self.finishing: asyncio.Future | None = None  # the last utterance's final text and message
 
@@ -139,13 +141,20 @@ class VoiceSocket:
     async def _feed(self) -> None:
         async def send(text: str) -> None:
             self.out.put_nowait(text)
-        await follow_feed(send, self.ws.app.state.feeds, self.store, self.room.id, None)
+        try:
+            await follow_feed(send, self.ws.app.state.feeds, self.store, self.room.id, None)
+        except Exception:  # Redis gone: the socket cannot tell the room's state any more
+            log.exception("room %s: the audio socket lost the room's feed", self.room.id)
+            self.feed_lost = True
+            return
         self.room_closed = True
 
     # ---- input ----
     async def _receive_loop(self) -> None:
         renewed = time.monotonic()
         while not self.room_closed:
+            if self.feed_lost:
+                raise Close(1011, "feed_lost", "the room's state cannot be read; reconnect")
             streaming = self.stream_start is not None
             wait = self.settings.voice_idle_timeout_s if streaming else 1.0
             try:
