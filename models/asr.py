@@ -129,7 +129,8 @@ def _short_window(model, audio: np.ndarray, language: str, beam_size: int, min_f
     ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]
     if len(ids) >= limit - len(prompt) - 1:
         return None  # a loop to the limit
-    return once(tokenizer.decode(ids))
+    # A character whose bytes were cut by the end of the decode reads as U+FFFD: dropped.
+    return once(tokenizer.decode(ids).replace("\ufffd", ""))
 
 
 def once(text: str) -> str:
