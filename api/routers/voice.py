@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
 MIN_FRAME, MAX_FRAME = RATE * 2 * 20 // 1000, RATE * 2 * 100 // 1000  # bytes in 20 ms and 100 ms
 LANGUAGES = ("zh", "en")
+FEED_BACKLOG = 500  # feed events waiting to be sent to one socket, at most
 
 
 class Close(Exception):
@@ -140,7 +141,8 @@ class VoiceSocket:
 
     async def _feed(self) -> None:
         async def send(text: str) -> None:
-            self.out.put_nowait(text)
+            if self.out.qsize() < FEED_BACKLOG:  # a client that does not read loses feed events, not memory
+                self.out.put_nowait(text)
         try:
             await follow_feed(send, self.ws.app.state.feeds, self.store, self.room.id, None)
         except Exception:  # Redis gone: the socket cannot tell the room's state any more
