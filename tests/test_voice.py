@@ -24,6 +24,7 @@ from websockets.exceptions import InvalidStatus
 from bench.textmetrics import cer
 from bench.voice_client import RATE, VoiceClient, to_pcm16k
 from conftest import ROOT, free_port, wait_until
+from core import metrics
 from core.conversations.store import ConversationStore
 from core.rooms import RoomStore
 from core.settings import Settings
@@ -39,7 +40,13 @@ def voice_api(redis_server, tmp_path_factory):
     settings = Settings(redis_url=redis_server.url(7), data_dir=data_dir, models_dir=ROOT / "models",
                         access_mode="open", voice_idle_timeout_s=1.5, voice_speaker_ttl_s=6, max_open_rooms=50)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    # create_app points this process's metrics at its data dir; the fleets that tests start later
+    # inherit this process's environment and must keep their own.
+    had_metrics_dir = metrics.ENV in os.environ
+    app = create_app(settings)
+    if not had_metrics_dir:
+        os.environ.pop(metrics.ENV, None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 30, what="the in-process API")
