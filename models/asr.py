@@ -74,7 +74,7 @@ def zh_punctuate(text: str) -> str:
 # The encoder's windows for an utterance, tried in turn: its own frames plus a pad, at least a minimum
 # (frames of 10 ms). The shorter one decodes faster but sometimes stops after a word or repeats
 # itself; a text implausible for the speech is decoded again in the next, then in the full 30 s.
-WINDOWS = ((500, 200), (1000, 400))
+WINDOWS = ((1000, 300), (1500, 500))
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _TOKEN = re.compile(r"[A-Za-z0-9'’]+|[\u4e00-\u9fff]")
 MIN_RATE = {"zh": 1.0, "en": 0.5}  # words (Chinese: characters) a second of speech, at the least
@@ -135,11 +135,11 @@ def _short_window(model, audio: np.ndarray, language: str, beam_size: int, min_f
 
 def once(text: str) -> str:
     """A text that says one phrase again (and again, or part of it again: "A B C A B C A"), as the
-    short window sometimes decodes, cut to the phrase once. Only when at least 3 words or characters
-    repeat, so "谢谢" or "Yes. Yes." stay as said."""
+    short window sometimes decodes, cut to the phrase once. Only when at least 2 words or characters
+    repeat (3 of one), so "谢谢" or "Yes. Yes." stay as said."""
     tokens = list(_TOKEN.finditer(text))
     words = [t.group().lower() for t in tokens]
-    for k in range(1, len(words) - 2):  # the shortest phrase first
-        if all(words[i] == words[i - k] for i in range(k, len(words))):
+    for k in range(1, len(words) - 1):  # the shortest phrase first
+        if len(words) - k >= (3 if k == 1 else 2) and all(words[i] == words[i - k] for i in range(k, len(words))):
             return text[:tokens[k].start()].rstrip(" ，,、")
     return text
