@@ -260,6 +260,9 @@ def test_console_microphone_asks_the_room_and_the_reply_plays(api, service, tmp_
         d.find_element("id", "room-username").send_keys("mic_room")
         Select(d.find_element("id", "room-language")).select_by_value("en")
         d.find_element("css selector", "#room-form button[type=submit]").click()
+        room = wait_until(lambda: d.execute_script("return window.mtlConsole.room"), 15, what="the new room")
+        wait_until(lambda: api.get(f"/v1/rooms/{room['id']}").json().get("publishing"), 90, interval=0.5,
+                   what="the room on air (a loaded machine takes a while)")
         wait_until(lambda: d.execute_script("const v = document.querySelector('#live-video');"
                                             "return v.videoWidth > 0 && v.currentTime > 1.0"), 40, what="the live video")
         d.find_element("id", "mic-hands-free").click()
