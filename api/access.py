@@ -84,6 +84,19 @@ def address_allowed(settings: Settings, host: str | None) -> bool:
     return any(address in net for net in _networks(tuple(settings.allowed_addresses)))
 
 
+def token_from_headers(scope, legacy: bool) -> str | None:
+    """The key a request carries, read from its headers (and ``?key=`` on legacy routes) as the
+    route dependencies (api/deps.py) read it: for checks made before FastAPI parses anything."""
+    from starlette.datastructures import Headers, QueryParams
+
+    headers = Headers(scope=scope)
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    token = headers.get("x-api-key") or (credentials.strip() if scheme.lower() == "bearer" else None)
+    if not token and legacy:
+        token = QueryParams(scope.get("query_string", b"")).get("key")
+    return token or None
+
+
 def resolve_caller(request: Request, settings: Settings, token: str | None, legacy: bool) -> Caller:
     mode = settings.effective_access_mode
     if mode == "open":

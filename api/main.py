@@ -8,77 +8,25 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access import warn_if_open
-from api.errors import error_response, install_error_handlers
+from api.errors import install_error_handlers
+from api.gate import Gate
 from api.observability import RequestMetrics
 from api.openapi import install_openapi
 from api.observability import router as metrics_router
 from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
-from api.routers import conversations, feedback, interviews, voice
+from api.routers import conversations, feedback, interviews, publish, voice
 from core import metrics
+from core.credentials import redis_password
 from core.jobs import redis_connection
 from core.settings import Settings, get_settings
 
 
 log = logging.getLogger(__name__)
-
-
-class BodyLimit:
-    """Answers 413 to a request body over `max_bytes` before the app sees it. FastAPI reads and
-    parses a JSON body whole, whatever its size; multipart uploads are left alone, as they stream
-    to disk and api/uploads.py bounds each file."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope) if scope["type"] == "http" else None
-        if headers is None or headers.get("content-type", "").startswith("multipart/form-data"):
-            await self.app(scope, receive, send)
-            return
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more:  # a chunked body has no Content-Length: count while reading
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            more = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        log.info("refused a body over %d bytes on %s", self.max_bytes, scope.get("path"))
-        response = error_response(Request(scope), 413, "body_too_large",
-                                  f"request body larger than {self.max_bytes} bytes")
-        await response(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body already read, then the real channel (for disconnect notices)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -93,13 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Bounded and blocking: a burst of requests waits for a connection instead of failing.
         # Retried: after a Redis restart every pooled connection is dead once (redis.asyncio does not
         # retry by default, unlike the sync client).
-        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, password=settings.redis_password,
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, password=redis_password(settings),
                                                         max_connections=settings.api_redis_connections, timeout=10,
                                                         retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 5))
         app.state.aredis = aioredis.Redis(connection_pool=pool)
         app.state.relays = live.make_hub(settings, app.state.aredis)  # HTTP-FLV relays of this process
         # Room feeds (WebSockets) block in XREAD: a pool of their own, so they never starve requests.
-        app.state.feeds = aioredis.Redis.from_url(settings.redis_url, password=settings.redis_password,
+        app.state.feeds = aioredis.Redis.from_url(settings.redis_url, password=redis_password(settings),
                                                   max_connections=settings.max_feeds)
         app.state.feed_count = 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -130,16 +78,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "frame, 4401 bad key, 4404 no such room, 4408 no audio for `MTL_VOICE_IDLE_TIMEOUT_S` "
                               "mid-stream, 4409 the room already has a speaker, 4429 audio faster than 2x real time, "
                               "1000 room closed, 1011 room state lost, 1013 too many sockets. Audio is never written to disk.")
-    # Added first, so it runs inside CORS and a 413 still carries the CORS headers.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_json_bytes)
-    app.add_middleware(RateLimit, settings=settings)  # outside BodyLimit: a refusal reads no body
+    # Added first, so it runs inside CORS and a 401/413 still carries the CORS headers.
+    app.add_middleware(Gate, settings=settings)  # access, body kind and size, text: before the body is read
+    app.add_middleware(RateLimit, settings=settings)  # outside the gate: a refusal reads no body
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"])
     app.add_middleware(RequestMetrics)  # outermost: every request's latency, refusals included
     install_error_handlers(app)
     app.include_router(metrics_router)
     for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, conversations, voice, fleet,
-                   live, console):
+                   live, console, publish):
         app.include_router(module.router)
     for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
         app.include_router(module.legacy_router)

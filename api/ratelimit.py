@@ -26,14 +26,15 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
+from core import keys
 from core.settings import Settings
 from api.access import key_in
 
 log = logging.getLogger(__name__)
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/live/", "/console", "/docs", "/redoc", "/openapi.json",
-                   "/favicon.ico")
-KEY_PREFIX = "mtl:ratelimit"
+                   "/favicon.ico", "/internal/")  # /internal/: the media server's publish check
+KEY_PREFIX = keys.RATELIMIT_PREFIX
 SKIP_AFTER_FAILURE_S = 5.0
 
 

@@ -9,17 +9,18 @@ import redis.asyncio as aioredis
 from fastapi import WebSocket
 from starlette.concurrency import run_in_threadpool
 
+from api.access import Caller
 from api.deps import websocket_caller
 from api.errors import ApiError
 from api.services.rooms import get_room
 from core.errors import NotFound
 from core.live import FPS
-from core.rooms import Room, RoomStore, room_key
+from core.rooms import Room, RoomStore, feed_latest, feed_read
 
 
-async def socket_room(websocket: WebSocket) -> tuple[RoomStore, Room] | None:
-    """The open room a socket names, if its caller may use it; otherwise the handshake is refused
-    (4401 no or bad key, 4404 no such room for this caller) and None returned."""
+async def socket_room(websocket: WebSocket) -> tuple[RoomStore, Room, Caller] | None:
+    """The open room a socket names and its caller, if the caller may use it; otherwise the handshake
+    is refused (4401 no or bad key, 4404 no such room for this caller) and None returned."""
     settings, redis = websocket.app.state.settings, websocket.app.state.redis
     store = RoomStore(redis, settings)
     try:
@@ -31,24 +32,20 @@ async def socket_room(websocket: WebSocket) -> tuple[RoomStore, Room] | None:
     except NotFound as exc:
         await websocket.close(code=4404, reason=exc.message[:120])
         return None
-    return store, room
+    return store, room, caller
 
 
 async def follow_feed(send: Callable[[str], Awaitable[None]], feeds: aioredis.Redis, store: RoomStore, room_id: str,
                       since: str | None, stop: Callable[[], bool] = lambda: False) -> None:
     """Sends the room's feed, in order, from `since` (default: from now), until `stop()` or the room
     closes (then a `room_closed` event is sent and this returns)."""
-    key = room_key(room_id, "feed")
     if not since:
-        newest = await feeds.xrevrange(key, count=1)
-        since = newest[0][0].decode() if newest else "0-0"
+        since = await feed_latest(feeds, room_id)
     await send(json.dumps({"event": "hello", "room_id": room_id, "fps": FPS, "since": since}))
     while not stop():
-        entries = await feeds.xread({key: since}, block=1000, count=500)
-        for _stream, items in entries or []:
-            for entry_id, fields in items:
-                since = entry_id.decode()
-                await send(json.dumps({"id": since, **json.loads(fields[b"e"])}, ensure_ascii=False))
+        entries = await feed_read(feeds, room_id, since)
+        for since, event in entries:
+            await send(json.dumps({"id": since, **event}, ensure_ascii=False))
         if not entries and not await run_in_threadpool(store.is_open, room_id):
             await send(json.dumps({"event": "room_closed", "room_id": room_id}))
             return

@@ -11,11 +11,10 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from api.services.files import check_audio, owned_ref
+from api.services.files import check_audio, claim_file, owned_ref
 from core.errors import Invalid
-from core.files import public_ref
 from core.limits import check_disk
-from core.media import MAX_IMAGE_PIXELS, MediaError, MediaInfo, MediaRefused, probe
+from core.media import MAX_IMAGE_PIXELS, ImageTooLarge, MediaError, MediaInfo, MediaRefused, probe
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,9 @@ def _accept(tmp: Path) -> Path:
 async def _probe(tmp: Path, what: str) -> MediaInfo:
     try:
         return await run_in_threadpool(probe, tmp)
+    except ImageTooLarge as exc:
+        tmp.unlink(missing_ok=True)
+        raise ApiError(422, "image_too_large", str(exc), width=exc.width, height=exc.height) from exc
     except MediaError as exc:
         tmp.unlink(missing_ok=True)
         log.info("upload refused: %s", exc)
@@ -127,13 +129,15 @@ def check_sample(info: MediaInfo, settings: Settings) -> None:
                        f"{settings.min_sample_s:.0f} s to {settings.max_sample_s:.0f} s")
 
 
-async def upload_or_source(settings: Settings, upload: UploadFile | None, source: str | None, saver) -> str:
-    """The `<kind>/<name>` reference of an uploaded file (saved by `saver`) or of an owned `source`."""
+async def upload_or_source(settings: Settings, upload: UploadFile | None, source: str | None, saver, *,
+                           redis, caller) -> str:
+    """The `<kind>/<name>` reference of an uploaded file (saved by `saver`, recorded as the caller's)
+    or of an owned `source` this caller may use."""
     if upload is not None and upload.filename:
         path, _info = await saver(settings, upload)
-        return public_ref(settings, path)
+        return await run_in_threadpool(claim_file, settings, redis, caller, path)
     if source:
-        return owned_ref(settings, source)
+        return await run_in_threadpool(lambda: owned_ref(settings, source, redis=redis, caller=caller))
     raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
 
 

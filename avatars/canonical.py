@@ -23,6 +23,9 @@ POSE = [1, 4, 234, 454, 93, 323]
 # Positions inside SHAPE of the inner-lip midpoints (13 upper, 14 lower) and the mouth corners.
 UPPER_MID, LOWER_MID = SHAPE.index(13), SHAPE.index(14)
 CORNER_L, CORNER_R = SHAPE.index(61), SHAPE.index(291)
+# Positions inside SHAPE of the facing inner-lip points, upper and lower (corners excluded).
+UPPER_INNER = [SHAPE.index(i) for i in INNER_UPPER[1:-1]]
+LOWER_INNER = [SHAPE.index(i) for i in INNER_LOWER[1:-1]]
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ from avatars.face import FaceMesher
 from avatars.mouthbank import BANK_VERSION, MouthBank
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, decode_audio, iter_video_frames, probe, video_size
-from models.lipsync.features import FeatureOptions, fit_ridge, frame_features
+from models.lipsync.features import FeatureOptions, MelOptions, fit_ridge, frame_features, mel_features
+from models.lipsync.train import fit_mlp
 from models.lipsync.mouth import analyse
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class EnrollOptions:
     min_speech_share: float = 0.2  # of the clip's frames
     max_missing_share: float = 0.3  # frames without a face (skipped, not interpolated)
     iod_range: tuple[float, float] = (96.0, 200.0)  # canonical inter-ocular distance, px
+    # From this many frames with a face (20 s) a network learns the whole audio-to-shape mapping;
+    # shorter samples get the loudness prior and a ridge for what it misses.
+    network_min_frames: int = 500
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,24 @@ def _rest_and_open(shapes: np.ndarray, silent: np.ndarray) -> tuple[np.ndarray, 
     return shapes[rest_pool].mean(axis=0), shapes[order[-max(3, len(order) // 5):]].mean(axis=0)
 
 
+def _speaking_spread(coeffs: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    speaking = coeffs[voiced] if voiced.sum() >= 10 else coeffs
+    return speaking.std(axis=0).astype(np.float32)
+
+
+def _fit_mapping(bank: MouthBank, audio: np.ndarray, n: int, index: list, shapes: np.ndarray, coeffs: np.ndarray,
+                 track, opts: EnrollOptions):
+    """The audio-to-shape mapping and what describes its fit."""
+    if len(index) >= opts.network_min_frames:
+        mlp = fit_mlp(mel_features(audio, n, bank.mel)[index], coeffs.astype(np.float32))
+        return mlp, {"mapping": "mlp", "hidden": int(mlp.w1.shape[2]), "ensemble": int(len(mlp.w1))}
+    # The learned part explains what the loudness prior leaves over, in the shape model's terms.
+    prior = bank.prior(track)[index].reshape(len(shapes), -1)
+    residual = (shapes.reshape(len(shapes), -1) - prior) @ bank.pca_comp.T
+    ridge = fit_ridge(frame_features(audio, n, bank.features)[index], residual)
+    return ridge, {"mapping": "ridge", "ridge_alpha": ridge.alpha, "ridge_cv_r": round(ridge.cv_r, 3)}
+
+
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
            progress: Callable[[float], None] = lambda p: None) -> dict:
     """Learn the presenter's mouth from `sample` into `out_dir` (a bank directory); returns its metadata."""
@@ -209,18 +231,15 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
     bank = MouthBank(ref=canvas.ref, patches=np.zeros((0, 1, 1, 3), np.uint8), shapes=shapes, poses=poses,
                      mask=canvas.mask, pca_mean=mean, pca_comp=comp,
                      pca_range=np.stack([coeffs.min(axis=0), coeffs.max(axis=0)]).astype(np.float32),
-                     rest=rest, open=open_shape, ridge=None, features=feat_opts)
-    # The learned part explains what the loudness prior leaves over, in the shape model's terms.
-    prior = bank.prior(track)[harvest.frame_index].reshape(len(shapes), -1)
-    residual = (shapes.reshape(len(shapes), -1) - prior) @ comp.T
-    bank.ridge = ridge = fit_ridge(frame_features(audio, n, feat_opts)[harvest.frame_index], residual)
+                     pca_std=_speaking_spread(coeffs, track.voiced[harvest.frame_index]),
+                     rest=rest, open=open_shape, learned=None, features=feat_opts)
+    bank.learned, fit = _fit_mapping(bank, audio, n, harvest.frame_index, shapes, coeffs, track, opts)
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])
     bank.shapes, bank.poses = shapes[keep], poses[keep]
     meta = {"sample_sha256": file_sha256(sample), "frames": n, "frames_with_face": len(harvest.frame_index),
-            "exemplars": int(len(keep)), "components": int(len(comp)), "ridge_alpha": ridge.alpha,
-            "ridge_cv_r": round(ridge.cv_r, 3), "patch": [canvas.width, canvas.height],
+            "exemplars": int(len(keep)), "components": int(len(comp)), **fit, "patch": [canvas.width, canvas.height],
             "duration_s": round(len(audio) / 16000, 3), "enroll_s": round(time.perf_counter() - started, 3),
             "created_at": time.time()}
     bank.save(out_dir, meta)

@@ -88,12 +88,17 @@ class FaceMesher:
                                                      min_tracking_confidence=0.5)
 
     def landmarks(self, frame_bgr: np.ndarray) -> np.ndarray | None:
+        pts = self.landmarks3d(frame_bgr)
+        return None if pts is None else np.ascontiguousarray(pts[:, :2])
+
+    def landmarks3d(self, frame_bgr: np.ndarray) -> np.ndarray | None:
+        """[468,3]: pixel x, y and the mesh's relative depth on the x scale (for pose-free shape)."""
         rgb, scale = _scaled_rgb(frame_bgr)
         result = self._mesh.process(rgb)
         if not result.multi_face_landmarks:
             return None
         h, w = rgb.shape[:2]
-        pts = np.array([(p.x * w, p.y * h) for p in result.multi_face_landmarks[0].landmark], np.float32)
+        pts = np.array([(p.x * w, p.y * h, p.z * w) for p in result.multi_face_landmarks[0].landmark], np.float32)
         return pts / scale
 
     def close(self) -> None:

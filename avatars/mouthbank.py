@@ -9,7 +9,8 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
     mask       [H,W]      feathered blend mask of the lower face in the canonical frame
     pca_*      shape model: mean [94], components [C,94], coefficient range [2,C]
     rest, open [47,2]     the presenter's closed mouth at rest and a typical open one
-    ridge_*    audio features -> PCA coefficients of what the loudness prior misses
+    mapping    "ridge": ridge_* maps MFCC context to the PCA coefficients the loudness prior misses
+               (short samples); "mlp": mlp_* maps log-mel context to the PCA coefficients (20 s or more)
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avatars.canonical import SHAPE
-from models.lipsync.features import FeatureOptions, Ridge, frame_features
+from avatars.canonical import LOWER_INNER, SHAPE, UPPER_INNER
+from models.lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
 from models.lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v3"
+BANK_VERSION = "mouthbank-v4"  # v4: long samples train a network on log-mel context
 BANK_DIR = "mouth"
 
 
+ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
 PAUSE_FRAMES = 10  # 0.4 s: shorter gaps keep the mouth's own half-open shapes, as speakers do
 
 
@@ -62,10 +64,12 @@ class MouthBank:
     pca_mean: np.ndarray
     pca_comp: np.ndarray
     pca_range: np.ndarray
+    pca_std: np.ndarray  # [C] spread of each coefficient while the presenter speaks
     rest: np.ndarray
     open: np.ndarray
-    ridge: Ridge
+    learned: Ridge | Mlp
     features: FeatureOptions
+    mel: MelOptions = MelOptions()
     prior_gain: float = 0.7
     prior_lead: int = 1  # frames the lips lead the sound by
 
@@ -85,13 +89,44 @@ class MouthBank:
     def predict_shapes(self, audio_16k: np.ndarray, track: MouthTrack) -> np.ndarray:
         """[n,47,2] canonical lip + chin positions for each video frame of the speech."""
         n_frames = len(track.open)
-        learned = self.ridge.predict(frame_features(audio_16k, n_frames, self.features)) @ self.pca_comp
-        shapes = self.prior(track) + learned.reshape(n_frames, len(SHAPE), 2)
+        if isinstance(self.learned, Mlp):
+            # A long sample teaches the whole mapping; the loudness prior would only blur it.
+            coeffs = self.learned.predict(mel_features(audio_16k, n_frames, self.mel))
+            shapes = (self.pca_mean + coeffs @ self.pca_comp).reshape(n_frames, len(SHAPE), 2)
+        else:
+            learned = self.learned.predict(frame_features(audio_16k, n_frames, self.features)) @ self.pca_comp
+            shapes = self.prior(track) + learned.reshape(n_frames, len(SHAPE), 2)
+        shapes = self._articulate(shapes, track.voiced)
         if n_frames >= 3:
             padded = np.concatenate([shapes[:1], shapes, shapes[-1:]])
             shapes = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
         speaking = pause_gate(track.voiced, PAUSE_FRAMES)
-        return (self.rest + speaking[:, None, None] * (shapes - self.rest)).astype(np.float32)
+        shapes = self.rest + speaking[:, None, None] * (shapes - self.rest)
+        if track.closure is not None:
+            shapes = shapes + track.closure[:, None, None] * (self.shut - shapes)
+        return shapes.astype(np.float32)
+
+    def _articulate(self, shapes: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+        """Predictions regress to the mean (a murmuring mouth); give each shape coefficient the
+        spread the presenter's own speech has, around the utterance's own mean."""
+        if voiced.sum() < 10:
+            return shapes
+        flat = shapes.reshape(len(shapes), -1)
+        coeffs = (flat - self.pca_mean) @ self.pca_comp.T
+        residual = flat - (self.pca_mean + coeffs @ self.pca_comp)
+        centre = coeffs[voiced].mean(axis=0)
+        gain = np.clip(self.pca_std / (coeffs[voiced].std(axis=0) + 1e-6), 1.0, ARTICULATION_GAIN_MAX)
+        coeffs = centre + gain * (coeffs - centre)
+        return (self.pca_mean + coeffs @ self.pca_comp + residual).reshape(shapes.shape)
+
+    @property
+    def shut(self) -> np.ndarray:
+        """The rest shape with the inner lips meeting (some people rest with their lips apart):
+        what m, b and p look like."""
+        shut = self.rest.copy()
+        middle = 0.5 * (shut[UPPER_INNER] + shut[LOWER_INNER])
+        shut[UPPER_INNER], shut[LOWER_INNER] = middle, middle
+        return shut
 
     def save(self, directory: Path, meta: dict) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -101,11 +136,13 @@ class MouthBank:
             "ref": self.ref, "jpeg": np.concatenate(blobs) if blobs else np.zeros(0, np.uint8),
             "jpeg_offsets": offsets, "shapes": self.shapes, "poses": self.poses,
             "mask": self.mask.astype(np.float16), "pca_mean": self.pca_mean, "pca_comp": self.pca_comp,
-            "pca_range": self.pca_range, "rest": self.rest, "open": self.open,
+            "pca_range": self.pca_range, "pca_std": self.pca_std, "rest": self.rest, "open": self.open,
             "prior": np.array([self.prior_gain, self.prior_lead], np.float64),
             "features": np.array([self.features.fps, self.features.sub_steps, self.features.before_s,
                                   self.features.after_s, self.features.n_ceps], np.float64),
-            **self.ridge.to_arrays("ridge_"),
+            "mapping": np.array("mlp" if isinstance(self.learned, Mlp) else "ridge"),
+            "mel": np.array([self.mel.fps, self.mel.n_mels, self.mel.before, self.mel.after, self.mel.stride], np.int64),
+            **self.learned.to_arrays("mlp_" if isinstance(self.learned, Mlp) else "ridge_"),
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -122,9 +159,11 @@ class MouthBank:
             gain, lead = data["prior"]
             return cls(ref=data["ref"], patches=patches, shapes=data["shapes"], poses=data["poses"],
                        mask=data["mask"].astype(np.float32), pca_mean=data["pca_mean"], pca_comp=data["pca_comp"],
-                       pca_range=data["pca_range"], rest=data["rest"], open=data["open"],
-                       ridge=Ridge.from_arrays(data, "ridge_"),
+                       pca_range=data["pca_range"], pca_std=data["pca_std"], rest=data["rest"], open=data["open"],
+                       learned=Mlp.from_arrays(data, "mlp_") if str(data["mapping"]) == "mlp"
+                       else Ridge.from_arrays(data, "ridge_"),
                        features=FeatureOptions(int(fps), int(sub), float(before), float(after), int(ceps)),
+                       mel=MelOptions(*(int(v) for v in data["mel"])),
                        prior_gain=float(gain), prior_lead=int(lead))
 
 

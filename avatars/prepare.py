@@ -29,7 +29,7 @@ import numpy as np
 from avatars.face import FaceDetector, FaceMesher
 from avatars.geometry import lower_face_mask, musetalk_box
 from avatars.idle import idle_frames
-from core.media import MediaError, iter_video_frames, probe, video_size
+from core.media import ImageTooLarge, MediaError, iter_video_frames, probe, video_size
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ def _open_video(path: Path, options: PrepareOptions):
     """(frame iterator, expected frame count) for a video input, after checking its limits."""
     try:
         info = probe(path)
+    except ImageTooLarge as exc:
+        raise AvatarError("image_too_large", str(exc), width=exc.width, height=exc.height) from exc
     except MediaError as exc:
         raise AvatarError("undecodable", "the file is not a decodable video or image") from exc
     if not info.has_video:

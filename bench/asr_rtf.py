@@ -22,7 +22,7 @@ from scipy.signal import resample_poly
 
 def _tts(text: str):
     settings = get_settings()
-    audio = render_segments(settings, plan_segments(text, None), None)
+    audio, _ = render_segments(settings, plan_segments(text, None), None)
     return resample_poly(audio, 2, 3).astype("float32")  # 24 kHz -> 16 kHz
 
 

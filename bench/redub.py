@@ -1,17 +1,22 @@
 """How close is a re-dubbed mouth to the real one? Judged on real talking clips.
 
     python -m bench.redub CLIP.mp4 [CLIP.mp4 ...] [--engines exemplar,warp] [--foreign WAV] [--keep DIR]
+                          [--split CLIP_STEM=ENROLL_S:END_S ...] [--save bench/figures/...json]
 
-Per clip (25 fps, the person's own speech): the first 55% is the enrollment sample; the remaining
-45%, played backwards and silent, is the avatar template (its mouth moves, but not with the speech);
-the remaining 45%'s speech is rendered onto it. Render frame i is compared with real frame i after a
+Per clip (25 fps, the person's own speech): the first 55% is the enrollment sample (or the first
+ENROLL_S seconds with --split, e.g. long-cameron=64:91: a minute of enrollment, then the last shot up to
+its end card); the rest, played backwards and silent, is the avatar template (its mouth moves, but not
+with the speech); the rest's speech is rendered onto it. Render frame i is compared with real frame i after a
 similarity alignment on eyes and nose (head pose drops out):
 
 - lmd: mean distance of the 40 lip landmarks, in % of the inter-ocular distance (outer eye corners);
 - opening_r: Pearson r of the rendered and real inner-lip opening series (13-14 / inter-ocular);
 - mouth_ssim: SSIM (grey) of the aligned mouth crops (lip box plus a quarter of the mouth width).
 
-The template itself (not lip-synced) is scored the same way as the baseline. Then a *different*
+The template itself (not lip-synced) is scored the same way as the baseline, and every engine gets two
+controls: the same speech rotated by half its length (a mouth that moves like speech, out of sync) and
+the engine's own still mouth (silence). LMD and SSIM show sync only where they beat the rotated control;
+opening_r is the sync figure. Then a *different*
 speech (the next clip's, or --foreign), cut in two with pauses of 0.7-0.8 s around and between the
 halves, is rendered onto the talking clip itself (enrolled from its own speech) and measured with
 bench.mouth_sync: sync lag within 2 frames and the share of closed frames in the pauses.
@@ -20,6 +25,7 @@ bench.mouth_sync: sync lag within 2 frames and the share of closed frames in the
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -118,10 +124,11 @@ def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int) -> list
     return list(engine.frames(avatar, speech, 0, n))
 
 
-def redub_clip(clip: Path, engines: list[str], tmp: Path) -> dict:
+def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None) -> dict:
     frames, audio = read_clip(clip)
-    cut = int(round(ENROLL_SHARE * len(frames)))
-    real = frames[cut:]
+    cut = int(round(split[0] * FPS)) if split else int(round(ENROLL_SHARE * len(frames)))
+    end = min(len(frames), int(round(split[1] * FPS))) if split else len(frames)
+    real = frames[cut:end]
     n = len(real)
     speech = audio[int(cut * SR / FPS):int(cut * SR / FPS) + int(n * SR / FPS)]
     sample = write_video(tmp / "sample.mp4", frames[:cut], audio[:int(cut * SR / FPS)], tmp)
@@ -130,12 +137,26 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path) -> dict:
     real_lm = mesh_all(real)
     result = {"clip": str(clip), "frames": len(frames), "enroll_frames": cut, "test_frames": n,
               "template": compare([avatar.frame(i) for i in range(n)], real, real_lm)}
+    controls = {"rotated": np.roll(speech, len(speech) // 2), "still": np.zeros_like(speech)}
     for name in engines:
         rendered = render(name, avatar, speech, n)
         write_video(tmp / f"redub-{name}.mp4", rendered, speech, tmp)
         result[name] = compare(rendered, real, real_lm)
+        for control, control_speech in controls.items():
+            result[f"{name}:{control}"] = compare(render(name, avatar, control_speech, n), real, real_lm)
+        result[f"{name}:verdict"] = verdict(result, name)
     write_video(tmp / "real.mp4", real, speech, tmp)
     return result
+
+
+def verdict(result: dict, engine: str) -> dict:
+    """The issue's bar for one clip: opening r >= 0.5, LMD at most 0.85x the rotated control's, mouth
+    SSIM above the template's."""
+    got, rotated, template = result[engine], result[f"{engine}:rotated"], result["template"]
+    return {"opening_r_ge_0.5": got["opening_r"] >= 0.5,
+            "lmd_vs_rotated": round(got["lmd"] / max(1e-9, rotated["lmd"]), 3),
+            "lmd_le_0.85x_rotated": got["lmd"] <= 0.85 * rotated["lmd"],
+            "ssim_above_template": got["mouth_ssim"] > template["mouth_ssim"]}
 
 
 def with_pauses(speech: np.ndarray) -> np.ndarray:
@@ -164,7 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", default="exemplar,warp")
     parser.add_argument("--foreign", type=Path, help="speech for the foreign-speech check (default: the next clip's)")
     parser.add_argument("--keep", type=Path, help="keep the work files (renders, avatars) here")
+    parser.add_argument("--split", action="append", default=[], metavar="STEM=ENROLL_S:END_S",
+                        help="enroll on a clip's first ENROLL_S seconds, test up to END_S")
+    parser.add_argument("--no-foreign", action="store_true", help="skip the foreign-speech check")
+    parser.add_argument("--save", type=Path, help="also write the JSON here (with the settings used)")
     args = parser.parse_args(argv)
+    splits = {k: tuple(float(v) for v in spec.split(":")) for k, spec in (a.split("=", 1) for a in args.split)}
     logging.basicConfig(level=logging.WARNING)
     engines = [e for e in args.engines.split(",") if e]
     results = []
@@ -172,16 +198,33 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="redub-") as tmp_name:
             tmp = args.keep / clip.stem if args.keep else Path(tmp_name)
             tmp.mkdir(parents=True, exist_ok=True)
-            result = redub_clip(clip, engines, tmp)
+            result = redub_clip(clip, engines, tmp, splits.get(clip.stem))
             other = args.foreign or args.clips[(k + 1) % len(args.clips)]
-            if other != clip:
+            if other != clip and not args.no_foreign and clip.stem not in splits:
+                # (A split clip has cuts or an end card: the whole of it is no avatar template.)
                 result["foreign"] = {"speech": str(other), **foreign_check(clip, decode_audio(other, SR), tmp)}
             results.append(result)
     means = {}
-    for name in ["template", *engines]:
+    for name in ["template", *[f"{e}{c}" for e in engines for c in ("", ":rotated", ":still")]]:
         means[name] = {key: round(float(np.mean([r[name][key] for r in results])), 4)
                        for key in ("lmd", "opening_r", "mouth_ssim")}
-    emit("redub", {"clips": results, "means": means})
+    figures = {"clips": results, "means": means, "settings": settings_used(engines)}
+    emit("redub", figures)
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(figures, indent=1, ensure_ascii=False))
+
+
+def settings_used(engines: list[str]) -> dict:
+    """What the run's renders depended on, so a saved figure says which settings it measured."""
+    from dataclasses import asdict
+
+    from avatars.enroll import EnrollOptions
+    from avatars.mouthbank import BANK_VERSION
+    from models.lipsync.exemplar import ExemplarOptions
+
+    return {"engines": engines, "bank_version": BANK_VERSION, "enroll": asdict(EnrollOptions()),
+            "exemplar": asdict(ExemplarOptions()), "enroll_share": ENROLL_SHARE}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def measure(text: str, repeats: int) -> dict:
     times, duration = [], 0.0
     for _ in range(repeats):
         start = time.perf_counter()
-        audio = render_segments(settings, segments, None)
+        audio, _ = render_segments(settings, segments, None)
         times.append(time.perf_counter() - start)
         duration = audio.size / settings.tts_sample_rate
     best = min(times)

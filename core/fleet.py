@@ -15,16 +15,19 @@ so queued jobs survive a restart of Redis or of the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import os
 import pwd
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.credentials import own_redis_password, secrets_dir
 from core.logs import setup_logging
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -35,10 +38,11 @@ MAX_SOCKET_PATH = 100
 log = logging.getLogger("fleet")
 
 
-def redis_argv(settings: Settings, port: int | None = None, data_dir=None) -> list[str]:
+def redis_argv(settings: Settings, port: int | None = None, data_dir=None, conf: Path | None = None) -> list[str]:
+    """`conf`: a config file read first (the fleet's holds its requirepass, kept off the command line)."""
     port = port or urlparse(settings.redis_url).port or settings.redis_port
     data_dir = data_dir or settings.kind_dir("redis")
-    argv = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port),
+    argv = [shutil.which("redis-server") or "redis-server", *([str(conf)] if conf else []), "--bind", "127.0.0.1", "--port", str(port),
             "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--protected-mode", "yes", "--daemonize", "no"]
     if settings.redis_maxmemory_mb > 0:
@@ -59,8 +63,22 @@ def run_redis(settings: Settings) -> int:
         log.error("MTL_REDIS_URL points at %s; not starting a local Redis", urlparse(settings.redis_url).hostname)
         return 1
     # exec: the supervisor's signals (SIGTERM: flush the append-only file and exit) reach Redis itself,
-    # and the password stays out of the generated supervisord.conf.
-    os.execv(redis_argv(settings)[0], redis_argv(settings))
+    # and the password stays out of the generated supervisord.conf and of the command line.
+    argv = redis_argv(settings.model_copy(update={"redis_password": None}), conf=_redis_conf(settings))
+    os.execv(argv[0], argv)
+
+
+def _redis_conf(settings: Settings) -> Path | None:
+    """A 0600 redis.conf with the password clients must give: the configured one, else the fleet's
+    own, made at first start (core/credentials.py). None for an external Redis URL with its own."""
+    password = settings.redis_password or own_redis_password(settings)
+    if not password:
+        return None
+    path = secrets_dir(settings) / "redis.conf"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"requirepass {password}\n")
+    return path
 
 
 def banner(settings: Settings) -> str:
@@ -108,8 +126,9 @@ def _command(*args: str) -> str:
     return _esc(" ".join(shlex.quote(str(a)) for a in args))
 
 
-def _program(settings: Settings, name: str, command: str, *, numprocs: int | None = None, priority: int,
-             stopwaitsecs: float, section: str = "program", extra: dict[str, str] | None = None) -> str:
+def _program_of(settings: Settings, name: str, command: str, *, numprocs: int | None = None, priority: int,
+             stopwaitsecs: float, section: str = "program", extra: dict[str, str] | None = None,
+             user: str | None = None) -> str:
     """One [program] section; a kind that scales (numprocs given) names its processes <kind>-<n>."""
     logs = settings.data_dir / "logs"
     process_name = "%(program_name)s" if numprocs is None else "%(program_name)s-%(process_num)d"
@@ -133,6 +152,8 @@ def _program(settings: Settings, name: str, command: str, *, numprocs: int | Non
         "stdout_logfile": _esc(logs) + "/" + process_name + ".log",
         "stdout_logfile_maxbytes": str(settings.log_max_bytes),
         "stdout_logfile_backups": str(settings.log_backups),
+        # supervisord (root) drops to `user` for the process; HOME too, for the libraries' caches.
+        **({"user": user, "environment": f'HOME="{_esc(settings.data_dir / "home")}"'} if user else {}),
         **(extra or {}),
     }
     return f"[{section}:{name}]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
@@ -145,9 +166,10 @@ def batch_kinds() -> list[str]:
     return [k.value for k in Kind]
 
 
-def _programs(settings: Settings, python: str) -> list[str]:
+def _programs(settings: Settings, python: str, user: str | None = None) -> list[str]:
     grace = settings.worker_stop_grace_s + 10
     programs = []
+    _program = functools.partial(_program_of, user=user)
     if local_redis(settings):
         programs.append(_program(settings, "redis", _command(python, "-m", "core.fleet", "redis"), priority=10,
                                  stopwaitsecs=20))
@@ -171,8 +193,9 @@ def _programs(settings: Settings, python: str) -> list[str]:
     return programs
 
 
-def supervisor_conf(settings: Settings, python: str | None = None) -> str:
-    """supervisord.conf for the fleet; every path under the settings' data dir."""
+def supervisor_conf(settings: Settings, python: str | None = None, user: str | None = None) -> str:
+    """supervisord.conf for the fleet; every path under the settings' data dir; `user`: the
+    unprivileged user every program runs as (supervisord itself stays the starting user)."""
     python = python or sys.executable
     logs, sock = settings.data_dir / "logs", socket_path(settings)
     head = f"""\
@@ -206,30 +229,72 @@ supervisor.rpcinterface_factory = core.supervisor_sockets:make_interface
 programs={",".join(batch_kinds())}
 priority=40
 """
-    return head + "\n" + "\n".join(_programs(settings, python))
+    return head + "\n" + "\n".join(_programs(settings, python, user))
 
 
-def write_conf(settings: Settings) -> Path:
+def write_conf(settings: Settings, user: str | None = None) -> Path:
     settings.kind_dir("supervisor")
     settings.kind_dir("logs")
     path = conf_path(settings)
-    path.write_text(supervisor_conf(settings))
+    path.write_text(supervisor_conf(settings, user=user))
     return path
+
+
+# ---- no root ----
+
+def fleet_user(settings: Settings) -> str | None:
+    """Started as root: the unprivileged user the fleet's processes run as (MTL_RUN_AS), created if
+    missing. None when not root, when MTL_RUN_AS is empty, or (logged as an error) when that user
+    could not run the fleet from here (the project or the data directory out of its reach)."""
+    if os.geteuid() != 0 or not settings.run_as:
+        return None
+    user = settings.run_as
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        done = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                               str(settings.data_dir / "home"), "--shell", "/usr/sbin/nologin", user],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            log.error("could not create the user %s (%s): the fleet runs as root", user, done.stderr.strip())
+            return None
+        log.info("created the unprivileged user %s for the fleet", user)
+    return user if _usable_by(settings, user) else None
+
+
+def _usable_by(settings: Settings, user: str) -> bool:
+    """Give `user` the data directory, then check it can import the service and write there."""
+    settings.kind_dir("home")
+    subprocess.run(["chown", "-R", f"{user}:", str(settings.data_dir)], check=True)
+    probe = ("import pathlib, sys, api.main, workers.base; p = pathlib.Path(sys.argv[1]) / 'home' / '.probe'; "
+             "p.write_text('ok'); p.unlink()")
+    done = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", probe, str(settings.data_dir)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        log.error("the user %s cannot run the fleet from %s (%s): the fleet runs as root", user, PROJECT_ROOT, tail)
+        return False
+    return True
 
 
 def run_fleet(settings: Settings) -> None:
     sys.stdout.write(banner(settings) + "\n")  # the command's own output, for the operator
     sys.stdout.flush()
-    conf = write_conf(settings)
+    if local_redis(settings):
+        own_redis_password(settings)  # made before any process starts, so every one finds it
+    from core.metrics import ENV, metrics_dir
+
+    # Prometheus multiprocess files of every process, one directory for the fleet, emptied at start
+    # (files of processes from a previous run would otherwise be added to this run's counts).
+    shutil.rmtree(metrics_dir(settings), ignore_errors=True)
+    metrics_dir(settings).mkdir(parents=True, exist_ok=True)
+    settings.kind_dir("supervisor")
+    settings.kind_dir("logs")
+    user = fleet_user(settings)  # after everything above is made: the user is given all of it
+    conf = write_conf(settings, user)
     os.chdir(PROJECT_ROOT)
     # Children inherit this environment (settings, data dir); unbuffered so their logs are current.
     os.environ["PYTHONUNBUFFERED"] = "1"
-    # Prometheus multiprocess files of every process, one directory for the fleet, emptied at start
-    # (files of processes from a previous run would otherwise be added to this run's counts).
-    from core.metrics import ENV, metrics_dir
-
-    shutil.rmtree(metrics_dir(settings), ignore_errors=True)
-    metrics_dir(settings).mkdir(parents=True, exist_ok=True)
     os.environ[ENV] = str(metrics_dir(settings))
     argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)]
     os.execv(argv[0], argv)

@@ -32,6 +32,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from core import keys
+
 log = logging.getLogger(__name__)
 
 AUDIO, VIDEO, SCRIPT = 8, 9, 18
@@ -39,8 +41,8 @@ AUDIO, VIDEO, SCRIPT = 8, 9, 18
 FLV_HEADER = b"FLV\x01\x05\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
 FRAME_MS = 40  # one frame at 25 fps: the gap put between two source runs
 MAX_GOP_TAGS = 1500  # a cached GOP longer than this (~20 s) is not kept whole
-COUNTS_KEY = "mtl:flv:{}"  # hash per API process: v:<stream key> = viewers, r:<stream key> = 1 while pulling
-COUNTS_INDEX = "mtl:flv-processes"  # the names of processes that published counts
+# keys.flv_counts(<process>): hash per API process, v:<stream key> = viewers, r:<stream key> = 1 while pulling;
+COUNTS_INDEX = keys.FLV_PROCESSES  # the names of processes that published counts
 COUNTS_TTL_S = 10
 
 
@@ -466,7 +468,7 @@ class RelayHub:
             self._counts_task = asyncio.get_running_loop().create_task(self._publish_counts())
 
     async def _publish_counts(self) -> None:
-        key = COUNTS_KEY.format(self.name)
+        key = keys.flv_counts(self.name)
         while True:
             counts = self.counts()
             try:
@@ -495,7 +497,7 @@ class RelayHub:
             self._counts_task.cancel()
         if self.redis is not None:
             try:
-                await self.redis.delete(COUNTS_KEY.format(self.name))
+                await self.redis.delete(keys.flv_counts(self.name))
                 await self.redis.srem(COUNTS_INDEX, self.name)
             except Exception:
                 pass
@@ -510,7 +512,7 @@ def flv_viewers(redis) -> dict[str, dict[str, int]]:
         return totals
     with redis.pipeline(transaction=False) as p:
         for name in names:
-            p.hgetall(COUNTS_KEY.format(name))
+            p.hgetall(keys.flv_counts(name))
         hashes = p.execute()
     gone = [name for name, h in zip(names, hashes) if not h]
     if gone:  # processes that stopped (or have no relay): their hash expired

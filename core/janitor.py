@@ -35,6 +35,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from core.files import FileOwners
 from core.rooms import RoomStore
 from core.settings import Settings, get_settings
 
@@ -132,6 +133,8 @@ def sweep(settings: Settings, redis: Redis, now: float | None = None) -> Sweep:
     for cache, kind in CACHES.items():
         _sweep_cache(data_dir / cache, int(getattr(settings, f"{kind}_ttl_s")), now, result, data_dir)
     _sweep_avatars(settings, now, result)
+    # Owner records of files now gone; a job's are kept while it may still write its files.
+    FileOwners(redis).prune(data_dir, settings.result_ttl_s + settings.job_timeout_s, now)
     rotate_media_logs(settings, result)
     return result
 
@@ -183,7 +186,7 @@ def _sweep_avatars(settings: Settings, now: float, result: Sweep) -> None:
         for old in loops[:-1]:  # the newest is the one in use
             if now - old.stat().st_mtime > settings.idle_loop_ttl_s:
                 _remove(old, result, settings.data_dir)
-        for tmp in avatar.glob(".idle-*"):  # a build killed before its rename
+        for tmp in [*avatar.glob(".idle-*"), *avatar.glob(".enrollment-sample*")]:  # killed before its rename
             if now - tmp.stat().st_mtime > settings.temp_ttl_s:
                 _remove(tmp, result, settings.data_dir)
 

@@ -19,7 +19,10 @@ from rq.job import Dependency, Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from core import keys
+from core.files import FileOwners
 from core.limits import check_disk, check_queue
+from core.credentials import redis_password
 from core.settings import Settings
 
 
@@ -60,8 +63,9 @@ def redis_connection(settings: Settings, socket_timeout: float = 5.0) -> Redis:
     # Workers block in BLPOP for longer than redis-py's 5 s default read timeout: they pass more.
     kwargs: dict[str, Any] = {"health_check_interval": 30, "socket_timeout": socket_timeout,
                               "socket_connect_timeout": 5.0}
-    if settings.redis_password:
-        kwargs["password"] = settings.redis_password
+    password = redis_password(settings)  # the configured one, or the fleet's own (core/credentials.py)
+    if password:
+        kwargs["password"] = password
     return Redis.from_url(settings.redis_url, **kwargs)
 
 
@@ -69,8 +73,8 @@ def get_queue(kind: Kind, connection: Redis) -> Queue:
     return Queue(kind.value, connection=connection, serializer=JSONSerializer)
 
 
-# Set by each worker's heartbeat thread with a short TTL: present means the worker is alive.
-ALIVE_KEY = "mtl:alive:{}"
+# Where each kind writes the files a client can fetch (named by the job's `output_name`).
+OUTPUT_DIRS: dict[Kind, str] = {Kind.tts: "tts", Kind.asr: "asr", Kind.lipsync: "lipsync", Kind.feedback: "feedback"}
 
 
 def alive_workers(connection: Redis, queue: Queue) -> list[str]:
@@ -79,7 +83,7 @@ def alive_workers(connection: Redis, queue: Queue) -> list[str]:
     names = [w.name for w in Worker.all(queue=queue)]
     if not names:
         return []
-    flags = connection.mget([ALIVE_KEY.format(n) for n in names])
+    flags = connection.mget([keys.worker_alive(n) for n in names])
     return [n for n, flag in zip(names, flags) if flag]
 
 
@@ -96,15 +100,19 @@ def enqueue(
     depends_on: list[str] | Dependency | None = None,
     admit: bool = True,
     at_front: bool = False,
+    owner: str | None = None,
 ) -> str:
     """Enqueue one job. With `admit` (new work from a client) it is first refused (core.limits.Refused)
     while the data disk is nearly full or the queue holds its cap; parts of work already admitted
     (the second job of a chain) pass admit=False. `at_front`: ahead of the queue's waiting jobs (a
-    live reply's sentence goes before batch work)."""
+    live reply's sentence goes before batch work). `owner`: the hash of the key the work is for
+(api/access.py), kept in the job's meta and recorded as the owner of the files it writes."""
     if admit:
         check_disk(settings)
         check_queue(settings, connection, kind.value)
     job_id = job_id or new_job_id()
+    if owner and kind in OUTPUT_DIRS and kwargs.get("output_name"):
+        FileOwners(connection).claim(f"{OUTPUT_DIRS[kind]}/{kwargs['output_name']}", owner)
     queue = get_queue(kind, connection)
     queue.enqueue_call(
         func=JOB_FUNCTIONS[kind],
@@ -115,7 +123,7 @@ def enqueue(
         failure_ttl=settings.failure_ttl_s,
         ttl=settings.result_ttl_s,
         depends_on=depends_on,
-        meta={"kind": kind.value, "progress": 0.0},
+        meta={"kind": kind.value, "progress": 0.0, **({"owner": owner} if owner else {})},
         at_front=at_front,
     )
     return job_id
@@ -131,6 +139,7 @@ class JobView:
     error: dict[str, Any] | None
     created_at: datetime | None
     ended_at: datetime | None
+    owner: str | None = None  # hash of the key that made it; None: shared (not shown to clients)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -168,6 +177,7 @@ def _view(job: Job, result: Result | None) -> JobView:
         error=error,
         created_at=_aware(job.created_at),
         ended_at=_aware(job.ended_at),
+        owner=meta.get("owner"),
     )
 
 
@@ -189,6 +199,13 @@ def fetch_job(connection: Redis, job_id: str) -> JobView | None:
         return None
     view = _view(job, Result.fetch_latest(job, serializer=JSONSerializer))
     return _with_dependencies(connection, job, view) if view.status == Status.deferred else view
+
+
+async def job_status_async(aredis, job_id: str) -> str | None:
+    """RQ's status field of a job alone (one HGET on the hash RQ's Job.key_for names): the cheap read
+    of a poll loop. None: no such job."""
+    raw = await aredis.hget(Job.key_for(job_id), "status")
+    return raw.decode() if raw else None
 
 
 async def fetch_job_async(aredis, connection: Redis, job_id: str) -> JobView | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from redis import Redis
+from rq import Queue
 from rq.registry import DeferredJobRegistry
 
 from core.settings import Settings
@@ -31,7 +32,7 @@ def queue_cap(settings: Settings, kind: str) -> int:
 def queue_depth(connection: Redis, kind: str) -> int:
     """Jobs of a queue not started yet: queued, plus deferred ones waiting for a dependency."""
     with connection.pipeline(transaction=False) as p:
-        p.llen(f"rq:queue:{kind}")
+        p.llen(Queue(kind, connection=connection).key)  # RQ's own name for the queue's list
         p.zcard(DeferredJobRegistry(kind, connection=connection).key)
         queued, deferred = p.execute()
     return int(queued) + int(deferred)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError  # loaded once: the header check is on every probe
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,13 @@ MAX_DECODE_S = 3600.0
 # A decoded picture above this is refused: a 10000x10000 PNG is a few hundred KB on the wire and
 # 300 MB once decoded.
 MAX_IMAGE_PIXELS = 40_000_000
+# Address space of every ffmpeg/ffprobe the service runs (RLIMIT_AS, set by util-linux `prlimit`
+# around the exec, so no Python runs in the child): a file crafted to make a decoder allocate
+# without bound fails there instead of taking the machine's memory. A 720p x264 encode and a
+# decode fit in 1 GB (measured); glibc's per-thread malloc arenas are capped so the limit means
+# the same on a machine with many cores.
+MEDIA_MAX_MEMORY_BYTES = 2 * 1024**3
+PICTURE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # what PIL may identify; it reads their headers only
 _NOT_ON_WHITELIST = re.compile(r"\[(\w+) @ 0x[0-9a-f]+\] Format not on whitelist")
 
 
@@ -42,11 +53,61 @@ class MediaRefused(MediaError):
     """Media refused by policy (container, duration); the message is safe to show to the client."""
 
 
+class ImageTooLarge(MediaRefused):
+    """A picture (or video frame) over MAX_IMAGE_PIXELS."""
+
+    code = "image_too_large"
+
+    def __init__(self, message: str, width: int = 0, height: int = 0) -> None:
+        super().__init__(message)
+        self.width, self.height = width, height
+
+
+def bounded(argv: list[str]) -> list[str]:
+    """`argv` run with at most MEDIA_MAX_MEMORY_BYTES of address space."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:  # util-linux is part of every Debian; without it the timeouts still hold
+        return argv
+    return [prlimit, f"--as={MEDIA_MAX_MEMORY_BYTES}", "--", *argv]
+
+
+def media_env() -> dict[str, str]:
+    return {**os.environ, "MALLOC_ARENA_MAX": "2"}
+
+
+def picture_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a picture's header, before any decoder runs; None for anything that is
+    not a picture PIL knows. ImageTooLarge past MAX_IMAGE_PIXELS: ffprobe decodes a PNG to describe
+    it (802 MB and 2.1 s for a 746 KB 16000x16000 one) and reported 20000x20000 as 0x0."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is checked below
+            with Image.open(path, formats=PICTURE_FORMATS) as header:
+                width, height = header.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"the picture is too large ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    check_picture(width, height)
+    return width, height
+
+
+def check_picture(width: int, height: int) -> None:
+    if width <= 0 or height <= 0:  # nothing to bound it by: never handed to a decoder
+        raise MediaRefused("the picture's size cannot be measured")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"the picture is {width}x{height} pixels; the limit is "
+                            f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", width, height)
+
+
 def run_ffmpeg(args: list[str], *, binary: str = "ffmpeg", input_bytes: bytes | None = None,
                timeout: float = 600.0) -> bytes:
     argv = [binary, "-hide_banner", "-nostdin", *args] if binary == "ffmpeg" else [binary, *args]
+    # Never the API's stdin: under supervisord that is the listening socket.
+    stdin = None if input_bytes is not None else subprocess.DEVNULL
     try:
-        proc = subprocess.run(argv, input=input_bytes, capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(bounded(argv), input=input_bytes, stdin=stdin, capture_output=True, timeout=timeout,
+                              check=False, env=media_env())
     except subprocess.TimeoutExpired as exc:
         raise MediaError(f"{binary} timed out after {timeout:.0f} s") from exc
     if proc.returncode != 0:
@@ -111,7 +172,8 @@ def _measured_duration(path: Path, demuxer: str, max_packets: int = 2_000_000) -
     declare no duration but are fine. Streams line by line so a file of tiny packets costs no memory."""
     argv = ["ffprobe", "-v", "error", *_open_args(demuxer), "-show_entries", "packet=pts_time,duration_time",
             "-of", "csv=p=0", _url(path)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(bounded(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=media_env())
     expired = threading.Event()
     timer = threading.Timer(60, lambda: (expired.set(), proc.kill()))
     timer.start()
@@ -135,8 +197,10 @@ def _measured_duration(path: Path, demuxer: str, max_packets: int = 2_000_000) -
 
 def probe(path: Path) -> MediaInfo:
     """What a client file holds, after refusing what must not be opened or cannot be bounded:
-    containers outside ACCEPTED_FORMATS and (except still pictures) media of unknown length,
-    which passed every duration limit as 0 s."""
+    containers outside ACCEPTED_FORMATS, (except still pictures) media of unknown length, which
+    passed every duration limit as 0 s, and pictures too large or of unmeasurable size, the
+    picture's header read first (ImageTooLarge)."""
+    picture_size(path)
     data = _ffprobe_json(path)
     streams = data.get("streams") or []
     fmt = data.get("format") or {}
@@ -150,6 +214,8 @@ def probe(path: Path) -> MediaInfo:
         duration = _measured_duration(path, demuxer)
         if duration <= 0:
             raise MediaRefused("unknown duration")
+    if video:  # frames whose size ffprobe could not tell (0x0) are never decoded
+        check_picture(int(video[0].get("width") or 0), int(video[0].get("height") or 0))
     return MediaInfo(
         duration_s=duration,
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
@@ -169,7 +235,8 @@ def decode_limit_s(info: MediaInfo) -> float:
 def _read_capped(argv: list[str], max_bytes: int, timeout: float) -> bytes:
     """stdout of `argv`, stopped after `max_bytes` or `timeout` s (stderr kept for the error)."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(bounded(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                env=media_env())
         expired = threading.Event()
         timer = threading.Timer(timeout, lambda: (expired.set(), proc.kill()))
         timer.start()
@@ -259,7 +326,8 @@ def iter_video_frames(path: Path, width: int, height: int, fps: int = 25):
     argv = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", *_open_args(info.demuxer), "-i", _url(path), "-an",
             "-vf", f"fps={fps},scale={width}:{height}:flags=area", *bound, "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     size = width * height * 3
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(bounded(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=media_env())
     try:
         while True:
             buf = proc.stdout.read(size)
@@ -291,7 +359,7 @@ class VideoWriter:
         argv += ["-map", "0:v:0"] + (["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k", "-ar", "44100"] if audio else [])
         argv += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
                  "-g", str(2 * fps), "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(bounded(argv), stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=media_env())
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:

@@ -17,6 +17,7 @@ import logging
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ MODULE_DIRS = (Path("/usr/lib/nginx/modules"), Path("/usr/share/nginx/modules"))
 DEFAULT_RTMP_PORT = 1935
 DEFAULT_HTTP_PORT = 8080
 APP = "live"  # rtmp://host:port/live/<stream key>
+PUBLISH_CHECK_PATH = "/internal/media/publish"  # api/routers/publish.py
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 # Characters that would break out of (or be interpolated inside) a quoted nginx argument.
 _UNSAFE = set('"\'\\$;{}#') | {chr(c) for c in range(32)}
@@ -78,8 +80,32 @@ def _user_directive() -> str:
     return f"user {user} {group};\n"
 
 
+def _publish_rules(on_publish: str | None) -> str:
+    """Who may publish. With `on_publish`, nginx-rtmp POSTs each publish (name, addr and the URL's
+    arguments, e.g. the room's `secret`) to that URL and refuses it unless the answer is 2xx: only
+    the fleet's stream workers hold the secrets. Without it (a bare server for tests and tools),
+    anything on this host may publish."""
+    rules = "allow publish 127.0.0.1;\n            deny publish all;\n            allow play all;"
+    if on_publish is None:
+        return rules
+    if not re.match(r"^http://[A-Za-z0-9.:\[\]-]+/[A-Za-z0-9/_.-]*$", on_publish):
+        raise ValueError(f"on_publish must be a plain http URL: {on_publish!r}")
+    return f"{rules}\n            on_publish {on_publish};\n            notify_method post;"
+
+
+def _stat_location(stat_secret: str | None) -> str:
+    """/stat lists every stream key: with a secret, only requests carrying it in X-Media-Secret."""
+    if stat_secret is None:
+        return "location /stat {\n            rtmp_stat all;\n        }"
+    if not re.match(r"^[A-Za-z0-9_-]{16,128}$", stat_secret):
+        raise ValueError("stat_secret: 16 to 128 of A-Z a-z 0-9 _ -")
+    return (f"location /stat {{\n            if ($http_x_media_secret != \"{stat_secret}\") {{ return 403; }}\n"
+            f"            rtmp_stat all;\n        }}")
+
+
 def render_nginx_conf(rtmp_port: int, http_port: int, prefix_dir: Path, *, module: Path | None = None,
-                      log_to_stderr: bool = False) -> str:
+                      log_to_stderr: bool = False, on_publish: str | None = None,
+                      stat_secret: str | None = None) -> str:
     """A self-contained nginx.conf: RTMP ingest/playback on ``rtmp_port``, HLS + stat on ``http_port``.
 
     Everything nginx writes goes under ``prefix_dir`` (absolute paths only)."""
@@ -127,9 +153,7 @@ rtmp {{
             play_restart on;
             drop_idle_publisher 10s;
 
-            allow publish 127.0.0.1;
-            deny publish all;
-            allow play all;
+            {_publish_rules(on_publish)}
 
             # <hls_path>/<stream key>.m3u8 + <stream key>-<n>.ts; cut on key frames only,
             # so fragments are max(hls_fragment, GOP) long.
@@ -167,9 +191,7 @@ http {{
             add_header Access-Control-Allow-Origin *;
         }}
 
-        location /stat {{
-            rtmp_stat all;
-        }}
+        {_stat_location(stat_secret)}
 
         location = /healthz {{
             default_type text/plain;
@@ -188,6 +210,8 @@ class MediaServer:
     rtmp_port: int = DEFAULT_RTMP_PORT
     http_port: int = DEFAULT_HTTP_PORT
     log_to_stderr: bool = False
+    on_publish: str | None = None  # the API's publish check; None: anything local may publish
+    stat_secret: str | None = None  # None: /stat open to whoever reaches the port
 
     def __post_init__(self) -> None:
         self.prefix = Path(self.prefix).resolve()
@@ -223,7 +247,9 @@ class MediaServer:
         for sub in ("logs", "hls", *(f"temp/{t}" for t in TEMP_DIRS)):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(render_nginx_conf(self.rtmp_port, self.http_port, self.prefix,
-                                                    log_to_stderr=self.log_to_stderr))
+                                                    log_to_stderr=self.log_to_stderr, on_publish=self.on_publish,
+                                                    stat_secret=self.stat_secret))
+        os.chmod(self.conf_path, 0o600)  # it holds the stat secret
         return self.conf_path
 
     def clean_hls(self) -> None:
@@ -287,7 +313,7 @@ class MediaServer:
         os.execv(argv[0], argv)
 
     def stat(self, timeout: float = 5.0) -> dict[str, dict]:
-        return stat(self.http_port, timeout=timeout)
+        return stat(self.http_port, timeout=timeout, secret=self.stat_secret)
 
 
 def _pgrp(proc: Path) -> int | None:
@@ -344,9 +370,12 @@ def parse_stat(xml_text: str | bytes, app: str = APP) -> dict[str, dict]:
     return streams
 
 
-def stat(http_port: int, host: str = "127.0.0.1", timeout: float = 5.0, app: str = APP) -> dict[str, dict]:
+def stat(http_port: int, host: str = "127.0.0.1", timeout: float = 5.0, app: str = APP,
+         secret: str | None = None) -> dict[str, dict]:
     """Fetch ``/stat`` of a running media server and parse it (see :func:`parse_stat`)."""
-    with urllib.request.urlopen(f"http://{host}:{int(http_port)}/stat", timeout=timeout) as resp:
+    request = urllib.request.Request(f"http://{host}:{int(http_port)}/stat",
+                                     headers={"X-Media-Secret": secret} if secret else {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         return parse_stat(resp.read(), app=app)
 
 
@@ -355,10 +384,20 @@ def from_settings(settings=None, log_to_stderr: bool = False) -> MediaServer:
         from core.settings import get_settings
 
         settings = get_settings()
+    from core.credentials import stat_secret
+
     return MediaServer(prefix=Path(settings.data_dir) / "media",
                        rtmp_port=int(getattr(settings, "rtmp_port", DEFAULT_RTMP_PORT)),
                        http_port=int(getattr(settings, "media_http_port", DEFAULT_HTTP_PORT)),
-                       log_to_stderr=log_to_stderr)
+                       log_to_stderr=log_to_stderr, on_publish=on_publish_url(settings),
+                       stat_secret=stat_secret(settings))
+
+
+def on_publish_url(settings) -> str:
+    """The API's publish check, as the media server on this host reaches it."""
+    host = settings.api_host if settings.api_host not in ("0.0.0.0", "::", "", "localhost") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{int(settings.api_port)}{PUBLISH_CHECK_PATH}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                                               server.rtmp_port, APP, server.http_base, server.http_base)
         server.run_foreground()
     if args.what == "conf":
-        sys.stdout.write(render_nginx_conf(server.rtmp_port, server.http_port, server.prefix, log_to_stderr=True))
+        sys.stdout.write(render_nginx_conf(server.rtmp_port, server.http_port, server.prefix, log_to_stderr=True,
+                                           on_publish=server.on_publish, stat_secret=server.stat_secret))
     elif args.what == "check":
         server.write_config()
         try:
@@ -390,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import json
 
-        print(json.dumps(stat(server.http_port), indent=2))
+        print(json.dumps(server.stat(), indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ multiprocess storage when it is imported, from the environment variable.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,6 +29,12 @@ def init(settings: Settings) -> Path:
     path = Path(os.environ.setdefault(ENV, str(metrics_dir(settings))))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def room_label(room_id: str) -> str:
+    """A room's label in per-room series: a one-way hash of its id, so /metrics never shows a value
+    that leads to its stream key (``zbj-<id>``); a room's API view carries it as `metrics_label`."""
+    return hashlib.sha256(b"musetalk-live metrics room:" + room_id.encode()).hexdigest()[:16]
 
 
 def _m():
@@ -132,7 +139,7 @@ class OpenRoomsOnly:
         from core.rooms import RoomStore
 
         store = RoomStore(self.redis, None)
-        open_ids = {room.id for room in store.list() if store.is_open(room.id)}
+        open_ids = {room_label(room.id) for room in store.list() if store.is_open(room.id)}
         for family in self.inner.collect():
             if family.name.startswith("mtl_room_"):
                 family.samples = [s for s in family.samples if s.labels.get("room") in open_ids]

@@ -1,6 +1,6 @@
 """Live rooms in Redis: identity, liveness, the FIFO of utterances, interrupts and publisher leases.
 
-Keys (all under ``mtl:room:<id>``):
+Keys (all under ``mtl:room:<id>``, built by core/keys.py):
     <id>             hash: id, zbjname, username, stream_key, avatar_id, ttl_s, persistent, created_at
     <id>:alive       present while the room is live; TTL = ttl_s, refreshed by activity (absent TTL: forever)
     <id>:utterances  list of JSON utterances, played in order
@@ -20,6 +20,7 @@ Keys (all under ``mtl:room:<id>``):
     <id>:said        hash "<message id>:<sentence>" -> JSON status set by the publisher; all three
                      outlive the room by conversation_retention_s (with <id>:owner)
     <id>:script      how many scripted questions the room has asked
+    <id>:dark-noted  a no_publisher event was recorded lately (SET NX, expires)
     <id>:speaker     the one live audio input (WS .../audio) of the room: a token, short TTL, renewed
 ``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
 """
@@ -35,12 +36,11 @@ from dataclasses import asdict, dataclass
 from redis import Redis
 from redis.exceptions import LockError
 
+from core import keys
 from core.limits import Refused, open_rooms_cap
 from core.settings import Settings
 
-ROOMS = "mtl:rooms"
-STREAM_ALIVE_KEY = "mtl:stream-worker:{}"  # per stream worker process; value = rooms it publishes
-NAME_KEY = "mtl:room-name:{}"
+ROOMS = keys.ROOMS
 ROOM_ID = re.compile(r"^[0-9a-f]{32}$")
 USERNAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
 
@@ -60,11 +60,7 @@ _RENEW_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.cal
 _DELETE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
-def _k(room_id: str, suffix: str = "") -> str:
-    return f"mtl:room:{room_id}" + (f":{suffix}" if suffix else "")
-
-
-room_key = _k  # for the conversation store, which shares the room's key space
+_k = room_key = keys.room  # room_key: for the conversation store, which shares the room's key space
 FEED_MAXLEN = 2000  # entries kept in a room's feed (about a minute of speech with mouth values)
 RETAINED = ("messages", "msg", "said", "owner")  # kept after close for conversation_retention_s
 
@@ -130,7 +126,7 @@ class RoomStore:
         with self.r.pipeline() as p:
             p.hset(_k(room_id), mapping=data)
             p.sadd(ROOMS, room_id)
-            p.set(NAME_KEY.format(room.zbjname), room_id)
+            p.set(keys.room_name(room.zbjname), room_id)
             p.set(_k(room_id, "alive"), "1", **({} if persistent else {"ex": room.ttl_s}))
             if owner:
                 p.set(_k(room_id, "owner"), owner)
@@ -173,7 +169,7 @@ class RoomStore:
         return raw.decode() if raw else None
 
     def by_name(self, zbjname: str) -> Room | None:
-        room_id = self.r.get(NAME_KEY.format(zbjname))
+        room_id = self.r.get(keys.room_name(zbjname))
         return self.get(room_id.decode()) if room_id else None
 
     def resolve(self, ref: str) -> Room | None:
@@ -215,7 +211,7 @@ class RoomStore:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
             p.srem(ROOMS, room_id)
             if room is not None:
-                p.delete(NAME_KEY.format(room.zbjname))
+                p.delete(keys.room_name(room.zbjname))
             p.execute()
         return room is not None
 
@@ -321,8 +317,32 @@ class RoomStore:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
             p.execute()
 
-    def events(self, room_id: str) -> list[dict]:
-        return [json.loads(e) for e in self.r.lrange(_k(room_id, "events"), 0, -1)]
+    def events(self, room_id: str, last: int | None = None) -> list[dict]:
+        """The room's events, oldest first (`last`: only the newest so many)."""
+        return [json.loads(e) for e in self.r.lrange(_k(room_id, "events"), -last if last else 0, -1)]
+
+    def publisher(self, room_id: str) -> str | None:
+        """The stream worker holding the room's lease, if any."""
+        raw = self.r.get(lease_key(room_id))
+        return raw.decode() if raw else None
+
+
+# ---- the same reads for the API's event loop (redis.asyncio) ----
+
+async def is_open_async(aredis, room_id: str) -> bool:
+    return bool(await aredis.exists(_k(room_id, "alive")))
+
+
+async def feed_latest(aredis, room_id: str) -> str:
+    """The id of the room feed's newest entry ("0-0": empty), where a new follower starts."""
+    newest = await aredis.xrevrange(_k(room_id, "feed"), count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
+async def feed_read(aredis, room_id: str, since: str, block_ms: int = 1000, count: int = 500) -> list[tuple[str, dict]]:
+    """(entry id, event) of the feed after `since`, waiting up to `block_ms` for the first."""
+    entries = await aredis.xread({_k(room_id, "feed"): since}, block=block_ms, count=count)
+    return [(entry_id.decode(), json.loads(fields[b"e"])) for _key, items in entries or [] for entry_id, fields in items]
 
 
 @dataclass(frozen=True)
@@ -390,12 +410,9 @@ class RoomLease:
             pass
 
 
-DARK_NOTED_KEY = "mtl:room:{}:dark-noted"  # a no_publisher event was recorded lately (SET NX, expires)
-
-
 def note_no_publisher(store: "RoomStore", room: Room, reason: str, every_s: int = 60) -> bool:
     """Record a `no_publisher` event for a room nobody publishes (at most once a minute per room)."""
-    if not store.r.set(DARK_NOTED_KEY.format(room.id), reason, nx=True, ex=every_s):
+    if not store.r.set(_k(room.id, "dark-noted"), reason, nx=True, ex=every_s):
         return False
     store.event(room.id, "no_publisher", reason=reason)
     return True
@@ -421,9 +438,9 @@ def dark_reason(store: "RoomStore", room: Room, publisher: bool, events: list[di
 
 def stream_worker_loads(redis: Redis) -> dict[str, int]:
     """Live stream worker processes and how many rooms each publishes."""
-    prefix = STREAM_ALIVE_KEY.format("")
+    prefix = keys.stream_worker("")
     loads = {}
-    for key in redis.scan_iter(STREAM_ALIVE_KEY.format("*")):
+    for key in redis.scan_iter(keys.stream_worker("*")):
         value = redis.get(key)
         if value is not None:
             loads[key.decode()[len(prefix):]] = int(value)

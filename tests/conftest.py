@@ -119,11 +119,23 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def media_server(tmp_path_factory):
-    from core.mediaserver import MediaServer
+# The session fleet's media server lets only its stream workers publish (on_publish asks the API)
+# and answers /stat only with this secret, as `make run` does with secrets it makes.
+MEDIA_STAT_SECRET = "tests-media-stat-secret-0123456789"
 
-    server = MediaServer(prefix=tmp_path_factory.mktemp("media"), rtmp_port=free_port(), http_port=free_port())
+
+@pytest.fixture(scope="session")
+def api_port() -> int:
+    """The session API's port, known before the media server that asks it about publishers starts."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def media_server(tmp_path_factory, api_port):
+    from core.mediaserver import PUBLISH_CHECK_PATH, MediaServer
+
+    server = MediaServer(prefix=tmp_path_factory.mktemp("media"), rtmp_port=free_port(), http_port=free_port(),
+                         on_publish=f"http://127.0.0.1:{api_port}{PUBLISH_CHECK_PATH}", stat_secret=MEDIA_STAT_SECRET)
     proc = server.popen(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: _port_open(server.rtmp_port), 15, what="nginx-rtmp")
     server.proc = proc
@@ -150,11 +162,11 @@ def llm_stub():
 
 
 @pytest.fixture(scope="session")
-def service(redis_server, media_server, llm_stub, tmp_path_factory):
+def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
     """API + one worker of every kind + the media server, like `make run`, with tight limits for the tests."""
     data_dir = tmp_path_factory.mktemp("data")
-    port = free_port()
-    env = fleet_env(redis_server.url(0), data_dir, MTL_API_PORT=str(port), MTL_MAX_UPLOAD_BYTES=str(3 * 1024 * 1024),
+    port = api_port
+    env = fleet_env(redis_server.url(0), data_dir, MTL_API_PORT=str(port), MTL_MEDIA_STAT_SECRET=MEDIA_STAT_SECRET, MTL_MAX_UPLOAD_BYTES=str(3 * 1024 * 1024),
                     MTL_RTMP_PORT=str(media_server.rtmp_port), MTL_MEDIA_HTTP_PORT=str(media_server.http_port),
                     MTL_MAX_AUDIO_S="30", MTL_MAX_TEXT_CHARS="500", MTL_LEGACY_WAIT_S="20",
                     MTL_MAX_LIPSYNC_AUDIO_S="25", MTL_MAX_AVATAR_S="30", MTL_MAX_SAMPLE_S="20",

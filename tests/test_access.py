@@ -193,6 +193,51 @@ def test_avatars_belong_to_their_key(apis, service):
         redis.hdel("mtl:avatar-owners", "owned-by-a")
 
 
+def _finished(api: httpx.Client, job_id: str, key: str) -> dict:
+    def done():
+        body = api.get(f"/v1/jobs/{job_id}", headers=h(key)).json()
+        return body if body["status"] in ("finished", "failed") else None
+
+    return wait_until(done, 120, what=f"job {job_id}")
+
+
+def test_tenants_do_not_reach_each_others_work(apis):
+    """Issue 16's leaks, with the fleet's real workers: B gets 404 for A's jobs (read, mouth, cancel,
+    fleet list), files (both names, as input), interview; A's rooms are labelled opaquely in /metrics
+    and B cannot move their lip-sync cycle. (Feedback rows: tests/test_ownership.py, in-process.)"""
+    api = apis["keys"]
+    job = _finished(api, api.post("/v1/tts", json={"text": "Tenant A only."}, headers=h(KEY_A)).json()["job_id"], KEY_A)
+    assert job["status"] == "finished", job
+    for method, path in (("GET", ""), ("GET", "/mouth"), ("DELETE", "")):
+        r = api.request(method, f"/v1/jobs/{job['id']}{path}", headers=h(KEY_B))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_job", (method, path, r.text)
+    recent = lambda key: {j["id"] for j in api.get("/v1/fleet", params={"recent": 100},  # noqa: E731
+                                                     headers=h(key)).json()["recent_jobs"]}
+    assert job["id"] in recent(KEY_A) and job["id"] not in recent(KEY_B) and job["id"] in recent(ADMIN)
+    url, legacy = job["result"]["url"], "/" + job["result"]["legacy_path"]
+    for path in (url, legacy):
+        assert api.get(path, params={"key": KEY_B}).status_code == 404, path
+        assert api.get(path, params={"key": KEY_A}).content[:4] == b"RIFF", path
+    r = api.post("/v1/asr", data={"source": job["result"]["legacy_path"]}, headers=h(KEY_B))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "file_not_owned", r.text
+    r = api.post("/v1/interviews", json={"job": "tester", "count": 1, "language": "en"}, headers=h(KEY_A))
+    assert r.status_code == 201, r.text
+    interview = r.json()
+    room = api.get(f"/v1/rooms/{interview['room_id']}", headers=h(KEY_A)).json()
+    try:
+        for ref in (interview["id"], interview["zbjname"]):
+            r = api.get(f"/v1/interviews/{ref}", headers=h(KEY_B))
+            assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_interview", r.text
+            assert api.get(f"/v1/interviews/{ref}", headers=h(KEY_A)).status_code == 200
+        r = api.post("/v1/lipsync", json={"avatar_id": "demo", "text": "hi", "room": room["id"]}, headers=h(KEY_B))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_room", r.text
+        text = wait_until(lambda: (t := api.get("/metrics", params={"key": KEY_A}).text)
+                          and room["metrics_label"] in t and t, 60, what="the room's frames counted")
+        assert room["id"] not in text and room["stream_key"] not in text
+    finally:
+        assert api.delete(f"/v1/rooms/{room['id']}", headers=h(KEY_A)).status_code == 204
+
+
 def test_built_ins_are_read_only(apis, api, service):
     keyed = apis["keys"]
     for client, headers in ((keyed, h(KEY_A)), (keyed, h(ADMIN)), (api, {})):

@@ -126,7 +126,7 @@ def interview_view(api, ref: str) -> dict:
 
 def publishing(service, key: str) -> bool:
     try:
-        info = stat(service.media.http_port).get(key)
+        info = stat(service.media.http_port, secret=service.media.stat_secret).get(key)
     except OSError:
         return False
     return bool(info and info.get("publishing"))

@@ -122,6 +122,8 @@ def test_text_request_synthesises_then_renders_and_continues_the_cycle(api, port
     first = _render(api, avatar_id=portrait_avatar, text=ZH_1, room="room-a")
     second = _render(api, avatar_id=portrait_avatar, text="Thank you, see you next time.", room="room-a")
     assert first["result"]["frames"] > 25
+    # Speech the fleet synthesised drives the mouth with its own phone times (zh and en voices).
+    assert first["result"]["phones"] is True and second["result"]["phones"] is True
     assert second["result"]["cycle_start"] == first["result"]["cycle_end"]
     cycle = api.get(f"/v1/avatars/{portrait_avatar}").json()["manifest"]["cycle_length"]
     assert first["result"]["cycle_end"] == (first["result"]["cycle_start"] + first["result"]["frames"]) % cycle

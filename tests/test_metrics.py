@@ -55,9 +55,12 @@ def test_metrics_after_jobs_and_a_room_speaking(api, service):
             r = api.get("/metrics")
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
             s = _samples(r.text)
-            return s if _value(s, "mtl_room_frames_published_total", room=room["id"]) >= 25 else None
+            return s if _value(s, "mtl_room_frames_published_total", room=room["metrics_label"]) >= 25 else None
 
         s = wait_until(scraped, 30, what="frames counted for the room")
+        # Rooms are labelled by an opaque value: nothing in the exposition leads to the stream key.
+        text = api.get("/metrics").text
+        assert room["id"] not in text and room["stream_key"] not in text and room["metrics_label"] in text
         assert _value(s, "mtl_rooms", state="open") >= 1
         assert _value(s, "mtl_rooms", state="speaking") + _value(s, "mtl_rooms", state="dark") \
             <= _value(s, "mtl_rooms", state="open")
@@ -78,7 +81,7 @@ def test_metrics_after_jobs_and_a_room_speaking(api, service):
     finally:
         api.delete(f"/v1/rooms/{room['id']}")
     # A closed room's series leave the exposition: it grows with open rooms, not with history.
-    assert room["id"] not in api.get("/metrics").text
+    assert room["metrics_label"] not in api.get("/metrics").text
     # logs carry the room id (stream worker) and the job id (batch workers)
     logs = {p.name: p.read_text(errors="replace") for p in service.fleet.log_dir.glob("*.log")}
     assert any(f"room={room['id']}" in text for name, text in logs.items() if "stream" in name)
@@ -108,7 +111,7 @@ def test_publisher_reconnects_are_counted(monkeypatch):
 
     from prometheus_client import REGISTRY
 
-    from core import logs
+    from core import logs, metrics
     from workers import stream
 
     room_id = "f" * 32
@@ -131,8 +134,9 @@ def test_publisher_reconnects_are_counted(monkeypatch):
 
     pub._session = session
     monkeypatch.setattr(pub.stop_event, "wait", lambda timeout=None: pub.stop_event.is_set())
-    before = REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", {"room": room_id}) or 0
+    label = {"room": metrics.room_label(room_id)}
+    before = REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", label) or 0
     pub.run()
     assert sessions == [room_id] * 3  # the publisher thread's log lines carry the room id
-    assert REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", {"room": room_id}) - before == 2
+    assert REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", label) - before == 2
     assert len([e for e in events if e[1] == "session_error"]) == 3

@@ -54,7 +54,7 @@ def open_room(api, **body) -> dict:
 
 def publishing(media, key: str) -> bool:
     try:
-        info = stat(media.http_port).get(key)
+        info = stat(media.http_port, secret=media.stat_secret).get(key)
     except OSError:
         return False
     return bool(info and info.get("publishing"))

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,9 +29,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from conftest import ROOT, fleet_env, free_port, wait_until
+from core.credentials import redis_password, stat_secret
 from core.fleet import batch_kinds
 from core.mediaserver import stat
 from core.rooms import lease_key
+from core.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +177,7 @@ class SupervisedFleet:
 
     def publishing(self, key: str) -> bool:
         try:
-            info = stat(self.media_http_port, timeout=1.0).get(key)
+            info = stat(self.media_http_port, timeout=1.0, secret=stat_secret(Settings(data_dir=self.data_dir))).get(key)
         except OSError:
             return False
         return bool(info and info.get("publishing"))
@@ -219,7 +223,9 @@ def _dump_logs(data_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, llm_stub):
-    data_dir = tmp_path_factory.mktemp("fleet")
+    # Not under pytest's temp root (0700): started as root the fleet runs as an unprivileged user,
+    # which is given the data directory and must be able to reach it.
+    data_dir = Path(tempfile.mkdtemp(prefix="mtl-fleet-"))
     redis_port, api_port = free_port(), free_port()
     env = fleet_env(f"redis://127.0.0.1:{redis_port}/0", data_dir, MTL_API_PORT=str(api_port),
                     MTL_RTMP_PORT=str(free_port()), MTL_MEDIA_HTTP_PORT=str(free_port()),
@@ -241,7 +247,10 @@ def fleet(tmp_path_factory, llm_stub):
         proc.wait(60)
         _dump_logs(data_dir)
         raise
-    yield SupervisedFleet(proc=proc, data_dir=data_dir, api=api, redis=Redis(port=redis_port), rpc=_rpc(data_dir),
+    # The fleet's own Redis wants the password it made at its first start (results/secrets/redis).
+    password = redis_password(Settings(data_dir=data_dir, redis_url=env["MTL_REDIS_URL"]))
+    yield SupervisedFleet(proc=proc, data_dir=data_dir, api=api, redis=Redis(port=redis_port, password=password),
+                          rpc=_rpc(data_dir),
                           media_http_port=int(env["MTL_MEDIA_HTTP_PORT"]))
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -250,6 +259,7 @@ def fleet(tmp_path_factory, llm_stub):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
     api.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
     sys.stderr.write("\nmeasured (s): " + json.dumps({k: round(v, 2) for k, v in MEASURED.items()}) + "\n")
 
 
@@ -290,6 +300,39 @@ def test_every_process_runs_under_supervisord_with_its_own_log(fleet, room):
     # bench/room_capacity finds the stream workers by their command line.
     out = subprocess.run(["pgrep", "-f", "python -m workers stream"], capture_output=True, text=True).stdout.split()
     assert {names["stream-0"]["pid"], names["stream-1"]["pid"]} <= {int(p) for p in out}
+
+
+def test_started_as_root_the_fleet_runs_unprivileged(fleet):
+    """Every process but supervisord runs as MTL_RUN_AS (musetalk), which owns the data directory."""
+    if os.geteuid() != 0:
+        pytest.skip("only a fleet started as root changes user")
+    refused = [line for line in (fleet.data_dir / "fleet.out").read_text(errors="replace").splitlines()
+               if "the fleet runs as root" in line]
+    if refused:  # e.g. the interpreter lives under /root (pyenv), which the user cannot reach
+        pytest.skip(refused[0].split("ERROR", 1)[-1].strip())
+    users = {p["name"]: subprocess.run(["ps", "-o", "user=", "-p", str(p["pid"])], capture_output=True,
+                                       text=True).stdout.strip() for p in fleet.rpc.supervisor.getAllProcessInfo()}
+    assert set(users.values()) == {"musetalk"}, users
+    assert subprocess.run(["ps", "-o", "user=", "-p", str(fleet.proc.pid)], capture_output=True,
+                          text=True).stdout.strip() == "root"  # supervisord itself
+    assert fleet.data_dir.owner() == "musetalk" and (fleet.data_dir / "secrets").owner() == "musetalk"
+    # Their children too: the media server's nginx worker.
+    nginx = subprocess.run(["pgrep", "-g", str(fleet.info("media")["pid"])], capture_output=True, text=True).stdout.split()
+    assert nginx and {subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True).stdout.strip()
+                      for pid in nginx} == {"musetalk"}
+
+
+def test_the_fleets_redis_wants_its_password(fleet):
+    """Made at the first start, kept 0600 under results/secrets; never on a command line."""
+    port = fleet.redis.connection_pool.connection_kwargs["port"]
+    anonymous = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, timeout=10)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+    assert fleet.redis.ping()
+    secret = fleet.data_dir / "secrets" / "redis"
+    assert oct(secret.stat().st_mode & 0o777) == "0o600" and oct(secret.parent.stat().st_mode & 0o777) == "0o700"
+    pid = fleet.info("redis")["pid"]
+    assert secret.read_text().strip() not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert secret.read_text().strip() not in (fleet.data_dir / "supervisor" / "supervisord.conf").read_text()
 
 
 def _answers(base_url: str, timeout: float = 5) -> bool:

@@ -38,19 +38,50 @@ def _enroll_options(settings: Settings):
     return EnrollOptions(min_duration_s=settings.min_sample_s, max_duration_s=settings.max_sample_s)
 
 
-def _stage_sample(settings: Settings, sample: str, out: Path, progress) -> Path:
-    """Enroll the given sample beside the avatar first: a bad sample fails the job before the
-    avatar is touched."""
+def _stage_sample(settings: Settings, template: Path, sample: str, out: Path, progress) -> Path:
+    """Enroll the given sample beside the avatar first: a bad sample (or another person's) fails
+    the job before the avatar is touched."""
+    from avatars.identity import check_same_person
+
+    sample_path = resolve_owned(settings, sample)
+    check_same_person(template, sample_path)
+    return _enroll_staged(settings, sample_path, out, progress)
+
+
+def _enroll_staged(settings: Settings, sample: Path, out: Path, progress) -> Path:
+    """The bank learned from `sample`, in a directory beside the avatar's (swapped in by the caller)."""
     from avatars.enroll import enroll
 
     staged = out.with_name(f".{out.name}.mouth.building")
     shutil.rmtree(staged, ignore_errors=True)
     try:
-        enroll(resolve_owned(settings, sample), staged, _enroll_options(settings), progress=progress)
+        enroll(sample, staged, _enroll_options(settings), progress=progress)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return staged
+
+
+def _swap_bank(staged: Path, out: Path) -> None:
+    from avatars.mouthbank import bank_dir
+
+    shutil.rmtree(bank_dir(out), ignore_errors=True)
+    staged.rename(bank_dir(out))
+
+
+def reenroll_from_kept_sample(settings: Settings, avatar_id: str, progress) -> dict:
+    """Learn the avatar's mouth again from its kept sample (the bank format changed); the avatar
+    serves as it was until the new bank is swapped in."""
+    from avatars.mouthbank import enrollment
+    from avatars.upkeep import kept_sample
+
+    out = avatar_dir(settings.data_dir, avatar_id)
+    sample = kept_sample(out)
+    if sample is None or enrollment(out) is not None:
+        return {"id": avatar_id, "reenrolled": False, "enrollment": enrollment(out)}
+    _swap_bank(_enroll_staged(settings, sample, out, progress), out)
+    log.info("avatar %s re-enrolled from its kept sample", avatar_id)
+    return {"id": avatar_id, "reenrolled": True, "enrollment": enrollment(out)}
 
 
 def _enroll_from_template(settings: Settings, template: Path, out: Path, progress) -> None:
@@ -69,24 +100,32 @@ def _enroll_from_template(settings: Settings, template: Path, out: Path, progres
         log.info("avatar %s: template not used for enrollment: %s", out.name, exc)
 
 
-def prepare_avatar(source: str, avatar_id: str, options: dict | None = None, speech_sample: str | None = None) -> dict:
-    """Job function of the `avatar` queue; `source` and `speech_sample` are files the service owns."""
-    from avatars.mouthbank import bank_dir, enrollment
+def prepare_avatar(source: str | None, avatar_id: str, options: dict | None = None, speech_sample: str | None = None,
+                   reenroll: bool = False) -> dict:
+    """Job function of the `avatar` queue; `source` and `speech_sample` are files the service owns.
+    `reenroll`: no source, the avatar learns its mouth again from its kept sample (avatars/upkeep.py)."""
+    from avatars.mouthbank import enrollment
+    from avatars.upkeep import SAMPLE_META, keep_sample
 
     settings = get_settings()
     job = get_current_job()
+    if reenroll:
+        return reenroll_from_kept_sample(settings, avatar_id, lambda p: set_progress(job, 0.95 * p))
     opts = PrepareOptions(**(options or {}), max_duration_s=settings.max_avatar_s)
     path = resolve_owned(settings, source)
     out = avatar_dir(settings.data_dir, avatar_id)
-    staged = _stage_sample(settings, speech_sample, out, lambda p: set_progress(job, 0.45 * p)) if speech_sample else None
+    staged = _stage_sample(settings, path, speech_sample, out, lambda p: set_progress(job, 0.45 * p)) \
+        if speech_sample else None
     base = 0.45 if staged else 0.0
     manifest = prepare(path, out, opts, progress=lambda p: set_progress(job, base + (0.85 - base) * p),
                        latent_encoder=_latent_encoder(settings) if settings.musetalk_latents else None)
     if staged is not None:
-        shutil.rmtree(bank_dir(out), ignore_errors=True)
-        staged.rename(bank_dir(out))
+        _swap_bank(staged, out)
+        keep_sample(out, resolve_owned(settings, speech_sample), "speech_sample")
     elif manifest["kind"] == "video":
         _enroll_from_template(settings, path, out, lambda p: set_progress(job, 0.85 + 0.1 * p))
+        if enrollment(out) is not None and not (out / SAMPLE_META).exists():
+            keep_sample(out, path, "template")
     # Encode the idle loop now, so a room opened with this avatar publishes at once.
     from avatars.idle_loop import load_idle_loop
     from avatars.store import Avatar
@@ -96,3 +135,14 @@ def prepare_avatar(source: str, avatar_id: str, options: dict | None = None, spe
     result = {k: manifest[k] for k in ("id", "kind", "frames", "cycle_length", "width", "height", "fps",
                                        "has_latents", "reused", "prepare_s", "source_sha256")}
     return {**result, "enrollment": enrollment(out)}
+
+
+def warm_up(settings: Settings) -> None:
+    """At start (a new release may change the bank format): re-enroll outdated avatars in the background."""
+    from avatars.upkeep import enqueue_stale
+    from core.jobs import redis_connection
+
+    try:
+        enqueue_stale(settings, redis_connection(settings))
+    except Exception:  # upkeep must never keep a worker from serving
+        log.exception("could not look for avatars to re-enroll")

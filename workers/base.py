@@ -28,7 +28,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from core import logs, metrics
-from core.jobs import ALIVE_KEY
+from core import keys
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def recover_abandoned(connection: Redis, queue: Queue, max_recoveries: int = 2) 
             continue
         if job.get_status(refresh=False) != JobStatus.STARTED:
             continue
-        if job.worker_name and connection.exists(ALIVE_KEY.format(job.worker_name)):
+        if job.worker_name and connection.exists(keys.worker_alive(job.worker_name)):
             continue
         if connection.zrem(registry.key, entry) != 1:
             continue
@@ -150,7 +150,7 @@ class ServiceWorker(SimpleWorker):
 
     def _heartbeat_loop(self) -> None:
         conn = Redis(connection_pool=self.connection.connection_pool)
-        key = ALIVE_KEY.format(self.name)
+        key = keys.worker_alive(self.name)
         ttl_ms = int(self._settings.worker_dead_after_s * 1000)
         while not self._stop_beat.is_set():
             try:

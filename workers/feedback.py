@@ -99,8 +99,10 @@ def describe(settings: Settings, measures: AnswerMeasures, image: Path, language
             "vision_error": vision_error}
 
 
-def analyse_answer(source: str, ms_id: str, index: int, output_name: str, language: str | None = None) -> dict:
-    """Job function of the `feedback` queue; idempotent (the row is replaced, the image rewritten)."""
+def analyse_answer(source: str, ms_id: str, index: int, output_name: str, language: str | None = None,
+                   admin: bool = False) -> dict:
+    """Job function of the `feedback` queue; idempotent (the row is replaced, the image rewritten).
+    The row's owner is the job's (its meta); only an `admin` job may write into another key's interview."""
     settings = get_settings()
     job = get_current_job()
     language = language or settings.feedback_language
@@ -118,7 +120,8 @@ def analyse_answer(source: str, ms_id: str, index: int, output_name: str, langua
         "ms_id": ms_id, "index": index, "content": result["summary"], "sort": result["score"], "url": url,
         **result["components"], "findings": ",".join(result["findings"]), "language": language,
         "measures": json.dumps(measures.as_dict(), sort_keys=True), "analyser": result["analyser"], "source": source,
-        "job_id": job.id if job is not None else None})
+        "job_id": job.id if job is not None else None, "owner": (job.meta or {}).get("owner") if job else None},
+        admin=admin)
     log.info("feedback %s/%s: score %d (%s)", ms_id, index, result["score"], ",".join(result["findings"]))
     return {"ms_id": ms_id, "index": index, **result, "measures": measures.as_dict(), "url": url,
             "image": f"feedback/{image.name}", "legacy_path": f"tests/{image.name}", "source": source}

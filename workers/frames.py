@@ -51,9 +51,9 @@ class Pacer:
 
     def flush(self) -> None:
         if self._sent:
-            metrics.count("frames", self.room_id, amount=self._sent)
+            metrics.count("frames", metrics.room_label(self.room_id), amount=self._sent)
         if self._late:
-            metrics.count("late", self.room_id, amount=self._late)
+            metrics.count("late", metrics.room_label(self.room_id), amount=self._late)
         self._sent = self._late = 0
 
 

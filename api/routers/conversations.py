@@ -12,14 +12,15 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
 from api.schemas.conversations import MessageAccepted, MessageIn, MessageOut
-from api.services.files import owned_audio
+from api.services.files import claim_file, owned_audio
 from api.services.rooms import get_room
 from api.sockets import follow_feed, socket_room
 from api.uploads import save_audio_upload
 from core.conversations.service import history, post_message
 from core.errors import NotFound
-from core.files import public_ref
-from core.rooms import ROOM_ID, RoomStore, room_key
+from core.conversations.store import ConversationStore
+from core.rooms import ROOM_ID, RoomStore
+from core.text import check_text
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -30,19 +31,20 @@ _MESSAGE_BODY = {"requestBody": {"content": {
         "text": {"type": "string"}}}}}}}
 
 
-def _message_audio(settings, ref: str) -> str:
-    return owned_audio(settings, ref, settings.max_message_audio_s)[0]
+def _message_audio(settings, ref: str, redis, caller) -> str:
+    return owned_audio(settings, ref, settings.max_message_audio_s, redis=redis, caller=caller)[0]
 
 
-async def _read_message(request: Request, settings) -> tuple[str | None, str | None]:
+async def _read_message(request: Request, settings, redis, caller) -> tuple[str | None, str | None]:
     """(text, audio reference) from a JSON body or a multipart form."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         upload, text = form.get("file"), form.get("text")
         if upload is not None and getattr(upload, "filename", None):
             path, _info = await save_audio_upload(settings, upload)
-            return None, await run_in_threadpool(_message_audio, settings, public_ref(settings, path))
-        return (text if isinstance(text, str) else None), None
+            ref = await run_in_threadpool(claim_file, settings, redis, caller, path)
+            return None, await run_in_threadpool(_message_audio, settings, ref, redis, caller)
+        return (check_text(text, "text") if isinstance(text, str) else None), None
     try:
         body = MessageIn.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -51,7 +53,7 @@ async def _read_message(request: Request, settings) -> tuple[str | None, str | N
     if body.audio and body.text:
         raise ApiError(422, "invalid_input", "give `text` or `audio`, not both")
     if body.audio:
-        return None, await run_in_threadpool(_message_audio, settings, body.audio)
+        return None, await run_in_threadpool(_message_audio, settings, body.audio, redis, caller)
     return body.text, None
 
 
@@ -62,8 +64,8 @@ async def create_message(room_ref: str, request: Request, settings: SettingsDep,
                          caller: CallerDep) -> MessageAccepted:
     store = RoomStore(redis, settings)
     room = await run_in_threadpool(get_room, store, room_ref, caller)
-    text, audio = await _read_message(request, settings)
-    message = await run_in_threadpool(post_message, redis, settings, room, text, audio)
+    text, audio = await _read_message(request, settings, redis, caller)
+    message = await run_in_threadpool(post_message, redis, settings, room, text, audio, caller.owner)
     return MessageAccepted(message_id=message["id"], room_id=room.id, turn=message["turn"], job_id=message["job_id"],
                            asr_job_id=message.get("asr_job_id"), status=message["status"],
                            ws_url=settings.api_base.replace("http", "ws", 1) + f"/v1/rooms/{room.id}/ws")
@@ -74,7 +76,7 @@ def _history_room_id(store: RoomStore, ref: str, caller) -> str:
     try:
         return get_room(store, ref, caller).id
     except NotFound:
-        if not ROOM_ID.match(ref) or not store.r.exists(room_key(ref, "messages")):
+        if not ROOM_ID.match(ref) or not ConversationStore(store.r, store.settings).exists(ref):
             raise
         owner = store.owner(ref)
         if not caller.may_use(owner):
@@ -102,7 +104,7 @@ async def room_feed(websocket: WebSocket, room_ref: str) -> None:
     opened = await socket_room(websocket)
     if opened is None:
         return
-    store, room = opened
+    store, room, _caller = opened
     settings = store.settings
     feeds = websocket.app.state.feeds
     if websocket.app.state.feed_count >= settings.max_feeds:

@@ -13,14 +13,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key, require_legacy_access
+from api.deps import CallerDep, LegacyCallerDep, RedisDep, SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
 from api.schemas.feedback import MAX_INDEX, MS_ID_PATTERN, FeedbackList, FeedbackRow
 from api.schemas.jobs import JobAccepted
-from api.services.files import owned_ref
+from api.services.files import claim_file, owned_ref
 from api.uploads import save_video_upload
-from core.feedback.db import COMPONENTS, read_results
-from core.files import public_ref, resolve_owned
+from core.feedback.db import COMPONENTS, NotYours, owners, read_results
+from core.files import resolve_owned
 from core.jobs import Kind, enqueue, new_job_id
 from core.media import MediaError, probe
 
@@ -30,9 +30,9 @@ router = APIRouter(prefix="/v1/feedback", tags=["feedback"], dependencies=[Depen
 _MS_ID = re.compile(MS_ID_PATTERN)
 
 
-def check_answer_video(settings, ref: str) -> str:
+def check_answer_video(settings, ref: str, redis, caller) -> str:
     """The owned reference of a video with frames within the length limit, or the JSON error."""
-    ref = owned_ref(settings, ref)
+    ref = owned_ref(settings, ref, redis=redis, caller=caller)
     try:
         info = probe(resolve_owned(settings, ref))
     except MediaError as exc:
@@ -45,15 +45,23 @@ def check_answer_video(settings, ref: str) -> str:
     return ref
 
 
-async def enqueue_feedback(settings, redis, ref: str, ms_id: str, index: int, language: str | None) -> str:
+def check_interview(settings, ms_id: str, caller) -> None:
+    """Another key's interview (its rows) reads as unknown, for reading and for replacing."""
+    if not all(caller.may_use(owner) for owner in owners(settings, ms_id)):
+        raise NotYours(ms_id)
+
+
+async def enqueue_feedback(settings, redis, caller, ref: str, ms_id: str, index: int, language: str | None) -> str:
     if not _MS_ID.match(ms_id or ""):
         raise ApiError(422, "invalid_input", "msId may use letters, digits, '_', '.', ':', '-' (max 64)")
     if not 0 <= index <= MAX_INDEX:
         raise ApiError(422, "invalid_input", f"index must be from 0 to {MAX_INDEX}")
-    ref = await run_in_threadpool(check_answer_video, settings, ref)
+    await run_in_threadpool(check_interview, settings, ms_id, caller)
+    ref = await run_in_threadpool(check_answer_video, settings, ref, redis, caller)
     job_id = new_job_id()
-    kwargs = {"source": ref, "ms_id": ms_id, "index": index, "output_name": job_id, "language": language}
-    await run_in_threadpool(enqueue, settings, redis, Kind.feedback, kwargs, job_id)
+    kwargs = {"source": ref, "ms_id": ms_id, "index": index, "output_name": job_id, "language": language,
+              **({"admin": True} if caller.admin else {})}
+    await run_in_threadpool(lambda: enqueue(settings, redis, Kind.feedback, kwargs, job_id, owner=caller.owner))
     return job_id
 
 
@@ -64,7 +72,7 @@ def _legacy_param(value: str | None, name: str) -> str:
 
 
 @legacy_router.get("/bqfk", summary="Legacy: expression feedback on an answer video, stored in SQL (fire-and-forget)")
-async def legacy_feedback(settings: SettingsDep, redis: RedisDep,
+async def legacy_feedback(settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep,
                           url: str | None = Query(None, description="the answer video, e.g. tests/<id>.mp4"),
                           msId: str | None = Query(None, description="interview id"),  # noqa: N803
                           index: str | None = Query(None, description="question number")) -> dict:
@@ -73,7 +81,7 @@ async def legacy_feedback(settings: SettingsDep, redis: RedisDep,
         number = int(raw_index)
     except ValueError:
         raise ApiError(422, "invalid_input", "index must be a whole number") from None
-    await enqueue_feedback(settings, redis, ref, ms_id, number, None)
+    await enqueue_feedback(settings, redis, caller, ref, ms_id, number, None)
     return {"message": "success"}
 
 
@@ -82,6 +90,7 @@ async def legacy_feedback(settings: SettingsDep, redis: RedisDep,
 async def create_feedback(
     settings: SettingsDep,
     redis: RedisDep,
+    caller: CallerDep,
     ms_id: Annotated[str, Form(pattern=MS_ID_PATTERN)],
     index: Annotated[int, Form(ge=0, le=MAX_INDEX)],
     file: Annotated[UploadFile | None, File(description="the answer video")] = None,
@@ -90,19 +99,20 @@ async def create_feedback(
 ) -> JobAccepted:
     if file is not None and file.filename:
         path, _info = await save_video_upload(settings, file, settings.feedback_max_video_s)
-        ref = public_ref(settings, path)
+        ref = await run_in_threadpool(claim_file, settings, redis, caller, path)
     elif source:
         ref = source
     else:
         raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
-    job_id = await enqueue_feedback(settings, redis, ref, ms_id, index, language)
+    job_id = await enqueue_feedback(settings, redis, caller, ref, ms_id, index, language)
     return JobAccepted(job_id=job_id, status_url=f"/v1/jobs/{job_id}", result_url=f"/v1/feedback?ms_id={ms_id}")
 
 
 @router.get("", response_model=FeedbackList, summary="Stored feedback of an interview, by question")
-async def list_feedback(settings: SettingsDep,
+async def list_feedback(settings: SettingsDep, caller: CallerDep,
                         ms_id: Annotated[str, Query(pattern=MS_ID_PATTERN)],
                         index: Annotated[int | None, Query(ge=0, le=MAX_INDEX)] = None) -> FeedbackList:
+    await run_in_threadpool(check_interview, settings, ms_id, caller)
     rows = await run_in_threadpool(read_results, settings, ms_id)
     results = [FeedbackRow(**row, components={c: row.get(c) for c in COMPONENTS})
                for row in rows if index is None or row["index"] == index]

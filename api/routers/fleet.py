@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RedisDep, SettingsDep, require_api_key
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.schemas.fleet import FleetOut
-from core.jobs import Kind, alive_workers, fetch_job, get_queue
-from core.limits import free_disk_bytes, open_rooms_cap, queue_cap, queue_depth
-from core.rooms import RoomStore, stream_worker_loads
+from api.services.fleet import fleet_status
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"], dependencies=[Depends(require_api_key)])
 
 
-def _recent_ids(queue, per_registry: int) -> list[str]:
-    ids = list(queue.get_job_ids(0, per_registry - 1))
-    for registry in (queue.started_job_registry, queue.finished_job_registry, queue.failed_job_registry):
-        # Scores grow with time (start or expiry), so the last ones are the most recent.
-        ids += registry.get_job_ids(-per_registry, -1, cleanup=False)
-    return ids
-
-
-def fleet_status(redis, settings, recent: int) -> dict:
-    queues, jobs = {}, []
-    for kind in Kind:
-        queue = get_queue(kind, redis)
-        queues[kind.value] = {
-            "queued": queue.count,
-            "started": queue.started_job_registry.count,
-            "failed": queue.failed_job_registry.count,
-            "workers": len(alive_workers(redis, queue)),
-            "waiting": queue_depth(redis, kind.value),
-            "limit": queue_cap(settings, kind.value),
-        }
-        for job_id in dict.fromkeys(_recent_ids(queue, recent)):
-            view = fetch_job(redis, job_id)
-            if view is not None:
-                jobs.append(view)
-    epoch = datetime.fromtimestamp(0, timezone.utc)
-    jobs.sort(key=lambda v: v.created_at or epoch, reverse=True)
-    store = RoomStore(redis, settings)
-    rooms = [r for r in store.list() if store.is_open(r.id)]
-    loads = stream_worker_loads(redis)
-    return {
-        "queues": queues,
-        "stream_workers": loads,
-        "rooms_open": len(rooms),
-        "rooms_limit": open_rooms_cap(settings),
-        "stream_capacity": settings.stream_capacity * len(loads),
-        "free_disk_mb": free_disk_bytes(settings) // (1024 * 1024),
-        "min_free_disk_mb": settings.min_free_disk_mb,
-        "recent_jobs": [{**v.__dict__, "status": v.status.value} for v in jobs[:recent]],
-    }
-
-
 @router.get("", response_model=FleetOut, summary="Queues, live workers per kind, stream workers, recent jobs")
-async def fleet(settings: SettingsDep, redis: RedisDep,
+async def fleet(settings: SettingsDep, redis: RedisDep, caller: CallerDep,
                 recent: int = Query(20, ge=1, le=100, description="how many recent jobs")) -> FleetOut:
-    return FleetOut(**await run_in_threadpool(fleet_status, redis, settings, recent))
+    return FleetOut(**await run_in_threadpool(fleet_status, redis, settings, recent, caller))

@@ -20,13 +20,13 @@ from api.deps import ARedisDep, CallerDep, LegacyCallerDep, RedisDep, SettingsDe
 from api.errors import ApiError
 from api.schemas.interviews import (FileRefs, InterviewCreate, InterviewOut, PlayAccepted, PlayRequest,
                                     QuestionOut, StockClipOut)
-from api.services.avatars import check_avatar_access, read_avatar, ready_avatar
+from api.services.avatars import avatar_owner, check_avatar_access, read_avatar, ready_avatar
 from api.services.rooms import create_room, get_room
 from core.interviews import MAX_QUESTIONS, STOCK_IDS
 from core.interviews.generators import GeneratorError, check_request, load_generator
 from core.interviews.playback import ClipRef, play_clip
 from core.interviews.store import CLAIM_GRACE_S, InterviewStore, admit_chains, clip_paths, clip_state
-from core.jobs import fetch_job
+from core.jobs import Status, fetch_job, job_status_async
 from core.media import MediaError, probe
 from core.rooms import Room, RoomStore
 
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["interviews"], dependencies=[Depends(requ
 
 _GENERATOR_STATUS = {"empty_parameter": 400, "invalid_input": 422, "invalid_count": 422, "bank_error": 422,
                      "llm_not_configured": 503, "llm_unavailable": 502}
-_FAILED = (b"failed", b"canceled", b"stopped")
+_FAILED = (Status.failed.value, Status.canceled.value, Status.stopped.value)
 
 
 def job_language(job: str, default: str) -> str:
@@ -63,7 +63,8 @@ async def create_interview(settings, redis, job: str | None, count: int, usernam
     room = await run_in_threadpool(lambda: create_room(settings, redis, username, avatar_id, ttl_s, caller,
                                                        language=language, job=job))
     store = InterviewStore(redis, settings)
-    return await run_in_threadpool(store.create, room, job, language, count, questions, avatar_id)
+    owner = caller.owner if caller is not None else None
+    return await run_in_threadpool(store.create, room, job, language, count, questions, avatar_id, owner)
 
 
 def _refs(kind: str, name: str, ext: str, job_id: str | None) -> FileRefs:
@@ -90,14 +91,14 @@ def interview_out(settings, redis, record: dict) -> InterviewOut:
                         questions=questions)
 
 
-def find_interview(settings, redis, ref: str) -> dict:
-    """An interview by its id, or by its room (id, zbjname or stream key)."""
+def find_interview(settings, redis, ref: str, caller) -> dict:
+    """An interview by its id, or by its room (id, zbjname or stream key); another key's reads as unknown."""
     store = InterviewStore(redis, settings)
     record = store.get(ref)
     if record is None:
         room = RoomStore(redis, settings).resolve(ref)
         record = store.for_room(room.id) if room is not None else None
-    if record is None:
+    if record is None or not caller.may_use(record.get("owner")):
         raise ApiError(404, "unknown_interview", f"no interview {ref!r}")
     return record
 
@@ -130,7 +131,8 @@ def clip_entry(settings, redis, room: Room, index: int) -> tuple[dict, str, int]
         language = interview["language"] if interview else settings.interview_default_language
         version = _avatar_version(settings, redis, room.avatar_id)
         try:
-            return store.ensure_stock(room.avatar_id, version, language, index), "stock", index
+            owner = avatar_owner(redis, room.avatar_id)
+            return store.ensure_stock(room.avatar_id, version, language, index, owner), "stock", index
         except LookupError as exc:
             raise ApiError(422, "no_stock_text", str(exc)) from exc
     if interview is None:
@@ -146,11 +148,11 @@ async def _quick_status(settings, aredis, clip: dict) -> str:
     """The clip's state from two status fields (no job parsing): this runs every poll."""
     if clip_paths(settings, clip["name"])[1].is_file():
         return "ready"
-    statuses = [await aredis.hget(f"rq:job:{job_id}", "status") if job_id else None
+    statuses = [await job_status_async(aredis, job_id) if job_id else None
                 for job_id in (clip.get("tts_job_id"), clip.get("lipsync_job_id"))]
     if any(s in _FAILED for s in statuses):
         return "failed"
-    if statuses[1] == b"finished" or (statuses[1] is None and time.time() - clip.get("claimed_at", 0) > CLAIM_GRACE_S):
+    if statuses[1] == Status.finished.value or (statuses[1] is None and time.time() - clip.get("claimed_at", 0) > CLAIM_GRACE_S):
         return "missing"
     return "rendering"
 
@@ -241,15 +243,15 @@ async def create(body: InterviewCreate, settings: SettingsDep, redis: RedisDep, 
 
 @router.get("/interviews/{ref}", response_model=InterviewOut,
             summary="An interview (by id, or its room's id, zbjname or stream key): questions, speech, clips, progress")
-async def get(ref: str, settings: SettingsDep, redis: RedisDep) -> InterviewOut:
-    return await run_in_threadpool(lambda: interview_out(settings, redis, find_interview(settings, redis, ref)))
+async def get(ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> InterviewOut:
+    return await run_in_threadpool(lambda: interview_out(settings, redis, find_interview(settings, redis, ref, caller)))
 
 
 @router.post("/interviews/{ref}/play", status_code=202, response_model=PlayAccepted,
              summary="Play question i (or stock clip 96..99) in the interview's room")
 async def play(ref: str, body: PlayRequest, settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
                caller: CallerDep) -> PlayAccepted:
-    record = await run_in_threadpool(find_interview, settings, redis, ref)
+    record = await run_in_threadpool(find_interview, settings, redis, ref, caller)
     room = await run_in_threadpool(get_room, RoomStore(redis, settings), record["room_id"], caller)
     clip, utterance = await play_in_room(settings, redis, aredis, room, body.clip)
     return PlayAccepted(utterance_id=utterance["id"], room_id=room.id, clip=clip.video,
@@ -257,10 +259,12 @@ async def play(ref: str, body: PlayRequest, settings: SettingsDep, redis: RedisD
 
 
 @router.get("/stock-clips", response_model=list[StockClipOut], summary="Stock clips rendered or rendering, per avatar")
-async def stock_clips(settings: SettingsDep, redis: RedisDep) -> list[StockClipOut]:
+async def stock_clips(settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[StockClipOut]:
     def _all():
         out = []
         for entry in InterviewStore(redis, settings).stock_entries():
+            if not caller.may_use(entry.get("owner")):  # a clip of another key's avatar
+                continue
             state = clip_state(settings, redis, entry)
             out.append(StockClipOut(key=entry["key"], name=entry["name"], text=entry["text"], status=state.status,
                                     renders=entry.get("renders", 0), lipsync_job_id=entry.get("lipsync_job_id"),

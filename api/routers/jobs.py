@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ARedisDep, RedisDep, require_api_key
+from api.deps import ARedisDep, CallerDep, RedisDep, require_api_key
 from api.errors import ApiError
 from api.schemas.jobs import JobOut
 from api.services.jobs import load_job
@@ -13,15 +13,15 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(requi
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Status, progress, result or error of a job")
-async def get_job(job_id: str, redis: RedisDep, aredis: ARedisDep) -> JobOut:
-    view = await load_job(redis, job_id, aredis)
+async def get_job(job_id: str, redis: RedisDep, aredis: ARedisDep, caller: CallerDep) -> JobOut:
+    view = await load_job(redis, job_id, aredis, caller=caller)
     return JobOut(**view.__dict__)
 
 
 @router.delete("/{job_id}", response_model=JobOut, summary="Cancel a job that has not started yet")
-async def delete_job(job_id: str, redis: RedisDep) -> JobOut:
-    await load_job(redis, job_id)
+async def delete_job(job_id: str, redis: RedisDep, caller: CallerDep) -> JobOut:
+    await load_job(redis, job_id, caller=caller)
     status = await run_in_threadpool(cancel_job, redis, job_id)
     if status != Status.canceled:
         raise ApiError(409, "job_not_cancellable", f"job {job_id} is {status.value if status else 'gone'}")
-    return JobOut(**(await load_job(redis, job_id)).__dict__)
+    return JobOut(**(await load_job(redis, job_id, caller=caller)).__dict__)

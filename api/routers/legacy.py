@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.services.files import owned_audio, owned_path
 from api.services.rooms import create_room, get_room
 from api.services.speech import enqueue_asr, enqueue_tts
-from core.jobs import Status, fetch_job
+from core.jobs import Status, fetch_job, job_status_async
 from core.rooms import RoomStore
 
 # Old clients send no headers: with keys configured they pass ?key= or call from an allowed address.
@@ -32,8 +32,7 @@ async def wait_for_job(aredis, job_id: str, timeout_s: float) -> str | None:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
-        raw = await aredis.hget(f"rq:job:{job_id}", "status")
-        status = raw.decode() if raw else None
+        status = await job_status_async(aredis, job_id)
         if status in TERMINAL or time.monotonic() >= deadline:
             return status
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -47,9 +46,9 @@ def _required(value: str | None, name: str) -> str:
 
 
 @router.get("/tts", summary="Legacy: text to speech; returns tests/<id>.wav")
-async def legacy_tts(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
+async def legacy_tts(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep, caller: LegacyCallerDep,
                      msg: str | None = Query(None, description="text to speak")) -> dict:
-    job_id = await enqueue_tts(settings, redis, _required(msg, "msg"))
+    job_id = await enqueue_tts(settings, redis, _required(msg, "msg"), owner=caller.owner)
     status = await wait_for_job(aredis, job_id, settings.legacy_wait_s)
     if status == Status.failed.value:
         view = await run_in_threadpool(fetch_job, redis, job_id)
@@ -61,9 +60,9 @@ async def legacy_tts(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
 
 
 @router.get("/asr", summary="Legacy: speech to text of a file this service owns")
-async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
+async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep, caller: LegacyCallerDep,
                      url: str | None = Query(None, description="e.g. tests/<id>.wav")) -> dict:
-    job_id = await enqueue_asr(settings, redis, _required(url, "url"), language="zh")
+    job_id = await enqueue_asr(settings, redis, _required(url, "url"), language="zh", caller=caller)
     status = await wait_for_job(aredis, job_id, settings.legacy_asr_wait_s)
     view = await run_in_threadpool(fetch_job, redis, job_id)
     if status == Status.finished.value and view is not None:
@@ -75,8 +74,8 @@ async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep,
 
 
 @router.get("/tests/{name}", summary="Legacy: download a generated or uploaded file")
-async def legacy_download(name: str, settings: SettingsDep):
-    path = owned_path(settings, f"tests/{name}")
+async def legacy_download(name: str, settings: SettingsDep, redis: RedisDep, caller: LegacyCallerDep):
+    path = await run_in_threadpool(lambda: owned_path(settings, f"tests/{name}", redis=redis, caller=caller))
     return FileResponse(path, filename=path.name)
 
 
@@ -95,7 +94,8 @@ async def legacy_human(settings: SettingsDep, redis: RedisDep, caller: LegacyCal
         raise ApiError(400, "empty_parameter", "音频不可为空")
     store = RoomStore(redis, settings)
     # The audio first: a bad call must not open (or touch) a room.
-    ref, duration = await run_in_threadpool(owned_audio, settings, audioUrl.strip(), settings.max_lipsync_audio_s)
+    ref, duration = await run_in_threadpool(lambda: owned_audio(settings, audioUrl.strip(), settings.max_lipsync_audio_s,
+                                                                redis=redis, caller=caller))
     if zbjname and zbjname.strip():
         room = await run_in_threadpool(get_room, store, zbjname.strip(), caller)
     else:

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import RedisDep, SettingsDep
 from api.errors import ApiError
 from core.flvrelay import RelayHub
-from core.rooms import RoomStore, room_key
+from core.rooms import RoomStore, is_open_async
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
@@ -33,7 +33,7 @@ def source_url(settings, stream_key: str) -> str:
 def make_hub(settings, aredis) -> RelayHub:
     async def still_live(key: str) -> bool:
         # The room's liveness key (core/rooms.py): gone once the room is closed or expired.
-        return bool(await aredis.exists(room_key(key.removeprefix('zbj-'), "alive")))
+        return await is_open_async(aredis, key.removeprefix("zbj-"))
 
     return RelayHub(source_url_for=lambda key: source_url(settings, key), redis=aredis,
                     max_lag_s=settings.flv_max_lag_s, linger_s=settings.flv_linger_s,

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
@@ -11,10 +9,11 @@ from api.services.files import owned_audio
 from api.services.rooms import create_room, get_room
 from api.services.speech import enqueue_tts
 from core.conversations.service import clean_text, welcome
+from core.credentials import stat_secret
 from core.flvrelay import flv_viewers
+from core.metrics import room_label
 from core.mediaserver import stat as media_stat
-from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomStore, dark_reason, latest_is,
-                        lease_key, room_key)
+from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomStore, dark_reason, latest_is
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
@@ -26,7 +25,7 @@ def live_view(settings, redis) -> tuple[dict | None, dict]:
     """What the media server publishes (None when its /stat cannot be read, e.g. an external SRS)
     and the HTTP-FLV viewers of every API process: read once per request, for every room."""
     try:
-        streams = media_stat(settings.media_http_port, timeout=1.0)
+        streams = media_stat(settings.media_http_port, timeout=1.0, secret=stat_secret(settings))
     except Exception:
         streams = None
     return streams, flv_viewers(redis)
@@ -34,8 +33,8 @@ def live_view(settings, redis) -> tuple[dict | None, dict]:
 
 def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None = None) -> RoomOut:
     streams, flv = live if live is not None else live_view(store.settings, store.r)
-    publisher = store.r.get(lease_key(room.id))
-    recent = [json.loads(e) for e in store.r.lrange(room_key(room.id, "events"), -40, -1)]
+    publisher = store.publisher(room.id)
+    recent = store.events(room.id, last=40)
     pending, held = store.queue_state(room.id)
     # Speaking also between two sentences of one reply: the next one is held or queued already.
     speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or held or pending > 0
@@ -48,11 +47,12 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
         publishing = None
         by_route = {"flv": relay["viewers"]}
     on_air = publishing if publishing is not None else bool(publisher) and latest_is(recent, SESSION_ON, SESSION_OFF)
-    return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher.decode() if publisher else None,
+    return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher,
                    pending_utterances=pending, urls=room.urls(store.settings),
                    state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
                    publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
-                   dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent))
+                   dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent),
+                   metrics_label=room_label(room.id))
 
 
 @router.post("", status_code=201, response_model=RoomOut, summary="Open a live room (starts its stream)")
@@ -100,11 +100,12 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
     store = RoomStore(redis, settings)
     room = await run_in_threadpool(get_room, store, room_ref, caller)
     if body.audio:
-        ref, duration = await run_in_threadpool(owned_audio, settings, body.audio, settings.max_lipsync_audio_s)
+        ref, duration = await run_in_threadpool(lambda: owned_audio(settings, body.audio, settings.max_lipsync_audio_s,
+                                                                    redis=redis, caller=caller))
         utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
         return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
     await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played
-    job_id = await enqueue_tts(settings, redis, body.text or "")
+    job_id = await enqueue_tts(settings, redis, body.text or "", owner=caller.owner)
     utt = await run_in_threadpool(store.say, room, {"audio": None, "tts_job_id": job_id})
     return SayAccepted(utterance_id=utt["id"], room_id=room.id, tts_job_id=job_id)
 

@@ -53,7 +53,7 @@ async def room_audio(websocket: WebSocket, room_ref: str) -> None:
     opened = await socket_room(websocket)
     if opened is None:
         return
-    store, room = opened
+    store, room, caller = opened
     state = websocket.app.state
     if getattr(state, "voice_count", 0) >= store.settings.max_voice_sockets:
         await websocket.close(code=1013, reason="too many audio sockets on this API process; retry")
@@ -65,7 +65,7 @@ async def room_audio(websocket: WebSocket, room_ref: str) -> None:
         return
     state.voice_count = getattr(state, "voice_count", 0) + 1
     try:
-        await VoiceSocket(websocket, store, room, token).run()
+        await VoiceSocket(websocket, store, room, token, caller.owner).run()
     finally:
         state.voice_count -= 1
         await run_in_threadpool(store.release_speaker, room.id, token)
@@ -82,8 +82,9 @@ async def _refuse(websocket: WebSocket, close: Close) -> None:
 class VoiceSocket:
     """One speaker's connection: audio in, endpointing, recognition, the message, the feed out."""
 
-    def __init__(self, websocket: WebSocket, store: RoomStore, room: Room, token: str) -> None:
+    def __init__(self, websocket: WebSocket, store: RoomStore, room: Room, token: str, owner: str | None) -> None:
         self.ws, self.store, self.room, self.token = websocket, store, room, token
+        self.owner = owner  # the speaker's key hash: owner of the message's jobs, as for a typed message
         self.settings = store.settings
         hint = websocket.query_params.get("language")
         self.language = hint if hint in LANGUAGES else room.language
@@ -301,7 +302,8 @@ class VoiceSocket:
             return
         try:
             text = result.text.strip()[:self.settings.max_message_chars]
-            message = await run_in_threadpool(post_message, self.store.r, self.settings, self.room, text, None, "voice")
+            message = await run_in_threadpool(post_message, self.store.r, self.settings, self.room, text,
+                                              owner=self.owner, source="voice")
         except (DomainError, Refused) as exc:
             self.emit("final", **final, ignored=exc.code, message=str(exc))
             return

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.schemas.jobs import JobError
 
@@ -14,6 +14,18 @@ class AvatarAccepted(BaseModel):
     avatar_url: str
 
 
+class EnrollmentState(BaseModel):
+    """Whether the avatar's learned mouth is in this release's bank format (avatars/upkeep.py)."""
+
+    current: bool | None = Field(None, description="true: enrolled in the current bank format; false: an older "
+                                 "one (the avatar speaks with warp until it re-enrolled); null: never enrolled")
+    state: Literal["current", "outdated", "reenrolling", "none"]
+    version: str | None = Field(None, description="the bank format it was enrolled in")
+    expected_version: str
+    sample_kept: bool = Field(..., description="the clip it learned from is kept, so it can re-enroll itself")
+    reenroll_job_id: str | None = Field(None, description="the background `avatar` job re-enrolling it")
+
+
 class AvatarOut(BaseModel):
     id: str
     status: str  # queued | started | ready | failed
@@ -21,6 +33,8 @@ class AvatarOut(BaseModel):
     progress: float | None = None
     error: JobError | None = None
     manifest: dict[str, Any] | None = None
+    enrollment_current: bool | None = Field(None, description="shorthand for enrollment_state.current")
+    enrollment_state: EnrollmentState | None = None
 
 
 class AvatarFace(BaseModel):

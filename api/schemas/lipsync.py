@@ -15,6 +15,11 @@ class LipSyncRequest(AudioOrText):
     engine: Literal["auto", "exemplar", "warp", "musetalk"] | None = None
     room: str | None = Field(None, pattern=r"^[A-Za-z0-9_*.-]{1,128}$",
                              description="continue the avatar's cycle where this room's last utterance ended")
+    cycle_start: int | None = Field(
+        None, ge=0, description="the avatar cycle position the render starts at (0 to the avatar's "
+        "`manifest.cycle_length` - 1). Without it and without `room` a render starts at the template's "
+        "first frame, so the same request always gives the same video; with `room` it continues that "
+        "room's cycle. Out of range: 422 `bad_cycle_start`")
 
 
 class MouthFrame(BaseModel):

@@ -51,6 +51,8 @@ class RoomOut(BaseModel):
     publishing: bool | None = None  # the media server has the room's stream (None: not known)
     viewers: int | None = None  # RTMP + HTTP-FLV viewers (HLS viewers are not counted)
     viewers_by_route: dict[str, int] = {}
+    metrics_label: str | None = Field(None, description="the room's `room` label in /metrics (a one-way hash "
+                                      "of its id, so the metrics never name a stream key)")
 
 
 class SayRequest(AudioOrText):

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.schemas.avatars import AvatarOut
+from avatars.upkeep import state as enrollment_state
+from core import keys
 from core.errors import Conflict, Forbidden, NotFound
 from core.jobs import Status, fetch_job
 
@@ -15,8 +17,7 @@ if TYPE_CHECKING:
     from api.access import Caller
 
 AVATAR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-JOB_KEY = "mtl:avatar-job:{}"
-OWNERS = "mtl:avatar-owners"  # hash: avatar id -> owner (a hash of the creating key, api/access.py)
+OWNERS = keys.AVATAR_OWNERS  # hash: avatar id -> owner (a hash of the creating key, api/access.py)
 
 
 def builtin_avatars(settings) -> set[str]:
@@ -29,9 +30,35 @@ def check_avatar_access(settings, redis, caller: Caller | None, avatar_id: str, 
         return
     if change and avatar_id in builtin_avatars(settings):
         raise Forbidden("read_only", f"avatar {avatar_id!r} is built in and read-only")
-    raw = redis.hget(OWNERS, avatar_id)
-    if not caller.may_use(raw.decode() if raw else None):
+    if not caller.may_use(avatar_owner(redis, avatar_id)):
         raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
+
+
+def avatar_owner(redis, avatar_id: str) -> str | None:
+    raw = redis.hget(OWNERS, avatar_id)
+    return raw.decode() if raw else None
+
+
+def avatar_owners(redis) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in redis.hgetall(OWNERS).items()}
+
+
+def claim_avatar(redis, avatar_id: str, owner: str) -> None:
+    """A new avatar is its creator's; a re-prepared one keeps its owner."""
+    redis.hsetnx(OWNERS, avatar_id, owner)
+
+
+def note_avatar_job(redis, avatar_id: str, job_id: str, ttl_s: int) -> None:
+    redis.set(keys.avatar_job(avatar_id), job_id, ex=ttl_s)
+
+
+def forget_avatar(redis, avatar_id: str) -> bool:
+    """Drop the avatar's records; whether it had a preparation job noted."""
+    with redis.pipeline() as p:
+        p.delete(keys.avatar_job(avatar_id))
+        p.hdel(OWNERS, avatar_id)
+        had_job, _ = p.execute()
+    return bool(had_job)
 
 
 def avatar_dir(settings, avatar_id: str) -> Path:
@@ -43,7 +70,7 @@ def avatar_dir(settings, avatar_id: str) -> Path:
 
 def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     path = avatar_dir(settings, avatar_id)
-    raw_job = redis.get(JOB_KEY.format(avatar_id))
+    raw_job = redis.get(keys.avatar_job(avatar_id))
     view = fetch_job(redis, raw_job.decode()) if raw_job else None
     manifest_path = path / "avatar.json"
     prepared = manifest_path.is_file()
@@ -56,8 +83,10 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
         manifest.pop("cache_key", None)
         enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it
         manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
+        upkeep = enrollment_state(path, redis)
         return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
-                         manifest=manifest, error=view.error if view else None)
+                         manifest=manifest, error=view.error if view else None,
+                         enrollment_current=upkeep["current"], enrollment_state=upkeep)
     raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
 
 

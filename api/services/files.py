@@ -1,26 +1,42 @@
-"""Files the service owns: client references checked and resolved, audio checked for use."""
+"""Files the service owns: client references checked and resolved (and whether this caller may
+use them), audio checked for use, uploads recorded as their caller's."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import Invalid, NotFound
-from core.files import NotOwnedError, public_ref, resolve_owned
+from core.files import FileOwners, NotOwnedError, public_ref, resolve_owned
 from core.media import MediaError, MediaInfo, probe
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from api.access import Caller
 
-def owned_path(settings: Settings, ref: str, code: str = "not_found") -> Path:
-    """The path of a file the service owns (`code`: the error's code when it owns no such file)."""
+
+def owned_path(settings: Settings, ref: str, code: str = "not_found", *, redis, caller: Caller | None) -> Path:
+    """The path of a file the service owns and this caller may use (`code`: the error's code when
+    there is no such file, or it is another key's: the two read the same)."""
     try:
-        return resolve_owned(settings, ref)
+        path = resolve_owned(settings, ref)
     except NotOwnedError as exc:
         raise NotFound(code, str(exc)) from exc
+    if caller is not None and not caller.may_use(FileOwners(redis).owner_of(path)):
+        raise NotFound(code, f"no such file: {ref!r}")
+    return path
 
 
-def owned_ref(settings: Settings, ref: str) -> str:
+def owned_ref(settings: Settings, ref: str, *, redis, caller: Caller | None) -> str:
     """Normalise a client's reference to a file the service owns."""
-    return public_ref(settings, owned_path(settings, ref, "file_not_owned"))
+    return public_ref(settings, owned_path(settings, ref, "file_not_owned", redis=redis, caller=caller))
+
+
+def claim_file(settings: Settings, redis, caller: Caller | None, path: Path) -> str:
+    """Record an accepted upload as the caller's; returns its reference."""
+    ref = public_ref(settings, path)
+    FileOwners(redis).claim(ref, caller.owner if caller is not None else None)
+    return ref
 
 
 def check_audio(info: MediaInfo, max_s: float) -> None:
@@ -30,9 +46,9 @@ def check_audio(info: MediaInfo, max_s: float) -> None:
         raise Invalid("audio_too_long", f"audio is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")
 
 
-def owned_audio(settings: Settings, ref: str, max_s: float) -> tuple[str, float]:
+def owned_audio(settings: Settings, ref: str, max_s: float, *, redis, caller: Caller | None) -> tuple[str, float]:
     """(owned reference, duration) of decodable audio no longer than `max_s`."""
-    path = owned_path(settings, ref, "file_not_owned")
+    path = owned_path(settings, ref, "file_not_owned", redis=redis, caller=caller)
     try:
         info = probe(path)
     except MediaError as exc:

@@ -62,9 +62,10 @@ class Speaker:
             return
         tts_job_id = new_job_id()
         settings = self.rooms.settings
+        # The room's owner owns its speech (jobs and files), whoever's message it answers.
         enqueue(settings, self.rooms.r, Kind.tts, {"text": sentence, "output_name": tts_job_id, "voice": None,
                                                    "language": self.room.language}, tts_job_id, admit=False,
-                at_front=True)
+                at_front=True, owner=self.rooms.owner(self.room.id))
         utterance = self.rooms.say(self.room, {"audio": None, "tts_job_id": tts_job_id, "message_id": self.reply["id"],
                                                "sentence": index}, turn=self.turn)
         if utterance is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from redis import Redis, WatchError
 
-from core.interviews import keys
+from core import keys
 from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
 from core.limits import check_disk, check_queue
 from core.rooms import Room
@@ -47,17 +47,19 @@ def question_name(zbjname: str, index: int) -> str:
 
 
 def enqueue_clip(settings: Settings, redis: Redis, name: str, text: str, language: str, avatar_id: str,
-                 room: str | None, tts_job_id: str | None = None, lipsync_job_id: str | None = None) -> dict:
-    """Enqueue TTS then lip-sync for one clip; returns the clip's job ids and file references."""
+                 room: str | None, tts_job_id: str | None = None, lipsync_job_id: str | None = None,
+                 owner: str | None = None) -> dict:
+    """Enqueue TTS then lip-sync for one clip; returns the clip's job ids and file references.
+    `owner` owns both jobs and both files."""
     tts_job_id = tts_job_id or new_job_id()
     lipsync_job_id = lipsync_job_id or new_job_id()
     # Admitted as a whole by the caller (check_interview_admission): no half-enqueued chains.
     enqueue(settings, redis, Kind.tts, {"text": text, "output_name": name, "voice": None, "language": language},
-            tts_job_id, admit=False)
+            tts_job_id, admit=False, owner=owner)
     # `room` keys the avatar's cycle position, so consecutive clips of a room continue each other.
     enqueue(settings, redis, Kind.lipsync, {"avatar_id": avatar_id, "output_name": name, "audio": f"tts/{name}.wav",
                                             "engine": None, "room": room}, lipsync_job_id, [tts_job_id],
-            admit=False)
+            admit=False, owner=owner)
     return {"name": name, "tts_job_id": tts_job_id, "lipsync_job_id": lipsync_job_id,
             "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4"}
 
@@ -91,17 +93,19 @@ class InterviewStore:
         self.r = redis
         self.settings = settings
 
-    def create(self, room: Room, job: str, language: str, count: int, questions, avatar_id: str) -> dict:
-        """Record an interview for an open room and enqueue the render chain of every question."""
+    def create(self, room: Room, job: str, language: str, count: int, questions, avatar_id: str,
+               owner: str | None = None) -> dict:
+        """Record an interview for an open room and enqueue the render chain of every question;
+        `owner` (the creating key's hash) owns the record, the jobs and the clips."""
         interview_id = uuid.uuid4().hex
         items = []
         for i, text in enumerate(questions.questions):
             clip = enqueue_clip(self.settings, self.r, question_name(room.zbjname, i), text, language, avatar_id,
-                                room.id)
+                                room.id, owner=owner)
             items.append({"index": i, "text": text, **clip})
         record = {"id": interview_id, "room_id": room.id, "zbjname": room.zbjname, "username": room.username,
                   "job": job, "language": language, "count": count, "avatar_id": avatar_id,
-                  "generator": questions.record(), "questions": items, "created_at": time.time()}
+                  "generator": questions.record(), "questions": items, "created_at": time.time(), "owner": owner}
         ttl = self.settings.result_ttl_s  # as long as the jobs' results
         with self.r.pipeline() as p:
             p.set(keys.interview(interview_id), json.dumps(record, ensure_ascii=False), ex=ttl)
@@ -134,9 +138,11 @@ class InterviewStore:
         return (keys.stock_clip(avatar_id, language, stock_id, digest),
                 f"stock_{avatar_id}_{language}_{stock_id}_{digest}", text)
 
-    def ensure_stock(self, avatar_id: str, avatar_version: str, language: str, stock_id: int) -> dict:
+    def ensure_stock(self, avatar_id: str, avatar_version: str, language: str, stock_id: int,
+                     owner: str | None = None) -> dict:
         """The stock clip's entry, enqueueing its render only when no usable one exists; safe
-        when many API processes ask at once (claimed with SET NX, replaced under WATCH)."""
+        when many API processes ask at once (claimed with SET NX, replaced under WATCH). `owner`:
+        the avatar's owner (None: shared), who alone sees the clip, its jobs and its files."""
         key, name, text = self.stock_key(avatar_id, avatar_version, language, stock_id)
         for _ in range(5):
             raw = self.r.get(key)
@@ -146,11 +152,12 @@ class InterviewStore:
             if entry is None and clip_paths(self.settings, name)[1].is_file():
                 # Rendered before Redis lost the entry: the file is the clip.
                 entry = {"name": name, "text": text, "tts_job_id": None, "lipsync_job_id": None,
-                         "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4", "renders": 0}
+                         "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4", "renders": 0,
+                         "avatar_id": avatar_id, "owner": owner}
                 if self.r.set(key, json.dumps(entry, ensure_ascii=False), nx=True):
                     self.r.sadd(keys.STOCK_SET, key)
                 continue
-            claimed = self._claim(key, raw, name, text, avatar_id, language, entry)
+            claimed = self._claim(key, raw, name, text, avatar_id, language, entry, owner)
             if claimed is not None:
                 return claimed
         raise RuntimeError(f"stock clip {key} kept changing; try again")
@@ -162,10 +169,11 @@ class InterviewStore:
         return state.status == "missing" and time.time() - entry.get("claimed_at", 0) < CLAIM_GRACE_S
 
     def _claim(self, key: str, raw: bytes | None, name: str, text: str, avatar_id: str, language: str,
-               previous: dict | None) -> dict | None:
+               previous: dict | None, owner: str | None = None) -> dict | None:
         entry = {"name": name, "text": text, "tts_job_id": new_job_id(), "lipsync_job_id": new_job_id(),
                  "audio": f"tts/{name}.wav", "video": f"lipsync/{name}.mp4", "avatar_id": avatar_id,
-                 "language": language, "renders": (previous or {}).get("renders", 0) + 1, "claimed_at": time.time()}
+                 "language": language, "renders": (previous or {}).get("renders", 0) + 1, "claimed_at": time.time(),
+                 "owner": owner}
         with self.r.pipeline() as p:
             try:
                 p.watch(key)
@@ -178,7 +186,7 @@ class InterviewStore:
             except WatchError:
                 return None  # another request claimed it first: use theirs
         enqueue_clip(self.settings, self.r, name, text, language, avatar_id, "stock", entry["tts_job_id"],
-                     entry["lipsync_job_id"])
+                     entry["lipsync_job_id"], owner=owner)
         log.info("stock clip %s: render %d enqueued", name, entry["renders"])
         return entry
 

@@ -117,9 +117,11 @@ class AutoEngine:
         self.warp = warp
 
     def choose(self, avatar: Avatar) -> LipSyncEngine:
-        from avatars.mouthbank import enrollment
+        from avatars.mouthbank import load_bank
 
-        return self.exemplar if enrollment(avatar.path) is not None else self.warp
+        # An enrolled mouth that does not belong on the template is never used (ExemplarEngine.fits).
+        bank = load_bank(avatar.path)
+        return self.exemplar if bank is not None and self.exemplar.fits(avatar, bank) else self.warp
 
     def frames(self, avatar, audio_16k, start, n_frames, track=None):
         return self.choose(avatar).frames(avatar, audio_16k, start, n_frames, track)

@@ -9,16 +9,20 @@ resampling, blended together, colour-matched to the frame on the mask's rim and 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from avatars.canonical import POSE, STABLE, inner_opening, similarity
+from avatars.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
+from avatars.face import FACE_OVAL
 from avatars.mouthbank import MouthBank, load_bank
 from avatars.store import Avatar
 from models.lipsync.mouth import MouthTrack, analyse
+
+log = logging.getLogger(__name__)
 
 
 class NotEnrolled(LookupError):
@@ -33,8 +37,12 @@ class ExemplarOptions:
     pose_weight: float = 0.0
     gap_weight: float = 1.0  # lip gap against the rest of the shape
     stickiness: float = 0.5  # cost factor for the appearances used on the previous frame
+    exemplars: int = 2  # appearances blended per frame
     grid_step: int = 6  # px between points where the warp is computed exactly
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
+    # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
+    # inter-ocular distances) before it feathers out: no second lip contour at the corners.
+    lip_cover: float = 0.08
 
 
 @dataclass
@@ -42,6 +50,44 @@ class _State:
     previous: tuple[int, ...] = ()
     offset: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
+
+
+def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
+    """A canonical-frame map resampled onto the frame box `box`."""
+    x1, y1, x2, y2 = box
+    m = to_canon.copy()
+    m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
+    return cv2.warpAffine(canonical, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+# How far the presenter's colour-matched closed mouth may depart from the template frame inside the
+# mask's core: the largest difference of the quartiles of luma and of chroma (YCrCb; quartiles, not
+# pixel by pixel, so a jaw a little lower or higher does not count) and the log ratio of fine-texture
+# energy, each over its bound; the median over the template's most closed frames must stay <= 1.
+# Measured on 11 (template, bank) pairs of the shared clips and the demo portrait (median over 5
+# frames): a presenter's own bank 0.56-0.79, another presenter's 1.11-5.94. The bounds were chosen on
+# those same pairs: a guard against smears, not an identity test (avatars/identity.py is, before
+# enrollment).
+DEPARTURE = {"luma": 16.0, "chroma": 1.8, "texture": 0.45}
+
+
+def patch_departure(frame: np.ndarray, box, out: np.ndarray, mask: np.ndarray) -> float:
+    """The largest of the patch's departures from the frame over its DEPARTURE bound (1 = the bound)."""
+    x1, y1, x2, y2 = box
+    core = mask[::3, ::3] > 0.6
+    if int(core.sum()) < 16:
+        return 0.0
+    src = np.ascontiguousarray(frame[y1:y2:3, x1:x2:3])
+    pat = np.clip(out[::3, ::3], 0, 255).astype(np.uint8)
+    a = cv2.cvtColor(pat, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    b = cv2.cvtColor(src, cv2.COLOR_BGR2YCrCb).astype(np.float32)
+    quartiles = np.abs(np.percentile(a[core], [25, 50, 75], axis=0) - np.percentile(b[core], [25, 50, 75], axis=0))
+    luma = float(quartiles[:, 0].max())
+    chroma = float(np.hypot(quartiles[:, 1], quartiles[:, 2]).max())
+    fine = [np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))[core].mean() for y in (a[..., 0], b[..., 0])]
+    texture = abs(float(np.log((fine[0] + 1e-3) / (fine[1] + 1e-3))))
+    return max(luma / DEPARTURE["luma"], chroma / DEPARTURE["chroma"], texture / DEPARTURE["texture"])
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -80,6 +126,7 @@ class ExemplarEngine:
 
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
+        self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
 
     @staticmethod
     def bank(avatar: Avatar) -> MouthBank:
@@ -93,8 +140,37 @@ class ExemplarEngine:
         track = track or analyse(audio_16k, avatar.fps, n_frames)
         shapes = bank.predict_shapes(audio_16k, track)
         state = _State()
+        fits = self.fits(avatar, bank)
         for k in range(n_frames):
-            yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+            if fits:
+                yield self.render_shape(avatar, bank, start + k, shapes[k], state)
+            else:
+                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+
+    def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
+        """Does the enrolled mouth belong on this template? Its closed mouth is composed on a few
+        template frames and must not depart from them (DEPARTURE); a bank that does (another
+        person's enrollment that slipped through) is never pasted: the avatar speaks by warp."""
+        key = (str(avatar.path), id(bank))
+        if key not in self._fits:
+            scores = [self._rest_departure(avatar, bank, i) for i in _closed_frames(avatar)]
+            self._fits[key] = float(np.median(scores)) <= 1.0
+            if not self._fits[key]:
+                log.warning("avatar %s: its enrolled mouth departs from the template (%s); not pasted, warp "
+                            "instead. The enrollment may show another person.", avatar.id, np.round(scores, 2))
+        return self._fits[key]
+
+    def _rest_departure(self, avatar: Avatar, bank: MouthBank, i: int) -> float:
+        frame, landmarks, state = avatar.frame(i), avatar.landmarks_at(i), _State()
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        chosen, weights = self._choose(bank, bank.rest, pose, state)
+        box = self._roi(frame.shape, to_canon, bank)
+        if box is None:
+            return 0.0
+        out, mask = self._compose(bank, bank.rest, chosen, weights, to_canon, box)
+        self._match_colour(frame, box, out, mask, state)
+        return patch_departure(frame, box, out, mask)
 
     def render_shape(self, avatar: Avatar, bank: MouthBank, cycle_index: int, shape: np.ndarray,
                      state: _State | None = None) -> np.ndarray:
@@ -111,7 +187,8 @@ class ExemplarEngine:
         box = self._roi(frame.shape, to_canon, bank)
         if box is None:
             return frame
-        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box)
+        cover = self._blend_mask(bank, to_canon, landmarks, shape)
+        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
         self._match_colour(frame, box, out, mask, state)
         blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
         return frame
@@ -127,7 +204,7 @@ class ExemplarEngine:
             cost = cost + self.options.pose_weight * ((bank.poses - pose) ** 2).sum(-1).mean(-1) / (0.03 * iod) ** 2
         if state.previous:
             cost[list(state.previous)] *= self.options.stickiness
-        order = np.argsort(cost)[:2]
+        order = np.argsort(cost)[:self.options.exemplars]
         c = cost[order] + 1e-6
         weights = (1.0 / c) / (1.0 / c).sum() if len(order) > 1 else np.ones(1)
         state.previous = tuple(int(i) for i in order)
@@ -147,7 +224,46 @@ class ExemplarEngine:
             return None
         return int(x1), int(y1), int(x2), int(y2)
 
-    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
+    def alpha(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray) -> np.ndarray:
+        """[H,W] how much of each frame pixel the pasted mouth replaces (1: only the presenter's
+        pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`."""
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        out = np.zeros(frame_shape[:2], np.float32)
+        box = self._roi(frame_shape, to_canon, bank)
+        if box is None:
+            return out
+        x1, y1, x2, y2 = box
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), to_canon, box)
+        return out
+
+    def _blend_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """The canonical blend mask for one frame: the bank's mask raised to 1 over the hull of the
+        template's outer lips and the pasted ones (without it the feathered rim let the template's
+        own lip corners and upper lip show through beside the pasted ones wherever the two mouths
+        differ), and kept inside the template's face (a turned head's far cheek borders the
+        background, which an exemplar from another view would smear over)."""
+        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
+        sigma = max(1.5, 0.03 * iod)
+        pts = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]).astype(np.float64)
+        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        centre = hull.mean(axis=0)
+        away = hull - centre
+        grow = self.options.lip_cover * iod + 2.5 * sigma
+        hull = centre + away * (1.0 + grow / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+        cover = np.zeros(bank.mask.shape, np.float32)
+        cv2.fillConvexPoly(cover, np.round(hull).astype(np.int32), 1.0)
+        cover = cv2.GaussianBlur(cover, (0, 0), sigma)
+        face = np.zeros(bank.mask.shape, np.float32)
+        oval = apply(to_canon, landmarks[FACE_OVAL]).astype(np.float64)
+        centre = oval.mean(axis=0)
+        away = oval - centre
+        inset = 2.0 * sigma  # the feather stays on skin, off the face's outline
+        oval = centre + away * (1.0 - inset / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+        cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 1.0)
+        face = cv2.GaussianBlur(face, (0, 0), sigma)
+        return np.minimum(np.maximum(bank.mask, cover), face)
+
+    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
@@ -163,11 +279,7 @@ class ExemplarEngine:
             my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
                             interpolation=cv2.INTER_LINEAR)[:rh, :rw]
             out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        m = to_canon.copy()
-        m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
-        mask = cv2.warpAffine(bank.mask, m, (rw, rh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-        return out, mask
+        return out, _to_box(bank.mask if cover is None else cover, to_canon, box)
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
@@ -201,6 +313,23 @@ class ExemplarEngine:
         np.clip(out, 0, 255, out=out)
 
 
+def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:
+    """Template frames with the mouth most nearly shut (spread over the clip), where the presenter's
+    closed mouth should look like the frame itself; a talking template's open frames would not."""
+    lm = avatar.landmarks
+    gap = np.linalg.norm(lm[:, 14] - lm[:, 13], axis=1)
+    pool = np.sort(np.argsort(gap, kind="stable")[:max(count, avatar.n // 5)])
+    return [int(pool[i]) for i in np.linspace(0, len(pool) - 1, min(count, len(pool))).astype(int)]
+
+
+def _warp_fallback(frame: np.ndarray, landmarks: np.ndarray, track: MouthTrack, k: int) -> np.ndarray:
+    """The frame's mouth by the warp engine, for a frame whose enrolled patch was refused."""
+    from models.lipsync.warp import render_mouth
+
+    out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]))
+    return blend_region(frame, *out) if out is not None else frame
+
+
 def template_talks(avatar: Avatar, min_range: float = 0.03) -> bool:
     """Does the template's own mouth move (p95 - p5 of the lip gap over the inter-ocular distance)?"""
     lm = avatar.landmarks
@@ -215,4 +344,6 @@ def rest_renderer(avatar: Avatar):
     if bank is None or not template_talks(avatar):
         return None
     engine, state = ExemplarEngine(), _State()
+    if not engine.fits(avatar, bank):
+        return None
     return lambda i: engine.render_shape(avatar, bank, i, bank.rest, state)

@@ -123,6 +123,7 @@ const PLAIN = {
   sample_no_face: "No face was found in the speech sample.",
   sample_several_faces: "The speech sample shows more than one face.",
   sample_duration: "The speech sample is too short or too long.",
+  sample_other_person: "The speech sample shows someone else: use a clip of the same presenter talking.",
   avatar_not_ready: "The avatar is not ready yet.",
   unknown_avatar: "There is no such avatar.",
   unknown_room: "The room is closed or does not exist.",

@@ -1,0 +1,52 @@
+"""Shared state has one owner: every Redis key is built in core/keys.py (RQ's through RQ's own APIs),
+and routers reach Redis only through stores and services."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from conftest import ROOT
+
+APP_DIRS = ("api", "core", "workers", "avatars", "models")
+COMMANDS = {"get", "set", "setnx", "mget", "hget", "hset", "hsetnx", "hgetall", "hmget", "hdel", "hvals", "hscan_iter",
+            "exists", "delete", "expire", "ttl", "incr", "eval", "pipeline", "ping", "lrange", "llen", "lindex", "lmove",
+            "lrem", "rpush", "ltrim", "sadd", "srem", "smembers", "scan_iter", "xadd", "xread", "xrevrange", "zcard",
+            "publish", "lock"}
+CLIENT = re.compile(r"(^|\.)(a?redis|feeds|r|connection|conn)$")
+
+
+def _sources(*dirs: str):
+    for name in dirs:
+        for path in sorted((ROOT / name).rglob("*.py")):
+            if ".venv" not in path.parts:
+                yield path, ast.parse(path.read_text(), str(path))
+
+
+def _literal_prefix(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        return str(node.values[0].value)
+    return None
+
+
+def test_redis_keys_are_built_in_the_keys_module():
+    found = []
+    for path, tree in _sources(*APP_DIRS):
+        if path == ROOT / "core" / "keys.py":
+            continue
+        for node in ast.walk(tree):
+            text = _literal_prefix(node)
+            if text is not None and text.startswith(("mtl:", "rq:")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text!r}")
+    assert not found, "Redis keys formatted outside core/keys.py:\n" + "\n".join(found)
+
+
+def test_routers_never_call_redis():
+    found = []
+    for path, tree in _sources("api/routers"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in COMMANDS and CLIENT.search(ast.unparse(node.value)):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "Redis client calls in api/routers (use a store or a service):\n" + "\n".join(found)

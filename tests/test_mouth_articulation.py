@@ -1,0 +1,100 @@
+"""The enrolled mouth on real footage, in-process (no fleet): lips that shut on m/b/p of the fleet's
+own synthesised speech, and exactly one lip contour where the template's own mouth differed.
+
+A real presenter (../shared/media/real-talk-5.mp4) is prepared and enrolled from her own talking
+clip; the tests skip cleanly without ../shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from avatars.canonical import LIP40
+from avatars.enroll import enroll
+from avatars.face import FaceMesher
+from avatars.mouthbank import bank_dir, load_bank
+from avatars.prepare import PrepareOptions, prepare
+from avatars.store import Avatar
+from conftest import shared_media
+from core.settings import get_settings
+from models.lipsync.exemplar import ExemplarEngine
+from models.lipsync.mouth import analyse, frame_count
+from models.lipsync.visemes import BILABIAL, with_phones
+from workers.tts import plan_segments, render_segments
+
+ZH = "我们不卖便宜货，买一送一，欢迎来到直播间，爸爸妈妈都可以帮忙。"
+EN = "My mom bought a big map, please be patient, maybe we will probably buy more paper by Monday."
+
+
+@pytest.fixture(scope="module")
+def presenter(tmp_path_factory) -> Avatar:
+    clip = shared_media("real-talk-5.mp4")
+    out = tmp_path_factory.mktemp("presenter") / "rt5"
+    prepare(clip, out, PrepareOptions())
+    enroll(clip, bank_dir(out))
+    return Avatar(out)
+
+
+def _gap_over_width(frames: list[np.ndarray]) -> np.ndarray:
+    mesher = FaceMesher(video=False)
+    try:
+        out = []
+        for frame in frames:
+            lm = mesher.landmarks(frame)
+            out.append(np.nan if lm is None else
+                       float(np.linalg.norm(lm[13] - lm[14]) / np.linalg.norm(lm[61] - lm[291])))
+        return np.array(out)
+    finally:
+        mesher.close()
+
+
+def _closed_at_onsets(presenter: Avatar, text: str, language: str, phones_on: bool) -> tuple[float, int]:
+    settings = get_settings()
+    audio, phones = render_segments(settings, plan_segments(text, language), None)
+    assert phones, "the fleet's own voices must report their phones"
+    g = np.gcd(settings.tts_sample_rate, 16000)
+    speech = resample_poly(audio, 16000 // g, settings.tts_sample_rate // g).astype(np.float32)
+    n = frame_count(speech.size)
+    track = analyse(speech, 25, n)
+    if phones_on:
+        track = with_phones(track, phones)
+    ratio = _gap_over_width(list(ExemplarEngine().frames(presenter, speech, 0, n, track)))
+    onsets = [int(round(p.start * 25)) for p in phones if p.symbol in BILABIAL]
+    # Closed: the inner-lip gap under 10% of the mouth's width, within one frame of the onset.
+    closed = [np.nanmin(ratio[max(0, k - 1):k + 2]) < 0.10 for k in onsets]
+    return float(np.mean(closed)), len(onsets)
+
+
+@pytest.mark.parametrize("language,text", [("zh", ZH), ("en", EN)])
+def test_lips_shut_on_bilabials_of_synthesised_speech(presenter, language, text):
+    share, onsets = _closed_at_onsets(presenter, text, language, phones_on=True)
+    assert onsets >= 10
+    assert share >= 0.85, f"lips closed at {share:.0%} of {onsets} m/b/p onsets"
+    # The control: the acoustic mouth alone does not find the closures (this is what phones add).
+    control, _ = _closed_at_onsets(presenter, text, language, phones_on=False)
+    assert control < share - 0.3, (control, share)
+
+
+def test_one_lip_contour_over_a_wide_open_template_mouth(presenter):
+    """The template's own lips, wherever they were, are fully under the pasted mouth: at every
+    template lip landmark only the presenter's pasted mouth shows (alpha 1), including the corners
+    and the frames where the template's mouth was widest open while the pasted one is shut."""
+    bank = load_bank(presenter.path)
+    engine = ExemplarEngine()
+    lm = presenter.landmarks
+    gap = np.linalg.norm(lm[:, 13] - lm[:, 14], axis=1)
+    widest = np.argsort(gap)[-5:]
+    for i in widest:
+        landmarks = presenter.landmarks_at(int(i))
+        alpha = engine.alpha(presenter.frame(int(i)).shape, landmarks, bank, bank.shut)
+        pts = np.round(landmarks[LIP40]).astype(int)
+        values = alpha[pts[:, 1], pts[:, 0]]
+        assert values.min() >= 0.97, f"frame {i}: template lip landmarks show through (alpha {values.min():.2f})"
+    # The pixels: a shut mouth pasted over the widest template mouth shows no open interior.
+    i = int(widest[-1])
+    frame = engine.render_shape(presenter, bank, i, bank.shut)
+    assert _gap_over_width([frame])[0] < 0.10
