@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # mariadb-server: only for the tests, which start their own mariadbd on a free port (feedback rows in MariaDB).
-SYS_PKGS := redis-server ffmpeg espeak-ng nginx libnginx-mod-rtmp sox chromium chromium-driver mariadb-server
+SYS_PKGS := redis-server ffmpeg espeak-ng nginx libnginx-mod-rtmp sox chromium chromium-driver mariadb-server fonts-wqy-microhei
 # The console's HTTP-FLV player, vendored from the npm registry at install time (checked against
 # this digest of the package tarball); the running service needs no Node.js and loads nothing remote.
 MPEGTS_VERSION := 1.8.2

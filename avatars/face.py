@@ -77,14 +77,17 @@ class FaceDetector:
 
 
 class FaceMesher:
-    """468 landmarks in pixel coordinates per frame; tracking mode for video sequences."""
+    """The face mesh of every part of the service (preparation, enrollment, lip-sync scoring, expression
+    feedback): 468 landmarks in pixel coordinates per frame (478 with `irises`), tracking mode for
+    video sequences."""
 
-    def __init__(self, video: bool = True) -> None:
+    def __init__(self, video: bool = True, irises: bool = False) -> None:
+        self._options = (video, irises)
         _quiet_mediapipe()
         import mediapipe as mp
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=not video, max_num_faces=1,
-                                                     refine_landmarks=False, min_detection_confidence=0.5,
+                                                     refine_landmarks=irises, min_detection_confidence=0.5,
                                                      min_tracking_confidence=0.5)
 
     def landmarks(self, frame_bgr: np.ndarray) -> np.ndarray | None:
@@ -92,7 +95,7 @@ class FaceMesher:
         return None if pts is None else np.ascontiguousarray(pts[:, :2])
 
     def landmarks3d(self, frame_bgr: np.ndarray) -> np.ndarray | None:
-        """[468,3]: pixel x, y and the mesh's relative depth on the x scale (for pose-free shape)."""
+        """[468,3] ([478,3] with irises): pixel x, y and the mesh's relative depth on the x scale."""
         rgb, scale = _scaled_rgb(frame_bgr)
         result = self._mesh.process(rgb)
         if not result.multi_face_landmarks:
@@ -100,6 +103,11 @@ class FaceMesher:
         h, w = rgb.shape[:2]
         pts = np.array([(p.x * w, p.y * h, p.z * w) for p in result.multi_face_landmarks[0].landmark], np.float32)
         return pts / scale
+
+    def reset(self) -> None:
+        """Forget the tracked face: a new video must not start from the last one's face."""
+        self.close()
+        self.__init__(*self._options)
 
     def close(self) -> None:
         self._mesh.close()

@@ -34,7 +34,7 @@ class IdleLoop:
 def _idle_frames(avatar: Avatar):
     """The cycle as a silent room shows it: a template that talks is shown with the presenter's
     own closed mouth when the avatar is enrolled (a moving mouth without sound looks broken)."""
-    from models.lipsync.exemplar import rest_renderer
+    from lipsync.exemplar import rest_renderer
 
     render = rest_renderer(avatar)
     for i in range(avatar.cycle_length):
@@ -55,7 +55,7 @@ def _encode(avatar: Avatar, settings: Settings) -> list[tuple[bytes, bool]]:
 
 
 def load_idle_loop(avatar: Avatar, settings: Settings) -> IdleLoop:
-    from avatars.mouthbank import enrollment
+    from lipsync.mouthbank import enrollment
 
     # The enrollment takes part in the name: enrolling later re-encodes the loop with the closed mouth.
     enrolled = (enrollment(avatar.path) or {}).get("sample_sha256", "")[:8]

@@ -33,7 +33,7 @@ if mode == "prepare":
 else:
     import numpy as np
     from avatars.store import Avatar
-    from models.lipsync.engines import WarpEngine
+    from lipsync.engines import WarpEngine
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     av = Avatar(out); eng = WarpEngine()
     t = np.arange(500) / 25

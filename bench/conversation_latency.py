@@ -2,6 +2,7 @@
 
     python -m bench.conversation_latency [--messages 10] [--audio-messages 5]
     python -m bench.conversation_latency --url http://127.0.0.1:8181 --stub-port 8931
+    python -m bench.conversation_latency --responder faq --audio-messages 0   (or script)
 
 * text: from sending `POST /v1/rooms/{id}/messages {"text": ...}` to the first reply speech a viewer
   of the room's RTMP stream hears; target p50 <= 1.5 s, with an LLM that answers its first sentence
@@ -78,6 +79,10 @@ ANSWERS = ["我最近做了一个推荐系统，主要负责数据处理。", "�
            "最大的困难是数据量太大，处理起来很慢。", "我选择这个方案，是因为它的维护成本比较低。",
            "我们遇到分歧的时候，会先把各自的理由写下来。", "三年以后，我希望能够带一个小团队。",
            "我在上一家公司工作了两年，主要做支付系统。", "我觉得沟通能力和技术能力一样重要。"]
+# --responder faq: customer questions about the sample product sheet, each with its own answer (the
+# service caches speech by text: a repeated answer would be spoken from the cache).
+FAQ_QUESTIONS = ["保温杯多少钱", "电饭煲多少钱", "面霜多少钱", "耳机多少钱", "龙井多少钱", "羽绒服多少钱",
+                 "什么时候发货", "怎么买", "有没有优惠", "可以退货吗"]
 SPOKEN = ["我负责的是后端服务和数据库的设计。", "这个项目最后按时上线了，效果还不错。",
           "我会先看官方文档，然后动手做一个小例子。", "最大的问题是线上故障，我们花了一周才解决。",
           "我希望以后能在人工智能方向继续深入。", "我们用了消息队列来处理高峰期的流量。",
@@ -394,10 +399,10 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
     check_endpoints(client)
     spoken = SPOKEN[: args.audio_messages + (1 if args.warmup else 0)]
     questions = speak_questions(client, spoken) if args.audio_messages else []
-    body = {"avatar_id": args.avatar, "username": "convlatency", "responder": "llm", "language": "zh"}
+    body = {"avatar_id": args.avatar, "username": "convlatency", "responder": args.responder, "language": "zh"}
     r = client.post("/v1/rooms", json=body)
     if r.status_code != 201:
-        raise NotReady(f"POST /v1/rooms with responder=llm answered {r.status_code}: {r.text[:300]}")
+        raise NotReady(f"POST /v1/rooms with responder={args.responder} answered {r.status_code}: {r.text[:300]}")
     room = r.json()
     viewer = feed = None
     try:
@@ -408,12 +413,13 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
         warmup = [conv.send("warmup text", {"text": "你好，我准备好了。"}) for _ in range(args.warmup)]
         if questions and args.warmup:
             warmup.append(conv.send("warmup audio", {"audio": questions.pop(0)[0]}, timeout=30))
-        if not stub.requests:
+        if args.responder == "llm" and not stub.requests:
             raise NotReady(f"the room answered without asking the LLM stub at {stub.url}: the fleet's "
                            f"MTL_LLM_URL must point there ({'; '.join(warmup[0].notes) if warmup else ''})")
         text = []
         for i in range(args.messages):
-            text.append(conv.send("text", {"text": ANSWERS[i % len(ANSWERS)]}))
+            texts = FAQ_QUESTIONS if args.responder == "faq" else ANSWERS
+            text.append(conv.send("text", {"text": texts[i % len(texts)]}))
             log(f"text {i + 1}/{args.messages}: {_fmt(text[-1].latency)} s")
         audio = []
         for i, (ref, _dur) in enumerate(questions):
@@ -478,6 +484,9 @@ def main() -> None:
     parser.add_argument("--audio-messages", type=int, default=5, help=f"at most {len(SPOKEN) - 1}")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--avatar", default="demo")
+    parser.add_argument("--responder", choices=("llm", "faq", "script"), default="llm",
+                        help="the room's responder (faq: questions about the sample product sheet; "
+                             "use --audio-messages 0 with faq or script)")
     parser.add_argument("--first-token", type=float, default=0.25)
     parser.add_argument("--first-sentence", type=float, default=0.3)
     parser.add_argument("--token-delay", type=float, default=0.05)

@@ -2,7 +2,7 @@
 
     python -m bench.enroll_time [CLIP.mp4] [--seconds 60]
 
-Times `avatars.enroll.enroll` in a process that has already imported mediapipe (as the avatar
+Times `lipsync.enroll.enroll` in a process that has already imported mediapipe (as the avatar
 worker has) and reports wall time, frames per second and peak RSS. Target: a 1-minute sample in
 under 2 minutes on this 2-core machine.
 """
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from avatars.enroll import enroll
+from lipsync.enroll import enroll
 from bench.common import emit
 from core.media import run_ffmpeg
 

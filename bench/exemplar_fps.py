@@ -21,14 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avatars.enroll import enroll
-from avatars.mouthbank import bank_dir, load_bank
+from lipsync.enroll import enroll
+from lipsync.mouthbank import bank_dir, load_bank
 from avatars.prepare import PrepareOptions, prepare
 from avatars.store import Avatar
 from bench.common import emit
 from core.media import decode_audio, run_ffmpeg
-from models.lipsync.exemplar import ExemplarEngine, _State
-from models.lipsync.mouth import analyse
+from lipsync.exemplar import ExemplarEngine, _State
+from lipsync.mouth import analyse
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "real-talk-2.mp4"
 

@@ -1,4 +1,4 @@
-"""How well enrollment's person check (avatars/identity.py) tells presenters apart.
+"""How well enrollment's person check (lipsync/identity.py) tells presenters apart.
 
     python -m bench.identity [--media ../shared/media] [--portrait-talk talking-portrait.mp4]
 
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from avatars.demo import write_demo_portrait
-from avatars.identity import TOLERANCE, distance, presenter_of_file
+from lipsync.identity import TOLERANCE, distance, presenter_of_file
 from bench.common import emit
 
 PIECES = {  # name: (clip, start s, length s, person)

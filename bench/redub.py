@@ -33,15 +33,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avatars.canonical import LIP40, STABLE, apply, inter_ocular, similarity
-from avatars.enroll import enroll
+from lipsync.canonical import LIP40, STABLE, apply, inter_ocular, similarity
+from lipsync.enroll import enroll
 from avatars.face import FaceMesher
-from avatars.mouthbank import bank_dir
+from lipsync.mouthbank import bank_dir
 from avatars.prepare import PrepareOptions, prepare
 from avatars.store import Avatar
 from bench.common import emit
 from core.media import VideoWriter, decode_audio, iter_video_frames, video_size, write_wav
-from models.lipsync.engines import load_engine
+from lipsync.engines import load_engine
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,9 @@ def settings_used(engines: list[str]) -> dict:
     """What the run's renders depended on, so a saved figure says which settings it measured."""
     from dataclasses import asdict
 
-    from avatars.enroll import EnrollOptions
-    from avatars.mouthbank import BANK_VERSION
-    from models.lipsync.exemplar import ExemplarOptions
+    from lipsync.enroll import EnrollOptions
+    from lipsync.mouthbank import BANK_VERSION
+    from lipsync.exemplar import ExemplarOptions
 
     return {"engines": engines, "bank_version": BANK_VERSION, "enroll": asdict(EnrollOptions()),
             "exemplar": asdict(ExemplarOptions()), "enroll_share": ENROLL_SHARE}

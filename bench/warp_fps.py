@@ -20,7 +20,7 @@ from avatars.compose import blend_region
 from avatars.store import Avatar
 from bench.common import emit
 from core.settings import get_settings
-from models.lipsync.warp import WarpOptions, render_mouth
+from lipsync.warp import WarpOptions, render_mouth
 
 
 def main() -> None:

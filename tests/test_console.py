@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from PIL import Image
 from selenium.webdriver.support.select import Select
 
 from bench.browser import chromium, console_errors, find_browser
-from conftest import ROOT, free_port, wait_until
+from conftest import ROOT, copy_screenshots, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -302,9 +301,4 @@ def test_console_loads_nothing_from_outside(browser, api):
 
 
 def teardown_module(module):
-    # The two screenshots the change's note shows, copied where a reviewer looks for them.
-    target = os.environ.get("MTL_CONSOLE_SHOTS")
-    if target and ARTIFACTS.is_dir():
-        Path(target).mkdir(parents=True, exist_ok=True)
-        for png in ARTIFACTS.glob("*.png"):
-            shutil.copy(png, target)
+    copy_screenshots(ARTIFACTS)

@@ -291,5 +291,5 @@ def test_a_spoken_question_is_recognised_and_answered(api, service):
     assert r.status_code == 202 and r.json()["status"] == "transcribing" and r.json()["asr_job_id"], r.text
     reply = reply_to(api, room["id"], r.json()["message_id"], {"spoken"}, 60)
     user = next(m for m in said(api, room["id"]) if m["id"] == r.json()["message_id"])
-    assert user["source"] == "audio" and user["status"] == "received" and cer(question, user["text"]) <= 0.2, user
+    assert user["source"] == "audio" and user["status"] == "answered" and cer(question, user["text"]) <= 0.2, user
     assert reply["responder"] == "script" and reply["text"]

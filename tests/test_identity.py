@@ -55,7 +55,7 @@ def test_another_persons_sample_is_refused_and_the_avatar_stays(uploads):
 
 
 def test_the_same_presenters_sample_is_accepted(uploads):
-    from avatars.identity import check_same_person
+    from lipsync.identity import check_same_person
     from workers.avatar import prepare_avatar
 
     up = uploads.kind_dir("uploads")
@@ -69,11 +69,11 @@ def test_a_mouth_that_does_not_belong_is_never_pasted(uploads, tmp_path):
     render time: the avatar speaks with the warp fallback instead of a smear."""
     import numpy as np
 
-    from avatars.enroll import enroll
-    from avatars.mouthbank import MouthBank, load_bank
+    from lipsync.enroll import enroll
+    from lipsync.mouthbank import MouthBank, load_bank
     from avatars.store import Avatar
-    from models.lipsync.exemplar import ExemplarEngine
-    from models.lipsync.mouth import analyse
+    from lipsync.exemplar import ExemplarEngine
+    from lipsync.mouth import analyse
 
     engine = ExemplarEngine()
     own = Avatar.open(uploads.data_dir, "rt5")
@@ -88,7 +88,7 @@ def test_a_mouth_that_does_not_belong_is_never_pasted(uploads, tmp_path):
     speech = (0.3 * np.sin(2 * np.pi * 160 * t) * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32)
     track = analyse(speech, 25, 25)
     ours = list(engine.frames(own, speech, 0, 25, track))
-    from models.lipsync.engines import AutoEngine, WarpEngine
+    from lipsync.engines import AutoEngine, WarpEngine
 
     warp = list(WarpEngine().frames(own, speech, 0, 25, track))
     assert all(np.array_equal(a, b) for a, b in zip(ours, warp))

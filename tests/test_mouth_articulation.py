@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from avatars.canonical import LIP40
-from avatars.enroll import enroll
+from lipsync.canonical import LIP40
+from lipsync.enroll import enroll
 from avatars.face import FaceMesher
-from avatars.mouthbank import bank_dir, load_bank
+from lipsync.mouthbank import bank_dir, load_bank
 from avatars.prepare import PrepareOptions, prepare
 from avatars.store import Avatar
 from conftest import shared_media
 from core.settings import get_settings
-from models.lipsync.exemplar import ExemplarEngine
-from models.lipsync.mouth import analyse, frame_count
-from models.lipsync.visemes import BILABIAL, with_phones
+from lipsync.exemplar import ExemplarEngine
+from lipsync.mouth import analyse, frame_count
+from lipsync.visemes import BILABIAL, with_phones
 from workers.tts import plan_segments, render_segments
 
 ZH = "我们不卖便宜货，买一送一，欢迎来到直播间，爸爸妈妈都可以帮忙。"

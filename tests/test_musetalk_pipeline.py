@@ -17,7 +17,7 @@ from models.weights import musetalk_missing
 
 @pytest.fixture
 def musetalk_env(tmp_path, monkeypatch):
-    from models.lipsync.engines import load_engine
+    from lipsync.engines import load_engine
     from models.musetalk_net.synthetic import write_synthetic_checkpoint
 
     models = tmp_path / "models"

@@ -89,6 +89,7 @@ NO_RESOURCE = {
     "MOUNT /console": "the console's static files",
     "MOUNT /console/vendor": "the console's vendored player",
     "GET /live/{name}": "the stream key is the audience's capability, like the media server's URLs",
+    "GET /live/{stream_key}/state": "the audience page's live/speaking/offline, by the same stream key",
     "POST /internal/media/publish": "the media server's publish check: answers only whether a secret is a room's",
 }
 CHECKS: dict[str, Callable] = {}
@@ -392,6 +393,26 @@ def check_messages(w: World) -> None:
     allowed(w.call("A", "GET", f"/v1/jobs/{sent['job_id']}"), 200)
     for who in ("A", "admin"):
         assert any(m["id"] == sent["message_id"] for m in allowed(w.call(who, "GET", f"/v1/rooms/{room_a}/messages"), 200))
+
+
+@decides("PUT /v1/rooms/{room_ref}/material", "GET /v1/rooms/{room_ref}/material",
+         "DELETE /v1/rooms/{room_ref}/material")
+def check_material(w: World) -> None:
+    room_a, room_b = w.made["room_A"], w.made["room_B"]["id"]
+    sheet = {"qa": [{"q": "secret discount?", "a": "A's own answer"}]}
+    assert allowed(w.call("A", "PUT", f"/v1/rooms/{room_a['id']}/material", json=sheet), 200)["source"] == "room"
+    for ref in (room_a["id"], room_a["zbjname"], room_a["stream_key"]):
+        refused(w.call("B", "GET", f"/v1/rooms/{ref}/material"), "unknown_room")
+        refused(w.call("B", "PUT", f"/v1/rooms/{ref}/material", json={"qa": [{"q": "x", "a": "B's"}]}),
+                "unknown_room")
+        refused(w.call("B", "DELETE", f"/v1/rooms/{ref}/material"), "unknown_room")
+    # B's own room answers from the sample, never from A's sheet
+    assert allowed(w.call("B", "GET", f"/v1/rooms/{room_b}/material"), 200)["source"] == "sample"
+    for who in ("A", "admin"):
+        got = allowed(w.call(who, "GET", f"/v1/rooms/{room_a['id']}/material"), 200)
+        assert got["source"] == "room" and got["material"]["qa"][0]["a"] == "A's own answer", got
+    allowed(w.call("admin", "DELETE", f"/v1/rooms/{room_a['id']}/material"), 204)
+    assert allowed(w.call("A", "GET", f"/v1/rooms/{room_a['id']}/material"), 200)["source"] == "sample"
 
 
 @decides("WS /v1/rooms/{room_ref}/ws")

@@ -48,8 +48,8 @@ def enrolled(redis_server, tmp_path_factory):
 
 
 def test_outdated_enrollment_is_renewed_in_the_background_while_serving(enrolled):
-    from avatars.mouthbank import BANK_VERSION, bank_dir
-    from avatars.upkeep import enqueue_stale, kept_sample
+    from lipsync.mouthbank import BANK_VERSION, bank_dir
+    from lipsync.upkeep import enqueue_stale, kept_sample
     from core.jobs import Kind, get_queue
 
     settings = enrolled

@@ -14,7 +14,7 @@ import pytest
 from avatars.compose import blend_region
 from avatars.demo import write_demo_portrait
 from avatars.face import CHIN, INNER_LOWER, INNER_UPPER, FaceMesher, LIPS_OUTER
-from models.lipsync.warp import mouth_opening, render_mouth
+from lipsync.warp import mouth_opening, render_mouth
 
 LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def _latent_encoder(settings: Settings):
     """MuseTalk latents are cached only when the official weights are installed."""
     try:
-        from models.lipsync.engines import load_engine
+        from lipsync.engines import load_engine
 
         engine = load_engine("musetalk", settings.models_dir)
     except (WeightsError, ImportError) as exc:
@@ -33,7 +33,7 @@ def _latent_encoder(settings: Settings):
 
 
 def _enroll_options(settings: Settings):
-    from avatars.enroll import EnrollOptions
+    from lipsync.enroll import EnrollOptions
 
     return EnrollOptions(min_duration_s=settings.min_sample_s, max_duration_s=settings.max_sample_s)
 
@@ -41,7 +41,7 @@ def _enroll_options(settings: Settings):
 def _stage_sample(settings: Settings, template: Path, sample: str, out: Path, progress) -> Path:
     """Enroll the given sample beside the avatar first: a bad sample (or another person's) fails
     the job before the avatar is touched."""
-    from avatars.identity import check_same_person
+    from lipsync.identity import check_same_person
 
     sample_path = resolve_owned(settings, sample)
     check_same_person(template, sample_path)
@@ -50,7 +50,7 @@ def _stage_sample(settings: Settings, template: Path, sample: str, out: Path, pr
 
 def _enroll_staged(settings: Settings, sample: Path, out: Path, progress) -> Path:
     """The bank learned from `sample`, in a directory beside the avatar's (swapped in by the caller)."""
-    from avatars.enroll import enroll
+    from lipsync.enroll import enroll
 
     staged = out.with_name(f".{out.name}.mouth.building")
     shutil.rmtree(staged, ignore_errors=True)
@@ -63,7 +63,7 @@ def _enroll_staged(settings: Settings, sample: Path, out: Path, progress) -> Pat
 
 
 def _swap_bank(staged: Path, out: Path) -> None:
-    from avatars.mouthbank import bank_dir
+    from lipsync.mouthbank import bank_dir
 
     shutil.rmtree(bank_dir(out), ignore_errors=True)
     staged.rename(bank_dir(out))
@@ -72,8 +72,8 @@ def _swap_bank(staged: Path, out: Path) -> None:
 def reenroll_from_kept_sample(settings: Settings, avatar_id: str, progress) -> dict:
     """Learn the avatar's mouth again from its kept sample (the bank format changed); the avatar
     serves as it was until the new bank is swapped in."""
-    from avatars.mouthbank import enrollment
-    from avatars.upkeep import kept_sample
+    from lipsync.mouthbank import enrollment
+    from lipsync.upkeep import kept_sample
 
     out = avatar_dir(settings.data_dir, avatar_id)
     sample = kept_sample(out)
@@ -87,8 +87,8 @@ def reenroll_from_kept_sample(settings: Settings, avatar_id: str, progress) -> d
 def _enroll_from_template(settings: Settings, template: Path, out: Path, progress) -> None:
     """A template video that carries the presenter's speech teaches the mouth by itself; one that
     does not (silent, too short, an image) simply leaves the avatar on the fallback engine."""
-    from avatars.enroll import enroll
-    from avatars.mouthbank import bank_dir, enrollment
+    from lipsync.enroll import enroll
+    from lipsync.mouthbank import bank_dir, enrollment
 
     if enrollment(out) is not None:
         return
@@ -103,9 +103,9 @@ def _enroll_from_template(settings: Settings, template: Path, out: Path, progres
 def prepare_avatar(source: str | None, avatar_id: str, options: dict | None = None, speech_sample: str | None = None,
                    reenroll: bool = False) -> dict:
     """Job function of the `avatar` queue; `source` and `speech_sample` are files the service owns.
-    `reenroll`: no source, the avatar learns its mouth again from its kept sample (avatars/upkeep.py)."""
-    from avatars.mouthbank import enrollment
-    from avatars.upkeep import SAMPLE_META, keep_sample
+    `reenroll`: no source, the avatar learns its mouth again from its kept sample (lipsync/upkeep.py)."""
+    from lipsync.mouthbank import enrollment
+    from lipsync.upkeep import SAMPLE_META, keep_sample
 
     settings = get_settings()
     job = get_current_job()
@@ -139,7 +139,7 @@ def prepare_avatar(source: str | None, avatar_id: str, options: dict | None = No
 
 def warm_up(settings: Settings) -> None:
     """At start (a new release may change the bank format): re-enroll outdated avatars in the background."""
-    from avatars.upkeep import enqueue_stale
+    from lipsync.upkeep import enqueue_stale
     from core.jobs import redis_connection
 
     try:

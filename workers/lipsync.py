@@ -16,9 +16,9 @@ from core.files import resolve_owned
 from core.jobs import set_progress
 from core.media import MediaError, VideoWriter, decode_audio
 from core.settings import Settings, get_settings
-from models.lipsync.engines import load_engine
-from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
-from models.lipsync.visemes import load_phones, with_phones
+from lipsync.engines import load_engine
+from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from lipsync.visemes import load_phones, with_phones
 
 log = logging.getLogger(__name__)
 

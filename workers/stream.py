@@ -42,9 +42,9 @@ from core.media import decode_audio, iter_video_frames
 from core.rooms import (Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
                         note_no_publisher, stream_worker_loads)
 from core.settings import Settings, get_settings
-from models.lipsync.engines import live_engine
-from models.lipsync.mouth import SAMPLE_RATE, analyse, frame_count
-from models.lipsync.visemes import load_phones, with_phones
+from lipsync.engines import live_engine
+from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
+from lipsync.visemes import load_phones, with_phones
 from workers.frames import Continuity, IdleSource, Pacer, SpeechSource
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from core.jobs import set_progress
 from core.media import read_wav, write_wav
 from core.settings import Settings, get_settings
-from models.lipsync.visemes import Phone, load_phones, save_phones, sidecar
+from lipsync.visemes import Phone, load_phones, save_phones, sidecar
 from models.tts import load_engine
 
 log = logging.getLogger(__name__)

@@ -73,13 +73,15 @@ async def _sample_ref(settings, redis, caller, upload: UploadFile | None, source
     return ref
 
 
-@router.get("", response_model=list[AvatarOut], summary="Prepared avatars")
+@router.get("", response_model=list[AvatarOut], summary="Prepared avatars, newest first")
 async def list_avatars(settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> list[AvatarOut]:
     root = settings.data_dir / "avatars"
     ids = sorted(p.name for p in root.iterdir() if (p / "avatar.json").is_file()) if root.is_dir() else []
     owners = await run_in_threadpool(avatar_owners, redis)
     ids = [i for i in ids if caller.may_use(owners.get(i))]
-    return [await run_in_threadpool(read_avatar, settings, redis, i) for i in ids]
+    avatars = [await run_in_threadpool(read_avatar, settings, redis, i) for i in ids]
+    # Newest first (one being prepared counts as newest): what an operator just made is what they pick.
+    return sorted(avatars, key=lambda a: a.prepared_at if a.prepared_at is not None else float("inf"), reverse=True)
 
 
 @router.get("/{avatar_id}", response_model=AvatarOut, summary="Status and metadata of an avatar")

@@ -16,7 +16,9 @@ from api.services.files import claim_file, owned_audio
 from api.services.rooms import get_room
 from api.sockets import follow_feed, socket_room
 from api.uploads import save_audio_upload
+from core.conversations.faq import check_material, parse_material, sample_material
 from core.conversations.service import history, post_message
+from core.conversations.store import MaterialStore
 from core.errors import NotFound
 from core.conversations.store import ConversationStore
 from core.rooms import ROOM_ID, RoomStore
@@ -90,6 +92,66 @@ async def list_messages(room_ref: str, settings: SettingsDep, redis: RedisDep, c
     store = RoomStore(redis, settings)
     room_id = await run_in_threadpool(_history_room_id, store, room_ref, caller)
     return await run_in_threadpool(history, redis, settings, room_id)
+
+
+# ---- the operator's material (the faq responder answers from it) ----
+
+_MATERIAL_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": {"type": "object", "description": "{products: [{id, name, price, facts, aliases}], "
+                                    "qa: [{id, q, a}], shop: {shipping, how_to_buy, discount, returns}}; any text "
+                                    "may be a string or {zh, en}"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "JSON as above, or CSV with columns name, price, facts[, aliases] "
+                                "(facts separated by ;) or question, answer"}}}}}}}
+
+
+def _material_out(material: dict | None) -> dict:
+    source = "room" if material is not None else "sample"
+    material = material if material is not None else sample_material()
+    return {"source": source, "products": len(material.get("products") or []), "qa": len(material.get("qa") or []),
+            "shop": sorted((material.get("shop") or {}).keys()), "material": material}
+
+
+async def _read_material(request: Request) -> dict:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or not getattr(upload, "filename", None):
+            raise ApiError(422, "missing_parameter", "a multipart form needs the material as `file`")
+        raw = await upload.read(MAX_MATERIAL_READ)
+        return await run_in_threadpool(parse_material, raw, upload.filename or "", upload.content_type or "")
+    raw = await request.body()
+    if len(raw) >= MAX_MATERIAL_READ:
+        raise ApiError(413, "material_too_large", "the material is too large")
+    return await run_in_threadpool(parse_material, raw, "", request.headers.get("content-type", ""))
+
+
+MAX_MATERIAL_READ = 1024 * 1024  # read at most this much; parse_material applies the real limit
+
+
+@router.put("/{room_ref}/material", dependencies=[Depends(require_api_key)], openapi_extra=_MATERIAL_BODY,
+            summary="Set the room's material (products, prices, Q/A pairs, shop answers) for the faq responder")
+async def put_material(room_ref: str, request: Request, settings: SettingsDep, redis: RedisDep,
+                       caller: CallerDep) -> dict:
+    room = await run_in_threadpool(get_room, RoomStore(redis, settings), room_ref, caller, True)
+    material = check_material(await _read_material(request))
+    await run_in_threadpool(MaterialStore(redis).put, room.id, material)
+    return _material_out(material)
+
+
+@router.get("/{room_ref}/material", dependencies=[Depends(require_api_key)],
+            summary="The room's material (`source`: room, or sample when it has none and the sample answers)")
+async def get_material(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> dict:
+    room = await run_in_threadpool(get_room, RoomStore(redis, settings), room_ref, caller)
+    return _material_out(await run_in_threadpool(MaterialStore(redis).get, room.id))
+
+
+@router.delete("/{room_ref}/material", status_code=204, dependencies=[Depends(require_api_key)],
+               summary="Remove the room's material (the faq responder falls back to the sample sheet)")
+async def delete_material(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> None:
+    room = await run_in_threadpool(get_room, RoomStore(redis, settings), room_ref, caller, True)
+    await run_in_threadpool(MaterialStore(redis).delete, room.id)
 
 
 # ---- the live feed ----

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep
 from api.errors import ApiError
+from api.services.rooms import audience_state
 from core.flvrelay import RelayHub
 from core.rooms import RoomStore, is_open_async
 
@@ -38,6 +39,15 @@ def make_hub(settings, aredis) -> RelayHub:
     return RelayHub(source_url_for=lambda key: source_url(settings, key), redis=aredis,
                     max_lag_s=settings.flv_max_lag_s, linger_s=settings.flv_linger_s,
                     max_viewers=settings.flv_max_viewers, still_live=still_live)
+
+
+@router.get("/live/{stream_key}/state", summary="A room's state for its audience page: live, speaking or offline",
+            responses={200: {"content": {"application/json": {"example": {"state": "live", "open": True}}}}})
+async def live_state(stream_key: str, settings: SettingsDep, redis: RedisDep) -> dict:
+    # Open like the play URLs (the stream key is what the audience has); says nothing else about the room.
+    if not STREAM_KEY.match(stream_key):
+        raise ApiError(404, "unknown_room", f"no live stream {stream_key!r}")
+    return await run_in_threadpool(audience_state, RoomStore(redis, settings), stream_key)
 
 
 @router.get("/live/{name}", summary="Watch a live room as HTTP-FLV (low latency; mpegts.js in browsers)",

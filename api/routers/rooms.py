@@ -8,7 +8,9 @@ from api.schemas.rooms import InterruptOut, RoomCreate, RoomEvent, RoomOut, SayA
 from api.services.files import owned_audio
 from api.services.rooms import create_room, get_room
 from api.services.speech import enqueue_tts
+from core.conversations.faq import check_material
 from core.conversations.service import clean_text, welcome
+from core.conversations.store import MaterialStore
 from core.credentials import stat_secret
 from core.flvrelay import flv_viewers
 from core.metrics import room_label
@@ -59,10 +61,13 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
 async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> RoomOut:
     if body.welcome is not None:
         clean_text(settings, body.welcome, "welcome")  # refused (422) before the room exists
+    material = check_material(body.material) if body.material is not None else None  # likewise
     room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller,
                                    language=body.language, responder=body.responder, system_prompt=body.system_prompt,
                                    llm_model=body.llm_model, job=body.job,
                                    barge_in=body.barge_in)
+    if material is not None:
+        await run_in_threadpool(MaterialStore(redis).put, room.id, material)
     if body.welcome:
         await run_in_threadpool(welcome, redis, settings, room, body.welcome)
     return await run_in_threadpool(room_out, RoomStore(redis, settings), room)

@@ -15,7 +15,7 @@ class AvatarAccepted(BaseModel):
 
 
 class EnrollmentState(BaseModel):
-    """Whether the avatar's learned mouth is in this release's bank format (avatars/upkeep.py)."""
+    """Whether the avatar's learned mouth is in this release's bank format (lipsync/upkeep.py)."""
 
     current: bool | None = Field(None, description="true: enrolled in the current bank format; false: an older "
                                  "one (the avatar speaks with warp until it re-enrolled); null: never enrolled")
@@ -33,6 +33,7 @@ class AvatarOut(BaseModel):
     progress: float | None = None
     error: JobError | None = None
     manifest: dict[str, Any] | None = None
+    prepared_at: float | None = None  # when its preparation last finished (unix s); the list is newest first
     enrollment_current: bool | None = Field(None, description="shorthand for enrollment_state.current")
     enrollment_state: EnrollmentState | None = None
 

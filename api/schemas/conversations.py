@@ -35,7 +35,7 @@ class MessageOut(BaseModel):
     id: str
     role: Literal["user", "assistant"]
     text: str = Field(description="user: what was typed or recognised; assistant: what viewers heard of the reply")
-    status: str = Field(description="user: received, transcribing, failed; assistant: generating, speaking, "
+    status: str = Field(description="user: received, transcribing, answered (its reply is complete), failed; assistant: generating, speaking, "
                                     "spoken, interrupted, complete (generated, not all spoken yet) or failed")
     turn: int
     created_at: float

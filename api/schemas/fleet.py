@@ -12,6 +12,17 @@ class QueueOut(BaseModel):
     workers: int  # live workers of the kind
     waiting: int = 0  # queued + waiting on a dependency: what the queue cap counts
     limit: int | None = None  # MTL_<KIND>_MAX_QUEUED
+    failed_window: int | None = None  # failed within the last window_s seconds
+    finished_window: int | None = None  # finished within the last window_s seconds
+
+
+class ProcessOut(BaseModel):
+    name: str
+    kind: str  # api, stream, or the queue(s) a worker serves
+    pid: int | None = None
+    host: str | None = None
+    cpu_percent: float | None = None  # of one core, since the previous reading (None: another host)
+    rss_mb: float | None = None  # resident memory
 
 
 class FleetOut(BaseModel):
@@ -23,3 +34,8 @@ class FleetOut(BaseModel):
     free_disk_mb: int | None = None  # under the data dir; new work is refused below min_free_disk_mb
     min_free_disk_mb: int | None = None
     recent_jobs: list[JobOut]  # newest first
+    # Text limits the console counts against as the operator types: say (text_chars), a room
+    # message (message_chars), a room's system prompt (system_prompt_chars).
+    limits: dict[str, int] = {}
+    window_s: int = 3600  # the window of failed_window / finished_window
+    processes: list[ProcessOut] = []

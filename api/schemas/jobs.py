@@ -30,3 +30,5 @@ class JobOut(BaseModel):
     error: JobError | None = None
     created_at: datetime | None = None
     ended_at: datetime | None = None
+    started_at: datetime | None = None  # ended_at - started_at: how long it ran
+    subject: dict[str, str] | None = None  # room_id and/or avatar_id the job works for, when it names them

@@ -7,19 +7,25 @@ from pydantic import BaseModel, Field
 from api.schemas.common import AudioOrText
 
 
+SYSTEM_PROMPT_CHARS = 4000
+
+
 class RoomCreate(BaseModel):
     username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
     avatar_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
     ttl_s: int | None = Field(None, ge=10, le=86400, description="close after this long without activity")
     language: Literal["zh", "en"] | None = Field(None, description="what the room speaks and hears "
                                                  "(default: MTL_CONVERSATION_DEFAULT_LANGUAGE)")
-    responder: Literal["script", "llm"] | None = Field(None, description="who answers messages (default: "
-                                                       "MTL_CONVERSATION_RESPONDER)")
-    system_prompt: str | None = Field(None, max_length=4000, description="llm responder: the system prompt")
+    responder: Literal["script", "llm", "faq"] | None = Field(None, description="who answers messages: script "
+                                                              "(interview questions), faq (the room's material, "
+                                                              "offline) or llm (default: MTL_CONVERSATION_RESPONDER)")
+    system_prompt: str | None = Field(None, max_length=SYSTEM_PROMPT_CHARS, description="llm responder: the system prompt")
     llm_model: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z0-9_.:/@+\-]+$",
                                   description="llm responder: the model (the server URL and key are settings)")
     job: str | None = Field(None, max_length=100, description="script responder: the position its questions are for")
     welcome: str | None = Field(None, max_length=2000, description="said once the room's stream is up")
+    material: dict[str, Any] | None = Field(None, description="faq responder: the operator's material "
+                                            "{products, qa, shop} (as PUT /v1/rooms/{id}/material takes)")
     barge_in: bool = Field(True, description="speech heard on the room's audio input (WS /v1/rooms/{id}/audio) "
                            "interrupts what the room is saying")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.schemas.avatars import AvatarOut
-from avatars.upkeep import state as enrollment_state
+from lipsync.upkeep import state as enrollment_state
 from core import keys
 from core.errors import Conflict, Forbidden, NotFound
 from core.jobs import Status, fetch_job
@@ -81,11 +81,12 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     if prepared:
         manifest = json.loads(manifest_path.read_text())
         manifest.pop("cache_key", None)
-        enrolled = path / "mouth" / "enrollment.json"  # avatars/mouthbank.py writes it
+        enrolled = path / "mouth" / "enrollment.json"  # lipsync/mouthbank.py writes it
         manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
         upkeep = enrollment_state(path, redis)
         return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
                          manifest=manifest, error=view.error if view else None,
+                         prepared_at=manifest_path.stat().st_mtime,
                          enrollment_current=upkeep["current"], enrollment_state=upkeep)
     raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
 

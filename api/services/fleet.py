@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from datetime import datetime, timezone
 
+from api.schemas.rooms import SYSTEM_PROMPT_CHARS
+from core import keys, procstat
 from core.jobs import Kind, alive_workers, fetch_job, get_queue
 from core.limits import free_disk_bytes, open_rooms_cap, queue_cap, queue_depth
 from core.rooms import RoomStore, stream_worker_loads
@@ -31,19 +36,54 @@ def _recent_ids(queue, per_registry: int) -> list[str]:
     return ids
 
 
-def fleet_status(redis, settings, recent: int, caller=None) -> dict:
-    """Queue and worker figures are the fleet's; the recent jobs are the caller's own (admin: all)."""
+def _ended_since(redis, registry, ttl_s: int, window_s: int) -> int:
+    """Jobs that ended within the window: RQ scores a finished or failed job by when it expires
+    (its end + its result or failure TTL, the same for every job here), so one ZCOUNT answers."""
+    return int(redis.zcount(registry.key, time.time() - window_s + ttl_s, "+inf"))
+
+
+def processes(redis) -> list[dict]:
+    """Every live worker process (batch kinds and stream), with CPU and memory when it runs on this
+    host, and this API process."""
+    from rq import Worker
+
+    host = socket.gethostname()
+    out = [{"name": f"api.{host}.{os.getpid()}", "kind": "api", "pid": os.getpid(), "host": host}]
+    workers = Worker.all(connection=redis)
+    alive = redis.mget([keys.worker_alive(w.name) for w in workers]) if workers else []
+    for worker, flag in zip(workers, alive):
+        if flag:
+            kinds = ",".join(q.name for q in worker.queues)
+            out.append({"name": worker.name, "kind": kinds, "pid": worker.pid, "host": worker.hostname})
+    for name in stream_worker_loads(redis):
+        parts = name.split(".")  # stream.<host>.<pid>.<id>
+        pid = int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+        out.append({"name": name, "kind": "stream", "pid": pid, "host": ".".join(parts[1:-2]) or None})
+    for proc in out:
+        found = procstat.usage(proc["pid"]) if proc["host"] in (host, None) and proc["pid"] else None
+        proc.update(found or {"cpu_percent": None, "rss_mb": None})
+    return out
+
+
+def _queue_figures(redis, settings, queue, kind: Kind, window_s: int) -> dict:
+    return {
+        "queued": queue.count,
+        "started": queue.started_job_registry.count,
+        "failed": queue.failed_job_registry.count,
+        "failed_window": _ended_since(redis, queue.failed_job_registry, settings.failure_ttl_s, window_s),
+        "finished_window": _ended_since(redis, queue.finished_job_registry, settings.result_ttl_s, window_s),
+        "workers": len(alive_workers(redis, queue)),
+        "waiting": queue_depth(redis, kind.value),
+        "limit": queue_cap(settings, kind.value),
+    }
+
+
+def fleet_status(redis, settings, recent: int, caller=None, window_s: int = 3600) -> dict:
+    """Queue, worker and process figures are the fleet's; the recent jobs are the caller's own (admin: all)."""
     queues, jobs = {}, []
     for kind in Kind:
         queue = get_queue(kind, redis)
-        queues[kind.value] = {
-            "queued": queue.count,
-            "started": queue.started_job_registry.count,
-            "failed": queue.failed_job_registry.count,
-            "workers": len(alive_workers(redis, queue)),
-            "waiting": queue_depth(redis, kind.value),
-            "limit": queue_cap(settings, kind.value),
-        }
+        queues[kind.value] = _queue_figures(redis, settings, queue, kind, window_s)
         for job_id in dict.fromkeys(_recent_ids(queue, recent)):
             view = fetch_job(redis, job_id)
             if view is not None and (caller is None or caller.may_use(view.owner)):
@@ -62,4 +102,8 @@ def fleet_status(redis, settings, recent: int, caller=None) -> dict:
         "free_disk_mb": free_disk_bytes(settings) // (1024 * 1024),
         "min_free_disk_mb": settings.min_free_disk_mb,
         "recent_jobs": [{**v.__dict__, "status": v.status.value} for v in jobs[:recent]],
+        "window_s": window_s,
+        "processes": processes(redis),
+        "limits": {"text_chars": settings.max_text_chars, "message_chars": settings.max_message_chars,
+                   "system_prompt_chars": SYSTEM_PROMPT_CHARS},
     }

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from api.services.avatars import check_avatar_access, ready_avatar
 from core.errors import Forbidden, Invalid, NotFound
-from core.rooms import Room, RoomError, RoomStore
+from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, latest_is
 
 if TYPE_CHECKING:
     from api.access import Caller
@@ -36,3 +36,17 @@ def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, call
                                                  **conversation)
     except RoomError as exc:
         raise Invalid("invalid_input", str(exc)) from exc
+
+
+def audience_state(store: RoomStore, key: str) -> dict:
+    """What an audience page shows: `offline` (closed, or not on air), `live` or `speaking`.
+    Read from the publisher's own events, as the rooms list does, without the media server's /stat."""
+    room = store.resolve(key)
+    if room is None or not store.is_open(room.id):
+        return {"state": "offline", "open": False}
+    recent = store.events(room.id, last=40)
+    if not latest_is(recent, SESSION_ON, SESSION_OFF):
+        return {"state": "offline", "open": True}
+    pending, held = store.queue_state(room.id)
+    speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or held or pending > 0
+    return {"state": "speaking" if speaking else "live", "open": True}

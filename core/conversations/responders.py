@@ -1,7 +1,10 @@
-"""Responders: what a room answers, as a stream of text deltas. One interface, two kinds:
+"""Responders: what a room answers, as a stream of text deltas. One interface, three kinds:
 
 * `script` (offline default): a brief acknowledgement, then the next question of the room's
   interview (or of the question bank for the room's position), in the room's language.
+* `faq` (offline): answers from the operator's material (products, prices, Q/A pairs, shop answers;
+  core/conversations/faq.py), the sample product sheet when the room has none; below the match
+  threshold a polite deflection, or, with an LLM configured, the LLM with the material in its prompt.
 * `llm`: any OpenAI-compatible chat-completions server, streamed (`"stream": true`, SSE); a server
   that ignores streaming and answers one JSON completion is accepted too.
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Protocol
 
 import httpx
 from redis import Redis
 
+from core.conversations.faq import index_for, material_prompt, sample_material
+from core.conversations.store import MaterialStore
 from core.interviews.bank import ordered_questions
 from core.interviews.store import InterviewStore
 from core.rooms import Room, room_key
@@ -128,6 +133,44 @@ class LlmResponder:
             raise ResponderFailed("llm_unreachable", f"the LLM is unreachable: {exc}") from exc
 
 
+FAQ_LEADS = {"zh": ["好的！", "好嘞！", "这个问得好！"], "en": ["Sure!", "Good question!", "Of course!"]}
+
+
+class FaqResponder:
+    name = "faq"
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.r = redis
+        self.settings = settings
+
+    def reply(self, ctx: TurnContext) -> Iterator[str]:
+        material = MaterialStore(self.r).get(ctx.room.id) or sample_material()
+        found = index_for(material, ctx.language).match(ctx.user_text)
+        log.info("room %s faq: %s (score %.2f)", ctx.room.id, found.label, found.score)
+        if found.kind != "deflect":
+            # A short acknowledgement first, as a host would: it is its own sentence, spoken (from the
+            # TTS cache after its first use) while the answer's longer sentence is synthesised.
+            leads = FAQ_LEADS.get(ctx.language, FAQ_LEADS["en"])
+            yield leads[sum(map(ord, ctx.user_text)) % len(leads)] + ("" if ctx.language == "zh" else " ")
+            yield found.answer
+            return
+        if not self.settings.llm_url:
+            yield found.answer
+            return
+        # Not covered by the material: the LLM may answer, told to keep to the material.
+        prompt = "\n\n".join(p for p in (ctx.room.system_prompt, material_prompt(material, ctx.language)) if p)
+        started = False
+        try:
+            for delta in LlmResponder(self.settings).reply(replace(ctx, room=replace(ctx.room, system_prompt=prompt))):
+                started = True
+                yield delta
+        except ResponderFailed as exc:
+            if started:
+                raise
+            log.warning("room %s faq: the LLM failed (%s); deflecting", ctx.room.id, exc.code)
+            yield found.answer
+
+
 _CLIENT: httpx.Client | None = None
 
 
@@ -171,4 +214,6 @@ def load_responder(name: str, redis: Redis, settings: Settings) -> Responder:
         return LlmResponder(settings)
     if name == "script":
         return ScriptResponder(redis, settings)
-    raise ResponderFailed("unknown_responder", f"no responder {name!r}; choose script or llm")
+    if name == "faq":
+        return FaqResponder(redis, settings)
+    raise ResponderFailed("unknown_responder", f"no responder {name!r}; choose script, faq or llm")

@@ -147,3 +147,21 @@ def _reply_status(message: dict, states: list[dict], superseded: bool) -> str:
     if all(s["status"] == "spoken" for s in states) and generation == "complete":
         return "spoken"
     return "interrupted" if superseded or generation == "interrupted" else generation
+
+
+class MaterialStore:
+    """A room's material for the `faq` responder (core/conversations/faq.py): one JSON value, gone
+    with the room."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.r = redis
+
+    def get(self, room_id: str) -> dict | None:
+        raw = self.r.get(room_key(room_id, "material"))
+        return json.loads(raw) if raw else None
+
+    def put(self, room_id: str, material: dict) -> None:
+        self.r.set(room_key(room_id, "material"), json.dumps(material, ensure_ascii=False))
+
+    def delete(self, room_id: str) -> bool:
+        return bool(self.r.delete(room_key(room_id, "material")))

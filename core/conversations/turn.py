@@ -120,10 +120,17 @@ class TurnRunner:
             return {"status": "interrupted", "message_id": self.message_id, "reply_id": reply["id"]}
         reply["status"], reply["responder"] = "complete", responder
         self.conv.save(self.room_id, reply)
+        self._answered(message, reply)
         self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"], status="complete",
                          sentences=len(reply["sentences"]), responder=responder)
         return {"status": "complete", "message_id": self.message_id, "reply_id": reply["id"], "responder": responder,
                 "sentences": len(reply["sentences"])}
+
+    def _answered(self, message: dict, reply: dict) -> None:
+        """The user's message reads as answered once its reply is complete (the console shows it)."""
+        message = self.conv.get(self.room_id, self.message_id) or message
+        message.update(status="answered", reply_id=reply["id"])
+        self.conv.save(self.room_id, message)
 
     def _reply_message(self, room: Room) -> dict:
         """The reply to this message: a new one, or the one a previous run of this turn began."""

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from avatars.face import _quiet_mediapipe, _scaled_rgb
+from avatars.face import FaceMesher
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +112,11 @@ class FaceMeasurer:
     """The refined face mesh (irises) in tracking mode, one per worker process."""
 
     def __init__(self) -> None:
-        _quiet_mediapipe()
-        import mediapipe as mp
-
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
-                                                     refine_landmarks=True, min_detection_confidence=0.5,
-                                                     min_tracking_confidence=0.5)
+        self._mesher = FaceMesher(video=True, irises=True)
 
     def points(self, frame_bgr: np.ndarray) -> np.ndarray | None:
-        rgb, scale = _scaled_rgb(frame_bgr)
-        result = self._mesh.process(rgb)
-        if not result.multi_face_landmarks:
-            return None
-        h, w = rgb.shape[:2]
-        pts = np.array([(q.x * w, q.y * h, q.z * w) for q in result.multi_face_landmarks[0].landmark], np.float64)
-        return pts / scale
+        pts = self._mesher.landmarks3d(frame_bgr)
+        return None if pts is None else pts.astype(np.float64)
 
     def measure(self, frame_bgr: np.ndarray) -> FrameMeasure | None:
         pts = self.points(frame_bgr)
@@ -134,11 +124,10 @@ class FaceMeasurer:
 
     def reset(self) -> None:
         """Forget the tracked face: a new video must not start from the last one's face."""
-        self.close()
-        self.__init__()
+        self._mesher.reset()
 
     def close(self) -> None:
-        self._mesh.close()
+        self._mesher.close()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 // The console's only way to the service: the /v1 API, with the API key of this browser session.
 
+import { has, t } from "./i18n.js";
+
 const KEY = "mtl.apiKey";
 
 export function apiKey() {
@@ -66,11 +68,11 @@ export async function apiBlobUrl(path) {
   return URL.createObjectURL(await r.blob());
 }
 
-/** A multipart POST with upload progress (fetch has none): onProgress(fraction 0..1). */
-export function upload(path, form, onProgress) {
+/** A multipart POST (or PUT) with upload progress (fetch has none): onProgress(fraction 0..1). */
+export function upload(path, form, onProgress, method = "POST") {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", path);
+    xhr.open(method, path);
     for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
     xhr.responseType = "json";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && onProgress) onProgress(e.loaded / e.total); };
@@ -97,55 +99,20 @@ export async function waitJob(jobId, onProgress, { interval = 400, timeoutMs = 1
   throw new ApiError(0, "timeout", "the job did not finish in time");
 }
 
-// Error codes in plain words (the API's message follows as the detail).
-const PLAIN = {
-  unauthorized: "The API key is missing or wrong. Type it in the key box at the top right.",
-  network: "The service cannot be reached. Is the fleet running?",
-  read_only: "This one is built in (the demo avatar, the default room) and cannot be changed or deleted.",
-  not_owner: "That avatar id belongs to another API key: choose another id.",
-  no_face: "No face was found in the picture or video.",
-  several_faces: "More than one face was found: use a picture or video of one person.",
-  face_too_small: "The face is too small: use a closer picture or video.",
-  frames_without_face: "The face is lost in too many frames of the video.",
-  undecodable: "The file could not be read as a video or picture.",
-  undecodable_audio: "The file could not be read as audio.",
-  undecodable_video: "The file is not a video or picture this service can read.",
-  unsupported_media: "This kind of file is not accepted.",
-  too_long: "The video is too long.",
-  video_too_long: "The video is too long.",
-  image_too_large: "The picture is too large.",
-  upload_too_large: "The file is too large.",
-  empty_upload: "The file is empty.",
-  body_too_large: "The request is too large.",
-  sample_undecodable: "The speech sample must be a video of the presenter talking.",
-  sample_no_audio: "The speech sample has no sound.",
-  sample_silent: "The speech sample is silent.",
-  sample_no_face: "No face was found in the speech sample.",
-  sample_several_faces: "The speech sample shows more than one face.",
-  sample_duration: "The speech sample is too short or too long.",
-  sample_other_person: "The speech sample shows someone else: use a clip of the same presenter talking.",
-  avatar_not_ready: "The avatar is not ready yet.",
-  unknown_avatar: "There is no such avatar.",
-  unknown_room: "The room is closed or does not exist.",
-  not_enrolled: "This avatar has no talking footage for the exemplar engine: choose auto or warp.",
-  engine_unavailable: "This engine's model weights are not installed.",
-  audio_too_long: "The audio is too long.",
-  text_too_long: "The text is too long.",
-  invalid_input: "Some input is not valid.",
-  missing_parameter: "Something required is missing.",
-};
-
+// Error codes in plain words, in the interface's language (i18n/<lang>.js, keys err.<code>);
+// the API's own message follows as the detail.
 export function plainError(err) {
-  if (!err) return { title: "Something went wrong.", detail: "" };
+  if (!err) return { title: t("err.generic"), detail: "" };
   const code = err.code || (err.details && err.details.code) || "";
-  const title = PLAIN[code] || "Something went wrong.";
+  const title = code && has(`err.${code}`) ? t(`err.${code}`) : t("err.generic");
   const detail = err.message && err.message !== title ? err.message : "";
   return { title, detail, code };
 }
 
 /** A failed job's error ({type, message, code}) in plain words. */
 export function plainJobError(error) {
-  if (!error) return { title: "The job failed.", detail: "" };
-  const title = PLAIN[error.code] || (error.type === "DependencyFailed" ? "A step before this one failed." : "The job failed.");
+  if (!error) return { title: t("err.job_failed"), detail: "" };
+  const title = error.code && has(`err.${error.code}`) ? t(`err.${error.code}`)
+    : (error.type === "DependencyFailed" ? t("err.dependency") : t("err.job_failed"));
   return { title, detail: error.message || "", code: error.code || error.type };
 }

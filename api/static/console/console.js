@@ -1,8 +1,10 @@
 // The operators' console: rooms, avatars, renders and the fleet, through the /v1 API only.
+// Interface text comes from i18n/<lang>.js (t("key")); the watched room is in the URL (#rooms/<id>).
 
 import { api, apiBlobUrl, apiKey, plainError, plainJobError, setApiKey, upload, waitJob } from "./api.js";
 import { AudioMeter, LivePlayer, hlsSupported } from "./player.js";
 import { MouthPlayer } from "./mouthplayer.js";
+import { applyI18n, bindLanguageSelect, t } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -26,6 +28,11 @@ function showError(box, err, isJob = false) {
   box.hidden = false;
 }
 
+function showMessage(box, text) {
+  box.replaceChildren(h("b", {}, text));
+  box.hidden = false;
+}
+
 function clock(t) {
   const d = typeof t === "number" ? new Date(t * 1000) : new Date(t);
   return isNaN(d) ? "" : d.toLocaleTimeString([], { hour12: false });
@@ -36,13 +43,19 @@ const state = {
   rooms: [],
   avatars: [],
   room: null,  // the room being watched
+  wantedRoom: null,  // the room named in the URL, opened once the list has it
   feed: null,  // its WebSocket feed (the conversation)
   route: "flv",
   renders: [],
   timers: {},
+  // The API's text limits (GET /v1/fleet `limits`); these defaults until it answers.
+  limits: { text_chars: 2000, message_chars: 500, system_prompt_chars: 4000 },
 };
 // For people and tests: the console's live objects.
 window.mtlConsole = state;
+
+applyI18n();
+bindLanguageSelect($("#lang"));
 
 // ---------- API key and banner ----------
 
@@ -64,28 +77,61 @@ $("#key-form").addEventListener("submit", (e) => {
   setApiKey($("#api-key").value.trim());
   syncKeyForm();
   banner("");
+  loadLimits();
   refreshAll();
 });
 $("#key-clear").addEventListener("click", () => { setApiKey(""); syncKeyForm(); });
 window.addEventListener("mtl:unauthorized", () => {
-  banner("This service needs an API key: type it at the top right (kept for this browser session only).", "error");
+  banner(t("key.needed"), "error");
   $("#api-key").focus();
 });
 
-// ---------- tabs ----------
+async function loadLimits() {
+  try {
+    const fleet = await api("/v1/fleet?recent=1");
+    Object.assign(state.limits, fleet.limits || {});
+    updateCounters();
+  } catch (err) { /* the defaults stay */ }
+}
+
+// ---------- tabs and the URL ----------
+
+const TABS = ["rooms", "avatars", "renders", "fleet"];
+
+/** The URL's hash: #<tab>, or #rooms/<room id> for the room being watched. */
+function setHash() {
+  const want = state.tab === "rooms" && state.room ? `#rooms/${state.room.id}` : `#${state.tab}`;
+  if (location.hash !== want) history.replaceState(null, "", want);
+}
 
 function showTab(name) {
   state.tab = name;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === name);
   for (const s of document.querySelectorAll(".tab")) s.classList.toggle("active", s.id === `tab-${name}`);
-  if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
+  setHash();
   refreshAll();
 }
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
 
+function parseHash() {
+  const [tab, roomId] = (location.hash || "").slice(1).split("/");
+  return { tab: TABS.includes(tab) ? tab : "rooms", roomId: /^[0-9a-f]{32}$/.test(roomId || "") ? roomId : null };
+}
+
+window.addEventListener("hashchange", () => {
+  const want = parseHash();
+  if (want.roomId && (!state.room || state.room.id !== want.roomId)) state.wantedRoom = want.roomId;
+  if (want.tab === "rooms" && !want.roomId && state.room) closeView(t("rooms.placeholder"));  // back to the list
+  if (want.tab !== state.tab) showTab(want.tab);
+  else refreshAll();
+});
+
 // ---------- rooms ----------
 
-const player = new LivePlayer($("#live-video"), { onState: (s, text) => { $("#live-note").textContent = text; } });
+const player = new LivePlayer($("#live-video"), { onState: (s, text) => {
+  state.playerState = s;
+  $("#live-note").textContent = s === "muted" ? t("view.muted") : (s === "playing" ? "" : text);
+} });
 state.player = player;
 
 function roomName(r) {
@@ -98,6 +144,16 @@ function publisherLabel(name) {
   return pid ? `pid ${pid}` : name.slice(0, 14);
 }
 
+function darkLabel(reason) {
+  const key = `dark.${reason}`;
+  const text = t(key);
+  return text === key ? reason.replaceAll("_", " ") : text;
+}
+
+function stateLabel(r) {
+  return t(`state.${r.state}`) + (r.dark_reason ? ` · ${darkLabel(r.dark_reason)}` : "");
+}
+
 async function refreshRooms() {
   try {
     state.rooms = await api("/v1/rooms");
@@ -107,26 +163,32 @@ async function refreshRooms() {
   }
   const body = $("#rooms-table tbody");
   body.replaceChildren(...state.rooms.map((r) => h("tr", { class: state.room && state.room.id === r.id ? "selected" : "", dataset: { room: r.id } },
-    h("td", { title: r.zbjname }, h("div", {}, roomName(r)), h("div", { class: "sub mono", title: r.stream_key }, `${r.stream_key.slice(0, 12)}…`)),
-    h("td", {}, h("span", { class: `badge ${r.state}`, dataset: { state: r.state }, title: r.dark_reason || null },
-      r.dark_reason ? `${r.state} · ${r.dark_reason.replaceAll("_", " ")}` : r.state)),
-    h("td", { class: "queue" }, String(r.pending_utterances)),
-    h("td", { class: "viewers", title: Object.entries(r.viewers_by_route || {}).map(([k, v]) => `${k} ${v}`).join(", ") },
+    h("td", { class: "room-cell", title: r.zbjname }, h("div", { class: "name" }, roomName(r)),
+      h("div", { class: "sub mono", title: r.stream_key }, `${r.stream_key.slice(0, 12)}…`)),
+    h("td", {}, h("span", { class: `badge ${r.state}`, dataset: { state: r.state }, title: r.dark_reason || null }, stateLabel(r))),
+    h("td", { class: "queue opt" }, String(r.pending_utterances)),
+    h("td", { class: "viewers opt", title: Object.entries(r.viewers_by_route || {}).map(([k, v]) => `${k} ${v}`).join(", ") },
       r.viewers === null || r.viewers === undefined ? "–" : String(r.viewers)),
-    h("td", { class: "sub mono", title: r.publisher || "no stream worker publishes it" }, publisherLabel(r.publisher)),
+    h("td", { class: "sub mono opt", title: r.publisher || t("rooms.no_publisher") }, publisherLabel(r.publisher)),
     h("td", { class: "actions" },
-      h("button", { onclick: () => openRoom(r.id) }, "Open"), " ",
-      h("button", { class: "danger", onclick: () => closeRoom(r) }, "Close")))));
+      h("button", { onclick: () => openRoom(r.id) }, t("rooms.open")),
+      h("button", { class: "danger", onclick: () => closeRoom(r) }, t("rooms.close"))))));
   $("#rooms-empty").hidden = state.rooms.length > 0;
   $("#rooms-count").textContent = `(${state.rooms.length})`;
+  if (state.wantedRoom) {
+    const id = state.wantedRoom;
+    state.wantedRoom = null;
+    if (state.rooms.some((r) => r.id === id)) { openRoom(id); return; }
+  }
   if (state.room) {
     const current = state.rooms.find((r) => r.id === state.room.id);
-    if (!current) { closeView("The room was closed."); return; }
+    if (!current) { closeView(t("rooms.closed")); return; }
     state.room = current;
     const badge = $("#room-state");
-    badge.textContent = current.state + (current.dark_reason ? ` (${current.dark_reason.replaceAll("_", " ")})` : "")
-      + (current.pending_utterances ? ` · ${current.pending_utterances} queued` : "");
+    badge.textContent = stateLabel(current)
+      + (current.pending_utterances ? ` · ${t("state.queued", { n: current.pending_utterances })}` : "");
     badge.className = `badge ${current.state}`;
+    badge.dataset.state = current.state;
     refreshEvents();
   }
 }
@@ -158,12 +220,13 @@ function openRoom(id, route) {
   $("#room-placeholder").hidden = true;
   $("#room-title").textContent = roomName(room);
   $("#say-error").hidden = true;
-  $("#room-urls").replaceChildren(...Object.entries(room.urls).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]).flat());
+  renderUrls(room);
   const video = $("#live-video");
   video.muted = false;
   if (state.route === "hls") player.play("hls", room.urls.hls);
   else player.play("flv", flvUrl(room));
   followFeed(room);
+  setHash();
   refreshRooms();
 }
 
@@ -174,49 +237,182 @@ function closeView(note) {
   $("#room-detail").hidden = true;
   $("#room-placeholder").hidden = false;
   if (note) $("#room-placeholder").firstElementChild.textContent = note;
+  setHash();
 }
 
 async function closeRoom(room) {
-  if (!confirm(`Close room ${roomName(room)}? Its stream stops.`)) return;
+  if (!confirm(t("rooms.confirm_close", { name: roomName(room) }))) return;
   try {
     await api(`/v1/rooms/${room.id}`, { method: "DELETE" });
-    if (state.room && state.room.id === room.id) closeView("Room closed.");
+    if (state.room && state.room.id === room.id) closeView(t("rooms.closed_by_you"));
   } catch (err) { banner(plainError(err).title, "error"); }
   refreshRooms();
 }
 
-$("#room-close-view").addEventListener("click", () => closeView("Open a room to watch it live and make it speak."));
+$("#room-close-view").addEventListener("click", () => closeView(t("rooms.placeholder")));
 $("#room-route").addEventListener("change", (e) => { if (state.room) openRoom(state.room.id, e.target.value); });
 $("#room-route").querySelector("option[value=hls]").disabled = !hlsSupported($("#live-video"));
-$("#live-video").addEventListener("click", (e) => { e.target.muted = false; if (state.meter) state.meter.resume(); });
+
+// Browsers mute a page's media until the first interaction: a click or key anywhere gives the sound back.
+function unmuteLive() {
+  const v = $("#live-video");
+  if (state.room && v.muted) { v.muted = false; v.play().catch(() => {}); }
+  if (state.meter) state.meter.resume();
+  if (state.playerState === "muted") $("#live-note").textContent = "";
+}
+for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unmuteLive, { capture: true });
+
+// ---------- play URLs: copy buttons, OBS's server + stream key, the audience page ----------
+
+async function copyText(text, button) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch (err) {
+    // Not a secure context, or no permission: the old way, through a selected text field.
+    const area = h("textarea", { class: "offscreen", readonly: true });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    area.remove();
+  }
+  button.textContent = ok ? t("urls.copied") : t("urls.copy_failed");
+  button.classList.toggle("done", ok);
+  setTimeout(() => { button.textContent = t("urls.copy"); button.classList.remove("done"); }, 1500);
+  state.lastCopied = ok ? text : null;
+}
+
+function urlRow(label, value, { open = false, name = label } = {}) {
+  const copy = h("button", { type: "button", class: "copy", dataset: { copy: name } }, t("urls.copy"));
+  copy.addEventListener("click", () => copyText(value, copy));
+  return h("div", { class: "url-row", dataset: { url: name } },
+    h("span", { class: "url-label" }, label),
+    h("code", { class: "url-value", title: value }, value),
+    h("span", { class: "url-actions" }, copy,
+      open ? h("a", { class: "button", href: value, target: "_blank", rel: "noopener" }, t("urls.open")) : ""));
+}
+
+/** OBS wants the RTMP URL as a server and a stream key: split at the last "/". */
+function obsPair(rtmpUrl) {
+  const cut = rtmpUrl.lastIndexOf("/");
+  return { server: rtmpUrl.slice(0, cut), key: rtmpUrl.slice(cut + 1) };
+}
+
+function renderUrls(room) {
+  const abs = (u) => new URL(u, location.href).href;
+  const rows = [urlRow(t("urls.audience"), abs(`watch.html?key=${room.stream_key}`), { open: true, name: "audience" }),
+    urlRow("flv", abs(flvUrl(room)), { name: "flv" })];
+  for (const [k, v] of Object.entries(room.urls)) if (k !== "publish" && k !== "flv") rows.push(urlRow(k, v, { name: k }));
+  const rtmp = room.urls.rtmp || room.urls.publish;
+  const obs = rtmp ? obsPair(rtmp) : null;
+  $("#room-urls").replaceChildren(...rows, obs ? h("div", { class: "obs" },
+    h("div", { class: "obs-title" }, t("urls.obs")),
+    urlRow(t("urls.obs_server"), obs.server, { name: "obs-server" }),
+    urlRow(t("urls.obs_key"), obs.key, { name: "obs-key" }),
+    h("p", { class: "muted hint" }, t("urls.obs_hint"))) : "");
+}
+
+// ---------- the room form: avatar picker, responder, system prompt, material ----------
+
+function pickAvatar(id) {
+  $("#room-avatar").value = id;
+  $("#room-avatar-name").textContent = id;
+  for (const b of document.querySelectorAll("#room-avatar-picker .pick")) {
+    b.classList.toggle("selected", b.dataset.pick === id);
+    b.setAttribute("aria-selected", b.dataset.pick === id ? "true" : "false");
+  }
+}
+
+function renderPicker(ready) {
+  const picker = $("#room-avatar-picker");
+  const keep = $("#room-avatar").value;
+  picker.replaceChildren(...(ready.length ? ready.map((a) => {
+    const thumb = h("span", { class: "pick-thumb" });
+    thumbnail(a.id, thumb);
+    return h("button", { type: "button", class: "pick", role: "option", title: a.id, dataset: { pick: a.id },
+      onclick: () => pickAvatar(a.id) }, thumb, h("span", { class: "pick-name" }, a.id));
+  }) : [h("p", { class: "muted" }, t("room.avatar_none"))]));
+  // The list is newest first: the operator's latest avatar is the default.
+  pickAvatar(keep && ready.some((a) => a.id === keep) ? keep : (ready[0] ? ready[0].id : ""));
+}
+
+$("#room-material").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  $("#room-material-name").textContent = file ? file.name : t("room.material_none");
+});
+$("#room-prompt").addEventListener("input", updateCounters);
 
 $("#room-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const box = $("#room-form-error");
   box.hidden = true;
   const body = {};
+  const prompt = $("#room-prompt").value.trim();
+  if (prompt.length > state.limits.system_prompt_chars) {
+    showMessage(box, tooLong(prompt.length, state.limits.system_prompt_chars));
+    return;
+  }
   if ($("#room-username").value.trim()) body.username = $("#room-username").value.trim();
   if ($("#room-avatar").value) body.avatar_id = $("#room-avatar").value;
   if ($("#room-language").value) body.language = $("#room-language").value;
   if ($("#room-ttl").value) body.ttl_s = Number($("#room-ttl").value);
+  if ($("#room-responder").value) body.responder = $("#room-responder").value;
+  if (prompt) body.system_prompt = prompt;
   try {
     const room = await api("/v1/rooms", { method: "POST", json: body });
     $("#room-username").value = "";
+    const file = $("#room-material").files[0];
+    if (file) {
+      const form = new FormData();
+      form.append("file", file);
+      try {
+        await upload(`/v1/rooms/${room.id}/material`, form, null, "PUT");
+      } catch (err) { showError(box, err); }
+    }
     await refreshRooms();
     openRoom(room.id);
   } catch (err) { showError(box, err); }
 });
 
+// ---------- speaking and asking ----------
+
+function sayLimit() {
+  return $("#say-converse").checked ? state.limits.message_chars : state.limits.text_chars;
+}
+
+function tooLong(n, max) {
+  return t("say.too_long", { n, max, over: n - max });
+}
+
+function counter(el, n, max) {
+  el.textContent = t("say.count", { n, max });
+  el.classList.toggle("over", n > max);
+}
+
+function updateCounters() {
+  counter($("#say-count"), $("#say-text").value.trim().length, sayLimit());
+  counter($("#room-prompt-count"), $("#room-prompt").value.trim().length, state.limits.system_prompt_chars);
+  counter($("#render-count"), $("#render-text").value.trim().length, state.limits.text_chars);
+  const ask = $("#say-converse").checked;
+  $("#say-text").placeholder = t(ask ? "say.placeholder_ask" : "say.placeholder");
+  $("#say-button").textContent = t(ask ? "say.ask_button" : "say.speak");
+}
+for (const id of ["#say-text", "#render-text"]) $(id).addEventListener("input", updateCounters);
+$("#say-converse").addEventListener("change", updateCounters);
+
 async function say(body) {
   const box = $("#say-error");
   box.hidden = true;
-  if (!state.room) return;
+  if (!state.room) return false;
   // "Ask": a message the room answers (it first stops what it is saying); otherwise it says the text.
   const path = $("#say-converse").checked ? "messages" : "say";
   try {
     await api(`/v1/rooms/${state.room.id}/${path}`, { method: "POST", json: body });
     refreshRooms();
-  } catch (err) { showError(box, err); }
+    return true;
+  } catch (err) { showError(box, err); return false; }
 }
 
 // ---------- conversation: the room's WebSocket feed ----------
@@ -237,25 +433,35 @@ function followFeed(room) {
   refreshConversation();
 }
 
+function statusLabel(status) {
+  const key = `status.${status}`;
+  const text = t(key);
+  return text === key ? status : text;
+}
+
 async function refreshConversation() {
   if (!state.room) return;
   try {
     const messages = await api(`/v1/rooms/${state.room.id}/messages`);
-    $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}` },
-      h("span", { class: "who" }, m.role === "user" ? "user" : (m.responder || "room")),
+    $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}`, dataset: { status: m.status } },
+      h("span", { class: "who" }, m.role === "user" ? t("conv.user") : (m.responder || t("conv.room"))),
       h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || "")),
-      h("span", { class: "muted" }, ` ${m.status}${m.fallback ? ` (fallback: ${m.fallback.reason})` : ""}`))));
+      h("span", { class: "muted status" }, ` ${statusLabel(m.status)}${m.fallback ? ` (${t("conv.fallback", { reason: m.fallback.reason })})` : ""}`))));
+    const list = $("#conversation");
+    list.scrollTop = list.scrollHeight;
   } catch (err) { /* the room list shows a closed room */ }
 }
 
 $("#say-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const text = $("#say-text").value.trim();
-  if (!text) return;
+  // Limits are said before anything is sent: empty text and text over the limit are never cut silently.
+  if (!text) { showMessage($("#say-error"), t("say.empty")); return; }
+  if (text.length > sayLimit()) { showMessage($("#say-error"), tooLong(text.length, sayLimit())); return; }
   $("#say-button").disabled = true;
-  await say({ text });
+  const sent = await say({ text });
   $("#say-button").disabled = false;
-  $("#say-text").value = "";
+  if (sent) { $("#say-text").value = ""; updateCounters(); }
 });
 $("#say-text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("#say-form").requestSubmit(); }
@@ -284,7 +490,7 @@ setInterval(() => {
   if (!state.room || !state.meter) return;
   $("#live-meter").style.width = `${Math.min(100, state.meter.level * 400)}%`;
   const v = $("#live-video");
-  $("#live-stats").textContent = `${state.route.toUpperCase()} · buffer ${player.bufferAhead().toFixed(2)} s` +
+  $("#live-stats").textContent = `${state.route.toUpperCase()} · ${t("view.buffer", { s: player.bufferAhead().toFixed(2) })}` +
     (v.videoWidth ? ` · ${v.videoWidth}×${v.videoHeight}` : "");
 }, 100);
 
@@ -307,11 +513,17 @@ async function refreshAvatars() {
   try {
     state.avatars = await api("/v1/avatars");
   } catch (err) { return; }
+  // Newest first (the API's order): the operator's latest avatar leads the pickers.
   const ready = state.avatars.filter((a) => a.status === "ready");
-  for (const sel of [$("#room-avatar"), $("#render-avatar")]) {
-    const keep = sel.value;
-    sel.replaceChildren(...ready.map((a) => h("option", { value: a.id }, a.id)));
-    if (keep && ready.some((a) => a.id === keep)) sel.value = keep;
+  const ids = ready.map((a) => a.id).join(",");
+  if (ids !== state.readyIds) {
+    state.readyIds = ids;
+    for (const sel of [$("#room-avatar"), $("#render-avatar")]) {
+      const keep = sel.value;
+      sel.replaceChildren(...ready.map((a) => h("option", { value: a.id }, a.id)));
+      if (keep && ready.some((a) => a.id === keep)) sel.value = keep;
+    }
+    renderPicker(ready);
   }
   if (state.tab !== "avatars") return;
   $("#avatars-count").textContent = `(${state.avatars.length})`;
@@ -319,19 +531,19 @@ async function refreshAvatars() {
     const m = a.manifest || {};
     const thumb = h("div", { class: "thumb", role: "img", "aria-label": a.id });
     if (a.status === "ready") thumbnail(a.id, thumb);
-    const enrolled = m.enrollment ? "own mouth (enrolled)" : "warp";
+    const enrolled = m.enrollment ? t("avatars.enrolled") : t("avatars.warp");
     return h("div", { class: "avatar-card", dataset: { avatar: a.id } }, thumb,
       h("div", { class: "meta" },
         h("b", { title: a.id }, a.id),
         h("div", { class: "row" }, h("span", { class: `badge ${a.status}` }, a.status),
-          h("button", { class: "danger", onclick: () => deleteAvatar(a.id) }, "Delete")),
-        m.width ? h("span", { class: "muted" }, `${m.kind || ""} ${m.width}×${m.height}, ${m.frames} frames · ${enrolled}`) : "",
+          h("button", { class: "danger", onclick: () => deleteAvatar(a.id) }, t("avatars.delete"))),
+        m.width ? h("span", { class: "muted" }, t("avatars.frames", { kind: m.kind || "", w: m.width, h: m.height, frames: m.frames, engine: enrolled })) : "",
         a.error ? h("span", { class: "err" }, plainJobError(a.error).title) : ""));
   }));
 }
 
 async function deleteAvatar(id) {
-  if (!confirm(`Delete avatar ${id} and its cache?`)) return;
+  if (!confirm(t("avatars.confirm_delete", { id }))) return;
   try {
     await api(`/v1/avatars/${encodeURIComponent(id)}`, { method: "DELETE" });
     URL.revokeObjectURL(thumbs.get(id) || "");
@@ -351,7 +563,7 @@ function progress(prefix, fraction, phase, cls = "") {
 }
 
 $("#avatar-file").addEventListener("change", (e) => {
-  $("#avatar-file-name").textContent = e.target.files[0] ? e.target.files[0].name : "no file chosen";
+  $("#avatar-file-name").textContent = e.target.files[0] ? e.target.files[0].name : t("avatars.no_file");
 });
 
 $("#avatar-form").addEventListener("submit", async (e) => {
@@ -367,24 +579,24 @@ $("#avatar-form").addEventListener("submit", async (e) => {
   if (sample) form.append("speech_sample", sample);
   $("#avatar-submit").disabled = true;
   // Upload counts for the first 30% of the bar, preparation for the rest.
-  progress("avatar", 0, "uploading…");
+  progress("avatar", 0, t("progress.uploading"));
   try {
-    const accepted = await upload("/v1/avatars", form, (f) => progress("avatar", 0.3 * f, "uploading…"));
-    progress("avatar", 0.3, "preparing…");
+    const accepted = await upload("/v1/avatars", form, (f) => progress("avatar", 0.3 * f, t("progress.uploading")));
+    progress("avatar", 0.3, t("progress.preparing"));
     const job = await waitJob(accepted.job_id, (j) => {
-      const label = j.status === "queued" ? "waiting for a worker…" : "preparing…";
+      const label = j.status === "queued" ? t("progress.waiting_worker") : t("progress.preparing");
       progress("avatar", 0.3 + 0.7 * (j.progress || 0), label);
     });
     if (job.status === "finished") {
-      progress("avatar", 1, `ready: ${accepted.avatar_id}`, "done");
+      progress("avatar", 1, t("progress.ready", { id: accepted.avatar_id }), "done");
       $("#avatar-form").reset();
-      $("#avatar-file-name").textContent = "no file chosen";
+      $("#avatar-file-name").textContent = t("avatars.no_file");
     } else {
-      progress("avatar", 1, "failed", "failed");
+      progress("avatar", 1, t("progress.failed"), "failed");
       showError(box, job.error, true);
     }
   } catch (err) {
-    progress("avatar", 1, "failed", "failed");
+    progress("avatar", 1, t("progress.failed"), "failed");
     showError(box, err);
   } finally {
     $("#avatar-submit").disabled = false;
@@ -409,8 +621,9 @@ $("#render-form").addEventListener("submit", async (e) => {
   const text = $("#render-text").value.trim();
   const file = $("#render-audio").files[0];
   const engine = $("#render-engine").value || undefined;
-  if (!file && !text) { showError(box, { code: "missing_parameter", message: "type a text or choose an audio file" }); return; }
-  progress("render", 0, "submitting…");
+  if (!file && !text) { showError(box, { code: "missing_parameter", message: t("renders.need_input") }); return; }
+  if (!file && text.length > state.limits.text_chars) { showMessage(box, tooLong(text.length, state.limits.text_chars)); return; }
+  progress("render", 0, t("progress.submitting"));
   try {
     let accepted;
     if (file) {
@@ -418,25 +631,26 @@ $("#render-form").addEventListener("submit", async (e) => {
       form.append("avatar_id", avatar);
       form.append("audio", file);
       if (engine) form.append("engine", engine);
-      accepted = await upload("/v1/lipsync/upload", form, (f) => progress("render", 0.1 * f, "uploading…"));
+      accepted = await upload("/v1/lipsync/upload", form, (f) => progress("render", 0.1 * f, t("progress.uploading")));
     } else {
       accepted = await api("/v1/lipsync", { method: "POST", json: { avatar_id: avatar, text, engine } });
     }
     const job = await waitJob(accepted.job_id, (j) =>
-      progress("render", 0.1 + 0.9 * (j.progress || 0), j.status === "started" ? "rendering…" : "waiting…"));
+      progress("render", 0.1 + 0.9 * (j.progress || 0), j.status === "started" ? t("progress.rendering") : t("progress.waiting")));
     if (job.status !== "finished") {
-      progress("render", 1, "failed", "failed");
+      progress("render", 1, t("progress.failed"), "failed");
       showError(box, job.error, true);
       return;
     }
-    progress("render", 1, "done", "done");
+    progress("render", 1, t("progress.done"), "done");
     const item = { id: job.id, avatar, label: text ? text.slice(0, 40) : file.name, result: job.result };
     state.renders.unshift(item);
     $("#render-text").value = "";
+    updateCounters();
     listRenders();
     showRender(item);
   } catch (err) {
-    progress("render", 1, "failed", "failed");
+    progress("render", 1, t("progress.failed"), "failed");
     showError(box, err);
   }
 });
@@ -444,7 +658,7 @@ $("#render-form").addEventListener("submit", async (e) => {
 function listRenders() {
   $("#render-list").replaceChildren(...state.renders.map((r) => h("li", {},
     h("span", {}, h("b", {}, r.avatar), " · ", r.label),
-    h("button", { onclick: () => showRender(r) }, "Show"))));
+    h("button", { onclick: () => showRender(r) }, t("renders.show")))));
 }
 
 async function showRender(item) {
@@ -481,26 +695,57 @@ $("#mouth-play").addEventListener("click", () => {
 
 // ---------- fleet ----------
 
+function seconds(v) {
+  return v < 10 ? `${v.toFixed(2)} s` : v < 120 ? `${v.toFixed(1)} s` : `${Math.round(v / 60)} min`;
+}
+
+/** How long a job ran (or has been running), from its start. */
+function jobDuration(j) {
+  if (!j.started_at) return "–";
+  const end = j.ended_at ? Date.parse(j.ended_at) : Date.now();
+  return seconds(Math.max(0, (end - Date.parse(j.started_at)) / 1000));
+}
+
+function jobSubject(j) {
+  const s = j.subject || {};
+  const room = s.room_id ? state.rooms.find((r) => r.id === s.room_id) : null;
+  return [s.room_id ? `${t("fleet.room")} ${room ? roomName(room) : s.room_id.slice(0, 8)}` : "",
+    s.avatar_id ? `${t("fleet.avatar")} ${s.avatar_id}` : ""].filter(Boolean).join(" · ") || "–";
+}
+
 async function refreshFleet() {
   let fleet;
   try {
-    fleet = await api("/v1/fleet?recent=25");
+    // The rooms too: a job's room is shown by its name.
+    const [f, rooms] = await Promise.all([api(`/v1/fleet?recent=25&window_s=${$("#fleet-window").value}`),
+      api("/v1/rooms").catch(() => null)]);
+    fleet = f;
+    if (rooms) state.rooms = rooms;
   } catch (err) { return; }
   $("#queues-table tbody").replaceChildren(...Object.entries(fleet.queues).map(([kind, q]) => h("tr", {},
     h("td", {}, kind), h("td", {}, String(q.queued)), h("td", {}, String(q.started)),
-    h("td", {}, String(q.failed)),
+    h("td", { class: q.failed_window ? "err" : "", title: t("fleet.failed_total", { n: q.failed }) },
+      String(q.failed_window ?? q.failed)),
     h("td", {}, h("span", { class: `badge ${q.workers ? "ready" : "failed"}` }, String(q.workers))))));
   const streams = Object.entries(fleet.stream_workers);
   $("#streams-table tbody").replaceChildren(...(streams.length ? streams.map(([name, n]) => h("tr", {},
     h("td", { class: "mono" }, name), h("td", {}, String(n))))
-    : [h("tr", {}, h("td", { colspan: 2, class: "empty" }, "no stream worker alive"))]));
-  $("#rooms-open").textContent = `${fleet.rooms_open} open room(s)`;
+    : [h("tr", {}, h("td", { colspan: 2, class: "empty" }, t("fleet.no_stream")))]));
+  $("#rooms-open").textContent = t("fleet.rooms_open", { n: fleet.rooms_open });
+  $("#procs-table tbody").replaceChildren(...(fleet.processes || []).map((p) => h("tr", { dataset: { kind: p.kind } },
+    h("td", { class: "mono proc-name", title: p.name }, p.name), h("td", {}, p.kind),
+    h("td", { class: "mono opt" }, p.pid ?? "–"),
+    h("td", { class: "num" }, p.cpu_percent === null ? "–" : `${p.cpu_percent.toFixed(1)} %`),
+    h("td", { class: "num" }, p.rss_mb === null ? "–" : `${Math.round(p.rss_mb)} MB`))));
   $("#jobs-table tbody").replaceChildren(...fleet.recent_jobs.map((j) => h("tr", {},
     h("td", {}, clock(j.created_at)), h("td", {}, j.kind),
     h("td", {}, h("span", { class: `badge ${j.status}` }, j.status)),
-    h("td", { class: "mono", title: j.id }, j.id.slice(0, 8)),
+    h("td", { class: "num duration" }, jobDuration(j)),
+    h("td", { class: "subject" }, jobSubject(j)),
+    h("td", { class: "mono opt", title: j.id }, j.id.slice(0, 8)),
     h("td", { class: "err" }, j.error ? `${plainJobError(j.error).title} ${j.error.message || ""}` : ""))));
 }
+$("#fleet-window").addEventListener("change", refreshFleet);
 
 // ---------- refresh loop ----------
 
@@ -517,14 +762,21 @@ setInterval(() => {
   else if (state.tab === "avatars") refreshAvatars();
 }, 2000);
 
-const TABS = ["rooms", "avatars", "renders", "fleet"];
-function tabFromHash() {
-  const name = (location.hash || "").slice(1);
-  return TABS.includes(name) ? name : "rooms";
-}
-window.addEventListener("hashchange", () => { if (tabFromHash() !== state.tab) showTab(tabFromHash()); });
+window.addEventListener("mtl:lang", () => {
+  state.readyIds = null;  // redraw the pickers' empty notes too
+  updateCounters();
+  if (state.room) renderUrls(state.room);
+  refreshAll();
+  refreshConversation();
+});
 
 syncKeyForm();
-showTab(tabFromHash());
+updateCounters();
+loadLimits();
+{
+  const want = parseHash();
+  state.wantedRoom = want.roomId;  // a reload returns to the room being watched
+  showTab(want.tab);
+}
 state.openRoom = openRoom;
 state.refreshRooms = refreshRooms;

@@ -44,6 +44,7 @@ export class LivePlayer {
     this.lastTime = 0;
     this.lastAdvance = 0;
     this.reconnects = 0;
+    this.failures = 0;  // retries since the picture last advanced: the next one waits longer
   }
 
   /** Start (or switch to) a route: "flv" or "hls". */
@@ -100,6 +101,7 @@ export class LivePlayer {
     if (t > this.lastTime + 0.01) {
       this.lastTime = t;
       this.lastAdvance = now;
+      this.failures = 0;
       this.onState("playing", "");
     } else if (now - this.lastAdvance > (this.route === "hls" ? 15000 : 6000) && this.url) {
       this._retry("the picture stopped");
@@ -116,10 +118,13 @@ export class LivePlayer {
     const { route, url } = this;
     this.onState("reconnecting", `reconnecting (${why})…`);
     this.reconnects += 1;
+    this.failures += 1;
+    // 1 s, then longer while the room stays away (closed, or its publisher restarting), at most 8 s.
+    const delay = Math.min(8000, 1000 * 2 ** Math.max(0, this.failures - 2));
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.play(route, url);
-    }, 1000);
+    }, delay);
   }
 
   /** Seconds of media buffered ahead of what plays (the player's share of the latency). */

@@ -6,7 +6,7 @@ the head does not count) by what speech does not change:
 - geometry: eyes, brows, nose and the upper face oval from the face mesh, normalised by the
   inter-ocular distance (translation, rotation and scale removed);
 - the lips' colour against the skin around them: the renderer corrects lighting by shifting the
-  pasted mouth's colour to the frame's skin on the patch rim (models/lipsync/exemplar.py), so what
+  pasted mouth's colour to the frame's skin on the patch rim (lipsync/exemplar.py), so what
   survives that correction is the lip-to-skin contrast, compared in CIE Lab;
 - the texture of the chin and cheeks (stubble, a beard) at a scale set by the inter-ocular distance.
 
@@ -99,7 +99,7 @@ def _texture(frame: np.ndarray, lm: np.ndarray) -> float:
 
 
 def _sample(frame: np.ndarray, lm3: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    from models.lipsync.warp import geometry, sample_palette
+    from lipsync.warp import geometry, sample_palette
 
     lm = lm3[:, :2]
     lip, skin = sample_palette(frame, lm, geometry(lm, frame.shape))

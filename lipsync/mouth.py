@@ -25,7 +25,7 @@ class MouthTrack:
     width: np.ndarray  # [n] in -1 (rounded) .. 1 (spread)
     voiced: np.ndarray  # [n] bool
     loudness: np.ndarray | None = None  # [n] in 0..1: the speech envelope alone
-    closure: np.ndarray | None = None  # [n] in 0..1: lips shut by the phones (models.lipsync.visemes)
+    closure: np.ndarray | None = None  # [n] in 0..1: lips shut by the phones (lipsync.visemes)
 
     def as_series(self) -> list[dict]:
         return [{"t": round(i / self.fps, 3), "open": round(float(o), 3), "width": round(float(w), 3)}

@@ -16,8 +16,8 @@ import numpy as np
 
 from avatars.compose import blend_region
 from avatars.store import Avatar
-from models.lipsync.mouth import MouthTrack, analyse
-from models.lipsync.warp import WarpOptions, render_mouth
+from lipsync.mouth import MouthTrack, analyse
+from lipsync.warp import WarpOptions, render_mouth
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,13 @@ class AutoEngine:
     name = "auto"
 
     def __init__(self, warp: WarpEngine) -> None:
-        from models.lipsync.exemplar import ExemplarEngine
+        from lipsync.exemplar import ExemplarEngine
 
         self.exemplar = ExemplarEngine()
         self.warp = warp
 
     def choose(self, avatar: Avatar) -> LipSyncEngine:
-        from avatars.mouthbank import load_bank
+        from lipsync.mouthbank import load_bank
 
         # An enrolled mouth that does not belong on the template is never used (ExemplarEngine.fits).
         bank = load_bank(avatar.path)
@@ -145,7 +145,7 @@ def load_engine(name: str, models_dir: Path, strength: float = 1.0) -> LipSyncEn
     if name == "auto":
         return AutoEngine(WarpEngine(WarpOptions(strength=strength)))
     if name == "exemplar":
-        from models.lipsync.exemplar import ExemplarEngine
+        from lipsync.exemplar import ExemplarEngine
 
         return ExemplarEngine()
     if name == "musetalk":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.lipsync.features import Mlp
+from lipsync.features import Mlp
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from avatars.canonical import LOWER_INNER, SHAPE, UPPER_INNER
-from models.lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
-from models.lipsync.mouth import MouthTrack
+from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER
+from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
+from lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ BANK_DIR = "mouth"
 
 
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
+MASK_SCALE = 0.5  # of the canonical frame, where the renderer draws each frame's blend mask
 PAUSE_FRAMES = 10  # 0.4 s: shorter gaps keep the mouth's own half-open shapes, as speakers do
 
 
@@ -73,12 +74,18 @@ class MouthBank:
     prior_gain: float = 0.7
     prior_lead: int = 1  # frames the lips lead the sound by
 
+    @cached_property
+    def small_mask(self) -> np.ndarray:
+        """The mask at MASK_SCALE, where the renderer draws each frame's blend mask."""
+        size = (round(self.mask.shape[1] * MASK_SCALE), round(self.mask.shape[0] * MASK_SCALE))
+        return cv2.resize(self.mask, size, interpolation=cv2.INTER_AREA)
+
     @property
     def size(self) -> tuple[int, int]:
         return self.mask.shape[1], self.mask.shape[0]
 
     def prior(self, track: MouthTrack) -> np.ndarray:
-        """The speaker-independent articulation (models.lipsync.mouth: loudness and the voice's
+        """The speaker-independent articulation (lipsync.mouth: loudness and the voice's
         1-3 kHz share) in the presenter's own shapes: from rest towards their open mouth, leading
         the sound slightly. Short samples cannot teach much more; the prior keeps the mouth
         speaking where the learned part has too little to go on."""

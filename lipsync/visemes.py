@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.lipsync.mouth import MouthTrack
+from lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 

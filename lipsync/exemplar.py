@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from avatars.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
+from lipsync.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
-from avatars.mouthbank import MouthBank, load_bank
+from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
 from avatars.store import Avatar
-from models.lipsync.mouth import MouthTrack, analyse
+from lipsync.mouth import MouthTrack, analyse
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
 # energy, each over its bound; the median over the template's most closed frames must stay <= 1.
 # Measured on 11 (template, bank) pairs of the shared clips and the demo portrait (median over 5
 # frames): a presenter's own bank 0.56-0.79, another presenter's 1.11-5.94. The bounds were chosen on
-# those same pairs: a guard against smears, not an identity test (avatars/identity.py is, before
+# those same pairs: a guard against smears, not an identity test (lipsync/identity.py is, before
 # enrollment).
 DEPARTURE = {"luma": 16.0, "chroma": 1.8, "texture": 0.45}
 
@@ -88,6 +88,15 @@ def patch_departure(frame: np.ndarray, box, out: np.ndarray, mask: np.ndarray) -
     fine = [np.abs(y - cv2.GaussianBlur(y, (0, 0), 1.0))[core].mean() for y in (a[..., 0], b[..., 0])]
     texture = abs(float(np.log((fine[0] + 1e-3) / (fine[1] + 1e-3))))
     return max(luma / DEPARTURE["luma"], chroma / DEPARTURE["chroma"], texture / DEPARTURE["texture"])
+
+
+def _grown(points: np.ndarray, amount: float) -> np.ndarray:
+    """A closed outline moved `amount` px away from its centre (inwards when negative), as int32."""
+    points = np.asarray(points, np.float64)
+    centre = points.mean(axis=0)
+    away = points - centre
+    out = centre + away * (1.0 + amount / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
+    return np.round(out).astype(np.int32)
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -233,35 +242,27 @@ class ExemplarEngine:
         if box is None:
             return out
         x1, y1, x2, y2 = box
-        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), to_canon, box)
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
         return out
 
     def _blend_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        """The canonical blend mask for one frame: the bank's mask raised to 1 over the hull of the
+        """The blend mask for one frame, in the canonical frame at MASK_SCALE (a feathered mask needs no
+        more; the two blurs cost a quarter): the bank's mask raised to 1 over the hull of the
         template's outer lips and the pasted ones (without it the feathered rim let the template's
         own lip corners and upper lip show through beside the pasted ones wherever the two mouths
         differ), and kept inside the template's face (a turned head's far cheek borders the
         background, which an exemplar from another view would smear over)."""
-        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
-        sigma = max(1.5, 0.03 * iod)
-        pts = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]).astype(np.float64)
-        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
-        centre = hull.mean(axis=0)
-        away = hull - centre
-        grow = self.options.lip_cover * iod + 2.5 * sigma
-        hull = centre + away * (1.0 + grow / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
-        cover = np.zeros(bank.mask.shape, np.float32)
-        cv2.fillConvexPoly(cover, np.round(hull).astype(np.int32), 1.0)
-        cover = cv2.GaussianBlur(cover, (0, 0), sigma)
-        face = np.zeros(bank.mask.shape, np.float32)
-        oval = apply(to_canon, landmarks[FACE_OVAL]).astype(np.float64)
-        centre = oval.mean(axis=0)
-        away = oval - centre
-        inset = 2.0 * sigma  # the feather stays on skin, off the face's outline
-        oval = centre + away * (1.0 - inset / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1.0))
-        cv2.fillPoly(face, [np.round(oval).astype(np.int32)], 1.0)
-        face = cv2.GaussianBlur(face, (0, 0), sigma)
-        return np.minimum(np.maximum(bank.mask, cover), face)
+        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3])) * MASK_SCALE
+        sigma = max(1.0, 0.03 * iod)
+        lips = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]) * MASK_SCALE
+        hull = cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2)
+        cover = np.zeros(bank.small_mask.shape, np.float32)
+        cv2.fillConvexPoly(cover, _grown(hull, self.options.lip_cover * iod + 2.5 * sigma), 1.0)
+        face = np.zeros(bank.small_mask.shape, np.float32)
+        # The feather stays on skin, off the face's outline.
+        cv2.fillPoly(face, [_grown(apply(to_canon, landmarks[FACE_OVAL]) * MASK_SCALE, -2.0 * sigma)], 1.0)
+        return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)),
+                          cv2.GaussianBlur(face, (0, 0), sigma))
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
         x1, y1, x2, y2 = box
@@ -279,7 +280,9 @@ class ExemplarEngine:
             my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
                             interpolation=cv2.INTER_LINEAR)[:rh, :rw]
             out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out, _to_box(bank.mask if cover is None else cover, to_canon, box)
+        if cover is None:
+            return out, _to_box(bank.mask, to_canon, box)
+        return out, _to_box(cover, MASK_SCALE * to_canon, box)
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
@@ -299,12 +302,12 @@ class ExemplarEngine:
     def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State) -> None:
         """Shift the patch's colour to the frame's on the mask's rim, so no colour step shows."""
         x1, y1, x2, y2 = box
-        # Every other pixel of the rim is plenty for three means.
-        m = mask[::2, ::2]
+        # Every fourth pixel each way of the rim is plenty for three means.
+        m = mask[::4, ::4]
         ring = m * (1.0 - m)
         total = float(ring.sum())
         if total > 1.0:
-            diff = frame[y1:y2:2, x1:x2:2].astype(np.float32) - out[::2, ::2]
+            diff = frame[y1:y2:4, x1:x2:4].astype(np.float32) - out[::4, ::4]
             offset = np.tensordot(ring, diff, axes=([0, 1], [0, 1])) / total
             if state.offset is not None:
                 offset = state.offset + self.options.colour_follow * (offset - state.offset)
@@ -324,7 +327,7 @@ def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:
 
 def _warp_fallback(frame: np.ndarray, landmarks: np.ndarray, track: MouthTrack, k: int) -> np.ndarray:
     """The frame's mouth by the warp engine, for a frame whose enrolled patch was refused."""
-    from models.lipsync.warp import render_mouth
+    from lipsync.warp import render_mouth
 
     out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]))
     return blend_region(frame, *out) if out is not None else frame

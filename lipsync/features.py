@@ -179,7 +179,7 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Mlp:
     """An ensemble of one-hidden-layer networks, features -> targets, run in numpy (trained once at
-    enrollment by models.lipsync.train.fit_mlp)."""
+    enrollment by lipsync.train.fit_mlp)."""
 
     mean_x: np.ndarray
     std_x: np.ndarray

@@ -1,5 +1,5 @@
 """Enrollment upkeep: the speech sample an avatar learned its mouth from is kept with the avatar, so
-that when the mouth bank's format changes (avatars/mouthbank.py BANK_VERSION) the avatar re-enrolls
+that when the mouth bank's format changes (lipsync/mouthbank.py BANK_VERSION) the avatar re-enrolls
 itself in the background, as an `avatar` queue job, without its owner uploading anything again.
 
 Until the new bank is in place the avatar keeps serving: its old bank cannot be read by the new
@@ -46,7 +46,7 @@ def kept_sample(avatar_path: Path) -> Path | None:
 
 
 def _enrolled_version(avatar_path: Path) -> str | None:
-    from avatars.mouthbank import bank_dir
+    from lipsync.mouthbank import bank_dir
 
     try:
         return json.loads((bank_dir(avatar_path) / "enrollment.json").read_text()).get("version")
@@ -56,7 +56,7 @@ def _enrolled_version(avatar_path: Path) -> str | None:
 
 def is_stale(avatar_path: Path) -> bool:
     """Enrolled in an older bank format, with the sample kept to enroll again."""
-    from avatars.mouthbank import BANK_VERSION
+    from lipsync.mouthbank import BANK_VERSION
 
     version = _enrolled_version(avatar_path)
     return version is not None and version != BANK_VERSION and kept_sample(avatar_path) is not None
@@ -65,7 +65,7 @@ def is_stale(avatar_path: Path) -> bool:
 def state(avatar_path: Path, redis) -> dict:
     """`current` (enrolled in this code's bank format), `outdated` (an older one; serving with warp
     until re-enrolled), `reenrolling` (its job is queued or running) or `none` (never enrolled)."""
-    from avatars.mouthbank import BANK_VERSION
+    from lipsync.mouthbank import BANK_VERSION
 
     version = _enrolled_version(avatar_path)
     out = {"version": version, "expected_version": BANK_VERSION, "sample_kept": kept_sample(avatar_path) is not None,
@@ -82,7 +82,7 @@ def state(avatar_path: Path, redis) -> dict:
 def enqueue_stale(settings, redis) -> list[str]:
     """Enqueue a background re-enrollment for every avatar whose bank is in an older format (once per
     avatar and format, across workers); returns the avatar ids enqueued now."""
-    from avatars.mouthbank import BANK_VERSION
+    from lipsync.mouthbank import BANK_VERSION
     from core.jobs import Kind, enqueue, new_job_id
 
     root = settings.data_dir / "avatars"

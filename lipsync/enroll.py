@@ -1,7 +1,7 @@
 """Enrollment: a talking clip of the presenter (own speech) -> the presenter's MouthBank.
 
 One streaming pass over the clip: each frame is meshed, mapped into the canonical frame (see
-avatars/canonical.py) and its lower face kept as an exemplar with its lip/chin shape and pose. Then a
+lipsync/canonical.py) and its lower face kept as an exemplar with its lip/chin shape and pose. Then a
 shape model (PCA of lips + chin) and a ridge map from audio features to shape coefficients are fitted
 on every frame, and a diverse subset of at most `max_exemplars` appearances is kept.
 """
@@ -17,14 +17,14 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from avatars.canonical import POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
+from lipsync.canonical import POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from avatars.face import FaceMesher
-from avatars.mouthbank import BANK_VERSION, MouthBank
+from lipsync.mouthbank import BANK_VERSION, MouthBank
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, decode_audio, iter_video_frames, probe, video_size
-from models.lipsync.features import FeatureOptions, MelOptions, fit_ridge, frame_features, mel_features
-from models.lipsync.train import fit_mlp
-from models.lipsync.mouth import analyse
+from lipsync.features import FeatureOptions, MelOptions, fit_ridge, frame_features, mel_features
+from lipsync.train import fit_mlp
+from lipsync.mouth import analyse
 
 log = logging.getLogger(__name__)
 
