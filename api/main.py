@@ -19,7 +19,7 @@ from api.openapi import install_openapi
 from api.observability import router as metrics_router
 from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
-from api.routers import conversations, feedback, interviews, publish
+from api.routers import conversations, feedback, interviews, publish, voice
 from core import metrics
 from core.credentials import redis_password
 from core.jobs import redis_connection
@@ -64,7 +64,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "`GET /v1/rooms/{room_ref}/ws` (`?key=`, `?since=<feed id>`) sends JSON events in "
                               "order: `user_text`, `reply_delta`, `reply_sentence`, `speech_start`/`speech_end` with "
                               "`stream_ts` (the stream clock), `mouth` with per-frame `{t, open, width}`, "
-                              "`interrupted`, `responder_fallback`, ... (see the README, Conversations).")
+                              "`interrupted`, `responder_fallback`, ... (see the README, Conversations).\n\n"
+                              "A room's live audio input is a WebSocket too: `GET /v1/rooms/{room_ref}/audio` "
+                              "(`?key=`, `?language=zh|en`; same access as the feed; one speaker socket per room). "
+                              "Binary frames: PCM s16le mono 16 kHz, 20-100 ms each; text frames: JSON control "
+                              "`{\"type\": \"end\"}` (end the utterance now) or `{\"type\": \"config\", "
+                              "\"language\": \"en\"}`. It answers JSON events with `\"speaker\": \"user\"`: "
+                              "`listening`, `speech_start`, `partial` (`text` so far), `speech_end`, `final` (the "
+                              "recognised `text`, posted to the room as a message like a typed one: `message_id`), "
+                              "`barge_in` (the room was interrupted by voice, unless created with `barge_in: false`), "
+                              "`error`; plus the room's feed events (with their feed `id`). Silero VAD ends an "
+                              "utterance after `MTL_VOICE_END_SILENCE_MS` (500) of silence. Close codes: 4400 bad "
+                              "frame, 4401 bad key, 4404 no such room, 4408 no audio for `MTL_VOICE_IDLE_TIMEOUT_S` "
+                              "mid-stream, 4409 the room already has a speaker, 4429 audio faster than 2x real time, "
+                              "1000 room closed, 1011 room state lost, 1013 too many sockets. Audio is never written to disk.")
     # Added first, so it runs inside CORS and a 401/413 still carries the CORS headers.
     app.add_middleware(Gate, settings=settings)  # access, body kind and size, text: before the body is read
     app.add_middleware(RateLimit, settings=settings)  # outside the gate: a refusal reads no body
@@ -73,8 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: every request's latency, refusals included
     install_error_handlers(app)
     app.include_router(metrics_router)
-    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, conversations, fleet, live,
-                   console, publish):
+    for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, conversations, voice, fleet,
+                   live, console, publish):
         app.include_router(module.router)
     for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
         app.include_router(module.legacy_router)

@@ -21,10 +21,11 @@ def find_browser() -> tuple[str, str] | None:
 
 
 def chromium(width: int = 1440, height: int = 960, log_console: bool = True, autoplay_sound: bool = True,
-             lang: str | None = None):
+             lang: str | None = None, extra_args: tuple[str, ...] = ()):
     """A headless Chromium that autoplays media with sound (WebAudio runs on a null output); with
     autoplay_sound=False, the browser's own policy: sound only after the page was interacted with;
-    `lang` (e.g. "zh-CN"): the languages the browser asks pages for (navigator.languages)."""
+    `lang` (e.g. "zh-CN"): the languages the browser asks pages for (navigator.languages);
+    `extra_args`: more switches (e.g. a fake microphone playing a file)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -40,7 +41,7 @@ def chromium(width: int = 1440, height: int = 960, log_console: bool = True, aut
                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                 "--disable-backgrounding-occluded-windows", "--no-first-run", "--disable-extensions",
                 "--disable-component-update", "--disable-sync", "--metrics-recording-only",
-                "--disable-default-apps", "--no-default-browser-check"):
+                "--disable-default-apps", "--no-default-browser-check", *extra_args):
         options.add_argument(arg)
     if autoplay_sound:
         options.add_argument("--autoplay-policy=no-user-gesture-required")

@@ -406,12 +406,7 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
     room = r.json()
     viewer = feed = None
     try:
-        deadline = time.monotonic() + 60
-        while not (state := client.get(f"/v1/rooms/{room['id']}").json()).get("publishing"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the room did not go on air in 60 s: {state.get('dark_reason')}")
-            time.sleep(0.2)
-        viewer = attach_viewer(room["urls"]["rtmp"])
+        viewer = wait_on_air(client, room)
         feed = open_feed(str(client.base_url), room["id"])
         conv = Conversation(client, stub, room, viewer, feed)
         log(f"room {room['id']} on air; warm-up")
@@ -449,6 +444,16 @@ def run(client: httpx.Client, stub: LlmStub, args) -> dict:
         if feed is not None:
             feed.stop()
         client.delete(f"/v1/rooms/{room['id']}")
+
+
+def wait_on_air(client: httpx.Client, room: dict, timeout: float = 60) -> AudioViewer:
+    """Once the room publishes, a viewer of its RTMP stream that hears it."""
+    deadline = time.monotonic() + timeout
+    while not (state := client.get(f"/v1/rooms/{room['id']}").json()).get("publishing"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the room did not go on air in {timeout:.0f} s: {state.get('dark_reason')}")
+        time.sleep(0.2)
+    return attach_viewer(room["urls"]["rtmp"])
 
 
 def attach_viewer(url: str, timeout: float = 30) -> AudioViewer:

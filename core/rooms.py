@@ -22,6 +22,7 @@ Keys (all under ``mtl:room:<id>``, built by core/keys.py):
     <id>:script      how many scripted questions the room has asked
     <id>:material    JSON: the operator's products, Q/A pairs and shop answers (the `faq` responder)
     <id>:dark-noted  a no_publisher event was recorded lately (SET NX, expires)
+    <id>:speaker     the one live audio input (WS .../audio) of the room: a token, short TTL, renewed
 ``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
 """
 
@@ -55,6 +56,11 @@ return redis.call('RPUSH', KEYS[1], ARGV[1])
 """
 
 
+# A claim is renewed or released only by its holder (a claim that expired and was taken over stays).
+_RENEW_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
+_DELETE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
 _k = room_key = keys.room  # room_key: for the conversation store, which shares the room's key space
 FEED_MAXLEN = 2000  # entries kept in a room's feed (about a minute of speech with mouth values)
 RETAINED = ("messages", "msg", "said", "owner")  # kept after close for conversation_retention_s
@@ -75,6 +81,7 @@ class Room:
     system_prompt: str | None = None
     llm_model: str | None = None
     job: str | None = None  # the position the script responder asks questions for
+    barge_in: bool = True  # speech heard on the room's audio input interrupts what the room says
 
     def urls(self, settings: Settings) -> dict[str, str]:
         fields = {"stream_key": self.stream_key, "rtmp_port": settings.rtmp_port,
@@ -199,7 +206,7 @@ class RoomStore:
         with self.r.pipeline() as p:
             p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
                      _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "feed"),
-                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"))
+                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"), _k(room_id, "speaker"))
             # The transcript (and who may read it) outlives the room for a while.
             for suffix in RETAINED:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
@@ -283,6 +290,17 @@ class RoomStore:
 
     def generation(self, room_id: str) -> int:
         return int(self.r.get(_k(room_id, "gen")) or 0)
+
+    # ---- the speaker (live audio input) ----
+    def claim_speaker(self, room_id: str, token: str) -> bool:
+        """One audio input per room, across API processes; False when another holds it."""
+        return bool(self.r.set(_k(room_id, "speaker"), token, nx=True, ex=self.settings.voice_speaker_ttl_s))
+
+    def renew_speaker(self, room_id: str, token: str) -> bool:
+        return bool(self.r.eval(_RENEW_IF_MINE, 1, _k(room_id, "speaker"), token, self.settings.voice_speaker_ttl_s))
+
+    def release_speaker(self, room_id: str, token: str) -> None:
+        self.r.eval(_DELETE_IF_MINE, 1, _k(room_id, "speaker"), token)
 
     # ---- events ----
     def event(self, room_id: str, kind: str, feed_only: bool = False, **fields) -> None:

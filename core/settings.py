@@ -210,6 +210,22 @@ class Settings(BaseSettings):
     conversation_max_messages: int = Field(200, ge=2)  # kept per room (older ones are dropped)
     conversation_context_messages: int = Field(20, ge=1)  # sent to the LLM with each turn
     conversation_retention_s: int = Field(24 * 3600, ge=60)  # a closed room's transcript stays this long
+    # Live voice in (WS /v1/rooms/{id}/audio, api/routers/voice.py; core/voice.py): Silero VAD ends a
+    # turn after this much silence; recognition runs in the API process on its own thread.
+    voice_end_silence_ms: int = Field(500, ge=100, le=5000)
+    voice_speech_threshold: float = Field(0.5, gt=0, lt=1)  # Silero speech probability that counts as voice
+    voice_min_speech_ms: int = Field(96, ge=32, le=2000)  # voiced this long before speech_start (no clicks)
+    voice_preroll_ms: int = Field(300, ge=0, le=2000)  # audio before speech_start kept for recognition
+    voice_speculate_ms: int = Field(160, ge=32, le=5000)  # silence after which the final is recognised early
+    voice_partial_interval_s: float = Field(0.6, ge=0.2)  # new speech between two partial transcripts
+    voice_max_utterance_s: float = Field(30.0, gt=1, le=120)  # an utterance this long is ended by force
+    voice_idle_timeout_s: float = Field(5.0, gt=0)  # no audio this long mid-stream (no `end`): closed (4408)
+    voice_max_speed: float = Field(2.0, ge=1)  # audio faster than this x real time is refused (4429)
+    voice_burst_s: float = Field(1.0, ge=0)  # audio a client may send ahead of that pace (network jitter)
+    voice_speaker_ttl_s: int = Field(15, ge=3)  # a room's speaker claim outlives a dead API process this long
+    voice_asr_threads: int = Field(2, ge=1)
+    voice_beam_size: int = Field(1, ge=1, le=5)  # 1 (greedy): measured as fast and as right on short speech
+    max_voice_sockets: int = Field(20, ge=1)  # audio sockets per API process
     llm_url: str | None = None  # base URL, e.g. http://host:8000/v1 (…/chat/completions is added)
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str | None = None

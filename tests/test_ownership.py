@@ -429,6 +429,22 @@ def check_feed(w: World) -> None:
             assert ws.receive_json()["event"] == "hello"
 
 
+@decides("WS /v1/rooms/{room_ref}/audio")
+def check_voice(w: World) -> None:
+    """The room's live audio input: its owner only (and the admin), like the feed. Each allowed
+    speaker gets a room of A's own: a room takes one speaker socket at a time."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as closed:
+        with w.client.websocket_connect(f"/v1/rooms/{w.made['room_A']['id']}/audio?key={KEY_B}"):
+            pass
+    assert closed.value.code == 4404
+    for who in ("A", "admin"):
+        room = allowed(w.call("A", "POST", "/v1/rooms", json={"username": f"voice_{who}", "ttl_s": 600}), 201)["id"]
+        with w.client.websocket_connect(f"/v1/rooms/{room}/audio?key={Q[who]}") as ws:
+            assert ws.receive_json()["event"] == "listening"
+
+
 # ---- legacy rooms and speech ----
 
 @decides("GET /tts")

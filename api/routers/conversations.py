@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key, websocket_caller
+from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
 from api.schemas.conversations import MessageAccepted, MessageIn, MessageOut
 from api.services.files import claim_file, owned_audio
 from api.services.rooms import get_room
+from api.sockets import follow_feed, socket_room
 from api.uploads import save_audio_upload
 from core.conversations.faq import check_material, parse_material, sample_material
 from core.conversations.service import history, post_message
 from core.conversations.store import MaterialStore
 from core.errors import NotFound
-from core.live import FPS
 from core.conversations.store import ConversationStore
-from core.rooms import ROOM_ID, RoomStore, feed_latest, feed_read
+from core.rooms import ROOM_ID, RoomStore
 from core.text import check_text
 
 log = logging.getLogger(__name__)
@@ -165,49 +163,28 @@ async def room_feed(websocket: WebSocket, room_ref: str) -> None:
     stream clock in seconds), mouth (per-frame `t` on the stream clock, `open`, `width`), interrupted,
     responder_fallback, message_failed, ...; each carries its feed `id`: reconnect with `?since=<id>`
     to get what was missed. Keys: `?key=` or the usual headers."""
-    settings, redis = websocket.app.state.settings, websocket.app.state.redis
-    store = RoomStore(redis, settings)
-    try:
-        caller = websocket_caller(websocket, settings)
-    except ApiError as exc:
-        await websocket.close(code=4401 if exc.status == 401 else 4404, reason=exc.message[:120])
+    opened = await socket_room(websocket)
+    if opened is None:
         return
-    try:
-        room = await run_in_threadpool(get_room, store, room_ref, caller)
-    except NotFound as exc:
-        await websocket.close(code=4404, reason=exc.message[:120])
-        return
+    store, room, _caller = opened
+    settings = store.settings
     feeds = websocket.app.state.feeds
     if websocket.app.state.feed_count >= settings.max_feeds:
         await websocket.close(code=1013, reason="too many feeds on this API process; retry")
         return
     await websocket.accept()
     websocket.app.state.feed_count += 1
+    closed = asyncio.ensure_future(_until_closed(websocket))
     try:
-        await _follow(websocket, feeds, store, room.id, websocket.query_params.get("since"))
+        await follow_feed(websocket.send_text, feeds, store, room.id, websocket.query_params.get("since"),
+                          stop=closed.done)
+        if not closed.done():
+            await websocket.close(code=1000)  # the room closed
     except WebSocketDisconnect:
         pass
     finally:
-        websocket.app.state.feed_count -= 1
-
-
-async def _follow(websocket: WebSocket, feeds: aioredis.Redis, store: RoomStore, room_id: str,
-                  since: str | None) -> None:
-    if not since:
-        since = await feed_latest(feeds, room_id)
-    await websocket.send_json({"event": "hello", "room_id": room_id, "fps": FPS, "since": since})
-    closed = asyncio.ensure_future(_until_closed(websocket))
-    try:
-        while not closed.done():
-            entries = await feed_read(feeds, room_id, since)
-            for since, event in entries:
-                await websocket.send_text(json.dumps({"id": since, **event}, ensure_ascii=False))
-            if not entries and not await run_in_threadpool(store.is_open, room_id):
-                await websocket.send_json({"event": "room_closed", "room_id": room_id})
-                await websocket.close(code=1000)
-                return
-    finally:
         closed.cancel()
+        websocket.app.state.feed_count -= 1
 
 
 async def _until_closed(websocket: WebSocket) -> None:

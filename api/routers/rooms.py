@@ -64,7 +64,8 @@ async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, calle
     material = check_material(body.material) if body.material is not None else None  # likewise
     room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller,
                                    language=body.language, responder=body.responder, system_prompt=body.system_prompt,
-                                   llm_model=body.llm_model, job=body.job)
+                                   llm_model=body.llm_model, job=body.job,
+                                   barge_in=body.barge_in)
     if material is not None:
         await run_in_threadpool(MaterialStore(redis).put, room.id, material)
     if body.welcome:

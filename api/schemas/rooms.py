@@ -26,6 +26,8 @@ class RoomCreate(BaseModel):
     welcome: str | None = Field(None, max_length=2000, description="said once the room's stream is up")
     material: dict[str, Any] | None = Field(None, description="faq responder: the operator's material "
                                             "{products, qa, shop} (as PUT /v1/rooms/{id}/material takes)")
+    barge_in: bool = Field(True, description="speech heard on the room's audio input (WS /v1/rooms/{id}/audio) "
+                           "interrupts what the room is saying")
 
 
 class RoomOut(BaseModel):
@@ -42,6 +44,7 @@ class RoomOut(BaseModel):
     system_prompt: str | None = None
     llm_model: str | None = None
     job: str | None = None
+    barge_in: bool = True
     open: bool
     publisher: str | None = None
     pending_utterances: int = 0

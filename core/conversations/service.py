@@ -29,10 +29,11 @@ def clean_text(settings: Settings, text: str | None, what: str = "message") -> s
 
 
 def post_message(redis: Redis, settings: Settings, room: Room, text: str | None = None,
-                 audio_ref: str | None = None, owner: str | None = None) -> dict:
+                 audio_ref: str | None = None, owner: str | None = None, source: str | None = None) -> dict:
     """Record a user message, stop whatever the room is saying or generating, and enqueue the turn
     that answers it (after its recognition, for audio). Refusals (limits) come before the barge-in,
-    so a refused message interrupts nothing. `owner`: the poster's key hash, owner of the jobs."""
+    so a refused message interrupts nothing. `owner`: the poster's key hash, owner of the jobs;
+    `source`: how text came (`voice`: recognised live)."""
     if audio_ref is None:
         text = clean_text(settings, text)
     check_disk(settings)
@@ -46,11 +47,12 @@ def post_message(redis: Redis, settings: Settings, room: Room, text: str | None 
         asr_job_id = new_job_id()
         enqueue(settings, redis, Kind.asr, {"file": audio_ref, "output_name": asr_job_id, "language": room.language},
                 asr_job_id, admit=False, at_front=True, owner=owner)
-    message = conv.add(room.id, "user", turn, text=text or "", source="audio" if audio_ref else "text",
+    source = "audio" if audio_ref else source or "text"
+    message = conv.add(room.id, "user", turn, text=text or "", source=source,
                        status="transcribing" if audio_ref else "received", audio=audio_ref, asr_job_id=asr_job_id)
     rooms.event(room.id, "user_message", feed_only=True, message=message["id"], source=message["source"], turn=turn)
     if text:
-        rooms.event(room.id, "user_text", feed_only=True, message=message["id"], text=text, source="text")
+        rooms.event(room.id, "user_text", feed_only=True, message=message["id"], text=text, source=source)
     # The turn runs after the recognition whatever its outcome: a failed or silent one is reported.
     depends = Dependency(jobs=[asr_job_id], allow_failure=True) if asr_job_id else None
     job_id = enqueue(settings, redis, Kind.converse, {"room_id": room.id, "message_id": message["id"], "turn": turn},
