@@ -19,6 +19,7 @@ import numpy as np
 
 from lipsync.canonical import POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from avatars.face import FaceMesher
+from lipsync.identity import PRESENTER_FILE, presenter_of_file, save_presenter
 from lipsync.mouthbank import BANK_VERSION, MouthBank
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, decode_audio, iter_video_frames, probe, video_size
@@ -243,6 +244,8 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
             "duration_s": round(len(audio) / 16000, 3), "enroll_s": round(time.perf_counter() - started, 3),
             "created_at": time.time()}
     bank.save(out_dir, meta)
+    # Kept so a renderer can tell whether this mouth belongs on a template (ExemplarEngine.fits).
+    save_presenter(out_dir / PRESENTER_FILE, presenter_of_file(sample))
     progress(1.0)
     log.info("enrolled %s: %s", sample.name, meta)
     return {"version": BANK_VERSION, **meta}

@@ -40,6 +40,12 @@ class ExemplarOptions:
     exemplars: int = 2  # appearances blended per frame
     grid_step: int = 6  # px between points where the warp is computed exactly
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
+    # The colour match's per-channel gain stays within this range (a rim in deep shadow or a patch of
+    # one flat colour must not blow the patch's contrast up or flatten it); (1, 1): no gain.
+    colour_gain: tuple[float, float] = (0.6, 1.6)
+    # Width of the colour match's offset field, as a share of the patch box's larger side; 0: one
+    # offset for the whole patch.
+    shading_sigma: float = 0.15
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
     # inter-ocular distances) before it feathers out: no second lip contour at the corners.
     lip_cover: float = 0.08
@@ -48,7 +54,8 @@ class ExemplarOptions:
 @dataclass
 class _State:
     previous: tuple[int, ...] = ()
-    offset: np.ndarray | None = None
+    gain: np.ndarray | None = None
+    shading: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
 
 
@@ -157,17 +164,34 @@ class ExemplarEngine:
                 yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
 
     def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
-        """Does the enrolled mouth belong on this template? Its closed mouth is composed on a few
-        template frames and must not depart from them (DEPARTURE); a bank that does (another
-        person's enrollment that slipped through) is never pasted: the avatar speaks by warp."""
+        """Does the enrolled mouth belong on this template? A bank that does not (another person's
+        enrollment that slipped through) is never pasted: the avatar speaks by warp."""
         key = (str(avatar.path), id(bank))
         if key not in self._fits:
-            scores = [self._rest_departure(avatar, bank, i) for i in _closed_frames(avatar)]
-            self._fits[key] = float(np.median(scores)) <= 1.0
-            if not self._fits[key]:
-                log.warning("avatar %s: its enrolled mouth departs from the template (%s); not pasted, warp "
-                            "instead. The enrollment may show another person.", avatar.id, np.round(scores, 2))
+            self._fits[key] = self._belongs(avatar, bank)
         return self._fits[key]
+
+    def _belongs(self, avatar: Avatar, bank: MouthBank) -> bool:
+        """The person check that guards enrollment (lipsync/identity.py: geometry, lip-to-skin
+        contrast, texture), between the template and the bank's own sample. Banks enrolled before
+        the sample's presenter was kept fall back to colour: their closed mouth composed on a few
+        template frames must not depart from them (DEPARTURE). Colour alone cannot tell a person
+        filmed in another light from another person (long-cameron's own cuts departed 1.7-9x the
+        bound), so it is the fallback only."""
+        from lipsync.identity import distance, presenter_of_avatar
+
+        ours = presenter_of_avatar(avatar) if bank.presenter is not None else None
+        if ours is not None:
+            verdict = distance(ours, bank.presenter)
+            if verdict["score"] > 1.0:
+                log.warning("avatar %s: its enrolled mouth shows another person (%s); not pasted, warp instead.",
+                            avatar.id, verdict)
+            return verdict["score"] <= 1.0
+        scores = [self._rest_departure(avatar, bank, i) for i in _closed_frames(avatar)]
+        if float(np.median(scores)) > 1.0:
+            log.warning("avatar %s: its enrolled mouth departs from the template (%s); not pasted, warp "
+                        "instead. The enrollment may show another person.", avatar.id, np.round(scores, 2))
+        return float(np.median(scores)) <= 1.0
 
     def _rest_departure(self, avatar: Avatar, bank: MouthBank, i: int) -> float:
         frame, landmarks, state = avatar.frame(i), avatar.landmarks_at(i), _State()
@@ -300,19 +324,40 @@ class ExemplarEngine:
         return ctrl, np.concatenate(values, axis=1)
 
     def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State) -> None:
-        """Shift the patch's colour to the frame's on the mask's rim, so no colour step shows."""
+        """Bring the patch's colours to the frame's on the mask's rim: per channel a gain (contrast
+        and saturation), then a smooth offset field interpolated inwards from the rim's differences,
+        as a Poisson blend would (a normalised convolution of the rim). An enrollment shot under
+        another light (another cut of the same person) differs in shading across the mouth, not
+        only in level: a single shift left such a patch grey on a warm face, its philtrum and chin
+        lit from the other side."""
         x1, y1, x2, y2 = box
-        # Every fourth pixel each way of the rim is plenty for three means.
+        # Every fourth pixel each way is plenty for a field this smooth.
         m = mask[::4, ::4]
         ring = m * (1.0 - m)
         total = float(ring.sum())
         if total > 1.0:
-            diff = frame[y1:y2:4, x1:x2:4].astype(np.float32) - out[::4, ::4]
-            offset = np.tensordot(ring, diff, axes=([0, 1], [0, 1])) / total
-            if state.offset is not None:
-                offset = state.offset + self.options.colour_follow * (offset - state.offset)
-            state.offset = offset
-            out += offset.astype(np.float32)
+            f = frame[y1:y2:4, x1:x2:4].astype(np.float32)
+            p = out[::4, ::4]
+            w = ring[..., None] / total
+            mf, mp = (w * f).sum((0, 1)), (w * p).sum((0, 1))
+            sf = np.sqrt((w * (f - mf) ** 2).sum((0, 1)) + 1.0)
+            sp = np.sqrt((w * (p - mp) ** 2).sum((0, 1)) + 1.0)
+            gain = np.clip(sf / sp, *self.options.colour_gain).astype(np.float32)
+            diff = f - gain * p
+            field = (w * diff).sum((0, 1))[None, None, :] * np.ones((1, 1, 1), np.float32)
+            if self.options.shading_sigma > 0:
+                # Far from the rim the field tends to the rim's mean difference.
+                k = 0.05 * float(ring.max())
+                sigma = self.options.shading_sigma * max(m.shape)
+                num = cv2.GaussianBlur(ring[..., None] * diff, (0, 0), sigma) + k * field
+                field = num / (cv2.GaussianBlur(ring, (0, 0), sigma)[..., None] + k)
+            if state.shading is not None:
+                gain = state.gain + self.options.colour_follow * (gain - state.gain)
+                before = cv2.resize(state.shading, (field.shape[1], field.shape[0]), interpolation=cv2.INTER_LINEAR)
+                field = before + self.options.colour_follow * (field - before)
+            state.gain, state.shading = gain, field
+            out *= gain
+            out += cv2.resize(field, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
         np.clip(out, 0, 255, out=out)
 
 

@@ -15,6 +15,7 @@ Each component is divided by a tolerance and the largest ratio is the distance: 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,15 @@ class Presenter:
     lip_contrast: np.ndarray  # Lab of the lips minus Lab of the skin around them
     texture: float  # log high-frequency energy of chin and cheeks (relative to their brightness)
     frames: int
+
+    def to_json(self) -> dict:
+        return {"geometry": np.round(self.geometry, 5).tolist(), "lip_contrast": np.round(self.lip_contrast, 3).tolist(),
+                "texture": round(self.texture, 5), "frames": self.frames}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Presenter":
+        return cls(geometry=np.asarray(data["geometry"], np.float64), lip_contrast=np.asarray(data["lip_contrast"], np.float64),
+                   texture=float(data["texture"]), frames=int(data["frames"]))
 
 
 def _procrustes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -150,6 +160,37 @@ def presenter_of_file(path: Path, count: int = 10) -> Presenter | None:
     except MediaError as exc:
         log.info("no presenter read from %s: %s", path.name, exc)
         return None
+
+
+PRESENTER_FILE = "presenter.json"
+
+
+def save_presenter(path: Path, presenter: Presenter | None) -> None:
+    if presenter is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(presenter.to_json()))
+        tmp.replace(path)
+
+
+def load_presenter(path: Path) -> Presenter | None:
+    try:
+        return Presenter.from_json(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError):
+        return None
+
+
+def presenter_of_avatar(avatar, count: int = 10, max_side: int = 640) -> Presenter | None:
+    """The template's presenter, read once and kept with the avatar (frames spread over its clip)."""
+    path = avatar.path / PRESENTER_FILE
+    cached = load_presenter(path)
+    if cached is not None:
+        return cached
+    scale = min(1.0, max_side / max(avatar.width, avatar.height))
+    picks = np.linspace(0, avatar.n - 1, min(count, avatar.n)).astype(int)
+    frames = (cv2.resize(avatar.frame(int(i)), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for i in picks)
+    presenter = presenter_of(frames, max_frames=count)
+    save_presenter(path, presenter)
+    return presenter
 
 
 def distance(a: Presenter, b: Presenter) -> dict:

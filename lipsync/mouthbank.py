@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER
+from lipsync.identity import PRESENTER_FILE, load_presenter
 from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
 from lipsync.mouth import MouthTrack
 
@@ -73,6 +74,9 @@ class MouthBank:
     mel: MelOptions = MelOptions()
     prior_gain: float = 0.7
     prior_lead: int = 1  # frames the lips lead the sound by
+    # Who the enrollment sample showed (lipsync/identity.py), kept in presenter.json beside the bank;
+    # None for banks enrolled before it was kept.
+    presenter: object = None
 
     @cached_property
     def small_mask(self) -> np.ndarray:
@@ -174,7 +178,8 @@ class MouthBank:
                        else Ridge.from_arrays(data, "ridge_"),
                        features=FeatureOptions(int(fps), int(sub), float(before), float(after), int(ceps)),
                        mel=MelOptions(*(int(v) for v in data["mel"])),
-                       prior_gain=float(gain), prior_lead=int(lead))
+                       prior_gain=float(gain), prior_lead=int(lead),
+                       presenter=load_presenter(directory / PRESENTER_FILE))
 
 
 def bank_dir(avatar_path: Path) -> Path:
