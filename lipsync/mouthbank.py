@@ -31,7 +31,7 @@ from lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v4"  # v4: long samples train a network on log-mel context
+BANK_VERSION = "mouthbank-v5"  # v5: the sample's presenter kept beside the bank (v4: log-mel network)
 BANK_DIR = "mouth"
 
 
