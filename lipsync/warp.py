@@ -251,15 +251,28 @@ def _interior_colour(g: MouthGeometry, op: Opening, ys: np.ndarray, cols: slice,
     shade = np.maximum(across ** 0.7 * np.clip(1.0 - ((v - 0.3) / 0.75) ** 2, 0.0, 1.0), thin)
     level = ref * (0.27 - 0.18 * shade)
     # The tongue fills the lower part of a wide opening: a lit, rounded hump, never a black hole.
-    tongue = smoothstep((v - 0.45) / 0.45) * across ** 1.5 * np.clip(gap / (0.12 * g.mouth_w) - 0.3, 0.0, 1.0)
-    level = level + ref * 0.17 * tongue
+    wide = np.clip(gap / (0.12 * g.mouth_w) - 0.3, 0.0, 1.0)
+    tongue = smoothstep((v - 0.3) / 0.5) * across ** 1.2 * wide
+    level = level + ref * TONGUE_LIGHT * tongue
     colour = level[..., None] * tint
+    # The lower incisors' edges just inside the lower lip of a wide opening: a faint, soft band in
+    # the teeth's ivory, mostly hidden by the lip (a cavity with no lower teeth reads as a hole).
+    lower = np.exp(-((v - 0.86) / 0.08) ** 2) * smoothstep((across - 0.35) / 0.4) * wide
+    ivory = min(float(skin @ LUMA), 235.0) * 0.55 * _tint(skin, 0.6)
+    a = (LOWER_TEETH * lower)[..., None]
+    colour = colour * (1.0 - a) + ivory * a
     if teeth > 0.0:
         tooth, a = _dentition(g, op, ys, cols, gap, across, skin)
         a = (teeth * a)[..., None]
         colour = colour * (1.0 - a) + tooth * a
     return colour
 
+
+# How much of the face's light reaches the tongue low in a wide opening, and how much of the lower
+# teeth's edges shows there. Chosen by eye on the demo portrait and avatar-sun at 3 s (crops in
+# bench/figures/issue-15/): at 0.17 and none, a wide opening read as a black hole.
+TONGUE_LIGHT = 0.36
+LOWER_TEETH = 0.6
 
 # Gaps between the upper teeth seen from the front, in mouth widths from the centre, with how dark
 # each reads: the central incisors, the laterals, the canines (narrower and fainter as the arch
