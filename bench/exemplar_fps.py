@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# One core, one BLAS thread, as the fleet runs it (core/fleet.py); set before numpy loads OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import cv2
 import numpy as np
 
