@@ -165,31 +165,36 @@ def presenter_of_file(path: Path, count: int = 10) -> Presenter | None:
 PRESENTER_FILE = "presenter.json"
 
 
-def save_presenter(path: Path, presenter: Presenter | None) -> None:
+def save_presenter(path: Path, presenter: Presenter | None, **tags) -> None:
     if presenter is not None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(presenter.to_json()))
+        tmp.write_text(json.dumps({**presenter.to_json(), **tags}))
         tmp.replace(path)
 
 
-def load_presenter(path: Path) -> Presenter | None:
+def load_presenter(path: Path, **tags) -> Presenter | None:
+    """The presenter kept at `path`, if it was kept with these `tags` (e.g. the template's digest)."""
     try:
-        return Presenter.from_json(json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError):
+        data = json.loads(path.read_text())
+        if any(data.get(k) != v for k, v in tags.items()):
+            return None
+        return Presenter.from_json(data)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError, TypeError):
         return None
 
 
 def presenter_of_avatar(avatar, count: int = 10, max_side: int = 640) -> Presenter | None:
-    """The template's presenter, read once and kept with the avatar (frames spread over its clip)."""
-    path = avatar.path / PRESENTER_FILE
-    cached = load_presenter(path)
+    """The template's presenter, read once and kept with the avatar (frames spread over its clip),
+    tagged with the template's digest so a new template under the same id is read again."""
+    path, tag = avatar.path / PRESENTER_FILE, {"source_sha256": avatar.manifest.get("source_sha256")}
+    cached = load_presenter(path, **tag)
     if cached is not None:
         return cached
     scale = min(1.0, max_side / max(avatar.width, avatar.height))
     picks = np.linspace(0, avatar.n - 1, min(count, avatar.n)).astype(int)
     frames = (cv2.resize(avatar.frame(int(i)), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for i in picks)
     presenter = presenter_of(frames, max_frames=count)
-    save_presenter(path, presenter)
+    save_presenter(path, presenter, **tag)
     return presenter
 
 

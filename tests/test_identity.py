@@ -93,3 +93,23 @@ def test_a_mouth_that_does_not_belong_is_never_pasted(uploads, tmp_path):
     warp = list(WarpEngine().frames(own, speech, 0, 25, track))
     assert all(np.array_equal(a, b) for a, b in zip(ours, warp))
     assert AutoEngine(WarpEngine()).choose(own).name == "warp"  # and renders and rooms say so
+
+
+def test_the_same_presenter_filmed_in_another_light_is_pasted(uploads, tmp_path):
+    """A sample of the same presenter shot under another light (warmer, darker, less saturated: as
+    another cut of the same interview) belongs on the template: the person check decides, not the
+    colour departure, which refused long-cameron's own cuts (1.7-9x its bound)."""
+    from avatars.store import Avatar
+    from lipsync.enroll import enroll
+    from lipsync.exemplar import ExemplarEngine
+    from lipsync.mouthbank import MouthBank
+
+    up = uploads.kind_dir("uploads")
+    relit = tmp_path / "rt5-relit.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(up / "rt5-second.mp4"), "-vf",
+                    "colorbalance=rs=0.2:gs=0.05:bs=-0.2,eq=brightness=-0.08:saturation=0.75",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "copy", str(relit)], check=True)
+    enroll(relit, tmp_path / "relit-bank")
+    bank = MouthBank.load(tmp_path / "relit-bank")
+    assert bank.presenter is not None
+    assert ExemplarEngine().fits(Avatar.open(uploads.data_dir, "rt5"), bank)

@@ -130,7 +130,13 @@ def prepare_avatar(source: str | None, avatar_id: str, options: dict | None = No
     from avatars.idle_loop import load_idle_loop
     from avatars.store import Avatar
 
-    load_idle_loop(Avatar.open(settings.data_dir, avatar_id), settings)
+    avatar = Avatar.open(settings.data_dir, avatar_id)
+    load_idle_loop(avatar, settings)
+    if enrollment(out) is not None:
+        # Read now, so the first render does not wait for the person check (ExemplarEngine.fits).
+        from lipsync.identity import presenter_of_avatar
+
+        presenter_of_avatar(avatar)
     set_progress(job, 0.99)
     result = {k: manifest[k] for k in ("id", "kind", "frames", "cycle_length", "width", "height", "fps",
                                        "has_latents", "reused", "prepare_s", "source_sha256")}
