@@ -26,6 +26,8 @@ from core.text import check_text
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
+# Material read without a room: the console checks an operator's file before the room exists.
+material_router = APIRouter(prefix="/v1/material", tags=["conversations"])
 _MESSAGE_BODY = {"requestBody": {"content": {
     "application/json": {"schema": MessageIn.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -138,6 +140,15 @@ async def put_material(room_ref: str, request: Request, settings: SettingsDep, r
     material = check_material(await _read_material(request))
     await run_in_threadpool(MaterialStore(redis).put, room.id, material)
     return _material_out(material)
+
+
+@material_router.post("/check", dependencies=[Depends(require_api_key)], openapi_extra=_MATERIAL_BODY,
+                      summary="Read and check a material file (JSON or CSV) without storing it",
+                      description="Answers the material as PUT /v1/rooms/{id}/material would store it "
+                                  "(`source`: checked), or the same plain 4xx error. Any API key may use it: "
+                                  "it stores nothing and reads nothing of anyone's.")
+async def check_material_file(request: Request) -> dict:
+    return {**_material_out(check_material(await _read_material(request))), "source": "checked"}
 
 
 @router.get("/{room_ref}/material", dependencies=[Depends(require_api_key)],
