@@ -888,6 +888,9 @@ window.addEventListener("mtl:lang", () => {
   state.readyIds = null;  // redraw the pickers' empty notes too
   updateCounters();
   if (state.room) renderUrls(state.room);
+  // The editors' labels too, unless they hold edits not saved yet.
+  if ($("#room-material-editor").hidden) formMaterial.render();
+  if ($("#mat-status").dataset.state !== "dirty") loadRoomMaterial();
   refreshAll();
   refreshConversation();
 });
