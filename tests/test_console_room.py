@@ -155,8 +155,9 @@ def test_material_is_checked_edited_and_answers(browser, api, tmp_path):
             d.find_element("id", "say-button").click()
             done = wait_until(lambda: (r := js(d, "return [...document.querySelectorAll('#conversation li')]"
                                                   ".map(li => [li.dataset.status, li.innerText])"))
-                              and any(s == "answered" for s, _ in r) and r, 60, interval=0.3, what="the answer")
-            assert any("四十九元一块" in text for _, text in done), done
+                              and any(s == "answered" for s, _ in r) and any("四十九元一块" in text for _, text in r)
+                              and r, 90, interval=0.3, what="the answer from the edited material")
+            assert any(s == "answered" and "手工皂多少钱" in text for s, text in done), done
             assert not [e for e in console_errors(d) if "favicon" not in e and "422" not in e], console_errors(d)
         finally:
             api.delete(f"/v1/rooms/{room['id']}")

@@ -225,6 +225,8 @@ function openRoom(id, route) {
   followFeed(room);
   setHash();
   refreshRooms();
+  // One column (a phone, a narrow window): the room's view is below the list; bring it up.
+  if (matchMedia("(max-width: 1100px)").matches) $("#room-detail").scrollIntoView({ block: "start" });
 }
 
 function closeView(note) {
@@ -542,7 +544,7 @@ async function refreshConversation() {
     const messages = await api(`/v1/rooms/${state.room.id}/messages`);
     $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}`, dataset: { status: m.status } },
       h("span", { class: "who" }, m.role === "user" ? t("conv.user") : (m.responder || t("conv.room"))),
-      h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || "")),
+      h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || m.generated || "")),
       h("span", { class: "muted status" }, ` ${statusLabel(m.status)}${m.fallback ? ` (${t("conv.fallback", { reason: m.fallback.reason })})` : ""}`))));
     const list = $("#conversation");
     list.scrollTop = list.scrollHeight;
