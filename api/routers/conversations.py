@@ -171,7 +171,8 @@ async def delete_material(room_ref: str, settings: SettingsDep, redis: RedisDep,
 async def room_feed(websocket: WebSocket, room_ref: str) -> None:
     """Everything a front-end follows, in order, as JSON objects with an `event` field: user_text,
     reply_start, reply_delta, reply_sentence, reply_end, speech_start/speech_end (with `stream_ts`, the
-    stream clock in seconds), mouth (per-frame `t` on the stream clock, `open`, `width`), interrupted,
+    stream clock in seconds), mouth (per-frame `t` on the stream clock, `open`, `width`), clock (`stream_ts`
+    once a second: with each event's `t`, when the publisher sent that stream time), interrupted,
     responder_fallback, message_failed, ...; each carries its feed `id`: reconnect with `?since=<id>`
     to get what was missed. Keys: `?key=` or the usual headers."""
     opened = await socket_room(websocket)
