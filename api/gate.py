@@ -51,6 +51,7 @@ UPLOAD_LIMITS: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/avatars"): ("max_avatar_upload_bytes", "max_avatar_upload_bytes"),  # file + speech sample
     ("POST", "/v1/feedback"): ("max_avatar_upload_bytes",),
     ("PUT", "/v1/rooms/{room_ref}/material"): ("max_material_bytes",),  # a CSV or JSON sheet
+    ("POST", "/v1/material/check"): ("max_material_bytes",),  # the same, checked before a room exists
 }
 
 

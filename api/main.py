@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, legacy, tts, asr, jobs, files, avatars, lipsync, rooms, conversations, voice, fleet,
                    live, console, publish):
         app.include_router(module.router)
+    app.include_router(conversations.material_router)
     for module in (interviews, feedback):  # each has legacy GET paths beside its /v1 ones
         app.include_router(module.legacy_router)
         app.include_router(module.router)

@@ -16,6 +16,14 @@ output into tags and hands every tag to every viewer of the room; pages play it 
   publisher reconnects, another stream worker takes the room over, ffmpeg is restarted) does not
   break players that stay connected.
 - A relay starts with its first viewer and stops ``linger_s`` after its last one left.
+- The stream clock: nginx-rtmp passes the publisher's timestamps through, which are the
+  publisher's frame counter (core/live.py: frame F at F x 40 ms); ffmpeg starts its output at 0
+  and says where its input started (``start:`` on its log). Every viewer is told, in an
+  ``onMtlClock`` script tag (AMF0; players ignore names they do not know),
+  ``offset_ms`` (output time = publisher time + offset, for the current source run) and
+  ``first_ms`` (the output time of the first media tag it was sent, which players such as
+  mpegts.js take as their time zero); again whenever the offset changes. A page maps a room
+  event's ``stream_ts`` to its player's ``currentTime`` with them (api/static/console/player.js).
 
 Viewer counts of every API process are kept in Redis (``mtl:flv:<process>``) for room listings.
 """
@@ -25,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import socket
+import struct
 import time
 import uuid
 from collections import deque
@@ -40,6 +50,7 @@ AUDIO, VIDEO, SCRIPT = 8, 9, 18
 # "FLV", version 1, audio + video present, header size 9; then PreviousTagSize0.
 FLV_HEADER = b"FLV\x01\x05\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
 FRAME_MS = 40  # one frame at 25 fps: the gap put between two source runs
+CLOCK_NAME = "onMtlClock"  # the script tag that tells a viewer how its timeline maps to the publisher's
 MAX_GOP_TAGS = 1500  # a cached GOP longer than this (~20 s) is not kept whole
 # keys.flv_counts(<process>): hash per API process, v:<stream key> = viewers, r:<stream key> = 1 while pulling;
 COUNTS_INDEX = keys.FLV_PROCESSES  # the names of processes that published counts
@@ -73,6 +84,18 @@ class Tag:
         head = bytes((self.kind, size >> 16 & 0xFF, size >> 8 & 0xFF, size & 0xFF,
                       ts >> 16 & 0xFF, ts >> 8 & 0xFF, ts & 0xFF, ts >> 24 & 0xFF, 0, 0, 0))
         return head + self.body + (11 + size).to_bytes(4, "big")
+
+
+def _amf_string(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def clock_body(offset_ms: int, first_ms: int) -> bytes:
+    """An ``onMtlClock`` script tag's body: AMF0 string, then an object of two numbers."""
+    fields = b"".join(_amf_string(k) + b"\x00" + struct.pack(">d", float(v))
+                      for k, v in (("offset_ms", offset_ms), ("first_ms", first_ms)))
+    return b"\x02" + _amf_string(CLOCK_NAME) + b"\x03" + fields + b"\x00\x00\x09"
 
 
 class FlvError(ValueError):
@@ -147,6 +170,8 @@ class Viewer:
         self.skips = 0
         self.sent_bytes = 0
         self.id = uuid.uuid4().hex[:8]
+        self.first_ms: int | None = None  # output time of the first media tag sent (the player's zero)
+        self.clock_offset: int | None = None  # the offset last announced to this viewer
 
     def push_initial(self, data: bytes) -> None:
         """The stream's start (header, codec headers, cached GOP): always sent first, never skipped."""
@@ -225,16 +250,26 @@ def relay_argv(source_url: str, rw_timeout_s: float = 10.0) -> list[str]:
     """ffmpeg pulling a live RTMP stream and writing it unchanged as FLV to stdout.
 
     Probing stays small (the FLV headers carry the codec parameters) and every packet is flushed
-    as it is written."""
-    return [shutil.which("ffmpeg") or "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+    as it is written. Its log is read for the input's start time (level-tagged info, no progress
+    lines): output time + start = the publisher's time."""
+    return [shutil.which("ffmpeg") or "ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info",
             "-rw_timeout", str(int(rw_timeout_s * 1_000_000)), "-probesize", "65536", "-analyzeduration", "500000",
             "-i", source_url, "-map", "0:v?", "-map", "0:a?", "-c", "copy",
             "-flvflags", "no_duration_filesize", "-flush_packets", "1", "-f", "flv", "pipe:1"]
 
 
-async def _drain(stream: asyncio.StreamReader, last: deque) -> None:
+_START = re.compile(rb"Duration: .*, start: (-?\d+(?:\.\d+)?)")
+
+
+async def _drain(stream: asyncio.StreamReader, last: deque, on_start) -> None:
+    """ffmpeg's log: the input's start time (seconds) to `on_start`, once; problems kept in `last`."""
+    started = False
     while line := await stream.readline():
-        last.append(line)
+        if not started and (m := _START.search(line)):
+            started = True
+            on_start(float(m.group(1)))
+        elif not line.startswith(b"[info]"):
+            last.append(line)
 
 
 class Relay:
@@ -264,13 +299,18 @@ class Relay:
         self._last_out: int | None = None  # output timestamp of the last tag sent
         self._last_in: dict[int, int] = {}
         self._offset: int | None = None  # output ts = input ts + offset within one continuous run
+        self._source_start_ms: int | None = None  # publisher time of ffmpeg's time zero (this run)
         self._empty_since: float | None = None
 
     # ---- viewers ----
     def join(self) -> Viewer:
         viewer = Viewer(self.max_lag_ms, self.max_viewer_bytes)
         start = [FLV_HEADER, *(h for h in (self.meta, self.video_header, self.audio_header) if h)]
-        if self.video_header:
+        if self.video_header and self.gop:
+            if self.clock_offset is not None:
+                firsts = [next((t.ts for t in self.gop if t.kind == kind), None) for kind in (VIDEO, AUDIO)]
+                viewer.first_ms = min(ts for ts in firsts if ts is not None)
+                start.append(self._clock(viewer).raw)
             start += [t.raw for t in self.gop]
         viewer.push_initial(b"".join(start))
         self.viewers.add(viewer)
@@ -314,11 +354,12 @@ class Relay:
     async def _pull_once(self) -> None:
         self.runs += 1
         self._offset = None
+        self._source_start_ms = None
         self.proc = await asyncio.create_subprocess_exec(
             *relay_argv(self.source_url), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
         errors: deque[bytes] = deque(maxlen=5)
-        stderr_task = asyncio.create_task(_drain(self.proc.stderr, errors))
+        stderr_task = asyncio.create_task(_drain(self.proc.stderr, errors, self._source_started))
         parser = FlvParser()
         try:
             while True:
@@ -345,6 +386,16 @@ class Relay:
             if errors:
                 log.info("flv relay %s: source ended: %s", self.key,
                          " | ".join(e.decode("utf-8", "replace").strip() for e in list(errors)[-2:]))
+
+    def _source_started(self, seconds: float) -> None:
+        self._source_start_ms = round(seconds * 1000)
+
+    @property
+    def clock_offset(self) -> int | None:
+        """Output time minus the publisher's time for the current run (None until ffmpeg said)."""
+        if self._offset is None or self._source_start_ms is None:
+            return None
+        return self._offset - self._source_start_ms
 
     async def _ask_still_live(self) -> bool:
         try:
@@ -406,9 +457,20 @@ class Relay:
         elif self.gop and len(self.gop) < MAX_GOP_TAGS:
             self.gop.append(out)
         for viewer in list(self.viewers):
+            if viewer.first_ms is None:
+                viewer.first_ms = ts
+            if self.clock_offset is not None and viewer.clock_offset != self.clock_offset:
+                viewer.offer(self._clock(viewer))
             viewer.offer(out)
             if viewer.closed:
                 self.leave(viewer)
+
+    def _clock(self, viewer: Viewer) -> OutTag:
+        """The viewer's ``onMtlClock`` tag for the current source run (never skipped)."""
+        viewer.clock_offset = offset = self.clock_offset
+        ts = self._last_out or 0
+        tag = Tag(SCRIPT, ts, clock_body(offset or 0, viewer.first_ms or 0))
+        return OutTag(SCRIPT, ts, False, tag.encode(ts), header=True)
 
     async def close(self) -> None:
         for viewer in list(self.viewers):

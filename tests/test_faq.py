@@ -121,3 +121,24 @@ def test_material_upload_through_v1_owned_by_the_rooms_owner(settings, monkeypat
         assert client.delete(f"/v1/rooms/{room.id}/material", headers=a).status_code == 204
         assert client.get(f"/v1/rooms/{room.id}/material", headers=a).json()["source"] == "sample"
         assert "/v1/rooms/{room_ref}/material" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_material_file_is_checked_before_a_room_exists(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    from api.main import create_app
+
+    settings = settings.model_copy(update={"api_keys": ["key-a"]})
+    a = {"X-API-Key": "key-a"}
+    with TestClient(create_app(settings)) as client:
+        csv = "question,answer\n周末发货吗;周六发货吗,周末也发货。\n".encode()
+        got = client.post("/v1/material/check", headers=a, files={"file": ("qa.csv", csv, "text/csv")})
+        assert got.status_code == 200, got.text
+        body = got.json()
+        assert body["source"] == "checked" and body["qa"] == 1
+        assert body["material"]["qa"][0]["q"] == ["周末发货吗", "周六发货吗"]
+        # A bad file says why in plain words; nothing is stored anywhere.
+        bad = client.post("/v1/material/check", headers=a, files={"file": ("x.csv", b"colour,size\nred,M\n", "text/csv")})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_material"
+        assert "name, price, facts" in bad.json()["error"]["message"]
+        assert client.post("/v1/material/check", files={"file": ("qa.csv", csv, "text/csv")}).status_code == 401
+        assert "/v1/material/check" in client.get("/openapi.json").json()["paths"]

@@ -83,17 +83,25 @@ def test_relay_timeline_stays_continuous_across_source_restarts():
             seen.append(tag)
 
     relay.viewers.add(Sink(1000, 1 << 20))
+    relay._source_started(0.0)  # what ffmpeg's log says: its time zero is the publisher's 0
     for tag in (Tag(SCRIPT, 0, b"meta"), video(0, key=True, seq=True), audio(0, seq=True)):
         relay._on_tag(tag)
     for ts in (5000, 5040, 5080):  # the first run starts at its own clock
         relay._on_tag(video(ts, key=ts == 5000))
-    relay._offset = None  # a new ffmpeg run starts again at 0
+    relay._offset = None  # a new ffmpeg run starts again at 0, 3 s into the publisher's stream
+    relay._source_started(3.0)
     for ts in (0, 40):
         relay._on_tag(video(ts, key=ts == 0))
     relay._on_tag(video(900000, key=True))  # a publisher whose clock jumped
     live = [t.ts for t in seen if not t.header]
     assert live == [0, 40, 80, 120, 160, 200]
-    assert [t.kind for t in seen if t.header] == [SCRIPT, VIDEO, AUDIO]  # sent once, to viewers that were there
+    headers = [t for t in seen if t.header]
+    clocks = [clock_of(t.raw) for t in headers if b"onMtlClock" in t.raw]
+    # Codec headers sent once, to viewers that were there; the stream clock at each new source run:
+    # output = publisher time + offset, and the viewer's first media tag (its player's zero) at 0.
+    assert [t.kind for t in headers if b"onMtlClock" not in t.raw] == [SCRIPT, VIDEO, AUDIO]
+    assert clocks == [{"offset_ms": -5000, "first_ms": 0}, {"offset_ms": 120 - 3000, "first_ms": 0},
+                      {"offset_ms": 200 - 900000 - 3000, "first_ms": 0}], clocks
 
     async def join_late():  # a viewer joining now starts with the headers and the cached GOP
         relay.source_url = "rtmp://127.0.0.1:1/none"  # its source: nothing to pull in this test
@@ -103,7 +111,26 @@ def test_relay_timeline_stays_continuous_across_source_restarts():
             return chunk
 
     tags = FlvParser().feed(asyncio.run(join_late()))
-    assert [t.kind for t in tags[:3]] == [SCRIPT, VIDEO, AUDIO] and tags[3].keyframe and tags[3].ts == 200
+    assert [t.kind for t in tags[:3]] == [SCRIPT, VIDEO, AUDIO] and tags[4].keyframe and tags[4].ts == 200
+    # Before its cached GOP, the late viewer learns its clock: its first media tag is the GOP's.
+    assert clock_of(tags[3].encode()) == {"offset_ms": 200 - 900000 - 3000, "first_ms": 200}
+
+
+def clock_of(raw: bytes) -> dict:
+    """The numbers of an onMtlClock script tag (AMF0: name, then an object of numbers)."""
+    import struct
+
+    body = FlvParser().feed(FLV_HEADER + raw)[0].body
+    name_len = int.from_bytes(body[1:3], "big")
+    assert body[3:3 + name_len] == b"onMtlClock" and body[3 + name_len] == 3
+    pos, out = 4 + name_len, {}
+    while body[pos:pos + 3] != b"\x00\x00\x09":
+        key_len = int.from_bytes(body[pos:pos + 2], "big")
+        key = body[pos + 2:pos + 2 + key_len].decode()
+        assert body[pos + 2 + key_len] == 0  # an AMF0 number
+        out[key] = int(struct.unpack(">d", body[pos + 3 + key_len:pos + 11 + key_len])[0])
+        pos += 11 + key_len
+    return out
 
 
 # ---- a real relay: nginx-rtmp, a publisher, many HTTP-side viewers ----

@@ -91,6 +91,7 @@ NO_RESOURCE = {
     "GET /live/{name}": "the stream key is the audience's capability, like the media server's URLs",
     "GET /live/{stream_key}/state": "the audience page's live/speaking/offline, by the same stream key",
     "POST /internal/media/publish": "the media server's publish check: answers only whether a secret is a room's",
+    "POST /v1/material/check": "reads the caller's own file and answers it checked; stores and reads nothing else",
 }
 CHECKS: dict[str, Callable] = {}
 

@@ -38,14 +38,14 @@ from core.credentials import publish_url
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import Status, fetch_job, redis_connection
-from core.media import decode_audio, iter_video_frames
+from core.media import decode_audio, decode_own_speech, iter_video_frames
 from core.rooms import (Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
                         note_no_publisher, stream_worker_loads)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
 from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
 from lipsync.visemes import load_phones, with_phones
-from workers.frames import Continuity, IdleSource, Pacer, SpeechSource
+from workers.frames import LEAD_S, Continuity, IdleSource, Pacer, SpeechSource
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ class RoomPublisher(threading.Thread):
     # ---- speech preparation (off the pacing loop) ----
     def _prepare(self, utterance: dict, replay: bool) -> Speech:
         source = resolve_owned(self.settings, utterance["audio"])
-        pcm = decode_audio(source, self.settings.live_audio_rate)
+        # A reply's sentence (the service's own TTS WAV) is read in-process: it starts speaking sooner.
+        own = source.suffix == ".wav" and source.resolve().parent == self.settings.kind_dir("tts").resolve()
+        pcm = (decode_own_speech if own else decode_audio)(source, self.settings.live_audio_rate)
         # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         rate = self.settings.live_audio_rate
         g = np.gcd(rate, SAMPLE_RATE)
@@ -186,7 +188,9 @@ class RoomPublisher(threading.Thread):
             return
         pb = Playback(RtmpSession(url, self.settings, avatar.width, avatar.height),
                       gen=self.store.generation(self.room.id), pacer=Pacer(self.room.id, self.stop_event))
-        self.store.event(self.room.id, "session_start", t0=pb.pacer.t0_wall, worker=self.worker, token=self.token)
+        # t0 - lead_s: when the publisher sends stream time 0 (pages measure their lag from it).
+        self.store.event(self.room.id, "session_start", t0=pb.pacer.t0_wall, lead_s=LEAD_S, worker=self.worker,
+                         token=self.token)
         log.info("room %s: publishing to %s", self.room.id, url.split("?", 1)[0])  # not the secret
         try:
             while not self.stop_event.is_set():
@@ -229,6 +233,10 @@ class RoomPublisher(threading.Thread):
         # a second of frames; nginx-rtmp refuses a second publisher of a key meanwhile anyway.
         if pb.pacer.f % FPS == 0 and not self._fence_ok():
             return False
+        if pb.pacer.f % FPS == 0:
+            # The stream clock once a second (feed only): pages measure how far behind their player is
+            # from it, also while the publisher catches up after falling behind (player.js StreamLag).
+            self.store.event(self.room.id, "clock", feed_only=True, stream_ts=pb.pacer.stream_ts)
         current = self.store.generation(self.room.id)
         if current != pb.gen:
             pb.gen = current

@@ -26,6 +26,8 @@ from core.text import check_text
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
+# Material read without a room: the console checks an operator's file before the room exists.
+material_router = APIRouter(prefix="/v1/material", tags=["conversations"])
 _MESSAGE_BODY = {"requestBody": {"content": {
     "application/json": {"schema": MessageIn.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -140,6 +142,15 @@ async def put_material(room_ref: str, request: Request, settings: SettingsDep, r
     return _material_out(material)
 
 
+@material_router.post("/check", dependencies=[Depends(require_api_key)], openapi_extra=_MATERIAL_BODY,
+                      summary="Read and check a material file (JSON or CSV) without storing it",
+                      description="Answers the material as PUT /v1/rooms/{id}/material would store it "
+                                  "(`source`: checked), or the same plain 4xx error. Any API key may use it: "
+                                  "it stores nothing and reads nothing of anyone's.")
+async def check_material_file(request: Request) -> dict:
+    return {**_material_out(check_material(await _read_material(request))), "source": "checked"}
+
+
 @router.get("/{room_ref}/material", dependencies=[Depends(require_api_key)],
             summary="The room's material (`source`: room, or sample when it has none and the sample answers)")
 async def get_material(room_ref: str, settings: SettingsDep, redis: RedisDep, caller: CallerDep) -> dict:
@@ -160,7 +171,8 @@ async def delete_material(room_ref: str, settings: SettingsDep, redis: RedisDep,
 async def room_feed(websocket: WebSocket, room_ref: str) -> None:
     """Everything a front-end follows, in order, as JSON objects with an `event` field: user_text,
     reply_start, reply_delta, reply_sentence, reply_end, speech_start/speech_end (with `stream_ts`, the
-    stream clock in seconds), mouth (per-frame `t` on the stream clock, `open`, `width`), interrupted,
+    stream clock in seconds), mouth (per-frame `t` on the stream clock, `open`, `width`), clock (`stream_ts`
+    once a second: with each event's `t`, when the publisher sent that stream time), interrupted,
     responder_fallback, message_failed, ...; each carries its feed `id`: reconnect with `?since=<id>`
     to get what was missed. Keys: `?key=` or the usual headers."""
     opened = await socket_room(websocket)

@@ -2,25 +2,13 @@
 // Interface text comes from i18n/<lang>.js (t("key")); the watched room is in the URL (#rooms/<id>).
 
 import { api, apiBlobUrl, apiKey, plainError, plainJobError, setApiKey, upload, waitJob } from "./api.js";
-import { AudioMeter, LivePlayer, hlsSupported } from "./player.js";
+import { AudioMeter, LivePlayer, StreamLag, hlsSupported } from "./player.js";
 import { MouthPlayer } from "./mouthplayer.js";
+import { MaterialEditor } from "./material.js";
+import { h } from "./dom.js";
 import { applyI18n, bindLanguageSelect, t } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
-
-/** A DOM element: h("td", {class: "x"}, "text", child, ...); strings become text nodes. */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "class") el.className = v;
-    else if (k === "dataset") Object.assign(el.dataset, v);
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
-  return el;
-}
 
 function showError(box, err, isJob = false) {
   const { title, detail } = isJob ? plainJobError(err) : plainError(err);
@@ -133,6 +121,9 @@ const player = new LivePlayer($("#live-video"), { onState: (s, text) => {
   $("#live-note").textContent = s === "muted" ? t("view.muted") : (s === "playing" ? "" : text);
 } });
 state.player = player;
+// The measured latency: stream clock (room events) against what the player shows (player.js).
+const lag = new StreamLag(player);
+state.lag = lag;
 
 function roomName(r) {
   return r.zbjname.includes("*") ? r.username : r.zbjname;
@@ -197,6 +188,7 @@ async function refreshEvents() {
   if (!state.room) return;
   try {
     const events = await api(`/v1/rooms/${state.room.id}/events`);
+    for (const e of events) lag.note(e);  // anchors the stream clock before the feed has said anything
     $("#room-events").replaceChildren(...events.slice(-12).reverse().map((e) => h("li", {},
       h("time", {}, clock(e.t)), e.event,
       e.engine ? ` (${e.engine})` : "", e.error ? ` – ${e.error}` : "")));
@@ -221,6 +213,11 @@ function openRoom(id, route) {
   $("#room-title").textContent = roomName(room);
   $("#say-error").hidden = true;
   renderUrls(room);
+  lag.reset();
+  if (state.materialFor !== room.id) {  // not on a route switch: unsaved edits stay
+    state.materialFor = room.id;
+    loadRoomMaterial();
+  }
   const video = $("#live-video");
   video.muted = false;
   if (state.route === "hls") player.play("hls", room.urls.hls);
@@ -228,12 +225,15 @@ function openRoom(id, route) {
   followFeed(room);
   setHash();
   refreshRooms();
+  // One column (a phone, a narrow window): the room's view is below the list; bring it up.
+  if (matchMedia("(max-width: 1100px)").matches) $("#room-detail").scrollIntoView({ block: "start" });
 }
 
 function closeView(note) {
   player.stop();
   if (state.feed) { state.feed.close(); state.feed = null; }
   state.room = null;
+  state.materialFor = null;
   $("#room-detail").hidden = true;
   $("#room-placeholder").hidden = false;
   if (note) $("#room-placeholder").firstElementChild.textContent = note;
@@ -331,17 +331,63 @@ function renderPicker(ready) {
   picker.replaceChildren(...(ready.length ? ready.map((a) => {
     const thumb = h("span", { class: "pick-thumb" });
     thumbnail(a.id, thumb);
-    return h("button", { type: "button", class: "pick", role: "option", title: a.id, dataset: { pick: a.id },
-      onclick: () => pickAvatar(a.id) }, thumb, h("span", { class: "pick-name" }, a.id));
+    const enroll = enrollmentState(a);
+    return h("button", { type: "button", class: "pick", role: "option", title: `${a.id} · ${enrollmentLabel(a)}`,
+      dataset: { pick: a.id, enrollment: enroll }, onclick: () => pickAvatar(a.id) },
+    thumb, h("span", { class: "pick-name" }, a.id), h("span", { class: `pick-enroll enroll ${enroll}` }, t(`avatars.pick_${enroll}`)));
   }) : [h("p", { class: "muted" }, t("room.avatar_none"))]));
   // The list is newest first: the operator's latest avatar is the default.
   pickAvatar(keep && ready.some((a) => a.id === keep) ? keep : (ready[0] ? ready[0].id : ""));
 }
 
-$("#room-material").addEventListener("change", (e) => {
+// The form's material: a chosen file is read and checked by the service at once (its errors said
+// before the room exists), then shown in the editor; what the editor holds is the room's material.
+const formMaterial = new MaterialEditor($("#room-material-editor"), { onChange: () => materialCount() });
+state.formMaterial = formMaterial;
+
+function formLanguage() {
+  return $("#room-language").value || "zh";
+}
+
+function materialCount() {
+  const c = formMaterial.counts();
+  $("#room-material-count").textContent = $("#room-material-editor").hidden ? ""
+    : t("mat.counts", { products: c.products, qa: c.qa });
+}
+
+$("#room-material").addEventListener("change", async (e) => {
   const file = e.target.files[0];
-  $("#room-material-name").textContent = file ? file.name : t("room.material_none");
+  const box = $("#room-form-error");
+  box.hidden = true;
+  if (!file) return;
+  $("#room-material-name").textContent = file.name;
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const checked = await upload("/v1/material/check", form);
+    formMaterial.load(checked.material, formLanguage());
+    $("#room-material-editor").hidden = false;
+  } catch (err) {
+    showError(box, err);
+    e.target.value = "";
+    $("#room-material-name").textContent = t("mat.file_refused", { name: file.name });
+  }
+  materialCount();
 });
+$("#room-material-edit").addEventListener("click", () => {
+  const editor = $("#room-material-editor");
+  if (editor.hidden && formMaterial.isEmpty()) formMaterial.load({ products: [{}], qa: [{}] }, formLanguage());
+  editor.hidden = !editor.hidden;
+  materialCount();
+});
+
+function resetFormMaterial() {
+  $("#room-material").value = "";
+  $("#room-material-name").textContent = t("room.material_none");
+  formMaterial.load({ products: [], qa: [] }, formLanguage());
+  $("#room-material-editor").hidden = true;
+  materialCount();
+}
 $("#room-prompt").addEventListener("input", updateCounters);
 
 $("#room-form").addEventListener("submit", async (e) => {
@@ -363,18 +409,70 @@ $("#room-form").addEventListener("submit", async (e) => {
   try {
     const room = await api("/v1/rooms", { method: "POST", json: body });
     $("#room-username").value = "";
-    const file = $("#room-material").files[0];
-    if (file) {
-      const form = new FormData();
-      form.append("file", file);
+    if (!$("#room-material-editor").hidden && !formMaterial.isEmpty()) {
       try {
-        await upload(`/v1/rooms/${room.id}/material`, form, null, "PUT");
-      } catch (err) { showError(box, err); }
+        await api(`/v1/rooms/${room.id}/material`, { method: "PUT", json: formMaterial.value() });
+        resetFormMaterial();
+      } catch (err) { showError(box, err); }  // the room is open; its material can be fixed in its view
     }
     await refreshRooms();
     openRoom(room.id);
   } catch (err) { showError(box, err); }
 });
+
+// ---------- the watched room's material ----------
+
+const roomMaterial = new MaterialEditor($("#mat-editor"), { onChange: () => materialStatus(t("mat.unsaved"), "dirty") });
+state.roomMaterial = roomMaterial;
+
+function materialStatus(text, kind = "") {
+  const el = $("#mat-status");
+  el.textContent = text;
+  el.dataset.state = kind;
+}
+
+function showMaterial(got) {
+  roomMaterial.load(got.material, (state.room && state.room.language) || "zh");
+  $("#mat-summary").textContent = t("room.material_saved", { products: got.products, qa: got.qa,
+    source: t(got.source === "room" ? "room.material_room" : "room.material_sample") });
+  $("#room-material-view").dataset.source = got.source;
+}
+
+async function loadRoomMaterial() {
+  if (!state.room) return;
+  $("#mat-error").hidden = true;
+  materialStatus("");
+  try {
+    showMaterial(await api(`/v1/rooms/${state.room.id}/material`));
+  } catch (err) { showError($("#mat-error"), err); }
+}
+
+async function saveMaterial(send) {
+  if (!state.room) return;
+  $("#mat-error").hidden = true;
+  try {
+    showMaterial(await send(state.room.id));
+    materialStatus(t("mat.saved"), "saved");
+  } catch (err) {
+    showError($("#mat-error"), err);
+    materialStatus(t("mat.not_saved"), "error");
+  }
+}
+
+$("#mat-save").addEventListener("click", () => saveMaterial((id) =>
+  api(`/v1/rooms/${id}/material`, { method: "PUT", json: roomMaterial.value() })));
+$("#mat-file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file);
+  saveMaterial((id) => upload(`/v1/rooms/${id}/material`, form, null, "PUT"));
+});
+$("#mat-sample").addEventListener("click", () => saveMaterial(async (id) => {
+  await api(`/v1/rooms/${id}/material`, { method: "DELETE" });
+  return api(`/v1/rooms/${id}/material`);
+}));
 
 // ---------- speaking and asking ----------
 
@@ -426,6 +524,7 @@ function followFeed(room) {
   let pending = null;
   ws.onmessage = (msg) => {
     const e = JSON.parse(msg.data);
+    lag.note(e, Date.now());
     if (e.event === "mouth") return;  // per-frame values: for front-ends animating their own character
     // Text arrives token by token: redraw the transcript at most five times a second.
     if (!pending) pending = setTimeout(() => { pending = null; refreshConversation(); }, 200);
@@ -445,7 +544,7 @@ async function refreshConversation() {
     const messages = await api(`/v1/rooms/${state.room.id}/messages`);
     $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}`, dataset: { status: m.status } },
       h("span", { class: "who" }, m.role === "user" ? t("conv.user") : (m.responder || t("conv.room"))),
-      h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || "")),
+      h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || m.generated || "")),
       h("span", { class: "muted status" }, ` ${statusLabel(m.status)}${m.fallback ? ` (${t("conv.fallback", { reason: m.fallback.reason })})` : ""}`))));
     const list = $("#conversation");
     list.scrollTop = list.scrollHeight;
@@ -492,7 +591,21 @@ setInterval(() => {
   const v = $("#live-video");
   $("#live-stats").textContent = `${state.route.toUpperCase()} · ${t("view.buffer", { s: player.bufferAhead().toFixed(2) })}` +
     (v.videoWidth ? ` · ${v.videoWidth}×${v.videoHeight}` : "");
+  showLag();
 }, 100);
+
+/** "behind the room" now, and the last speech start's own figure (what the viewer actually lags). */
+function showLag() {
+  lag.tick();
+  const box = $("#live-latency");
+  const now = lag.lag();
+  const last = lag.heard[lag.heard.length - 1];
+  box.dataset.lag = now === null ? "" : now.toFixed(3);
+  box.classList.toggle("slow", now !== null && now > 2);
+  box.textContent = (now === null ? t(state.route === "hls" ? "view.lag_hls" : "view.lag_unknown")
+    : t("view.lag", { s: now.toFixed(2) })) + (last ? ` · ${t("view.lag_speech", { s: last.lag_s.toFixed(2) })}` : "");
+  box.title = t("view.lag_title");
+}
 
 // ---------- avatars ----------
 
@@ -515,7 +628,7 @@ async function refreshAvatars() {
   } catch (err) { return; }
   // Newest first (the API's order): the operator's latest avatar leads the pickers.
   const ready = state.avatars.filter((a) => a.status === "ready");
-  const ids = ready.map((a) => a.id).join(",");
+  const ids = ready.map((a) => `${a.id}:${enrollmentState(a)}`).join(",");
   if (ids !== state.readyIds) {
     state.readyIds = ids;
     for (const sel of [$("#room-avatar"), $("#render-avatar")]) {
@@ -531,15 +644,26 @@ async function refreshAvatars() {
     const m = a.manifest || {};
     const thumb = h("div", { class: "thumb", role: "img", "aria-label": a.id });
     if (a.status === "ready") thumbnail(a.id, thumb);
-    const enrolled = m.enrollment ? t("avatars.enrolled") : t("avatars.warp");
-    return h("div", { class: "avatar-card", dataset: { avatar: a.id } }, thumb,
+    const enrolled = enrollmentLabel(a);
+    return h("div", { class: "avatar-card", dataset: { avatar: a.id, enrollment: enrollmentState(a) } }, thumb,
       h("div", { class: "meta" },
         h("b", { title: a.id }, a.id),
         h("div", { class: "row" }, h("span", { class: `badge ${a.status}` }, a.status),
           h("button", { class: "danger", onclick: () => deleteAvatar(a.id) }, t("avatars.delete"))),
         m.width ? h("span", { class: "muted" }, t("avatars.frames", { kind: m.kind || "", w: m.width, h: m.height, frames: m.frames, engine: enrolled })) : "",
+        a.status === "ready" ? h("span", { class: `enroll ${enrollmentState(a)}`, title: t("avatars.enroll_title") }, enrolled) : "",
         a.error ? h("span", { class: "err" }, plainJobError(a.error).title) : ""));
   }));
+}
+
+/** current | outdated | reenrolling | none: whether the avatar speaks with its own learned mouth
+ *  now (GET /v1/avatars `enrollment_state`, lipsync/upkeep.py); an older bank speaks with warp. */
+function enrollmentState(a) {
+  return (a.enrollment_state && a.enrollment_state.state) || (a.manifest && a.manifest.enrollment ? "current" : "none");
+}
+
+function enrollmentLabel(a) {
+  return t(`avatars.enroll_${enrollmentState(a)}`);
 }
 
 async function deleteAvatar(id) {
@@ -766,6 +890,9 @@ window.addEventListener("mtl:lang", () => {
   state.readyIds = null;  // redraw the pickers' empty notes too
   updateCounters();
   if (state.room) renderUrls(state.room);
+  // The editors' labels too, unless they hold edits not saved yet.
+  if ($("#room-material-editor").hidden) formMaterial.render();
+  if ($("#mat-status").dataset.state !== "dirty") loadRoomMaterial();
   refreshAll();
   refreshConversation();
 });

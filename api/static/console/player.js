@@ -45,6 +45,7 @@ export class LivePlayer {
     this.lastAdvance = 0;
     this.reconnects = 0;
     this.failures = 0;  // retries since the picture last advanced: the next one waits longer
+    this.clock = null;  // the relay's onMtlClock: {offset_ms, first_ms} (HTTP-FLV only)
   }
 
   /** Start (or switch to) a route: "flv" or "hls". */
@@ -64,6 +65,10 @@ export class LivePlayer {
       this.player.attachMediaElement(this.video);
       this.player.on(mpegts.Events.ERROR, (type, detail) => this._retry(`${type}: ${detail}`));
       this.player.on(mpegts.Events.LOADING_COMPLETE, () => this._retry("the stream ended"));
+      // The relay says how its timeline maps to the publisher's stream clock (core/flvrelay.py).
+      this.player.on(mpegts.Events.SCRIPTDATA_ARRIVED, (data) => {
+        if (data && data.onMtlClock) this.clock = data.onMtlClock;
+      });
       this.player.load();
     } else {
       if (!hlsSupported(this.video)) {
@@ -127,6 +132,13 @@ export class LivePlayer {
     }, delay);
   }
 
+  /** The publisher's stream time (s) of the picture shown now, or null (HLS, or the relay has not said).
+   *  mpegts.js starts currentTime at the first media tag it was sent (`first_ms` on the relay's timeline). */
+  streamTime() {
+    if (!this.clock || this.route !== "flv" || !this.video.currentTime) return null;
+    return (this.video.currentTime * 1000 + this.clock.first_ms - this.clock.offset_ms) / 1000;
+  }
+
   /** Seconds of media buffered ahead of what plays (the player's share of the latency). */
   bufferAhead() {
     const b = this.video.buffered;
@@ -154,6 +166,98 @@ export class LivePlayer {
     this.route = null;
     this.url = null;
     this.lastTime = 0;
+    this.clock = null;
+  }
+}
+
+/** How far behind the room the viewer is: the time from the publisher sending a frame to the player
+ *  showing it. The publisher's send times come from the room's feed: `session_start` (t0, less its
+ *  lead), and every event with a `stream_ts` (speech_start/end, the once-a-second `clock`) or mouth
+ *  frames, each sent as the publisher reached that stream time (`t`). A frame's send time is read
+ *  from the latest such anchor at or before it (a publisher that fell behind and catches up runs
+ *  faster than the wall clock between anchors). Each speech_start also gets its own figure once the
+ *  player shows it. The server's clock is read through the feed: the smallest (arrival - event
+ *  time) of the last minute is the clock difference, so pages on other hosts measure right too. */
+export class StreamLag {
+  constructor(player) {
+    this.player = player;
+    this.session = null;  // t0 of the publisher session the anchors belong to
+    this.anchors = [];  // {s: stream s, t: server s}, ascending s
+    this.skews = [];  // [arrival ms, arrival - event ms]
+    this.pending = [];  // speech starts not yet shown
+    this.heard = [];  // {utterance, s, t, lag_s, at}
+  }
+
+  /** A room event, from the feed (`arrivedMs` set) or the events list. */
+  note(e, arrivedMs) {
+    if (typeof e.t !== "number") return;
+    if (arrivedMs !== undefined) {
+      this.skews.push([arrivedMs, arrivedMs - e.t * 1000]);
+      while (this.skews.length && this.skews[0][0] < arrivedMs - 60000) this.skews.shift();
+    }
+    if (e.event === "session_start" && typeof e.t0 === "number") {
+      if (this.session === null || e.t0 > this.session) {  // a newer publisher session: its clock starts at 0
+        this.session = e.t0;
+        this.anchors = [{ s: 0, t: e.t0 - (e.lead_s || 0) }];
+        this.pending = [];
+      }
+      return;
+    }
+    if (this.session !== null && e.t < this.session) return;  // an earlier session's
+    const s = typeof e.stream_ts === "number" ? e.stream_ts
+      : (e.event === "mouth" && e.frames && e.frames.length ? e.frames[0].t : null);
+    if (typeof s !== "number") return;
+    this._anchor(s, e.t);
+    if (e.event === "speech_start" && arrivedMs !== undefined && !this.pending.some((p) => p.s === s)) {
+      this.pending.push({ s, t: e.t, utterance: e.utterance });
+    }
+  }
+
+  _anchor(s, t) {
+    if (this.anchors.some((a) => a.s === s)) return;
+    this.anchors.push({ s, t });
+    this.anchors.sort((a, b) => a.s - b.s);
+    if (this.anchors.length > 400) this.anchors.splice(0, this.anchors.length - 400);
+  }
+
+  skewMs() {
+    return this.skews.length ? Math.min(...this.skews.map((x) => x[1])) : 0;
+  }
+
+  /** When the publisher sent stream time `pos` (server clock, s), or null. */
+  sentAt(pos) {
+    let best = null;
+    for (const a of this.anchors) if (a.s <= pos + 1e-6) best = a;
+    best = best || this.anchors[0];
+    return best ? best.t + (pos - best.s) : null;
+  }
+
+  /** Seconds between the publisher sending what the player shows now and now; null if unknown. */
+  lag() {
+    const pos = this.player.streamTime();
+    const sent = pos === null ? null : this.sentAt(pos);
+    if (sent === null) return null;
+    const lag = (Date.now() - this.skewMs()) / 1000 - sent;
+    return lag > -1 && lag < 120 ? lag : null;
+  }
+
+  /** Called often (10 Hz): a pending speech start the player has reached gets its figure. */
+  tick() {
+    const pos = this.player.streamTime();
+    if (pos === null) return;
+    const now = (Date.now() - this.skewMs()) / 1000;
+    for (const p of this.pending.filter((x) => pos >= x.s)) {
+      // Corrected for how far past its start the picture already is.
+      this.heard.push({ utterance: p.utterance, s: p.s, t: p.t, lag_s: now - p.t - (pos - p.s), at: Date.now() });
+    }
+    this.pending = this.pending.filter((x) => pos < x.s);
+    if (this.heard.length > 50) this.heard.splice(0, this.heard.length - 50);
+  }
+
+  reset() {
+    this.session = null;
+    this.anchors = [];
+    this.pending = [];
   }
 }
 
