@@ -62,10 +62,13 @@ class Speaker:
             return
         tts_job_id = new_job_id()
         settings = self.rooms.settings
-        # The room's owner owns its speech (jobs and files), whoever's message it answers.
+        # The room's owner owns its speech (jobs and files), whoever's message it answers. The first
+        # sentence goes ahead of waiting work; the others behind it, in order (each at the front
+        # would put a reply's last sentence first: a script's three sentences queued at once were
+        # synthesised last to first, the one the viewer waits for last).
         enqueue(settings, self.rooms.r, Kind.tts, {"text": sentence, "output_name": tts_job_id, "voice": None,
                                                    "language": self.room.language}, tts_job_id, admit=False,
-                at_front=True, owner=self.rooms.owner(self.room.id))
+                at_front=index == 0, owner=self.rooms.owner(self.room.id))
         utterance = self.rooms.say(self.room, {"audio": None, "tts_job_id": tts_job_id, "message_id": self.reply["id"],
                                                "sentence": index}, turn=self.turn)
         if utterance is None:
