@@ -269,9 +269,12 @@ def _interior_colour(g: MouthGeometry, op: Opening, ys: np.ndarray, cols: slice,
 
 
 # How much of the face's light reaches the tongue low in a wide opening, and how much of the lower
-# teeth's edges shows there. Chosen by eye on the demo portrait and avatar-sun at 3 s (crops in
-# bench/figures/issue-15/): at 0.17 and none, a wide opening read as a black hole.
-TONGUE_LIGHT = 0.36
+# teeth's edges shows there (before: 0.17 and none, a wide opening read as a black hole). Chosen by
+# eye on the demo portrait and avatar-sun at 3 s (bench/figures/issue-15/photo-interior-*). A
+# lighter tongue (0.28-0.36) looked better still, but the person check's lip sampler then read it as
+# lip: the portrait speaking by warp was refused as a sample of its own photo (lip contrast 15.0-16.8
+# against the bound 15).
+TONGUE_LIGHT = 0.22
 LOWER_TEETH = 0.6
 
 # Gaps between the upper teeth seen from the front, in mouth widths from the centre, with how dark
