@@ -32,8 +32,9 @@ def init(settings: Settings) -> Path:
 
 
 def room_label(room_id: str) -> str:
-    """A room's label in per-room series: a one-way hash of its id, so /metrics never shows a value
-    that leads to its stream key (``zbj-<id>``); a room's API view carries it as `metrics_label`."""
+    """A room's label in per-room series: a one-way hash of its id, so /metrics never shows the id
+    (which the API names the room by; its stream key is a separate random value); a room's API view
+    carries it as `metrics_label`."""
     return hashlib.sha256(b"musetalk-live metrics room:" + room_id.encode()).hexdigest()[:16]
 
 

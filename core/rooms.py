@@ -23,13 +23,20 @@ Keys (all under ``mtl:room:<id>``, built by core/keys.py):
     <id>:material    JSON: the operator's products, Q/A pairs and shop answers (the `faq` responder)
     <id>:dark-noted  a no_publisher event was recorded lately (SET NX, expires)
     <id>:speaker     the one live audio input (WS .../audio) of the room: a token, short TTL, renewed
-``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
+``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id and
+``mtl:room-stream:<stream key>`` a stream key to it.
+
+A room's id, its zbjname and its stream key are three separate random values: the id is what the
+API's callers (with the room owner's key) name it by, the stream key what its audience plays. Knowing
+one gives neither of the others, so a room id seen in a log or a URL never lets anyone watch it, and a
+play URL never names the room to the API.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -38,6 +45,7 @@ from redis import Redis
 from redis.exceptions import LockError
 
 from core import keys
+from core.credentials import STREAM_KEY
 from core.limits import Refused, open_rooms_cap
 from core.settings import Settings
 
@@ -113,10 +121,11 @@ class RoomStore:
         room_id = uuid.uuid4().hex
         room = Room(
             id=room_id,
-            zbjname=zbjname or f"{username}*{uuid.UUID(room_id)}",
+            # Legacy shape `<username>*<uuid4>`, with a uuid of its own (not the room id's).
+            zbjname=zbjname or f"{username}*{uuid.uuid4()}",
             username=username,
-            # The zbjname holds '*', which is not safe in a stream URL: the key is derived by lookup.
-            stream_key=f"zbj-{room_id}",
+            # The zbjname holds '*', which is not safe in a stream URL: the key is found by lookup.
+            stream_key=new_stream_key(),
             avatar_id=avatar_id or self.settings.demo_avatar_id,
             ttl_s=int(ttl_s or self.settings.room_ttl_s),
             persistent=persistent,
@@ -128,6 +137,7 @@ class RoomStore:
             p.hset(_k(room_id), mapping=data)
             p.sadd(ROOMS, room_id)
             p.set(keys.room_name(room.zbjname), room_id)
+            p.set(keys.room_stream(room.stream_key), room_id)
             p.set(_k(room_id, "alive"), "1", **({} if persistent else {"ex": room.ttl_s}))
             if owner:
                 p.set(_k(room_id, "owner"), owner)
@@ -173,16 +183,22 @@ class RoomStore:
         room_id = self.r.get(keys.room_name(zbjname))
         return self.get(room_id.decode()) if room_id else None
 
+    def by_stream_key(self, stream_key: str) -> Room | None:
+        """The room its audience plays as `stream_key` (only through the lookup: no key is derived)."""
+        if not STREAM_KEY.match(stream_key or ""):
+            return None
+        room_id = self.r.get(keys.room_stream(stream_key))
+        return self.get(room_id.decode()) if room_id else None
+
     def resolve(self, ref: str) -> Room | None:
         """A room by id, zbjname or stream key."""
-        if ref.startswith("zbj-"):
-            ref = ref[4:]
-        return self.get(ref) or self.by_name(ref)
+        return self.get(ref) or self.by_name(ref) or self.by_stream_key(ref)
 
     def ensure_default(self) -> Room:
         """The room used when legacy calls give no zbjname; it never expires (configurable)."""
         room = self.by_name(self.settings.default_room)
-        if room is not None and self.is_open(room.id):
+        # A default room made before rooms had stream keys of their own has no stream lookup: remade.
+        if room is not None and self.is_open(room.id) and self.by_stream_key(room.stream_key) is not None:
             return room
         if room is not None:
             self.close(room.id)
@@ -212,7 +228,7 @@ class RoomStore:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
             p.srem(ROOMS, room_id)
             if room is not None:
-                p.delete(keys.room_name(room.zbjname))
+                p.delete(keys.room_name(room.zbjname), keys.room_stream(room.stream_key))
             p.execute()
         return room is not None
 
@@ -332,6 +348,17 @@ class RoomStore:
 
 async def is_open_async(aredis, room_id: str) -> bool:
     return bool(await aredis.exists(_k(room_id, "alive")))
+
+
+async def stream_is_open_async(aredis, stream_key: str) -> bool:
+    """Whether the room played as `stream_key` is open (False once it is closed or expired)."""
+    room_id = await aredis.get(keys.room_stream(stream_key))
+    return room_id is not None and await is_open_async(aredis, room_id.decode())
+
+
+def new_stream_key() -> str:
+    """A room's stream key: 128 random bits, unrelated to its id (`zbj-` + 32 hex, URL-safe)."""
+    return f"zbj-{secrets.token_hex(16)}"
 
 
 async def feed_latest(aredis, room_id: str) -> str:

@@ -41,7 +41,7 @@ def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, call
 def audience_state(store: RoomStore, key: str) -> dict:
     """What an audience page shows: `offline` (closed, or not on air), `live` or `speaking`.
     Read from the publisher's own events, as the rooms list does, without the media server's /stat."""
-    room = store.resolve(key)
+    room = store.by_stream_key(key)
     if room is None or not store.is_open(room.id):
         return {"state": "offline", "open": False}
     recent = store.events(room.id, last=40)
