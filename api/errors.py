@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import Conflict, DomainError, Forbidden, Invalid, Missing, NotFound
-from core.limits import Refused
+from core.limits import Refused, Shortage
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ def domain_status(exc: DomainError) -> int:
     return next((DOMAIN_STATUS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_STATUS), 422)
 
 
+# ... and of a refusal of new work (core/limits.py), by what ran out.
+SHORTAGE_STATUS: dict[Shortage, int] = {Shortage.BUSY: 429, Shortage.UNAVAILABLE: 503, Shortage.STORAGE_FULL: 507}
+
+
 def _is_v1(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
@@ -53,7 +57,8 @@ def refused_response(request: Request, exc: Refused) -> JSONResponse:
     """429/503/507 with Retry-After (also in the body, as retry_after_s)."""
     headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
     extra = {"retry_after_s": exc.retry_after_s} if exc.retry_after_s else {}
-    return error_response(request, exc.status, exc.code, exc.message, headers=headers, **extra, **exc.details)
+    return error_response(request, SHORTAGE_STATUS[exc.kind], exc.code, exc.message, headers=headers, **extra,
+                          **exc.details)
 
 
 def install_error_handlers(app: FastAPI) -> None:

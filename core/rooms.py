@@ -46,7 +46,7 @@ from redis.exceptions import LockError
 
 from core import keys
 from core.credentials import STREAM_KEY
-from core.limits import Refused, open_rooms_cap
+from core.limits import Refused, Shortage, open_rooms_cap
 from core.settings import Settings
 
 ROOMS = keys.ROOMS
@@ -162,9 +162,9 @@ class RoomStore:
         count = self.open_count()
         if count > cap:
             self.close(room_id)
-            raise Refused(503, "too_many_rooms", f"{cap} rooms are open, as many as the stream workers can "
-                          "publish; close one or retry later", retry_after_s=self.settings.busy_retry_after_s,
-                          limit=cap)
+            raise Refused(Shortage.UNAVAILABLE, "too_many_rooms", f"{cap} rooms are open, as many as the stream "
+                          "workers can publish; close one or retry later",
+                          retry_after_s=self.settings.busy_retry_after_s, limit=cap)
 
     def get(self, room_id: str) -> Room | None:
         if not ROOM_ID.match(room_id or ""):
@@ -253,8 +253,8 @@ class RoomStore:
 
     def _queue_full(self) -> Refused:
         cap = self.settings.max_utterances_per_room
-        return Refused(429, "room_queue_full", f"the room already has {cap} utterances waiting; retry once it "
-                       "has spoken some", retry_after_s=self.settings.busy_retry_after_s, limit=cap)
+        return Refused(Shortage.BUSY, "room_queue_full", f"the room already has {cap} utterances waiting; retry "
+                       "once it has spoken some", retry_after_s=self.settings.busy_retry_after_s, limit=cap)
 
     def pending(self, room_id: str) -> list[dict]:
         return [json.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
