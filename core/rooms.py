@@ -40,6 +40,7 @@ import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from enum import Enum
 
 from redis import Redis
 from redis.exceptions import LockError
@@ -72,6 +73,35 @@ _DELETE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.ca
 _k = room_key = keys.room  # room_key: for the conversation store, which shares the room's key space
 FEED_MAXLEN = 2000  # entries kept in a room's feed (about a minute of speech with mouth values)
 RETAINED = ("messages", "msg", "said", "owner")  # kept after close for conversation_retention_s
+
+
+class RoomState(str, Enum):
+    """A room as its operators see it (the API's `state`)."""
+
+    IDLE = "idle"  # on air, silent
+    SPEAKING = "speaking"
+    DARK = "dark"  # open, but its stream is not on air (`dark_reason` says why)
+
+
+class AudienceState(str, Enum):
+    """A room as its audience page sees it (GET /live/<stream key>/state)."""
+
+    LIVE = "live"
+    SPEAKING = "speaking"
+    OFFLINE = "offline"  # closed, or not on air
+
+
+class UtteranceStatus(str, Enum):
+    """What the publisher reports of an utterance that is a reply's sentence: queued -> speaking ->
+    spoken | cut (interrupted while spoken) | failed; a queued one of a superseded turn reads as
+    dropped (it will never play)."""
+
+    QUEUED = "queued"
+    SPEAKING = "speaking"
+    SPOKEN = "spoken"
+    CUT = "cut"
+    DROPPED = "dropped"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)

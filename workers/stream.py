@@ -37,9 +37,9 @@ from core.conversations.store import mark_said
 from core.credentials import publish_url
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
-from core.jobs import Status, fetch_job, redis_connection
+from core.jobs import GAVE_UP, fetch_job, redis_connection
 from core.media import decode_audio, iter_video_frames
-from core.rooms import (Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
+from core.rooms import (Room, RoomLease, RoomStore, Taken, UtteranceStatus, fence_token, lease_key,
                         note_no_publisher, stream_worker_loads)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
@@ -136,10 +136,10 @@ class RoomPublisher(threading.Thread):
             resolve_owned(self.settings, tts_file)
         except NotOwnedError:
             job = fetch_job(self.store.r, utterance["tts_job_id"])
-            if job is None or job.status in (Status.failed, Status.canceled, Status.stopped):
+            if job is None or job.status in GAVE_UP:
                 self.store.ack_utterance(self.room.id, taken)
                 self.store.event(self.room.id, "utterance_dropped", utterance=utterance["id"], reason="tts failed")
-                self._said(utterance, "failed")
+                self._said(utterance, UtteranceStatus.FAILED)
                 return None
             # Not synthesised yet: it stays first in the playing list and is taken again next poll.
             self._waiting_tts = taken.raw
@@ -236,9 +236,9 @@ class RoomPublisher(threading.Thread):
                 self.store.event(self.room.id, "interrupted", stream_ts=pb.pacer.stream_ts,
                                  utterance=pb.held.utterance["id"])
                 if pb.speech is not None:
-                    self._said(pb.held.utterance, "cut", pb.speech.source.k / max(1, pb.speech.n))
+                    self._said(pb.held.utterance, UtteranceStatus.CUT, pb.speech.source.k / max(1, pb.speech.n))
                 else:
-                    self._said(pb.held.utterance, "dropped")
+                    self._said(pb.held.utterance, UtteranceStatus.DROPPED)
                 self.store.ack_utterance(self.room.id, pb.held)
             pb.speech, pb.pending, pb.held = None, None, None
         if pb.held is None:
@@ -257,7 +257,7 @@ class RoomPublisher(threading.Thread):
         except Exception as exc:
             log.warning("room %s: utterance failed: %s", self.room.id, exc)
             self.store.event(self.room.id, "utterance_failed", error=str(exc)[:200])
-            self._said(pb.held.utterance, "failed")
+            self._said(pb.held.utterance, UtteranceStatus.FAILED)
             self.store.ack_utterance(self.room.id, pb.held)  # it would fail again for a new owner
             pb.pending, pb.held = None, None
             return
@@ -269,7 +269,7 @@ class RoomPublisher(threading.Thread):
                          frames=ready.n, engine=source, queued_at=ready.utterance.get("queued_at"),
                          replay=ready.replay, message=ready.utterance.get("message_id"),
                          sentence=ready.utterance.get("sentence"))
-        self._said(ready.utterance, "speaking")
+        self._said(ready.utterance, UtteranceStatus.SPEAKING)
 
     def _frame_source(self, avatar: Avatar, speech: Speech):
         """(frame iterator, name) for an utterance: a pre-rendered clip's own frames, or the live
@@ -302,7 +302,7 @@ class RoomPublisher(threading.Thread):
                          message=u.get("message_id"), sentence=u.get("sentence"))
         self.store.event(self.room.id, "mouth", feed_only=True, utterance=u["id"],
                          frames=[{"t": round(pb.pacer.stream_ts, 3), "open": 0.0, "width": 0.0}])
-        self._said(u, "spoken")
+        self._said(u, UtteranceStatus.SPOKEN)
         self.store.ack_utterance(self.room.id, pb.held)
         pb.speech, pb.held = None, None
         return False
@@ -317,7 +317,7 @@ class RoomPublisher(threading.Thread):
         if frames:
             self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"], frames=frames)
 
-    def _said(self, utterance: dict, status: str, fraction: float | None = None) -> None:
+    def _said(self, utterance: dict, status: UtteranceStatus, fraction: float | None = None) -> None:
         """A conversation reply's sentence was spoken, cut or lost (core/conversations/store.py)."""
         if utterance.get("message_id"):
             mark_said(self.store.r, self.settings, self.room.id, utterance, status, fraction)

@@ -15,6 +15,7 @@ import time
 
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
+from rq.job import JobStatus
 
 from api.deps import ARedisDep, CallerDep, LegacyCallerDep, RedisDep, SettingsDep, require_api_key, require_legacy_access
 from api.errors import ApiError
@@ -25,8 +26,8 @@ from api.services.rooms import create_room, get_room
 from core.interviews import MAX_QUESTIONS, STOCK_IDS
 from core.interviews.generators import GeneratorError, check_request, load_generator
 from core.interviews.playback import ClipRef, play_clip
-from core.interviews.store import CLAIM_GRACE_S, InterviewStore, admit_chains, clip_paths, clip_state
-from core.jobs import Status, fetch_job, job_status_async
+from core.interviews.store import CLAIM_GRACE_S, ClipStatus, InterviewStore, admit_chains, clip_paths, clip_state
+from core.jobs import GAVE_UP, fetch_job, job_status_async
 from core.media import MediaError, probe
 from core.rooms import Room, RoomStore
 
@@ -35,7 +36,6 @@ router = APIRouter(prefix="/v1", tags=["interviews"], dependencies=[Depends(requ
 
 _GENERATOR_STATUS = {"empty_parameter": 400, "invalid_input": 422, "invalid_count": 422, "bank_error": 422,
                      "llm_not_configured": 503, "llm_unavailable": 502}
-_FAILED = (Status.failed.value, Status.canceled.value, Status.stopped.value)
 
 
 def job_language(job: str, default: str) -> str:
@@ -82,7 +82,8 @@ def interview_out(settings, redis, record: dict) -> InterviewOut:
                                      error=state.error, speech=_refs("tts", q["name"], "wav", q["tts_job_id"]),
                                      clip=_refs("lipsync", q["name"], "mp4", q["lipsync_job_id"])))
     statuses = {q.status for q in questions}
-    status = "failed" if statuses & {"failed", "missing"} else "ready" if statuses == {"ready"} else "rendering"
+    status = (ClipStatus.FAILED if statuses & {ClipStatus.FAILED, ClipStatus.MISSING} else
+              ClipStatus.READY if statuses == {ClipStatus.READY} else ClipStatus.RENDERING)
     return InterviewOut(**{k: record[k] for k in ("id", "zbjname", "room_id", "username", "job", "language", "count",
                                                   "avatar_id", "generator", "created_at")},
                         room_open=room is not None and rooms.is_open(room.id),
@@ -144,23 +145,24 @@ def clip_entry(settings, redis, room: Room, index: int) -> tuple[dict, str, int]
     return interview["questions"][index], "question", index
 
 
-async def _quick_status(settings, aredis, clip: dict) -> str:
+async def _quick_status(settings, aredis, clip: dict) -> ClipStatus:
     """The clip's state from two status fields (no job parsing): this runs every poll."""
     if clip_paths(settings, clip["name"])[1].is_file():
-        return "ready"
+        return ClipStatus.READY
     statuses = [await job_status_async(aredis, job_id) if job_id else None
                 for job_id in (clip.get("tts_job_id"), clip.get("lipsync_job_id"))]
-    if any(s in _FAILED for s in statuses):
-        return "failed"
-    if statuses[1] == Status.finished.value or (statuses[1] is None and time.time() - clip.get("claimed_at", 0) > CLAIM_GRACE_S):
-        return "missing"
-    return "rendering"
+    if any(s in GAVE_UP for s in statuses):
+        return ClipStatus.FAILED
+    lost = statuses[1] is None and time.time() - clip.get("claimed_at", 0) > CLAIM_GRACE_S
+    if statuses[1] == JobStatus.FINISHED or lost:
+        return ClipStatus.MISSING
+    return ClipStatus.RENDERING
 
 
 async def wait_for_clip(settings, aredis, clip: dict, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     delay = 0.1
-    while await _quick_status(settings, aredis, clip) == "rendering" and time.monotonic() < deadline:
+    while await _quick_status(settings, aredis, clip) == ClipStatus.RENDERING and time.monotonic() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.5)
 
@@ -169,11 +171,11 @@ def clip_ref(settings, redis, clip: dict, source: str, index: int, avatar_id: st
     """The ready clip as played, or the JSON error that says why it cannot be."""
     state = clip_state(settings, redis, clip)
     what = f"stock clip {index}" if source == "stock" else f"question {index}"
-    if state.status == "failed":
+    if state.status == ClipStatus.FAILED:
         raise ApiError(500, "clip_failed", f"{what} could not be rendered: {state.error}", clip=clip["name"])
-    if state.status == "missing":
+    if state.status == ClipStatus.MISSING:
         raise ApiError(404, "clip_missing", f"{what}: {state.error}", clip=clip["name"])
-    if state.status != "ready":
+    if state.status != ClipStatus.READY:
         raise ApiError(504, "clip_not_ready", f"{what} is still rendering ({state.progress:.0%}) after "
                        f"{settings.interview_clip_wait_s:.0f} s; try again shortly", clip=clip["name"],
                        progress=state.progress)

@@ -12,19 +12,19 @@ import time
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
+from rq.job import JobStatus
 
 from api.deps import ARedisDep, LegacyCallerDep, RedisDep, SettingsDep, require_legacy_access
 from api.errors import ApiError
 from api.services.files import owned_audio, owned_path
 from api.services.rooms import create_room, get_room
 from api.services.speech import enqueue_asr, enqueue_tts
-from core.jobs import Status, fetch_job, job_status_async
+from core.jobs import ENDED, fetch_job, job_status_async
 from core.rooms import RoomStore
 
 # Old clients send no headers: with keys configured they pass ?key= or call from an allowed address.
 router = APIRouter(tags=["legacy"], dependencies=[Depends(require_legacy_access)])
 
-TERMINAL = {Status.finished.value, Status.failed.value, Status.canceled.value, Status.stopped.value}
 
 
 async def wait_for_job(aredis, job_id: str, timeout_s: float) -> str | None:
@@ -33,7 +33,7 @@ async def wait_for_job(aredis, job_id: str, timeout_s: float) -> str | None:
     delay = 0.05
     while True:
         status = await job_status_async(aredis, job_id)
-        if status in TERMINAL or time.monotonic() >= deadline:
+        if status in ENDED or time.monotonic() >= deadline:
             return status
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.5)
@@ -50,7 +50,7 @@ async def legacy_tts(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep, 
                      msg: str | None = Query(None, description="text to speak")) -> dict:
     job_id = await enqueue_tts(settings, redis, _required(msg, "msg"), owner=caller.owner)
     status = await wait_for_job(aredis, job_id, settings.legacy_wait_s)
-    if status == Status.failed.value:
+    if status == JobStatus.FAILED:
         view = await run_in_threadpool(fetch_job, redis, job_id)
         reason = (view.error or {}).get("message", "speech synthesis failed") if view else "speech synthesis failed"
         raise ApiError(500, "tts_failed", reason, job_id=job_id)
@@ -65,9 +65,9 @@ async def legacy_asr(settings: SettingsDep, redis: RedisDep, aredis: ARedisDep, 
     job_id = await enqueue_asr(settings, redis, _required(url, "url"), language="zh", caller=caller)
     status = await wait_for_job(aredis, job_id, settings.legacy_asr_wait_s)
     view = await run_in_threadpool(fetch_job, redis, job_id)
-    if status == Status.finished.value and view is not None:
+    if status == JobStatus.FINISHED and view is not None:
         return {"message": view.result["text"]}
-    if status == Status.failed.value:
+    if status == JobStatus.FAILED:
         reason = (view.error or {}).get("message", "recognition failed") if view else "recognition failed"
         raise ApiError(422, "asr_failed", reason, job_id=job_id)
     raise ApiError(504, "timeout", "recognition still running; poll /v1/jobs/" + job_id, job_id=job_id)

@@ -15,7 +15,8 @@ from core.credentials import stat_secret
 from core.flvrelay import flv_viewers
 from core.metrics import room_label
 from core.mediaserver import stat as media_stat
-from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomStore, dark_reason, latest_is
+from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomState, RoomStore, dark_reason,
+                        latest_is)
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
@@ -51,7 +52,8 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
     on_air = publishing if publishing is not None else bool(publisher) and latest_is(recent, SESSION_ON, SESSION_OFF)
     return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher,
                    pending_utterances=pending, urls=room.urls(store.settings),
-                   state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
+                   state=RoomState.DARK if not on_air else RoomState.SPEAKING if speaking else RoomState.IDLE,
+                   speaking=speaking and on_air,
                    publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
                    dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent),
                    metrics_label=room_label(room.id))

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import json
 import re
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rq.job import JobStatus
 
 from api.schemas.avatars import AvatarOut
 from lipsync.upkeep import state as enrollment_state
 from core import keys
 from core.errors import Conflict, Forbidden, NotFound
-from core.jobs import Status, fetch_job
+from core.jobs import fetch_job
 
 if TYPE_CHECKING:
     from api.access import Caller
 
 AVATAR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class AvatarStatus(str, Enum):
+    """An avatar's status once it can be rendered; until then it reads as its preparation job's
+    status (rq.job.JobStatus: queued, started, failed, ...)."""
+
+    READY = "ready"
+
+
 OWNERS = keys.AVATAR_OWNERS  # hash: avatar id -> owner (a hash of the creating key, api/access.py)
 
 
@@ -75,7 +87,7 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     manifest_path = path / "avatar.json"
     prepared = manifest_path.is_file()
     # A failed re-preparation leaves the prepared avatar in place: it stays ready, with the error.
-    if view is not None and view.status not in (Status.finished,) and not (view.status == Status.failed and prepared):
+    if view is not None and view.status != JobStatus.FINISHED and not (view.status == JobStatus.FAILED and prepared):
         return AvatarOut(id=avatar_id, status=view.status.value, job_id=view.id, progress=view.progress,
                          error=view.error)
     if prepared:
@@ -84,7 +96,7 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
         enrolled = path / "mouth" / "enrollment.json"  # lipsync/mouthbank.py writes it
         manifest["enrollment"] = json.loads(enrolled.read_text()) if enrolled.is_file() else None
         upkeep = enrollment_state(path, redis)
-        return AvatarOut(id=avatar_id, status="ready", job_id=view.id if view else None, progress=1.0,
+        return AvatarOut(id=avatar_id, status=AvatarStatus.READY.value, job_id=view.id if view else None, progress=1.0,
                          manifest=manifest, error=view.error if view else None,
                          prepared_at=manifest_path.stat().st_mtime,
                          enrollment_current=upkeep["current"], enrollment_state=upkeep)
@@ -94,6 +106,6 @@ def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
 def ready_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     """The avatar, if it can be rendered now (not while it is still being prepared)."""
     avatar = read_avatar(settings, redis, avatar_id)
-    if avatar.status != "ready":
+    if avatar.status != AvatarStatus.READY:
         raise Conflict("avatar_not_ready", f"avatar {avatar_id!r} is {avatar.status}")
     return avatar

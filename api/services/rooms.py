@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from api.services.avatars import check_avatar_access, ready_avatar
 from core.errors import Forbidden, Invalid, NotFound
-from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, latest_is
+from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, AudienceState, Room, RoomError, RoomStore,
+                        latest_is)
 
 if TYPE_CHECKING:
     from api.access import Caller
@@ -43,10 +44,10 @@ def audience_state(store: RoomStore, key: str) -> dict:
     Read from the publisher's own events, as the rooms list does, without the media server's /stat."""
     room = store.by_stream_key(key)
     if room is None or not store.is_open(room.id):
-        return {"state": "offline", "open": False}
+        return {"state": AudienceState.OFFLINE, "open": False}
     recent = store.events(room.id, last=40)
     if not latest_is(recent, SESSION_ON, SESSION_OFF):
-        return {"state": "offline", "open": True}
+        return {"state": AudienceState.OFFLINE, "open": True}
     pending, held = store.queue_state(room.id)
     speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or held or pending > 0
-    return {"state": "speaking" if speaking else "live", "open": True}
+    return {"state": AudienceState.SPEAKING if speaking else AudienceState.LIVE, "open": True}

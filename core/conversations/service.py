@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis import Redis
 from rq.job import Dependency
 
-from core.conversations.store import ConversationStore
+from core.conversations.store import ConversationStore, MessageStatus
 from core.conversations.turn import speak_text
 from core.jobs import Kind, enqueue, new_job_id
 from core.limits import check_disk, check_queue
@@ -48,8 +48,9 @@ def post_message(redis: Redis, settings: Settings, room: Room, text: str | None 
         enqueue(settings, redis, Kind.asr, {"file": audio_ref, "output_name": asr_job_id, "language": room.language},
                 asr_job_id, admit=False, at_front=True, owner=owner)
     source = "audio" if audio_ref else source or "text"
-    message = conv.add(room.id, "user", turn, text=text or "", source=source,
-                       status="transcribing" if audio_ref else "received", audio=audio_ref, asr_job_id=asr_job_id)
+    status = MessageStatus.TRANSCRIBING if audio_ref else MessageStatus.RECEIVED
+    message = conv.add(room.id, "user", turn, text=text or "", source=source, status=status, audio=audio_ref,
+                       asr_job_id=asr_job_id)
     rooms.event(room.id, "user_message", feed_only=True, message=message["id"], source=message["source"], turn=turn)
     if text:
         rooms.event(room.id, "user_text", feed_only=True, message=message["id"], text=text, source=source)

@@ -11,22 +11,39 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from enum import Enum
 
 from redis import Redis
 
-from core.rooms import room_key
+from core.rooms import UtteranceStatus, room_key
 from core.settings import Settings
 
-# Sentence states: queued -> speaking -> spoken | cut (interrupted while spoken) | failed;
-# a queued sentence of a superseded turn reads as dropped (it will never play).
-FINAL = {"spoken", "cut", "failed"}
+# A sentence's states are its utterance's (core.rooms.UtteranceStatus); these no longer change.
+FINAL = {UtteranceStatus.SPOKEN, UtteranceStatus.CUT, UtteranceStatus.FAILED}
+SPEAKING_JSON = json.dumps(UtteranceStatus.SPEAKING).encode()  # how a `said` value spells it
+
+
+class MessageStatus(str, Enum):
+    """A message's status. A user's: received or transcribing -> answered (its reply is complete) |
+    failed. A reply's: generating -> complete (generated) | interrupted | failed; as read, a reply
+    being said reads as speaking and one said in full as spoken."""
+
+    RECEIVED = "received"
+    TRANSCRIBING = "transcribing"
+    ANSWERED = "answered"
+    GENERATING = "generating"
+    COMPLETE = "complete"
+    SPEAKING = "speaking"
+    SPOKEN = "spoken"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
 
 
 def _said_field(message_id: str, index: int) -> str:
     return f"{message_id}:{index}"
 
 
-def mark_said(redis: Redis, settings: Settings, room_id: str, utterance: dict, status: str,
+def mark_said(redis: Redis, settings: Settings, room_id: str, utterance: dict, status: UtteranceStatus,
               fraction: float | None = None) -> None:
     """The publisher's report on one sentence of a reply (no-op for other utterances)."""
     message_id, index = utterance.get("message_id"), utterance.get("sentence")
@@ -102,7 +119,7 @@ class ConversationStore:
         reply continues from should say so."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not any(b'"speaking"' in v for v in self.r.hvals(room_key(room_id, "said"))):
+            if not any(SPEAKING_JSON in v for v in self.r.hvals(room_key(room_id, "said"))):
                 return
             time.sleep(0.03)
 
@@ -121,14 +138,15 @@ def _with_said(message: dict, said: dict[str, dict], current_turn: int) -> dict:
     superseded = message["turn"] != current_turn
     parts, states = [], []
     for i, sentence in enumerate(message.get("sentences", [])):
-        state = said.get(_said_field(message["id"], i), {"status": "queued"})
-        if superseded and state["status"] in ("queued", "speaking"):
-            state = {**state, "status": "dropped" if state["status"] == "queued" else "cut"}
+        state = said.get(_said_field(message["id"], i), {"status": UtteranceStatus.QUEUED})
+        if superseded and state["status"] in (UtteranceStatus.QUEUED, UtteranceStatus.SPEAKING):
+            dropped = state["status"] == UtteranceStatus.QUEUED
+            state = {**state, "status": UtteranceStatus.DROPPED if dropped else UtteranceStatus.CUT}
         states.append({"text": sentence["text"], "utterance": sentence.get("utterance"),
                        "tts_job_id": sentence.get("tts_job_id"), **state})
-        if state["status"] == "spoken":
+        if state["status"] == UtteranceStatus.SPOKEN:
             parts.append(sentence["text"])
-        elif state["status"] == "cut":
+        elif state["status"] == UtteranceStatus.CUT:
             heard = sentence["text"][:max(0, int(len(sentence["text"]) * state.get("fraction", 0.0)))]
             if heard:
                 parts.append(heard + "…")
@@ -138,15 +156,17 @@ def _with_said(message: dict, said: dict[str, dict], current_turn: int) -> dict:
     return out
 
 
-def _reply_status(message: dict, states: list[dict], superseded: bool) -> str:
-    generation = message.get("status", "generating")
-    if generation == "failed" and not states:
-        return "failed"
-    if any(s["status"] in ("queued", "speaking") for s in states) or (generation == "generating" and not superseded):
-        return "speaking" if any(s["status"] != "queued" for s in states) else generation
-    if all(s["status"] == "spoken" for s in states) and generation == "complete":
-        return "spoken"
-    return "interrupted" if superseded or generation == "interrupted" else generation
+def _reply_status(message: dict, states: list[dict], superseded: bool) -> MessageStatus:
+    generation = MessageStatus(message.get("status", MessageStatus.GENERATING))
+    if generation == MessageStatus.FAILED and not states:
+        return MessageStatus.FAILED
+    saying = any(s["status"] in (UtteranceStatus.QUEUED, UtteranceStatus.SPEAKING) for s in states)
+    if saying or (generation == MessageStatus.GENERATING and not superseded):
+        started = any(s["status"] != UtteranceStatus.QUEUED for s in states)
+        return MessageStatus.SPEAKING if started else generation
+    if all(s["status"] == UtteranceStatus.SPOKEN for s in states) and generation == MessageStatus.COMPLETE:
+        return MessageStatus.SPOKEN
+    return MessageStatus.INTERRUPTED if superseded or generation == MessageStatus.INTERRUPTED else generation
 
 
 class MaterialStore:

@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from redis import Redis
+from rq.job import JobStatus
 
 from core.conversations.responders import ResponderFailed, TurnContext, load_responder
 from core.conversations.sentences import SentenceCutter
-from core.conversations.store import ConversationStore
-from core.jobs import Kind, Status, cancel_job, enqueue, fetch_job, new_job_id
+from core.conversations.store import ConversationStore, MessageStatus
+from core.jobs import Kind, cancel_job, enqueue, fetch_job, new_job_id
 from core.rooms import Room, RoomStore
 from core.settings import Settings
 
@@ -81,11 +82,11 @@ def speak_text(redis: Redis, settings: Settings, room: Room, text: str, role_sou
     """Say a whole text in a room as an assistant message (a welcome): sentence by sentence."""
     rooms, conv = RoomStore(redis, settings), ConversationStore(redis, settings)
     reply = conv.add(room.id, "assistant", conv.turn(room.id), source=role_source, responder=role_source,
-                     status="generating", sentences=[], generated="", language=room.language)
+                     status=MessageStatus.GENERATING, sentences=[], generated="", language=room.language)
     speaker = Speaker(rooms, conv, room, reply, turn=None)
     speaker.feed(text)
     speaker.finish()
-    reply["status"] = "complete"
+    reply["status"] = MessageStatus.COMPLETE
     conv.save(room.id, reply)
     return reply
 
@@ -104,9 +105,9 @@ class TurnRunner:
         message = self.conv.get(self.room_id, self.message_id)
         if room is None or message is None or not self.rooms.is_open(self.room_id):
             return {"status": "room_closed"}
-        if message.get("asr_job_id") and message.get("status") == "transcribing":
+        if message.get("asr_job_id") and message.get("status") == MessageStatus.TRANSCRIBING:
             message = self._recognise(message)
-            if message["status"] != "received":
+            if message["status"] != MessageStatus.RECEIVED:
                 return {"status": message["status"], "message_id": self.message_id}
         if not self.current():
             return {"status": "superseded", "message_id": self.message_id}
@@ -114,22 +115,23 @@ class TurnRunner:
         try:
             responder = self._answer(room, message, reply)
         except Superseded:
-            reply["status"] = "interrupted"
+            reply["status"] = MessageStatus.INTERRUPTED
             self.conv.save(self.room_id, reply)
-            self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"], status="interrupted")
-            return {"status": "interrupted", "message_id": self.message_id, "reply_id": reply["id"]}
-        reply["status"], reply["responder"] = "complete", responder
+            self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"],
+                             status=MessageStatus.INTERRUPTED)
+            return {"status": MessageStatus.INTERRUPTED, "message_id": self.message_id, "reply_id": reply["id"]}
+        reply["status"], reply["responder"] = MessageStatus.COMPLETE, responder
         self.conv.save(self.room_id, reply)
         self._answered(message, reply)
-        self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"], status="complete",
+        self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"], status=MessageStatus.COMPLETE,
                          sentences=len(reply["sentences"]), responder=responder)
-        return {"status": "complete", "message_id": self.message_id, "reply_id": reply["id"], "responder": responder,
-                "sentences": len(reply["sentences"])}
+        return {"status": MessageStatus.COMPLETE, "message_id": self.message_id, "reply_id": reply["id"],
+                "responder": responder, "sentences": len(reply["sentences"])}
 
     def _answered(self, message: dict, reply: dict) -> None:
         """The user's message reads as answered once its reply is complete (the console shows it)."""
         message = self.conv.get(self.room_id, self.message_id) or message
-        message.update(status="answered", reply_id=reply["id"])
+        message.update(status=MessageStatus.ANSWERED, reply_id=reply["id"])
         self.conv.save(self.room_id, message)
 
     def _reply_message(self, room: Room) -> dict:
@@ -137,9 +139,10 @@ class TurnRunner:
         for m in reversed(self.conv.messages(self.room_id, 6)):
             if m.get("reply_to") == self.message_id and m["role"] == "assistant":
                 stored = self.conv.get(self.room_id, m["id"])
-                stored["status"] = "generating"
+                stored["status"] = MessageStatus.GENERATING
                 return stored
-        reply = self.conv.add(self.room_id, "assistant", self.turn, reply_to=self.message_id, status="generating",
+        reply = self.conv.add(self.room_id, "assistant", self.turn, reply_to=self.message_id,
+                              status=MessageStatus.GENERATING,
                               responder=room.responder or self.settings.conversation_responder, sentences=[],
                               generated="", language=room.language)
         self.rooms.event(self.room_id, "reply_start", feed_only=True, message=reply["id"], reply_to=self.message_id,
@@ -203,16 +206,18 @@ class TurnRunner:
 
     def _recognise(self, message: dict) -> dict:
         job = fetch_job(self.r, message["asr_job_id"])
-        if job is None or job.status != Status.finished:
+        if job is None or job.status != JobStatus.FINISHED:
             code = ((job.error or {}).get("code") if job else None) or "asr_failed"
-            message.update(status="failed", error={"code": code, "message": ((job.error or {}).get("message")
-                                                                           if job else "the ASR job is gone")})
+            reason = (job.error or {}).get("message") if job else "the ASR job is gone"
+            message.update(status=MessageStatus.FAILED, error={"code": code, "message": reason})
         elif not (job.result or {}).get("text", "").strip():
-            message.update(status="failed", error={"code": "no_speech", "message": "no speech was heard in the audio"})
+            message.update(status=MessageStatus.FAILED,
+                           error={"code": "no_speech", "message": "no speech was heard in the audio"})
         else:
-            message.update(status="received", text=job.result["text"].strip(), language=job.result.get("language"))
+            message.update(status=MessageStatus.RECEIVED, text=job.result["text"].strip(),
+                           language=job.result.get("language"))
         self.conv.save(self.room_id, message)
-        if message["status"] == "received":
+        if message["status"] == MessageStatus.RECEIVED:
             self.rooms.event(self.room_id, "user_text", feed_only=True, message=message["id"], text=message["text"],
                              source="audio")
         else:

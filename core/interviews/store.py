@@ -15,12 +15,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from redis import Redis, WatchError
+from rq.job import JobStatus
 
 from core import keys
-from core.jobs import Kind, Status, enqueue, fetch_job, new_job_id
+from core.jobs import GAVE_UP, Kind, enqueue, fetch_job, new_job_id
 from core.limits import check_disk, check_queue
 from core.rooms import Room
 from core.settings import Settings
@@ -31,9 +33,19 @@ log = logging.getLogger(__name__)
 CLAIM_GRACE_S = 30.0
 
 
+class ClipStatus(str, Enum):
+    """Where a clip's render stands (and an interview's: failed if any clip is failed or missing,
+    ready once all are, else rendering)."""
+
+    READY = "ready"
+    RENDERING = "rendering"
+    FAILED = "failed"
+    MISSING = "missing"  # no job and no file: expired, lost with Redis, or deleted
+
+
 @dataclass(frozen=True)
 class ClipState:
-    status: str  # ready | rendering | failed | missing
+    status: ClipStatus
     progress: float
     error: str | None = None
 
@@ -74,18 +86,18 @@ def admit_chains(settings: Settings, redis: Redis) -> None:
 def clip_state(settings: Settings, redis: Redis, clip: dict) -> ClipState:
     """Where a clip's render stands: the finished file decides, then the two jobs."""
     if clip_paths(settings, clip["name"])[1].is_file():
-        return ClipState("ready", 1.0)
+        return ClipState(ClipStatus.READY, 1.0)
     tts = fetch_job(redis, clip["tts_job_id"]) if clip.get("tts_job_id") else None
     video = fetch_job(redis, clip["lipsync_job_id"]) if clip.get("lipsync_job_id") else None
     for job, what in ((tts, "speech synthesis"), (video, "lip-sync rendering")):
-        if job is not None and job.status in (Status.failed, Status.canceled, Status.stopped):
+        if job is not None and job.status in GAVE_UP:
             reason = (job.error or {}).get("message") or job.status.value
-            return ClipState("failed", 0.0, f"{what} failed: {reason}")
-    if video is None or (video.status == Status.finished):
+            return ClipState(ClipStatus.FAILED, 0.0, f"{what} failed: {reason}")
+    if video is None or (video.status == JobStatus.FINISHED):
         # No job (expired, lost with Redis) or a finished job whose file is gone.
-        return ClipState("missing", 0.0, "the clip's render is gone; it was never finished or was deleted")
+        return ClipState(ClipStatus.MISSING, 0.0, "the clip's render is gone; it was never finished or was deleted")
     progress = 0.2 * (tts.progress if tts is not None else 1.0) + 0.8 * video.progress
-    return ClipState("rendering", round(progress, 3))
+    return ClipState(ClipStatus.RENDERING, round(progress, 3))
 
 
 class InterviewStore:
@@ -164,9 +176,9 @@ class InterviewStore:
 
     def _usable(self, entry: dict) -> bool:
         state = clip_state(self.settings, self.r, entry)
-        if state.status in ("ready", "rendering"):
+        if state.status in (ClipStatus.READY, ClipStatus.RENDERING):
             return True
-        return state.status == "missing" and time.time() - entry.get("claimed_at", 0) < CLAIM_GRACE_S
+        return state.status == ClipStatus.MISSING and time.time() - entry.get("claimed_at", 0) < CLAIM_GRACE_S
 
     def _claim(self, key: str, raw: bytes | None, name: str, text: str, avatar_id: str, language: str,
                previous: dict | None, owner: str | None = None) -> dict | None:
