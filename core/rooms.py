@@ -39,7 +39,7 @@ import re
 import secrets
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
 from redis import Redis
@@ -102,6 +102,36 @@ class UtteranceStatus(str, Enum):
     CUT = "cut"
     DROPPED = "dropped"
     FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One thing a room says, in order. Serialised by RoomStore alone (JSON in the room's lists);
+    the stored form is the same object as before these were typed, so queued ones survive an upgrade."""
+
+    id: str
+    queued_at: float
+    audio: str | None = None  # a file the service owns (`<kind>/<name>`); None: its TTS job's output
+    duration_s: float | None = None
+    tts_job_id: str | None = None  # the job synthesising it (when `audio` is None)
+    message_id: str | None = None  # a conversation reply's sentence: the reply ...
+    sentence: int | None = None  # ... and which of its sentences
+    clip: str | None = None  # a pre-rendered clip of it (interviews): its video, played as rendered
+    clip_source: str | None = None  # "question" or "stock"
+    clip_index: int | None = None
+    clip_cycle_start: int | None = None  # the avatar cycle frame the clip's render began at
+    clip_cycle_end: int | None = None
+
+    def dumps(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Utterance:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in _UTTERANCE_FIELDS})
+
+
+_UTTERANCE_FIELDS = {f.name for f in fields(Utterance)}
 
 
 @dataclass(frozen=True)
@@ -263,11 +293,12 @@ class RoomStore:
         return room is not None
 
     # ---- speech ----
-    def say(self, room: Room, utterance: dict, turn: int | None = None) -> dict | None:
-        """Queue an utterance; with `turn`, only while that conversation turn is current (None if not)."""
-        utterance = {"id": uuid.uuid4().hex, "queued_at": time.time(), **utterance}
+    def say(self, room: Room, turn: int | None = None, **what) -> Utterance | None:
+        """Queue an utterance (`what`: its Utterance fields, e.g. audio= and duration_s=, or
+        tts_job_id=); with `turn`, only while that conversation turn is current (None if not)."""
+        utterance = Utterance(id=uuid.uuid4().hex, queued_at=time.time(), **what)
         cap = self.settings.max_utterances_per_room
-        pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), json.dumps(utterance), cap,
+        pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), utterance.dumps(), cap,
                              "" if turn is None else turn)
         if pushed == 0:
             raise self._queue_full()
@@ -286,8 +317,8 @@ class RoomStore:
         return Refused(Shortage.BUSY, "room_queue_full", f"the room already has {cap} utterances waiting; retry "
                        "once it has spoken some", retry_after_s=self.settings.busy_retry_after_s, limit=cap)
 
-    def pending(self, room_id: str) -> list[dict]:
-        return [json.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
+    def pending(self, room_id: str) -> list[Utterance]:
+        return [Utterance.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
 
     def pending_count(self, room_id: str) -> int:
         return int(self.r.llen(_k(room_id, "utterances")))
@@ -306,16 +337,16 @@ class RoomStore:
         into the playing list atomically (LMOVE) so that a kill -9 cannot lose it."""
         raw = self.r.lindex(_k(room_id, "playing"), 0)
         if raw is not None:
-            return Taken(raw, json.loads(raw), from_playing=True)
+            return Taken(raw, Utterance.loads(raw), from_playing=True)
         raw = self.r.lmove(_k(room_id, "utterances"), _k(room_id, "playing"), "LEFT", "RIGHT")
-        return Taken(raw, json.loads(raw), from_playing=False) if raw is not None else None
+        return Taken(raw, Utterance.loads(raw), from_playing=False) if raw is not None else None
 
     def ack_utterance(self, room_id: str, taken: Taken) -> None:
         """The utterance finished, failed or was interrupted: it must not play again."""
         self.r.lrem(_k(room_id, "playing"), 1, taken.raw)
 
-    def playing(self, room_id: str) -> list[dict]:
-        return [json.loads(u) for u in self.r.lrange(_k(room_id, "playing"), 0, -1)]
+    def playing(self, room_id: str) -> list[Utterance]:
+        return [Utterance.loads(u) for u in self.r.lrange(_k(room_id, "playing"), 0, -1)]
 
     def interrupt(self, room_id: str, reason: str = "request") -> int:
         """Stop what the room says and will say; returns the new interrupt generation."""
@@ -406,7 +437,7 @@ async def feed_read(aredis, room_id: str, since: str, block_ms: int = 1000, coun
 @dataclass(frozen=True)
 class Taken:
     raw: bytes  # the exact list element, so the acknowledgement removes this one and no other
-    utterance: dict
+    utterance: Utterance
     from_playing: bool
 
 

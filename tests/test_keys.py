@@ -50,3 +50,30 @@ def test_routers_never_call_redis():
             if isinstance(node, ast.Attribute) and node.attr in COMMANDS and CLIENT.search(ast.unparse(node.value)):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "Redis client calls in api/routers (use a store or a service):\n" + "\n".join(found)
+
+
+# Modules that own a record kind in Redis and alone turn it into JSON and back.
+STORES = {"core/rooms.py", "core/conversations/store.py", "core/interviews/store.py"}
+READS = {"get", "hget", "hgetall", "hmget", "hvals", "lrange", "lindex", "lmove", "lpop", "rpop", "xread", "xrevrange"}
+WRITES = {"set", "setnx", "hset", "hsetnx", "rpush", "lpush", "xadd", "eval"}
+
+
+def test_records_are_serialised_only_in_their_stores():
+    """No `json.loads` of a Redis read and no Redis write of a `json.dumps` outside the stores:
+    everyone else reads and writes typed records through a store."""
+    found = []
+    for path, tree in _sources(*APP_DIRS):
+        if str(path.relative_to(ROOT)) in STORES:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            args = [*node.args, *(k.value for k in node.keywords)]
+            if ast.unparse(node.func) == "json.loads" and any(
+                    isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute) and a.func.attr in READS for a in args):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:90]}")
+            if isinstance(node.func, ast.Attribute) and node.func.attr in WRITES and CLIENT.search(
+                    ast.unparse(node.func.value)) and any(
+                    isinstance(a, ast.Call) and ast.unparse(a.func) == "json.dumps" for a in args):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:90]}")
+    assert not found, "records serialised outside their stores:\n" + "\n".join(found)

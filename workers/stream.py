@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -39,7 +39,7 @@ from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import GAVE_UP, fetch_job, redis_connection
 from core.media import decode_audio, iter_video_frames
-from core.rooms import (Room, RoomLease, RoomStore, Taken, UtteranceStatus, fence_token, lease_key,
+from core.rooms import (Room, RoomLease, RoomStore, Taken, Utterance, UtteranceStatus, fence_token, lease_key,
                         note_no_publisher, stream_worker_loads)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
@@ -54,7 +54,7 @@ POLL_EVERY = 5  # frames between Redis checks (200 ms)
 
 @dataclass
 class Speech:
-    utterance: dict
+    utterance: Utterance
     audio16: np.ndarray  # what drives the mouth
     pcm: np.ndarray  # mono float32 at the session audio rate, what viewers hear
     n: int
@@ -111,8 +111,8 @@ class RoomPublisher(threading.Thread):
         return False
 
     # ---- speech preparation (off the pacing loop) ----
-    def _prepare(self, utterance: dict, replay: bool) -> Speech:
-        source = resolve_owned(self.settings, utterance["audio"])
+    def _prepare(self, utterance: Utterance, replay: bool) -> Speech:
+        source = resolve_owned(self.settings, utterance.audio)
         pcm = decode_audio(source, self.settings.live_audio_rate)
         # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         rate = self.settings.live_audio_rate
@@ -122,29 +122,29 @@ class RoomPublisher(threading.Thread):
         track = with_phones(analyse(speech16, FPS, n), load_phones(source))
         return Speech(utterance, speech16, pcm, n, track, replay=replay)
 
-    def _next_utterance(self) -> tuple[Taken, dict, bool] | None:
+    def _next_utterance(self) -> tuple[Taken, Utterance, bool] | None:
         taken = self.store.take_utterance(self.room.id)
         if taken is None:
             return None
         utterance = taken.utterance
         replay = taken.from_playing and taken.raw != self._waiting_tts
         self._waiting_tts = None
-        if utterance.get("audio"):
+        if utterance.audio:
             return taken, utterance, replay
-        tts_file = f"tts/{utterance['tts_job_id']}.wav"
+        tts_file = f"tts/{utterance.tts_job_id}.wav"
         try:
             resolve_owned(self.settings, tts_file)
         except NotOwnedError:
-            job = fetch_job(self.store.r, utterance["tts_job_id"])
+            job = fetch_job(self.store.r, utterance.tts_job_id)
             if job is None or job.status in GAVE_UP:
                 self.store.ack_utterance(self.room.id, taken)
-                self.store.event(self.room.id, "utterance_dropped", utterance=utterance["id"], reason="tts failed")
+                self.store.event(self.room.id, "utterance_dropped", utterance=utterance.id, reason="tts failed")
                 self._said(utterance, UtteranceStatus.FAILED)
                 return None
             # Not synthesised yet: it stays first in the playing list and is taken again next poll.
             self._waiting_tts = taken.raw
             return None
-        return taken, {**utterance, "audio": tts_file}, replay
+        return taken, replace(utterance, audio=tts_file), replay
 
     # ---- publishing ----
     def run(self) -> None:
@@ -234,7 +234,7 @@ class RoomPublisher(threading.Thread):
             pb.gen = current
             if pb.held is not None:
                 self.store.event(self.room.id, "interrupted", stream_ts=pb.pacer.stream_ts,
-                                 utterance=pb.held.utterance["id"])
+                                 utterance=pb.held.utterance.id)
                 if pb.speech is not None:
                     self._said(pb.held.utterance, UtteranceStatus.CUT, pb.speech.source.k / max(1, pb.speech.n))
                 else:
@@ -265,25 +265,25 @@ class RoomPublisher(threading.Thread):
         frames, source = self._frame_source(avatar, ready)
         ready.source = SpeechSource(frames, ready.pcm, ready.n, self.settings.live_audio_rate)
         pb.speech = ready
-        self.store.event(self.room.id, "speech_start", stream_ts=pb.pacer.stream_ts, utterance=ready.utterance["id"],
-                         frames=ready.n, engine=source, queued_at=ready.utterance.get("queued_at"),
-                         replay=ready.replay, message=ready.utterance.get("message_id"),
-                         sentence=ready.utterance.get("sentence"))
+        self.store.event(self.room.id, "speech_start", stream_ts=pb.pacer.stream_ts, utterance=ready.utterance.id,
+                         frames=ready.n, engine=source, queued_at=ready.utterance.queued_at,
+                         replay=ready.replay, message=ready.utterance.message_id,
+                         sentence=ready.utterance.sentence)
         self._said(ready.utterance, UtteranceStatus.SPEAKING)
 
     def _frame_source(self, avatar: Avatar, speech: Speech):
         """(frame iterator, name) for an utterance: a pre-rendered clip's own frames, or the live
         render from the current cycle position (so the avatar continues its motion)."""
         u = speech.utterance
-        if u.get("clip") and u.get("clip_cycle_start") is not None:
+        if u.clip and u.clip_cycle_start is not None:
             try:
-                path = resolve_owned(self.settings, u["clip"])
+                path = resolve_owned(self.settings, u.clip)
             except NotOwnedError:
-                log.warning("room %s: clip %s is gone; rendering its speech live", self.room.id, u["clip"])
+                log.warning("room %s: clip %s is gone; rendering its speech live", self.room.id, u.clip)
             else:
-                frames = clip_frames(avatar, path, self.cycle, int(u["clip_cycle_start"]))
+                frames = clip_frames(avatar, path, self.cycle, int(u.clip_cycle_start))
                 # The clip was rendered from this cycle position on: the stream continues from there.
-                self.cycle = int(u["clip_cycle_start"]) % avatar.cycle_length
+                self.cycle = int(u.clip_cycle_start) % avatar.cycle_length
                 return frames, "clip"
         return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track), \
             self.engine.choose(avatar).name
@@ -298,9 +298,9 @@ class RoomPublisher(threading.Thread):
         if speech.source.send(pb.session, pb.pacer.f, pb.cont):
             return True
         u = speech.utterance
-        self.store.event(self.room.id, "speech_end", stream_ts=pb.pacer.stream_ts, utterance=u["id"],
-                         message=u.get("message_id"), sentence=u.get("sentence"))
-        self.store.event(self.room.id, "mouth", feed_only=True, utterance=u["id"],
+        self.store.event(self.room.id, "speech_end", stream_ts=pb.pacer.stream_ts, utterance=u.id,
+                         message=u.message_id, sentence=u.sentence)
+        self.store.event(self.room.id, "mouth", feed_only=True, utterance=u.id,
                          frames=[{"t": round(pb.pacer.stream_ts, 3), "open": 0.0, "width": 0.0}])
         self._said(u, UtteranceStatus.SPOKEN)
         self.store.ack_utterance(self.room.id, pb.held)
@@ -315,11 +315,11 @@ class RoomPublisher(threading.Thread):
         frames = [{"t": round((pb.pacer.f + i - k) / FPS, 3), "open": round(float(track.open[i]), 3),
                    "width": round(float(track.width[i]), 3)} for i in range(k, min(end, len(track.open)))]
         if frames:
-            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"], frames=frames)
+            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance.id, frames=frames)
 
-    def _said(self, utterance: dict, status: UtteranceStatus, fraction: float | None = None) -> None:
+    def _said(self, utterance: Utterance, status: UtteranceStatus, fraction: float | None = None) -> None:
         """A conversation reply's sentence was spoken, cut or lost (core/conversations/store.py)."""
-        if utterance.get("message_id"):
+        if utterance.message_id:
             mark_said(self.store.r, self.settings, self.room.id, utterance, status, fraction)
 
 

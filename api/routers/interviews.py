@@ -29,7 +29,7 @@ from core.interviews.playback import ClipRef, play_clip
 from core.interviews.store import CLAIM_GRACE_S, ClipStatus, InterviewStore, admit_chains, clip_paths, clip_state
 from core.jobs import GAVE_UP, fetch_job, job_status_async
 from core.media import MediaError, probe
-from core.rooms import Room, RoomStore
+from core.rooms import Room, RoomStore, Utterance
 
 legacy_router = APIRouter(tags=["legacy"], dependencies=[Depends(require_legacy_access)])
 router = APIRouter(prefix="/v1", tags=["interviews"], dependencies=[Depends(require_api_key)])
@@ -190,7 +190,7 @@ def clip_ref(settings, redis, clip: dict, source: str, index: int, avatar_id: st
                    cycle_end=result.get("cycle_end"))
 
 
-async def play_in_room(settings, redis, aredis, room: Room, index: int) -> tuple[ClipRef, dict]:
+async def play_in_room(settings, redis, aredis, room: Room, index: int) -> tuple[ClipRef, Utterance]:
     clip, source, index = await run_in_threadpool(clip_entry, settings, redis, room, index)
     await wait_for_clip(settings, aredis, clip, settings.interview_clip_wait_s)
     ref = await run_in_threadpool(clip_ref, settings, redis, clip, source, index, room.avatar_id)
@@ -256,7 +256,7 @@ async def play(ref: str, body: PlayRequest, settings: SettingsDep, redis: RedisD
     record = await run_in_threadpool(find_interview, settings, redis, ref, caller)
     room = await run_in_threadpool(get_room, RoomStore(redis, settings), record["room_id"], caller)
     clip, utterance = await play_in_room(settings, redis, aredis, room, body.clip)
-    return PlayAccepted(utterance_id=utterance["id"], room_id=room.id, clip=clip.video,
+    return PlayAccepted(utterance_id=utterance.id, room_id=room.id, clip=clip.video,
                         duration_s=round(clip.duration_s, 3))
 
 

@@ -100,5 +100,5 @@ async def legacy_human(settings: SettingsDep, redis: RedisDep, caller: LegacyCal
         room = await run_in_threadpool(get_room, store, zbjname.strip(), caller)
     else:
         room = await run_in_threadpool(store.ensure_default)
-    await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
+    await run_in_threadpool(lambda: store.say(room, audio=ref, duration_s=duration))
     return {"message": round(duration + 1.5, 3)}

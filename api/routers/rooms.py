@@ -109,12 +109,12 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
     if body.audio:
         ref, duration = await run_in_threadpool(lambda: owned_audio(settings, body.audio, settings.max_lipsync_audio_s,
                                                                     redis=redis, caller=caller))
-        utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
-        return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
+        utt = await run_in_threadpool(lambda: store.say(room, audio=ref, duration_s=duration))
+        return SayAccepted(utterance_id=utt.id, room_id=room.id, duration_s=round(duration, 3))
     await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played
     job_id = await enqueue_tts(settings, redis, body.text or "", owner=caller.owner)
-    utt = await run_in_threadpool(store.say, room, {"audio": None, "tts_job_id": job_id})
-    return SayAccepted(utterance_id=utt["id"], room_id=room.id, tts_job_id=job_id)
+    utt = await run_in_threadpool(lambda: store.say(room, tts_job_id=job_id))
+    return SayAccepted(utterance_id=utt.id, room_id=room.id, tts_job_id=job_id)
 
 
 @router.post("/{room_ref}/interrupt", response_model=InterruptOut,

@@ -15,7 +15,7 @@ from enum import Enum
 
 from redis import Redis
 
-from core.rooms import UtteranceStatus, room_key
+from core.rooms import Utterance, UtteranceStatus, room_key
 from core.settings import Settings
 
 # A sentence's states are its utterance's (core.rooms.UtteranceStatus); these no longer change.
@@ -43,10 +43,10 @@ def _said_field(message_id: str, index: int) -> str:
     return f"{message_id}:{index}"
 
 
-def mark_said(redis: Redis, settings: Settings, room_id: str, utterance: dict, status: UtteranceStatus,
+def mark_said(redis: Redis, settings: Settings, room_id: str, utterance: Utterance, status: UtteranceStatus,
               fraction: float | None = None) -> None:
     """The publisher's report on one sentence of a reply (no-op for other utterances)."""
-    message_id, index = utterance.get("message_id"), utterance.get("sentence")
+    message_id, index = utterance.message_id, utterance.sentence
     if not message_id or index is None:
         return
     value = {"status": status, **({"fraction": round(fraction, 3)} if fraction is not None else {})}

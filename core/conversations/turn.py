@@ -67,15 +67,15 @@ class Speaker:
         enqueue(settings, self.rooms.r, Kind.tts, {"text": sentence, "output_name": tts_job_id, "voice": None,
                                                    "language": self.room.language}, tts_job_id, admit=False,
                 at_front=True, owner=self.rooms.owner(self.room.id))
-        utterance = self.rooms.say(self.room, {"audio": None, "tts_job_id": tts_job_id, "message_id": self.reply["id"],
-                                               "sentence": index}, turn=self.turn)
+        utterance = self.rooms.say(self.room, turn=self.turn, tts_job_id=tts_job_id, message_id=self.reply["id"],
+                                   sentence=index)
         if utterance is None:
             cancel_job(self.rooms.r, tts_job_id)
             raise Superseded()
-        self.reply["sentences"].append({"text": sentence, "utterance": utterance["id"], "tts_job_id": tts_job_id})
+        self.reply["sentences"].append({"text": sentence, "utterance": utterance.id, "tts_job_id": tts_job_id})
         self.conv.save(self.room.id, self.reply)
         self.rooms.event(self.room.id, "reply_sentence", feed_only=True, message=self.reply["id"], index=index,
-                         text=sentence, utterance=utterance["id"])
+                         text=sentence, utterance=utterance.id)
 
 
 def speak_text(redis: Redis, settings: Settings, room: Room, text: str, role_source: str = "welcome") -> dict:
