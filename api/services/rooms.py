@@ -24,6 +24,14 @@ def get_room(store: RoomStore, ref: str, caller: Caller | None = None, change: b
     return room
 
 
+def legacy_room(store: RoomStore, zbjname: str | None, caller: Caller | None) -> Room:
+    """The room a legacy call names by its zbjname (another key's is unknown), or the built-in
+    default room when it names none."""
+    if zbjname and zbjname.strip():
+        return get_room(store, zbjname.strip(), caller)
+    return store.ensure_default()
+
+
 def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None,
                 **conversation) -> Room:
     """`conversation`: language, responder, system_prompt, llm_model, job (core.rooms.Room)."""
