@@ -525,6 +525,20 @@ def dark_reason(store: "RoomStore", room: Room, publisher: bool, events: list[di
     return "no_publisher"
 
 
+def note_stream_worker(redis: Redis, process: str, load: int, ttl_ms: int) -> None:
+    """A stream worker's heartbeat: it is alive and publishes `load` rooms (expires unless renewed)."""
+    redis.set(keys.stream_worker(process), load, px=ttl_ms)
+
+
+def forget_stream_worker(redis: Redis, process: str) -> None:
+    redis.delete(keys.stream_worker(process))
+
+
+def is_leased(redis: Redis, room_id: str) -> bool:
+    """Whether some stream worker holds the room's lease."""
+    return bool(redis.exists(lease_key(room_id)))
+
+
 def stream_worker_loads(redis: Redis) -> dict[str, int]:
     """Live stream worker processes and how many rooms each publishes."""
     prefix = keys.stream_worker("")

@@ -32,15 +32,15 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
-from core import keys, metrics
+from core import metrics
 from core.conversations.store import mark_said
 from core.credentials import publish_url
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
 from core.jobs import GAVE_UP, fetch_job, redis_connection
 from core.media import decode_audio, iter_video_frames
-from core.rooms import (Room, RoomLease, RoomStore, Taken, Utterance, UtteranceStatus, fence_token, lease_key,
-                        note_no_publisher, stream_worker_loads)
+from core.rooms import (Room, RoomLease, RoomStore, Taken, Utterance, UtteranceStatus, fence_token,
+                        forget_stream_worker, is_leased, note_no_publisher, note_stream_worker, stream_worker_loads)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
 from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -402,7 +402,7 @@ class StreamWorker:
         return int(self.settings.stream_lease_s * 1000)
 
     def _beat(self) -> None:
-        self.redis.set(keys.stream_worker(self.name), len(self.publishers), px=self.lease_ms)
+        note_stream_worker(self.redis, self.name, len(self.publishers), self.lease_ms)
 
     def tick(self) -> None:
         self._beat()
@@ -432,11 +432,11 @@ class StreamWorker:
         if len(self.publishers) >= self.settings.stream_capacity:
             # Full: a room nobody else takes either is reported (event no_publisher), not left silently dark.
             if (time.time() - room.created_at >= self.settings.room_publisher_grace_s
-                    and not self.redis.exists(lease_key(room.id))
+                    and not is_leased(self.redis, room.id)
                     and all(load >= self.settings.stream_capacity for load in stream_worker_loads(self.redis).values())):
                 note_no_publisher(self.store, room, "stream_capacity_full")
             return
-        if self.redis.exists(lease_key(room.id)):
+        if is_leased(self.redis, room.id):
             return
         if not self._least_loaded() and room.id not in self._deferred:
             # Another live worker has fewer rooms: leave this one to it (it ticks too), so
@@ -487,7 +487,7 @@ class StreamWorker:
 
         What a publisher was saying stays in its room's playing list and the new owner replays
         it; a publisher that does not end in time keeps its lease, which then expires."""
-        self.redis.delete(keys.stream_worker(self.name))  # no longer a candidate for rooms
+        forget_stream_worker(self.redis, self.name)  # no longer a candidate for rooms
         rooms = set(self.publishers)
         self.draining.update(self.publishers)
         self.publishers.clear()

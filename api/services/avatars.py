@@ -22,6 +22,7 @@ from core import keys
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.files import resolve_owned
 from core.jobs import Kind, enqueue, fetch_job, new_job_id
+from core.registry import AvatarRegistry
 from core.media import MediaError, probe
 
 if TYPE_CHECKING:
@@ -55,30 +56,7 @@ def check_avatar_access(settings, redis, caller: Caller | None, avatar_id: str, 
 
 
 def avatar_owner(redis, avatar_id: str) -> str | None:
-    raw = redis.hget(OWNERS, avatar_id)
-    return raw.decode() if raw else None
-
-
-def avatar_owners(redis) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in redis.hgetall(OWNERS).items()}
-
-
-def claim_avatar(redis, avatar_id: str, owner: str) -> None:
-    """A new avatar is its creator's; a re-prepared one keeps its owner."""
-    redis.hsetnx(OWNERS, avatar_id, owner)
-
-
-def note_avatar_job(redis, avatar_id: str, job_id: str, ttl_s: int) -> None:
-    redis.set(keys.avatar_job(avatar_id), job_id, ex=ttl_s)
-
-
-def forget_avatar(redis, avatar_id: str) -> bool:
-    """Drop the avatar's records; whether it had a preparation job noted."""
-    with redis.pipeline() as p:
-        p.delete(keys.avatar_job(avatar_id))
-        p.hdel(OWNERS, avatar_id)
-        had_job, _ = p.execute()
-    return bool(had_job)
+    return AvatarRegistry(redis).owner(avatar_id)
 
 
 def avatar_dir(settings, avatar_id: str) -> Path:
@@ -90,8 +68,8 @@ def avatar_dir(settings, avatar_id: str) -> Path:
 
 def read_avatar(settings, redis, avatar_id: str) -> AvatarOut:
     path = avatar_dir(settings, avatar_id)
-    raw_job = redis.get(keys.avatar_job(avatar_id))
-    view = fetch_job(redis, raw_job.decode()) if raw_job else None
+    job_id = AvatarRegistry(redis).get(avatar_id).job_id
+    view = fetch_job(redis, job_id) if job_id else None
     manifest_path = path / "avatar.json"
     prepared = manifest_path.is_file()
     # A failed re-preparation leaves the prepared avatar in place: it stays ready, with the error.
@@ -134,12 +112,13 @@ def enqueue_preparation(settings, redis, caller: Caller, ref: str, avatar_id: st
     """Enqueue the preparation of `ref` (an owned video or image) as `avatar_id` (new when None)."""
     avatar_id = avatar_id or f"av-{uuid.uuid4().hex[:12]}"
     # The key that makes a new avatar owns it; re-preparing keeps the owner (or keeps a shared one shared).
+    registry = AvatarRegistry(redis)
     if caller.owner is not None and not avatar_dir(settings, avatar_id).exists():
-        claim_avatar(redis, avatar_id, caller.owner)
+        registry.claim(avatar_id, caller.owner)
     job_id = new_job_id()
     kwargs = {"source": ref, "avatar_id": avatar_id, "options": options, "speech_sample": sample}
     enqueue(settings, redis, Kind.avatar, kwargs, job_id, owner=caller.owner)
-    note_avatar_job(redis, avatar_id, job_id, settings.result_ttl_s)
+    registry.note_job(avatar_id, job_id, settings.result_ttl_s)
     return AvatarAccepted(avatar_id=avatar_id, job_id=job_id, status_url=f"/v1/jobs/{job_id}",
                           avatar_url=f"/v1/avatars/{avatar_id}")
 
@@ -160,7 +139,7 @@ def list_avatars(settings, redis, caller: Caller) -> list[AvatarOut]:
     as newest): what an operator just made is what they pick."""
     root = settings.data_dir / "avatars"
     ids = sorted(p.name for p in root.iterdir() if (p / "avatar.json").is_file()) if root.is_dir() else []
-    owners = avatar_owners(redis)
+    owners = AvatarRegistry(redis).owners()
     avatars = [read_avatar(settings, redis, i) for i in ids if caller.may_use(owners.get(i))]
     return sorted(avatars, key=lambda a: a.prepared_at if a.prepared_at is not None else float("inf"), reverse=True)
 
@@ -170,7 +149,7 @@ def delete_avatar(settings, redis, caller: Caller, avatar_id: str) -> None:
     check_avatar_access(settings, redis, caller, avatar_id, change=True)
     existed = path.is_dir()
     shutil.rmtree(path, True)  # the files first: never an avatar without its owner
-    if not (forget_avatar(redis, avatar_id) or existed):
+    if not (AvatarRegistry(redis).forget(avatar_id) or existed):
         raise NotFound("unknown_avatar", f"no avatar {avatar_id!r}")
 
 
