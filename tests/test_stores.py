@@ -78,3 +78,31 @@ def test_cycle_positions_are_per_owner(redis):
     cycles.set("demo", "owner-a", "room-a", 17)
     assert cycles.get("demo", "owner-a", "room-a") == 17
     assert cycles.get("demo", "owner-b", "room-a") == 0  # B's label of the same name is its own
+
+
+def test_messages_round_trip_and_read_as_clients_see_them(rooms, redis):
+    from core import keys
+    from core.conversations.store import ConversationStore, Message, MessageStatus, mark_said
+    from core.rooms import UtteranceStatus
+
+    room = rooms.create(username="stores")
+    conv = ConversationStore(redis, rooms.settings)
+    asked = conv.add(room.id, "user", 0, text="Hi?", source="text", status=MessageStatus.RECEIVED)
+    reply = conv.add(room.id, "assistant", 0, reply_to=asked.id, status=MessageStatus.GENERATING, sentences=[],
+                     generated="", language="en")
+    assert isinstance(asked, Message) and conv.get(room.id, asked.id) == asked
+    said = rooms.say(room, tts_job_id="t" * 32, message_id=reply.id, sentence=0)
+    reply.sentences.append({"text": "Hello.", "utterance": said.id, "tts_job_id": "t" * 32})
+    reply.status = MessageStatus.COMPLETE
+    conv.save(room.id, reply)
+    mark_said(redis, rooms.settings, room.id, said, UtteranceStatus.SPOKEN)
+    view = {m["id"]: m for m in conv.messages(room.id)}
+    assert view[asked.id]["status"] == "received" and "sentences" not in view[asked.id]
+    assert view[reply.id]["status"] == "spoken" and view[reply.id]["text"] == "Hello."
+    assert view[reply.id]["sentences"][0]["status"] == "spoken"
+    # A message stored before messages were typed reads as a Message.
+    old = {"id": "o" * 32, "role": "user", "turn": 1, "created_at": 1.0, "text": "", "source": "audio",
+           "status": "transcribing", "audio": "uploads/a.wav", "asr_job_id": "j" * 32}
+    redis.hset(keys.room(room.id, "msg"), old["id"], json.dumps(old))
+    got = conv.get(room.id, old["id"])
+    assert got.status is MessageStatus.TRANSCRIBING and got.asr_job_id == "j" * 32 and got.sentences is None

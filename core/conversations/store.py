@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import asdict, dataclass, fields
 from enum import Enum
+from typing import Any
 
 from redis import Redis
 
@@ -37,6 +39,42 @@ class MessageStatus(str, Enum):
     SPOKEN = "spoken"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+
+
+@dataclass
+class Message:
+    """One message of a room's conversation: the user's, or the room's reply (`assistant`). Written
+    by the turn that makes it (mutable while it does), serialised by ConversationStore alone."""
+
+    id: str
+    role: str  # user | assistant
+    turn: int
+    created_at: float
+    status: MessageStatus = MessageStatus.RECEIVED
+    text: str = ""  # user: what was typed or recognised (a reply's text is read from what was said)
+    source: str | None = None  # text, audio, voice, or for the room's own words: welcome
+    language: str | None = None
+    audio: str | None = None  # a spoken message's file
+    asr_job_id: str | None = None
+    reply_to: str | None = None  # a reply: the user's message it answers
+    reply_id: str | None = None  # a user's message: its reply, once complete
+    responder: str | None = None
+    sentences: list[dict[str, Any]] | None = None  # a reply's (user messages have none): text, utterance, tts_job_id
+    generated: str | None = None  # a reply: everything the responder generated
+    error: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None  # the responder that failed and why (the script answered)
+    job_id: str | None = None  # the converse job answering a user's message (as posted; not stored)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "job_id"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Message:
+        known = {k: v for k, v in data.items() if k in _MESSAGE_FIELDS}
+        return cls(**{**known, "status": MessageStatus(data.get("status", MessageStatus.RECEIVED))})
+
+
+_MESSAGE_FIELDS = {f.name for f in fields(Message)}
 
 
 def _said_field(message_id: str, index: int) -> str:
@@ -70,12 +108,13 @@ class ConversationStore:
         return self.turn(room_id) == turn
 
     # ---- messages ----
-    def add(self, room_id: str, role: str, turn: int, **fields) -> dict:
-        message = {"id": uuid.uuid4().hex, "role": role, "turn": turn, "created_at": time.time(), **fields}
+    def add(self, room_id: str, role: str, turn: int, **what) -> Message:
+        """A new message (`what`: its other Message fields)."""
+        message = Message(id=uuid.uuid4().hex, role=role, turn=turn, created_at=time.time(), **what)
         keep = self.settings.conversation_max_messages
         with self.r.pipeline() as p:
-            p.hset(room_key(room_id, "msg"), message["id"], json.dumps(message, ensure_ascii=False))
-            p.rpush(room_key(room_id, "messages"), message["id"])
+            p.hset(room_key(room_id, "msg"), message.id, _dumps(message))
+            p.rpush(room_key(room_id, "messages"), message.id)
             p.lrange(room_key(room_id, "messages"), 0, -keep - 1)
             p.ltrim(room_key(room_id, "messages"), -keep, -1)
             dropped = p.execute()[2]
@@ -93,25 +132,26 @@ class ConversationStore:
                 p.hdel(room_key(room_id, "said"), *said)
             p.execute()
 
-    def save(self, room_id: str, message: dict) -> None:
-        self.r.hset(room_key(room_id, "msg"), message["id"], json.dumps(message, ensure_ascii=False))
+    def save(self, room_id: str, message: Message) -> None:
+        self.r.hset(room_key(room_id, "msg"), message.id, _dumps(message))
 
-    def get(self, room_id: str, message_id: str) -> dict | None:
+    def get(self, room_id: str, message_id: str) -> Message | None:
         raw = self.r.hget(room_key(room_id, "msg"), message_id)
-        return json.loads(raw) if raw else None
+        return Message.from_dict(json.loads(raw)) if raw else None
 
     def exists(self, room_id: str) -> bool:
         return bool(self.r.exists(room_key(room_id, "messages")))
 
     def messages(self, room_id: str, limit: int | None = None) -> list[dict]:
-        """Messages oldest first, replies with what was said of them."""
+        """Messages oldest first as clients read them (GET .../messages): replies with what was said
+        of them, their text what viewers heard and their status read from that."""
         ids = self.r.lrange(room_key(room_id, "messages"), -(limit or 0) if limit else 0, -1)
         if not ids:
             return []
         raws = self.r.hmget(room_key(room_id, "msg"), ids)
         said = {k.decode(): json.loads(v) for k, v in self.r.hgetall(room_key(room_id, "said")).items()}
         current = self.turn(room_id)
-        return [_with_said(json.loads(raw), said, current) for raw in raws if raw]
+        return [_with_said(Message.from_dict(json.loads(raw)).to_dict(), said, current) for raw in raws if raw]
 
     def settle(self, room_id: str, timeout_s: float = 1.0) -> None:
         """Wait (briefly) until no sentence reads as being spoken: after a barge-in, the publisher
@@ -130,6 +170,10 @@ class ConversationStore:
             if m["text"] and m["id"] not in exclude:
                 out.append({"role": m["role"], "content": m["text"]})
         return out
+
+
+def _dumps(message: Message) -> str:
+    return json.dumps(message.to_dict(), ensure_ascii=False)
 
 
 def _with_said(message: dict, said: dict[str, dict], current_turn: int) -> dict:
