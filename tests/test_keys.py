@@ -76,8 +76,9 @@ def test_records_are_serialised_only_in_their_stores():
             if not isinstance(node, ast.Call):
                 continue
             args = [*node.args, *(k.value for k in node.keywords)]
-            if ast.unparse(node.func) == "json.loads" and any(
-                    isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute) and a.func.attr in READS for a in args):
+            reads = [a for a in args if isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute)
+                     and a.func.attr in READS]
+            if ast.unparse(node.func) == "json.loads" and reads:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:90]}")
             if isinstance(node.func, ast.Attribute) and node.func.attr in WRITES and CLIENT.search(
                     ast.unparse(node.func.value)) and any(

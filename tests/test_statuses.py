@@ -52,6 +52,7 @@ def test_a_reply_reads_as_its_sentences_were_said():
     out = _with_said(reply, {"m:0": {"status": "spoken"}, "m:1": {"status": "speaking"}}, 3)
     assert out["status"] == MessageStatus.SPEAKING and out["text"] == "Hello."
     out = _with_said(reply, {"m:0": {"status": "spoken"}}, 4)  # superseded: the second never plays
-    assert out["status"] == MessageStatus.INTERRUPTED and [s["status"] for s in out["sentences"]] == ["spoken", "dropped"]
+    assert out["status"] == MessageStatus.INTERRUPTED
+    assert [s["status"] for s in out["sentences"]] == ["spoken", "dropped"]
     failed = {**reply, "status": "failed", "sentences": []}
     assert _with_said(failed, {}, 3)["status"] == MessageStatus.FAILED

@@ -16,7 +16,8 @@ from redis import Redis
 
 from test_ownership import ADMIN, H, KEY_A, KEY_B, Q, _avatar, build_app
 
-LEGACY_NAME = re.compile(r"^(?P<user>[^*]+)\*(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})$")
+UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+LEGACY_NAME = re.compile(rf"^(?P<user>[^*]+)\*(?P<uuid>{UUID4})$")
 
 
 @pytest.fixture(scope="module")
