@@ -15,8 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import Conflict, DomainError, Forbidden, Invalid, Missing, NotFound
-from core.limits import Refused
+from core.errors import (Conflict, DomainError, Failed, Forbidden, Invalid, Missing, NotFound, NotReady, Unavailable,
+                         UpstreamFailed)
+from core.limits import Refused, Shortage
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,16 @@ class ApiError(Exception):
 
 # The one place a domain error gets an HTTP status; the most specific class listed wins.
 DOMAIN_STATUS: dict[type[DomainError], int] = {Missing: 400, Forbidden: 403, NotFound: 404, Conflict: 409,
-                                               Invalid: 422}
+                                               Invalid: 422, Failed: 500, UpstreamFailed: 502, Unavailable: 503,
+                                               NotReady: 504}
 
 
 def domain_status(exc: DomainError) -> int:
     return next((DOMAIN_STATUS[cls] for cls in type(exc).__mro__ if cls in DOMAIN_STATUS), 422)
+
+
+# ... and of a refusal of new work (core/limits.py), by what ran out.
+SHORTAGE_STATUS: dict[Shortage, int] = {Shortage.BUSY: 429, Shortage.UNAVAILABLE: 503, Shortage.STORAGE_FULL: 507}
 
 
 def _is_v1(request: Request) -> bool:
@@ -53,7 +59,8 @@ def refused_response(request: Request, exc: Refused) -> JSONResponse:
     """429/503/507 with Retry-After (also in the body, as retry_after_s)."""
     headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
     extra = {"retry_after_s": exc.retry_after_s} if exc.retry_after_s else {}
-    return error_response(request, exc.status, exc.code, exc.message, headers=headers, **extra, **exc.details)
+    return error_response(request, SHORTAGE_STATUS[exc.kind], exc.code, exc.message, headers=headers, **extra,
+                          **exc.details)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -30,7 +30,7 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")  # what token_urlsafe makes; safe inside nginx.conf quotes
-STREAM_KEY = re.compile(r"^zbj-[0-9a-f]{32}$")  # core/rooms.py: zbj-<room id>
+STREAM_KEY = re.compile(r"^zbj-[0-9a-f]{32}$")  # core/rooms.py new_stream_key: random, not the room id
 
 
 def secrets_dir(settings: Settings) -> Path:

@@ -35,3 +35,19 @@ class Forbidden(DomainError):
 
 class Conflict(DomainError):
     """The thing is not in a state that allows this yet (e.g. an avatar still preparing)."""
+
+
+class Failed(DomainError):
+    """The work behind the request failed (e.g. a render whose job failed)."""
+
+
+class Unavailable(DomainError):
+    """Something the request needs is not configured here (e.g. no LLM for generated questions)."""
+
+
+class UpstreamFailed(DomainError):
+    """A service outside this one, which the request needs, did not answer usably."""
+
+
+class NotReady(DomainError):
+    """What the request waits for is still being made after the wait allowed."""

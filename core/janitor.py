@@ -65,11 +65,9 @@ def referenced(settings: Settings, redis: Redis) -> tuple[set[str], tuple[str, .
             continue
         prefixes.append(f"{room.zbjname}_")
         for utterance in store.pending(room.id) + store.playing(room.id):
-            for key in ("audio", "clip"):
-                if utterance.get(key):
-                    refs.add(str(utterance[key]))
-            if utterance.get("tts_job_id"):
-                refs.add(f"tts/{utterance['tts_job_id']}.wav")
+            refs |= {ref for ref in (utterance.audio, utterance.clip) if ref}
+            if utterance.tts_job_id:
+                refs.add(f"tts/{utterance.tts_job_id}.wav")
     refs |= job_inputs(redis)
     return refs, tuple(prefixes)
 

@@ -15,7 +15,7 @@ from typing import Any
 from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Dependency, Job
+from rq.job import Dependency, Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
@@ -37,15 +37,13 @@ class Kind(str, enum.Enum):
     converse = "converse"
 
 
-class Status(str, enum.Enum):
-    queued = "queued"
-    started = "started"
-    finished = "finished"
-    failed = "failed"
-    deferred = "deferred"
-    scheduled = "scheduled"
-    canceled = "canceled"
-    stopped = "stopped"
+# Job statuses are RQ's own (rq.job.JobStatus, a str enum: the wire values are RQ's strings).
+# Those a client sees: RQ's transitional ones (created, ready_to_enqueue, rate_limited) read as queued.
+SHOWN_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.DEFERRED,
+                  JobStatus.SCHEDULED, JobStatus.CANCELED, JobStatus.STOPPED)
+# A job in one of these has ended without a result, and never will have one.
+GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED})
+ENDED = GAVE_UP | {JobStatus.FINISHED}
 
 
 # What each kind runs: the API names it by path, the worker imports it.
@@ -133,7 +131,7 @@ def enqueue(
 class JobView:
     id: str
     kind: str
-    status: Status
+    status: JobStatus
     progress: float
     result: Any
     error: dict[str, Any] | None
@@ -162,15 +160,15 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def job_status(job: Job) -> Status:
-    """RQ's status as the API's enum; transitional states (e.g. ready_to_enqueue, between a
+def job_status(job: Job) -> JobStatus:
+    """RQ's status as a client sees it: transitional states (e.g. ready_to_enqueue, between a
     finished dependency and the queue) read as queued."""
     raw = job.get_status(refresh=False)
-    value = getattr(raw, "value", raw) or "queued"
     try:
-        return Status(value)
+        status = JobStatus(getattr(raw, "value", raw))
     except ValueError:
-        return Status.queued
+        return JobStatus.QUEUED
+    return status if status in SHOWN_STATUSES else JobStatus.QUEUED
 
 
 def _view(job: Job, result: Result | None) -> JobView:
@@ -178,15 +176,15 @@ def _view(job: Job, result: Result | None) -> JobView:
     status = job_status(job)
     meta = job.meta or {}
     error = meta.get("error")
-    value = result.return_value if (result is not None and status == Status.finished) else None
-    if status == Status.failed and not error:
+    value = result.return_value if (result is not None and status == JobStatus.FINISHED) else None
+    if status == JobStatus.FAILED and not error:
         text = (result.exc_string if result is not None else None) or job.exc_info or "job failed"
         error = {"type": "JobFailed", "message": text.strip().splitlines()[-1]}
     return JobView(
         id=job.id,
         kind=str(meta.get("kind") or (job.origin or "")),
         status=status,
-        progress=1.0 if status == Status.finished else float(meta.get("progress") or 0.0),
+        progress=1.0 if status == JobStatus.FINISHED else float(meta.get("progress") or 0.0),
         result=value,
         error=error,
         created_at=_aware(job.created_at),
@@ -201,9 +199,9 @@ def _with_dependencies(connection: Redis, job: Job, view: JobView) -> JobView:
     """A job waiting on a dependency that failed will never run: say so instead of "deferred"."""
     for dep_id in job.dependency_ids or []:
         dep = fetch_job(connection, dep_id.decode() if isinstance(dep_id, bytes) else dep_id)
-        if dep is not None and dep.status in (Status.failed, Status.canceled, Status.stopped):
+        if dep is not None and dep.status in GAVE_UP:
             reason = (dep.error or {}).get("message", dep.status.value)
-            return replace(view, status=Status.failed, error={
+            return replace(view, status=JobStatus.FAILED, error={
                 "type": "DependencyFailed", "message": f"{dep.kind} job {dep.id} failed: {reason}"})
     return view
 
@@ -214,7 +212,7 @@ def fetch_job(connection: Redis, job_id: str) -> JobView | None:
     except NoSuchJobError:
         return None
     view = _view(job, Result.fetch_latest(job, serializer=JSONSerializer))
-    return _with_dependencies(connection, job, view) if view.status == Status.deferred else view
+    return _with_dependencies(connection, job, view) if view.status == JobStatus.DEFERRED else view
 
 
 async def job_status_async(aredis, job_id: str) -> str | None:
@@ -233,7 +231,7 @@ async def fetch_job_async(aredis, connection: Redis, job_id: str) -> JobView | N
     job = Job(job_id, connection=connection, serializer=JSONSerializer)
     job.restore(raw)
     result = None
-    if job.get_status(refresh=False) in (Status.finished.value, Status.failed.value):
+    if job.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED):
         entries = await aredis.xrevrange(Result.get_key(job_id), count=1)
         if entries:
             result_id, payload = entries[0]
@@ -251,14 +249,14 @@ def set_progress(job: Job | None, progress: float, **extra: Any) -> None:
     job.save_meta()
 
 
-def cancel_job(connection: Redis, job_id: str) -> Status | None:
+def cancel_job(connection: Redis, job_id: str) -> JobStatus | None:
     """Cancel a job that has not started; returns its status afterwards (None: unknown job)."""
     try:
         job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
     except NoSuchJobError:
         return None
     status = job_status(job)
-    if status in (Status.queued, Status.deferred, Status.scheduled):
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
         job.cancel()
-        return Status.canceled
+        return JobStatus.CANCELED
     return status

@@ -11,6 +11,7 @@ RQ's keys (jobs, queues, registries) are RQ's: code reaches them through RQ's AP
     mtl:cycle:<avatar>:<owner>:<room>  where the avatar's idle cycle stands for a room (or a client's label)
     mtl:ratelimit...                   rate-limit windows (api/ratelimit.py builds below RATELIMIT_PREFIX)
     mtl:room... / mtl:rooms            live rooms (see core/rooms.py for each suffix)
+    mtl:room-name:<zbjname>, mtl:room-stream:<stream key>  a room's id by its legacy name, by its stream key
     mtl:stream-worker:<process>        a stream worker's heartbeat and load
     mtl:flv:<process>, mtl:flv-processes  HTTP-FLV viewer counts per API process
     mtl:interview..., mtl:stock-clip...  interviews and stock clips
@@ -50,6 +51,10 @@ def room(room_id: str, suffix: str = "") -> str:
 
 def room_name(zbjname: str) -> str:
     return f"mtl:room-name:{zbjname}"
+
+
+def room_stream(stream_key: str) -> str:
+    return f"mtl:room-stream:{stream_key}"
 
 
 def stream_worker(process: str) -> str:

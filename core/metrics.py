@@ -32,8 +32,9 @@ def init(settings: Settings) -> Path:
 
 
 def room_label(room_id: str) -> str:
-    """A room's label in per-room series: a one-way hash of its id, so /metrics never shows a value
-    that leads to its stream key (``zbj-<id>``); a room's API view carries it as `metrics_label`."""
+    """A room's label in per-room series: a one-way hash of its id, so /metrics never shows the id
+    (which the API names the room by; its stream key is a separate random value); a room's API view
+    carries it as `metrics_label`."""
     return hashlib.sha256(b"musetalk-live metrics room:" + room_id.encode()).hexdigest()[:16]
 
 
@@ -94,21 +95,24 @@ class RedisCollector:
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
+        from rq.job import JobStatus
         from rq.registry import FailedJobRegistry, StartedJobRegistry
 
         from core.jobs import Kind, get_queue
-        from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, RoomStore, latest_is, lease_key
+        from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, RoomState, RoomStore, latest_is,
+                                lease_key)
 
         depth = GaugeMetricFamily("mtl_queue_depth", "Jobs per queue and state", labels=["queue", "state"])
         for kind in Kind:
             queue = get_queue(kind, self.redis)
-            depth.add_metric([kind.value, "queued"], queue.count)
-            depth.add_metric([kind.value, "started"], StartedJobRegistry(queue=queue).count)
-            depth.add_metric([kind.value, "failed"], FailedJobRegistry(queue=queue).count)
+            depth.add_metric([kind.value, JobStatus.QUEUED.value], queue.count)
+            depth.add_metric([kind.value, JobStatus.STARTED.value], StartedJobRegistry(queue=queue).count)
+            depth.add_metric([kind.value, JobStatus.FAILED.value], FailedJobRegistry(queue=queue).count)
         yield depth
 
         store = RoomStore(self.redis, None)  # only Redis reads below; no settings needed
-        counts = {"open": 0, "speaking": 0, "dark": 0}
+        speaking, dark = RoomState.SPEAKING.value, RoomState.DARK.value
+        counts = {"open": 0, speaking: 0, dark: 0}
         for room in store.list():
             if not store.is_open(room.id):
                 continue
@@ -116,9 +120,9 @@ class RedisCollector:
             recent = store.events(room.id)[-40:]
             on_air = bool(self.redis.exists(lease_key(room.id))) and latest_is(recent, SESSION_ON, SESSION_OFF)
             if not on_air:
-                counts["dark"] += 1
+                counts[dark] += 1
             elif latest_is(recent, SPEECH_ON, SPEECH_OFF):
-                counts["speaking"] += 1
+                counts[speaking] += 1
         rooms = GaugeMetricFamily("mtl_rooms", "Live rooms: open, speaking (on air) and dark (open, not on air)",
                                   labels=["state"])
         for state, value in counts.items():

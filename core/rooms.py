@@ -23,22 +23,31 @@ Keys (all under ``mtl:room:<id>``, built by core/keys.py):
     <id>:material    JSON: the operator's products, Q/A pairs and shop answers (the `faq` responder)
     <id>:dark-noted  a no_publisher event was recorded lately (SET NX, expires)
     <id>:speaker     the one live audio input (WS .../audio) of the room: a token, short TTL, renewed
-``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id.
+``mtl:rooms`` is the set of room ids; ``mtl:room-name:<zbjname>`` maps a legacy name to its id and
+``mtl:room-stream:<stream key>`` a stream key to it.
+
+A room's id, its zbjname and its stream key are three separate random values: the id is what the
+API's callers (with the room owner's key) name it by, the stream key what its audience plays. Knowing
+one gives neither of the others, so a room id seen in a log or a URL never lets anyone watch it, and a
+play URL never names the room to the API.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
 
 from redis import Redis
 from redis.exceptions import LockError
 
 from core import keys
-from core.limits import Refused, open_rooms_cap
+from core.credentials import STREAM_KEY
+from core.limits import Refused, Shortage, open_rooms_cap
 from core.settings import Settings
 
 ROOMS = keys.ROOMS
@@ -64,6 +73,65 @@ _DELETE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.ca
 _k = room_key = keys.room  # room_key: for the conversation store, which shares the room's key space
 FEED_MAXLEN = 2000  # entries kept in a room's feed (about a minute of speech with mouth values)
 RETAINED = ("messages", "msg", "said", "owner")  # kept after close for conversation_retention_s
+
+
+class RoomState(str, Enum):
+    """A room as its operators see it (the API's `state`)."""
+
+    IDLE = "idle"  # on air, silent
+    SPEAKING = "speaking"
+    DARK = "dark"  # open, but its stream is not on air (`dark_reason` says why)
+
+
+class AudienceState(str, Enum):
+    """A room as its audience page sees it (GET /live/<stream key>/state)."""
+
+    LIVE = "live"
+    SPEAKING = "speaking"
+    OFFLINE = "offline"  # closed, or not on air
+
+
+class UtteranceStatus(str, Enum):
+    """What the publisher reports of an utterance that is a reply's sentence: queued -> speaking ->
+    spoken | cut (interrupted while spoken) | failed; a queued one of a superseded turn reads as
+    dropped (it will never play)."""
+
+    QUEUED = "queued"
+    SPEAKING = "speaking"
+    SPOKEN = "spoken"
+    CUT = "cut"
+    DROPPED = "dropped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One thing a room says, in order. Serialised by RoomStore alone (JSON in the room's lists);
+    the stored form is the same object as before these were typed, so queued ones survive an upgrade."""
+
+    id: str
+    queued_at: float
+    audio: str | None = None  # a file the service owns (`<kind>/<name>`); None: its TTS job's output
+    duration_s: float | None = None
+    tts_job_id: str | None = None  # the job synthesising it (when `audio` is None)
+    message_id: str | None = None  # a conversation reply's sentence: the reply ...
+    sentence: int | None = None  # ... and which of its sentences
+    clip: str | None = None  # a pre-rendered clip of it (interviews): its video, played as rendered
+    clip_source: str | None = None  # "question" or "stock"
+    clip_index: int | None = None
+    clip_cycle_start: int | None = None  # the avatar cycle frame the clip's render began at
+    clip_cycle_end: int | None = None
+
+    def dumps(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Utterance:
+        data = json.loads(raw)
+        return cls(**{k: v for k, v in data.items() if k in _UTTERANCE_FIELDS})
+
+
+_UTTERANCE_FIELDS = {f.name for f in fields(Utterance)}
 
 
 @dataclass(frozen=True)
@@ -113,10 +181,11 @@ class RoomStore:
         room_id = uuid.uuid4().hex
         room = Room(
             id=room_id,
-            zbjname=zbjname or f"{username}*{uuid.UUID(room_id)}",
+            # Legacy shape `<username>*<uuid4>`, with a uuid of its own (not the room id's).
+            zbjname=zbjname or f"{username}*{uuid.uuid4()}",
             username=username,
-            # The zbjname holds '*', which is not safe in a stream URL: the key is derived by lookup.
-            stream_key=f"zbj-{room_id}",
+            # The zbjname holds '*', which is not safe in a stream URL: the key is found by lookup.
+            stream_key=new_stream_key(),
             avatar_id=avatar_id or self.settings.demo_avatar_id,
             ttl_s=int(ttl_s or self.settings.room_ttl_s),
             persistent=persistent,
@@ -128,6 +197,7 @@ class RoomStore:
             p.hset(_k(room_id), mapping=data)
             p.sadd(ROOMS, room_id)
             p.set(keys.room_name(room.zbjname), room_id)
+            p.set(keys.room_stream(room.stream_key), room_id)
             p.set(_k(room_id, "alive"), "1", **({} if persistent else {"ex": room.ttl_s}))
             if owner:
                 p.set(_k(room_id, "owner"), owner)
@@ -152,9 +222,9 @@ class RoomStore:
         count = self.open_count()
         if count > cap:
             self.close(room_id)
-            raise Refused(503, "too_many_rooms", f"{cap} rooms are open, as many as the stream workers can "
-                          "publish; close one or retry later", retry_after_s=self.settings.busy_retry_after_s,
-                          limit=cap)
+            raise Refused(Shortage.UNAVAILABLE, "too_many_rooms", f"{cap} rooms are open, as many as the stream "
+                          "workers can publish; close one or retry later",
+                          retry_after_s=self.settings.busy_retry_after_s, limit=cap)
 
     def get(self, room_id: str) -> Room | None:
         if not ROOM_ID.match(room_id or ""):
@@ -173,16 +243,22 @@ class RoomStore:
         room_id = self.r.get(keys.room_name(zbjname))
         return self.get(room_id.decode()) if room_id else None
 
+    def by_stream_key(self, stream_key: str) -> Room | None:
+        """The room its audience plays as `stream_key` (only through the lookup: no key is derived)."""
+        if not STREAM_KEY.match(stream_key or ""):
+            return None
+        room_id = self.r.get(keys.room_stream(stream_key))
+        return self.get(room_id.decode()) if room_id else None
+
     def resolve(self, ref: str) -> Room | None:
         """A room by id, zbjname or stream key."""
-        if ref.startswith("zbj-"):
-            ref = ref[4:]
-        return self.get(ref) or self.by_name(ref)
+        return self.get(ref) or self.by_name(ref) or self.by_stream_key(ref)
 
     def ensure_default(self) -> Room:
         """The room used when legacy calls give no zbjname; it never expires (configurable)."""
         room = self.by_name(self.settings.default_room)
-        if room is not None and self.is_open(room.id):
+        # A default room made before rooms had stream keys of their own has no stream lookup: remade.
+        if room is not None and self.is_open(room.id) and self.by_stream_key(room.stream_key) is not None:
             return room
         if room is not None:
             self.close(room.id)
@@ -212,16 +288,17 @@ class RoomStore:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
             p.srem(ROOMS, room_id)
             if room is not None:
-                p.delete(keys.room_name(room.zbjname))
+                p.delete(keys.room_name(room.zbjname), keys.room_stream(room.stream_key))
             p.execute()
         return room is not None
 
     # ---- speech ----
-    def say(self, room: Room, utterance: dict, turn: int | None = None) -> dict | None:
-        """Queue an utterance; with `turn`, only while that conversation turn is current (None if not)."""
-        utterance = {"id": uuid.uuid4().hex, "queued_at": time.time(), **utterance}
+    def say(self, room: Room, turn: int | None = None, **what) -> Utterance | None:
+        """Queue an utterance (`what`: its Utterance fields, e.g. audio= and duration_s=, or
+        tts_job_id=); with `turn`, only while that conversation turn is current (None if not)."""
+        utterance = Utterance(id=uuid.uuid4().hex, queued_at=time.time(), **what)
         cap = self.settings.max_utterances_per_room
-        pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), json.dumps(utterance), cap,
+        pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), utterance.dumps(), cap,
                              "" if turn is None else turn)
         if pushed == 0:
             raise self._queue_full()
@@ -237,11 +314,11 @@ class RoomStore:
 
     def _queue_full(self) -> Refused:
         cap = self.settings.max_utterances_per_room
-        return Refused(429, "room_queue_full", f"the room already has {cap} utterances waiting; retry once it "
-                       "has spoken some", retry_after_s=self.settings.busy_retry_after_s, limit=cap)
+        return Refused(Shortage.BUSY, "room_queue_full", f"the room already has {cap} utterances waiting; retry "
+                       "once it has spoken some", retry_after_s=self.settings.busy_retry_after_s, limit=cap)
 
-    def pending(self, room_id: str) -> list[dict]:
-        return [json.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
+    def pending(self, room_id: str) -> list[Utterance]:
+        return [Utterance.loads(u) for u in self.r.lrange(_k(room_id, "utterances"), 0, -1)]
 
     def pending_count(self, room_id: str) -> int:
         return int(self.r.llen(_k(room_id, "utterances")))
@@ -260,16 +337,16 @@ class RoomStore:
         into the playing list atomically (LMOVE) so that a kill -9 cannot lose it."""
         raw = self.r.lindex(_k(room_id, "playing"), 0)
         if raw is not None:
-            return Taken(raw, json.loads(raw), from_playing=True)
+            return Taken(raw, Utterance.loads(raw), from_playing=True)
         raw = self.r.lmove(_k(room_id, "utterances"), _k(room_id, "playing"), "LEFT", "RIGHT")
-        return Taken(raw, json.loads(raw), from_playing=False) if raw is not None else None
+        return Taken(raw, Utterance.loads(raw), from_playing=False) if raw is not None else None
 
     def ack_utterance(self, room_id: str, taken: Taken) -> None:
         """The utterance finished, failed or was interrupted: it must not play again."""
         self.r.lrem(_k(room_id, "playing"), 1, taken.raw)
 
-    def playing(self, room_id: str) -> list[dict]:
-        return [json.loads(u) for u in self.r.lrange(_k(room_id, "playing"), 0, -1)]
+    def playing(self, room_id: str) -> list[Utterance]:
+        return [Utterance.loads(u) for u in self.r.lrange(_k(room_id, "playing"), 0, -1)]
 
     def interrupt(self, room_id: str, reason: str = "request") -> int:
         """Stop what the room says and will say; returns the new interrupt generation."""
@@ -334,6 +411,17 @@ async def is_open_async(aredis, room_id: str) -> bool:
     return bool(await aredis.exists(_k(room_id, "alive")))
 
 
+async def stream_is_open_async(aredis, stream_key: str) -> bool:
+    """Whether the room played as `stream_key` is open (False once it is closed or expired)."""
+    room_id = await aredis.get(keys.room_stream(stream_key))
+    return room_id is not None and await is_open_async(aredis, room_id.decode())
+
+
+def new_stream_key() -> str:
+    """A room's stream key: 128 random bits, unrelated to its id (`zbj-` + 32 hex, URL-safe)."""
+    return f"zbj-{secrets.token_hex(16)}"
+
+
 async def feed_latest(aredis, room_id: str) -> str:
     """The id of the room feed's newest entry ("0-0": empty), where a new follower starts."""
     newest = await aredis.xrevrange(_k(room_id, "feed"), count=1)
@@ -349,7 +437,7 @@ async def feed_read(aredis, room_id: str, since: str, block_ms: int = 1000, coun
 @dataclass(frozen=True)
 class Taken:
     raw: bytes  # the exact list element, so the acknowledgement removes this one and no other
-    utterance: dict
+    utterance: Utterance
     from_playing: bool
 
 
@@ -435,6 +523,20 @@ def dark_reason(store: "RoomStore", room: Room, publisher: bool, events: list[di
     if all(load >= store.settings.stream_capacity for load in loads.values()):
         return "stream_capacity_full"
     return "no_publisher"
+
+
+def note_stream_worker(redis: Redis, process: str, load: int, ttl_ms: int) -> None:
+    """A stream worker's heartbeat: it is alive and publishes `load` rooms (expires unless renewed)."""
+    redis.set(keys.stream_worker(process), load, px=ttl_ms)
+
+
+def forget_stream_worker(redis: Redis, process: str) -> None:
+    redis.delete(keys.stream_worker(process))
+
+
+def is_leased(redis: Redis, room_id: str) -> bool:
+    """Whether some stream worker holds the room's lease."""
+    return bool(redis.exists(lease_key(room_id)))
 
 
 def stream_worker_loads(redis: Redis) -> dict[str, int]:

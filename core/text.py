@@ -30,7 +30,7 @@ def refusal(where: str, char: str) -> Invalid:
 
 
 def check_text(text: str | None, where: str) -> str | None:
-    """`text` itself, or Invalid (422 invalid_text) naming the field and the character."""
+    """`text` itself, or Invalid (invalid_text) naming the field and the character."""
     if text is not None:
         char = bad_char(text)
         if char is not None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
+from enum import Enum
 from pathlib import Path
 
 from core import keys
@@ -62,21 +63,30 @@ def is_stale(avatar_path: Path) -> bool:
     return version is not None and version != BANK_VERSION and kept_sample(avatar_path) is not None
 
 
+class EnrollmentState(str, Enum):
+    """Where an avatar's enrollment (its mouth bank) stands against this code's bank format."""
+
+    NONE = "none"  # never enrolled
+    CURRENT = "current"  # enrolled in this code's format
+    OUTDATED = "outdated"  # an older one: serving with warp until re-enrolled
+    REENROLLING = "reenrolling"  # its re-enrollment job is queued or running
+
+
 def state(avatar_path: Path, redis) -> dict:
-    """`current` (enrolled in this code's bank format), `outdated` (an older one; serving with warp
-    until re-enrolled), `reenrolling` (its job is queued or running) or `none` (never enrolled)."""
+    """The avatar's EnrollmentState (`state`), with the versions behind it."""
     from lipsync.mouthbank import BANK_VERSION
 
     version = _enrolled_version(avatar_path)
     out = {"version": version, "expected_version": BANK_VERSION, "sample_kept": kept_sample(avatar_path) is not None,
            "reenroll_job_id": None}
     if version is None:
-        return {**out, "current": None, "state": "none"}
+        return {**out, "current": None, "state": EnrollmentState.NONE}
     if version == BANK_VERSION:
-        return {**out, "current": True, "state": "current"}
+        return {**out, "current": True, "state": EnrollmentState.CURRENT}
     raw = redis.get(reenroll_key(avatar_path.name, BANK_VERSION))
     job_id = raw.decode() if raw else None
-    return {**out, "current": False, "state": "reenrolling" if job_id else "outdated", "reenroll_job_id": job_id}
+    late = EnrollmentState.REENROLLING if job_id else EnrollmentState.OUTDATED
+    return {**out, "current": False, "state": late, "reenroll_job_id": job_id}
 
 
 def enqueue_stale(settings, redis) -> list[str]:

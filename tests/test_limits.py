@@ -273,8 +273,8 @@ def test_janitor_deletes_expired_files_and_keeps_fresh_and_referenced_ones(redis
     referenced = _file(data / "tts" / "said.wav", 2 * hour)
     playing = _file(data / "uploads" / "playing.wav", 2 * hour)
     clip = _file(data / "lipsync" / f"{room.zbjname}_0.mp4", 2 * hour)
-    store.say(room, {"audio": "tts/said.wav", "duration_s": 1.0})
-    store.say(room, {"audio": "uploads/playing.wav", "duration_s": 1.0})
+    store.say(room, audio="tts/said.wav", duration_s=1.0)
+    store.say(room, audio="uploads/playing.wav", duration_s=1.0)
     store.take_utterance(room.id)  # tts/said.wav now in the playing list, uploads/playing.wav queued
     from core.jobs import Kind, enqueue
 

@@ -59,21 +59,21 @@ def store(redis_server):
 
 def test_taken_utterance_survives_its_publisher_until_acknowledged(store):
     room = store.create(username="unit")
-    a, b = store.say(room, {"audio": "tts/a.wav"}), store.say(room, {"audio": "tts/b.wav"})
+    a, b = store.say(room, audio="tts/a.wav"), store.say(room, audio="tts/b.wav")
     taken = store.take_utterance(room.id)
-    assert taken.utterance["id"] == a["id"] and not taken.from_playing
-    assert [u["id"] for u in store.pending(room.id)] == [b["id"]]
+    assert taken.utterance == a and not taken.from_playing
+    assert store.pending(room.id) == [b]
     # The publisher dies here: whoever takes the room next gets the same utterance again first.
     again = store.take_utterance(room.id)
-    assert again.utterance["id"] == a["id"] and again.from_playing and again.raw == taken.raw
+    assert again.utterance == a and again.from_playing and again.raw == taken.raw
     store.ack_utterance(room.id, again)
-    assert store.take_utterance(room.id).utterance["id"] == b["id"]
+    assert store.take_utterance(room.id).utterance == b
 
 
 def test_interrupt_clears_what_plays_and_what_waits(store):
     room = store.create(username="unit")
-    store.say(room, {"audio": "tts/a.wav"})
-    store.say(room, {"audio": "tts/b.wav"})
+    store.say(room, audio="tts/a.wav")
+    store.say(room, audio="tts/b.wav")
     taken = store.take_utterance(room.id)
     store.interrupt(room.id)
     assert store.playing(room.id) == [] and store.pending(room.id) == []

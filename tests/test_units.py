@@ -52,10 +52,10 @@ def test_transitional_rq_status_reads_as_queued():
     from redis import Redis
     from rq.job import Job, JobStatus
 
-    from core.jobs import Status, job_status
+    from core.jobs import job_status
 
     job = Job("x", connection=Redis())  # no I/O: the status is set in memory
     job._status = JobStatus.READY_TO_ENQUEUE
-    assert job_status(job) == Status.queued
+    assert job_status(job) == JobStatus.QUEUED
     job._status = JobStatus.FINISHED
-    assert job_status(job) == Status.finished
+    assert job_status(job) == JobStatus.FINISHED

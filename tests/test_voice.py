@@ -115,7 +115,7 @@ def test_speech_interrupts_a_speaking_room_unless_barge_in_is_off(voice_api):
     Its final text is a message, which then interrupts either room, as a typed one does."""
     for barge_in in (True, False):
         room = voice_api.room(barge_in=barge_in)
-        voice_api.store.say(room, {"audio": None, "tts_job_id": "x" * 32})  # the room has something to say
+        voice_api.store.say(room, tts_job_id="x" * 32)  # the room has something to say
         gen = voice_api.store.generation(room.id)
         with connected(voice_api, room) as (_room, client):
             threading.Thread(target=client.send_pcm, args=(spoken(QUESTION),), daemon=True).start()

@@ -28,7 +28,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from core import logs, metrics
-from core import keys
+from core.registry import note_worker_alive, note_worker_gone, worker_alive
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def recover_abandoned(connection: Redis, queue: Queue, max_recoveries: int = 2) 
             continue
         if job.get_status(refresh=False) != JobStatus.STARTED:
             continue
-        if job.worker_name and connection.exists(keys.worker_alive(job.worker_name)):
+        if job.worker_name and worker_alive(connection, job.worker_name):
             continue
         if connection.zrem(registry.key, entry) != 1:
             continue
@@ -150,17 +150,16 @@ class ServiceWorker(SimpleWorker):
 
     def _heartbeat_loop(self) -> None:
         conn = Redis(connection_pool=self.connection.connection_pool)
-        key = keys.worker_alive(self.name)
         ttl_ms = int(self._settings.worker_dead_after_s * 1000)
         while not self._stop_beat.is_set():
             try:
-                conn.set(key, "1", px=ttl_ms)
+                note_worker_alive(conn, self.name, ttl_ms)
                 for queue in self.queues:
                     recover_abandoned(conn, queue, self._settings.job_max_recoveries)
             except Exception:
                 log.exception("heartbeat/recovery round failed; retrying")
             self._stop_beat.wait(self._settings.worker_heartbeat_s)
-        conn.delete(key)
+        note_worker_gone(conn, self.name)
 
     def register_birth(self, *args, **kwargs):
         super().register_birth(*args, **kwargs)

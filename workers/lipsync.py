@@ -11,20 +11,16 @@ from redis import Redis
 from rq import get_current_job
 
 from avatars.store import Avatar
-from core import keys
 from core.files import resolve_owned
 from core.jobs import set_progress
 from core.media import MediaError, VideoWriter, decode_audio
+from core.registry import CyclePositions
 from core.settings import Settings, get_settings
 from lipsync.engines import load_engine
 from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
 from lipsync.visemes import load_phones, with_phones
 
 log = logging.getLogger(__name__)
-
-def cycle_key(avatar_id: str, room: str | None, owner: str | None = None) -> str:
-    return keys.cycle(avatar_id, owner, room)
-
 
 def load_speech(settings: Settings, path: Path) -> np.ndarray:
     audio = decode_audio(path, SAMPLE_RATE)
@@ -46,7 +42,7 @@ def start_position(redis: Redis | None, avatar: Avatar, room: str | None, cycle_
     if cycle_start is not None:
         return int(cycle_start) % avatar.cycle_length
     if room is not None and redis is not None:
-        return int(redis.get(cycle_key(avatar.id, room, owner)) or 0) % avatar.cycle_length
+        return CyclePositions(redis).get(avatar.id, owner, room) % avatar.cycle_length
     return 0
 
 
@@ -82,7 +78,7 @@ def render_lipsync_video(avatar_id: str, output_name: str, audio: str | None = N
         raise
     end = (start + n) % avatar.cycle_length
     if redis is not None and room is not None:
-        redis.set(cycle_key(avatar_id, room, owner), end)
+        CyclePositions(redis).set(avatar_id, owner, room, end)
     mouth = out_dir / f"{output_name}.mouth.json"
     mouth.write_text(json.dumps({"fps": avatar.fps, "frames": track.as_series()}))
     return {

@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -32,15 +32,15 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
-from core import keys, metrics
+from core import metrics
 from core.conversations.store import mark_said
 from core.credentials import publish_url
 from core.files import NotOwnedError, resolve_owned
 from core.live import FPS, RtmpSession
-from core.jobs import Status, fetch_job, redis_connection
+from core.jobs import GAVE_UP, fetch_job, redis_connection
 from core.media import decode_audio, decode_own_speech, iter_video_frames
-from core.rooms import (Room, RoomLease, RoomStore, Taken, fence_token, lease_key,
-                        note_no_publisher, stream_worker_loads)
+from core.rooms import (Room, RoomLease, RoomStore, Taken, Utterance, UtteranceStatus, fence_token,
+                        forget_stream_worker, is_leased, note_no_publisher, note_stream_worker, stream_worker_loads)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
 from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -54,7 +54,7 @@ POLL_EVERY = 5  # frames between Redis checks (200 ms)
 
 @dataclass
 class Speech:
-    utterance: dict
+    utterance: Utterance
     audio16: np.ndarray  # what drives the mouth
     pcm: np.ndarray  # mono float32 at the session audio rate, what viewers hear
     n: int
@@ -111,8 +111,8 @@ class RoomPublisher(threading.Thread):
         return False
 
     # ---- speech preparation (off the pacing loop) ----
-    def _prepare(self, utterance: dict, replay: bool) -> Speech:
-        source = resolve_owned(self.settings, utterance["audio"])
+    def _prepare(self, utterance: Utterance, replay: bool) -> Speech:
+        source = resolve_owned(self.settings, utterance.audio)
         # A reply's sentence (the service's own TTS WAV) is read in-process: it starts speaking sooner.
         own = source.suffix == ".wav" and source.resolve().parent == self.settings.kind_dir("tts").resolve()
         pcm = (decode_own_speech if own else decode_audio)(source, self.settings.live_audio_rate)
@@ -124,29 +124,29 @@ class RoomPublisher(threading.Thread):
         track = with_phones(analyse(speech16, FPS, n), load_phones(source))
         return Speech(utterance, speech16, pcm, n, track, replay=replay)
 
-    def _next_utterance(self) -> tuple[Taken, dict, bool] | None:
+    def _next_utterance(self) -> tuple[Taken, Utterance, bool] | None:
         taken = self.store.take_utterance(self.room.id)
         if taken is None:
             return None
         utterance = taken.utterance
         replay = taken.from_playing and taken.raw != self._waiting_tts
         self._waiting_tts = None
-        if utterance.get("audio"):
+        if utterance.audio:
             return taken, utterance, replay
-        tts_file = f"tts/{utterance['tts_job_id']}.wav"
+        tts_file = f"tts/{utterance.tts_job_id}.wav"
         try:
             resolve_owned(self.settings, tts_file)
         except NotOwnedError:
-            job = fetch_job(self.store.r, utterance["tts_job_id"])
-            if job is None or job.status in (Status.failed, Status.canceled, Status.stopped):
+            job = fetch_job(self.store.r, utterance.tts_job_id)
+            if job is None or job.status in GAVE_UP:
                 self.store.ack_utterance(self.room.id, taken)
-                self.store.event(self.room.id, "utterance_dropped", utterance=utterance["id"], reason="tts failed")
-                self._said(utterance, "failed")
+                self.store.event(self.room.id, "utterance_dropped", utterance=utterance.id, reason="tts failed")
+                self._said(utterance, UtteranceStatus.FAILED)
                 return None
             # Not synthesised yet: it stays first in the playing list and is taken again next poll.
             self._waiting_tts = taken.raw
             return None
-        return taken, {**utterance, "audio": tts_file}, replay
+        return taken, replace(utterance, audio=tts_file), replay
 
     # ---- publishing ----
     def run(self) -> None:
@@ -242,11 +242,11 @@ class RoomPublisher(threading.Thread):
             pb.gen = current
             if pb.held is not None:
                 self.store.event(self.room.id, "interrupted", stream_ts=pb.pacer.stream_ts,
-                                 utterance=pb.held.utterance["id"])
+                                 utterance=pb.held.utterance.id)
                 if pb.speech is not None:
-                    self._said(pb.held.utterance, "cut", pb.speech.source.k / max(1, pb.speech.n))
+                    self._said(pb.held.utterance, UtteranceStatus.CUT, pb.speech.source.k / max(1, pb.speech.n))
                 else:
-                    self._said(pb.held.utterance, "dropped")
+                    self._said(pb.held.utterance, UtteranceStatus.DROPPED)
                 self.store.ack_utterance(self.room.id, pb.held)
             pb.speech, pb.pending, pb.held = None, None, None
         if pb.held is None:
@@ -265,7 +265,7 @@ class RoomPublisher(threading.Thread):
         except Exception as exc:
             log.warning("room %s: utterance failed: %s", self.room.id, exc)
             self.store.event(self.room.id, "utterance_failed", error=str(exc)[:200])
-            self._said(pb.held.utterance, "failed")
+            self._said(pb.held.utterance, UtteranceStatus.FAILED)
             self.store.ack_utterance(self.room.id, pb.held)  # it would fail again for a new owner
             pb.pending, pb.held = None, None
             return
@@ -273,25 +273,25 @@ class RoomPublisher(threading.Thread):
         frames, source = self._frame_source(avatar, ready)
         ready.source = SpeechSource(frames, ready.pcm, ready.n, self.settings.live_audio_rate)
         pb.speech = ready
-        self.store.event(self.room.id, "speech_start", stream_ts=pb.pacer.stream_ts, utterance=ready.utterance["id"],
-                         frames=ready.n, engine=source, queued_at=ready.utterance.get("queued_at"),
-                         replay=ready.replay, message=ready.utterance.get("message_id"),
-                         sentence=ready.utterance.get("sentence"))
-        self._said(ready.utterance, "speaking")
+        self.store.event(self.room.id, "speech_start", stream_ts=pb.pacer.stream_ts, utterance=ready.utterance.id,
+                         frames=ready.n, engine=source, queued_at=ready.utterance.queued_at,
+                         replay=ready.replay, message=ready.utterance.message_id,
+                         sentence=ready.utterance.sentence)
+        self._said(ready.utterance, UtteranceStatus.SPEAKING)
 
     def _frame_source(self, avatar: Avatar, speech: Speech):
         """(frame iterator, name) for an utterance: a pre-rendered clip's own frames, or the live
         render from the current cycle position (so the avatar continues its motion)."""
         u = speech.utterance
-        if u.get("clip") and u.get("clip_cycle_start") is not None:
+        if u.clip and u.clip_cycle_start is not None:
             try:
-                path = resolve_owned(self.settings, u["clip"])
+                path = resolve_owned(self.settings, u.clip)
             except NotOwnedError:
-                log.warning("room %s: clip %s is gone; rendering its speech live", self.room.id, u["clip"])
+                log.warning("room %s: clip %s is gone; rendering its speech live", self.room.id, u.clip)
             else:
-                frames = clip_frames(avatar, path, self.cycle, int(u["clip_cycle_start"]))
+                frames = clip_frames(avatar, path, self.cycle, int(u.clip_cycle_start))
                 # The clip was rendered from this cycle position on: the stream continues from there.
-                self.cycle = int(u["clip_cycle_start"]) % avatar.cycle_length
+                self.cycle = int(u.clip_cycle_start) % avatar.cycle_length
                 return frames, "clip"
         return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track), \
             self.engine.choose(avatar).name
@@ -306,11 +306,11 @@ class RoomPublisher(threading.Thread):
         if speech.source.send(pb.session, pb.pacer.f, pb.cont):
             return True
         u = speech.utterance
-        self.store.event(self.room.id, "speech_end", stream_ts=pb.pacer.stream_ts, utterance=u["id"],
-                         message=u.get("message_id"), sentence=u.get("sentence"))
-        self.store.event(self.room.id, "mouth", feed_only=True, utterance=u["id"],
+        self.store.event(self.room.id, "speech_end", stream_ts=pb.pacer.stream_ts, utterance=u.id,
+                         message=u.message_id, sentence=u.sentence)
+        self.store.event(self.room.id, "mouth", feed_only=True, utterance=u.id,
                          frames=[{"t": round(pb.pacer.stream_ts, 3), "open": 0.0, "width": 0.0}])
-        self._said(u, "spoken")
+        self._said(u, UtteranceStatus.SPOKEN)
         self.store.ack_utterance(self.room.id, pb.held)
         pb.speech, pb.held = None, None
         return False
@@ -323,11 +323,11 @@ class RoomPublisher(threading.Thread):
         frames = [{"t": round((pb.pacer.f + i - k) / FPS, 3), "open": round(float(track.open[i]), 3),
                    "width": round(float(track.width[i]), 3)} for i in range(k, min(end, len(track.open)))]
         if frames:
-            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance["id"], frames=frames)
+            self.store.event(self.room.id, "mouth", feed_only=True, utterance=speech.utterance.id, frames=frames)
 
-    def _said(self, utterance: dict, status: str, fraction: float | None = None) -> None:
+    def _said(self, utterance: Utterance, status: UtteranceStatus, fraction: float | None = None) -> None:
         """A conversation reply's sentence was spoken, cut or lost (core/conversations/store.py)."""
-        if utterance.get("message_id"):
+        if utterance.message_id:
             mark_said(self.store.r, self.settings, self.room.id, utterance, status, fraction)
 
 
@@ -410,7 +410,7 @@ class StreamWorker:
         return int(self.settings.stream_lease_s * 1000)
 
     def _beat(self) -> None:
-        self.redis.set(keys.stream_worker(self.name), len(self.publishers), px=self.lease_ms)
+        note_stream_worker(self.redis, self.name, len(self.publishers), self.lease_ms)
 
     def tick(self) -> None:
         self._beat()
@@ -440,11 +440,11 @@ class StreamWorker:
         if len(self.publishers) >= self.settings.stream_capacity:
             # Full: a room nobody else takes either is reported (event no_publisher), not left silently dark.
             if (time.time() - room.created_at >= self.settings.room_publisher_grace_s
-                    and not self.redis.exists(lease_key(room.id))
+                    and not is_leased(self.redis, room.id)
                     and all(load >= self.settings.stream_capacity for load in stream_worker_loads(self.redis).values())):
                 note_no_publisher(self.store, room, "stream_capacity_full")
             return
-        if self.redis.exists(lease_key(room.id)):
+        if is_leased(self.redis, room.id):
             return
         if not self._least_loaded() and room.id not in self._deferred:
             # Another live worker has fewer rooms: leave this one to it (it ticks too), so
@@ -495,7 +495,7 @@ class StreamWorker:
 
         What a publisher was saying stays in its room's playing list and the new owner replays
         it; a publisher that does not end in time keeps its lease, which then expires."""
-        self.redis.delete(keys.stream_worker(self.name))  # no longer a candidate for rooms
+        forget_stream_worker(self.redis, self.name)  # no longer a candidate for rooms
         rooms = set(self.publishers)
         self.draining.update(self.publishers)
         self.publishers.clear()

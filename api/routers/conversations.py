@@ -70,8 +70,8 @@ async def create_message(room_ref: str, request: Request, settings: SettingsDep,
     room = await run_in_threadpool(get_room, store, room_ref, caller)
     text, audio = await _read_message(request, settings, redis, caller)
     message = await run_in_threadpool(post_message, redis, settings, room, text, audio, caller.owner)
-    return MessageAccepted(message_id=message["id"], room_id=room.id, turn=message["turn"], job_id=message["job_id"],
-                           asr_job_id=message.get("asr_job_id"), status=message["status"],
+    return MessageAccepted(message_id=message.id, room_id=room.id, turn=message.turn, job_id=message.job_id,
+                           asr_job_id=message.asr_job_id, status=message.status,
                            ws_url=settings.api_base.replace("http", "ws", 1) + f"/v1/rooms/{room.id}/ws")
 
 

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
+from rq.job import JobStatus
 
 from api.deps import ARedisDep, CallerDep, RedisDep, require_api_key
 from api.errors import ApiError
 from api.schemas.jobs import JobOut
 from api.services.jobs import load_job
-from core.jobs import Status, cancel_job
+from core.jobs import cancel_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -22,6 +23,6 @@ async def get_job(job_id: str, redis: RedisDep, aredis: ARedisDep, caller: Calle
 async def delete_job(job_id: str, redis: RedisDep, caller: CallerDep) -> JobOut:
     await load_job(redis, job_id, caller=caller)
     status = await run_in_threadpool(cancel_job, redis, job_id)
-    if status != Status.canceled:
+    if status != JobStatus.CANCELED:
         raise ApiError(409, "job_not_cancellable", f"job {job_id} is {status.value if status else 'gone'}")
     return JobOut(**(await load_job(redis, job_id, caller=caller)).__dict__)

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
+from rq.job import JobStatus
 
 from api.deps import CallerDep, RedisDep, SettingsDep, require_api_key
 from api.errors import ApiError
@@ -17,7 +18,7 @@ from api.services.rooms import get_room
 from api.services.speech import enqueue_tts
 from api.uploads import save_audio_upload
 from core.files import resolve_owned
-from core.jobs import Kind, Status, enqueue, new_job_id
+from core.jobs import Kind, enqueue, new_job_id
 from core.media import MediaError, probe
 from core.rooms import RoomStore
 
@@ -110,7 +111,7 @@ async def job_mouth(job_id: str, settings: SettingsDep, redis: RedisDep, caller:
     view = await load_job(redis, job_id, caller=caller)
     if view.kind != Kind.lipsync.value:
         raise ApiError(404, "not_found", "only lip-sync jobs have a mouth series")
-    if view.status != Status.finished:
+    if view.status != JobStatus.FINISHED:
         raise ApiError(409, "job_not_finished", f"job {job_id} is {view.status.value}")
     path = settings.data_dir / "lipsync" / f"{job_id}.mouth.json"
     return MouthSeries(**json.loads(await run_in_threadpool(path.read_text)))

@@ -7,7 +7,6 @@ audience. One relay per room and API process pulls the room's stream once (core/
 from __future__ import annotations
 
 import logging
-import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -16,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import RedisDep, SettingsDep
 from api.errors import ApiError
 from api.services.rooms import audience_state
+from core.credentials import STREAM_KEY
 from core.flvrelay import RelayHub
-from core.rooms import RoomStore, is_open_async
+from core.rooms import RoomStore, stream_is_open_async
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
-STREAM_KEY = re.compile(r"^zbj-[0-9a-f]{32}$")
 
 
 def source_url(settings, stream_key: str) -> str:
@@ -34,7 +33,7 @@ def source_url(settings, stream_key: str) -> str:
 def make_hub(settings, aredis) -> RelayHub:
     async def still_live(key: str) -> bool:
         # The room's liveness key (core/rooms.py): gone once the room is closed or expired.
-        return await is_open_async(aredis, key.removeprefix("zbj-"))
+        return await stream_is_open_async(aredis, key)
 
     return RelayHub(source_url_for=lambda key: source_url(settings, key), redis=aredis,
                     max_lag_s=settings.flv_max_lag_s, linger_s=settings.flv_linger_s,
@@ -57,7 +56,7 @@ async def live_flv(name: str, request: Request, settings: SettingsDep, redis: Re
     if not STREAM_KEY.match(key):
         raise ApiError(404, "unknown_room", f"no live stream {name!r}")
     store = RoomStore(redis, settings)
-    room = await run_in_threadpool(store.resolve, key)
+    room = await run_in_threadpool(store.by_stream_key, key)  # the stream key only, never a room id
     if room is None or not await run_in_threadpool(store.is_open, room.id):
         raise ApiError(404, "unknown_room", f"no open room with stream key {key!r}")
     hub: RelayHub = request.app.state.relays

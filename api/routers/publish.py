@@ -49,7 +49,9 @@ async def publish_check(request: Request, settings: SettingsDep, redis: RedisDep
     stream_key, secret, addr = await _publish_request(request)
     ok = may_publish(settings, stream_key, secret)
     if ok:  # the secret is right: the room must still be open too (a closed room is not republished)
-        ok = await run_in_threadpool(RoomStore(redis, settings).is_open, stream_key.removeprefix("zbj-"))
+        store = RoomStore(redis, settings)
+        room = await run_in_threadpool(store.by_stream_key, stream_key)
+        ok = room is not None and await run_in_threadpool(store.is_open, room.id)
     if not ok:
         shown = stream_key if STREAM_KEY.match(stream_key) else repr(stream_key[:80])
         log.warning("refused a publish to %s from %s (%s)", shown, addr or "?",

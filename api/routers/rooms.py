@@ -15,7 +15,8 @@ from core.credentials import stat_secret
 from core.flvrelay import flv_viewers
 from core.metrics import room_label
 from core.mediaserver import stat as media_stat
-from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomStore, dark_reason, latest_is
+from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomState, RoomStore, dark_reason,
+                        latest_is)
 
 router = APIRouter(prefix="/v1/rooms", tags=["rooms"], dependencies=[Depends(require_api_key)])
 
@@ -51,7 +52,8 @@ def room_out(store: RoomStore, room: Room, live: tuple[dict | None, dict] | None
     on_air = publishing if publishing is not None else bool(publisher) and latest_is(recent, SESSION_ON, SESSION_OFF)
     return RoomOut(**room.__dict__, open=store.is_open(room.id), publisher=publisher,
                    pending_utterances=pending, urls=room.urls(store.settings),
-                   state="dark" if not on_air else "speaking" if speaking else "idle", speaking=speaking and on_air,
+                   state=RoomState.DARK if not on_air else RoomState.SPEAKING if speaking else RoomState.IDLE,
+                   speaking=speaking and on_air,
                    publishing=publishing, viewers=sum(by_route.values()), viewers_by_route=by_route,
                    dark_reason=None if on_air else dark_reason(store, room, bool(publisher), recent),
                    metrics_label=room_label(room.id))
@@ -107,12 +109,12 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
     if body.audio:
         ref, duration = await run_in_threadpool(lambda: owned_audio(settings, body.audio, settings.max_lipsync_audio_s,
                                                                     redis=redis, caller=caller))
-        utt = await run_in_threadpool(store.say, room, {"audio": ref, "duration_s": duration})
-        return SayAccepted(utterance_id=utt["id"], room_id=room.id, duration_s=round(duration, 3))
+        utt = await run_in_threadpool(lambda: store.say(room, audio=ref, duration_s=duration))
+        return SayAccepted(utterance_id=utt.id, room_id=room.id, duration_s=round(duration, 3))
     await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played
     job_id = await enqueue_tts(settings, redis, body.text or "", owner=caller.owner)
-    utt = await run_in_threadpool(store.say, room, {"audio": None, "tts_job_id": job_id})
-    return SayAccepted(utterance_id=utt["id"], room_id=room.id, tts_job_id=job_id)
+    utt = await run_in_threadpool(lambda: store.say(room, tts_job_id=job_id))
+    return SayAccepted(utterance_id=utt.id, room_id=room.id, tts_job_id=job_id)
 
 
 @router.post("/{room_ref}/interrupt", response_model=InterruptOut,

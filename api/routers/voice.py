@@ -307,4 +307,4 @@ class VoiceSocket:
         except (DomainError, Refused) as exc:
             self.emit("final", **final, ignored=exc.code, message=str(exc))
             return
-        self.emit("final", **final, message_id=message["id"], turn=message["turn"])
+        self.emit("final", **final, message_id=message.id, turn=message.turn)

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel
 
-from core.jobs import Status
+from core.jobs import SHOWN_STATUSES
+
+# A job's status on the wire: RQ's own values (rq.job.JobStatus) as clients see them, under the name
+# the API description has always given them.
+Status = Enum("Status", {s.value: s.value for s in SHOWN_STATUSES}, type=str, module=__name__)
 
 
 class JobAccepted(BaseModel):

@@ -6,9 +6,10 @@ import re
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
+from rq.job import JobStatus
 
 from core.errors import NotFound
-from core.jobs import JobView, Status, fetch_job, fetch_job_async
+from core.jobs import JobView, fetch_job, fetch_job_async
 
 if TYPE_CHECKING:
     from api.access import Caller
@@ -21,7 +22,7 @@ async def load_job(redis, job_id: str, aredis=None, *, caller: Caller | None) ->
     if not JOB_ID.match(job_id):
         raise NotFound("unknown_job", f"no job {job_id!r}")
     view = await fetch_job_async(aredis, redis, job_id) if aredis is not None else None
-    if view is None or view.status == Status.deferred:
+    if view is None or view.status == JobStatus.DEFERRED:
         view = await run_in_threadpool(fetch_job, redis, job_id)
     if view is None or (caller is not None and not caller.may_use(view.owner)):
         raise NotFound("unknown_job", f"no job {job_id!r}")

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from api.services.avatars import check_avatar_access, ready_avatar
 from core.errors import Forbidden, Invalid, NotFound
-from core.rooms import SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, Room, RoomError, RoomStore, latest_is
+from core.rooms import (SESSION_OFF, SESSION_ON, SPEECH_OFF, SPEECH_ON, AudienceState, Room, RoomError, RoomStore,
+                        latest_is)
 
 if TYPE_CHECKING:
     from api.access import Caller
@@ -21,6 +22,14 @@ def get_room(store: RoomStore, ref: str, caller: Caller | None = None, change: b
     if change and room.zbjname == store.settings.default_room:
         raise Forbidden("read_only", f"room {room.zbjname!r} is built in and read-only")
     return room
+
+
+def legacy_room(store: RoomStore, zbjname: str | None, caller: Caller | None) -> Room:
+    """The room a legacy call names by its zbjname (another key's is unknown), or the built-in
+    default room when it names none."""
+    if zbjname and zbjname.strip():
+        return get_room(store, zbjname.strip(), caller)
+    return store.ensure_default()
 
 
 def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, caller: Caller | None = None,
@@ -41,12 +50,12 @@ def create_room(settings, redis, username=None, avatar_id=None, ttl_s=None, call
 def audience_state(store: RoomStore, key: str) -> dict:
     """What an audience page shows: `offline` (closed, or not on air), `live` or `speaking`.
     Read from the publisher's own events, as the rooms list does, without the media server's /stat."""
-    room = store.resolve(key)
+    room = store.by_stream_key(key)
     if room is None or not store.is_open(room.id):
-        return {"state": "offline", "open": False}
+        return {"state": AudienceState.OFFLINE, "open": False}
     recent = store.events(room.id, last=40)
     if not latest_is(recent, SESSION_ON, SESSION_OFF):
-        return {"state": "offline", "open": True}
+        return {"state": AudienceState.OFFLINE, "open": True}
     pending, held = store.queue_state(room.id)
     speaking = latest_is(recent, SPEECH_ON, SPEECH_OFF) or held or pending > 0
-    return {"state": "speaking" if speaking else "live", "open": True}
+    return {"state": AudienceState.SPEAKING if speaking else AudienceState.LIVE, "open": True}

@@ -81,8 +81,8 @@ class ScriptResponder:
 
     def questions(self, room: Room, language: str) -> list[str]:
         interview = InterviewStore(self.r, self.settings).for_room(room.id)
-        if interview and interview.get("language") == language:
-            return [q["text"] for q in interview["questions"]]
+        if interview and interview.language == language:
+            return [q.text for q in interview.questions]
         return ordered_questions(room.job or "", language)[1]
 
     def reply(self, ctx: TurnContext) -> Iterator[str]:

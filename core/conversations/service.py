@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis import Redis
 from rq.job import Dependency
 
-from core.conversations.store import ConversationStore
+from core.conversations.store import ConversationStore, Message, MessageStatus
 from core.conversations.turn import speak_text
 from core.jobs import Kind, enqueue, new_job_id
 from core.limits import check_disk, check_queue
@@ -29,7 +29,7 @@ def clean_text(settings: Settings, text: str | None, what: str = "message") -> s
 
 
 def post_message(redis: Redis, settings: Settings, room: Room, text: str | None = None,
-                 audio_ref: str | None = None, owner: str | None = None, source: str | None = None) -> dict:
+                 audio_ref: str | None = None, owner: str | None = None, source: str | None = None) -> Message:
     """Record a user message, stop whatever the room is saying or generating, and enqueue the turn
     that answers it (after its recognition, for audio). Refusals (limits) come before the barge-in,
     so a refused message interrupts nothing. `owner`: the poster's key hash, owner of the jobs;
@@ -48,20 +48,22 @@ def post_message(redis: Redis, settings: Settings, room: Room, text: str | None 
         enqueue(settings, redis, Kind.asr, {"file": audio_ref, "output_name": asr_job_id, "language": room.language},
                 asr_job_id, admit=False, at_front=True, owner=owner)
     source = "audio" if audio_ref else source or "text"
-    message = conv.add(room.id, "user", turn, text=text or "", source=source,
-                       status="transcribing" if audio_ref else "received", audio=audio_ref, asr_job_id=asr_job_id)
-    rooms.event(room.id, "user_message", feed_only=True, message=message["id"], source=message["source"], turn=turn)
+    status = MessageStatus.TRANSCRIBING if audio_ref else MessageStatus.RECEIVED
+    message = conv.add(room.id, "user", turn, text=text or "", source=source, status=status, audio=audio_ref,
+                       asr_job_id=asr_job_id)
+    rooms.event(room.id, "user_message", feed_only=True, message=message.id, source=message.source, turn=turn)
     if text:
-        rooms.event(room.id, "user_text", feed_only=True, message=message["id"], text=text, source=source)
+        rooms.event(room.id, "user_text", feed_only=True, message=message.id, text=text, source=source)
     # The turn runs after the recognition whatever its outcome: a failed or silent one is reported.
     depends = Dependency(jobs=[asr_job_id], allow_failure=True) if asr_job_id else None
-    job_id = enqueue(settings, redis, Kind.converse, {"room_id": room.id, "message_id": message["id"], "turn": turn},
+    job_id = enqueue(settings, redis, Kind.converse, {"room_id": room.id, "message_id": message.id, "turn": turn},
                      depends_on=depends, admit=False, owner=owner)
     rooms.touch(room)
-    return {**message, "job_id": job_id}
+    message.job_id = job_id
+    return message
 
 
-def welcome(redis: Redis, settings: Settings, room: Room, text: str) -> dict:
+def welcome(redis: Redis, settings: Settings, room: Room, text: str) -> Message:
     """The room's first words, queued now and spoken as soon as its stream is up."""
     return speak_text(redis, settings, room, clean_text(settings, text, "welcome"))
 

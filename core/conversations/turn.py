@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from redis import Redis
+from rq.job import JobStatus
 
 from core.conversations.responders import ResponderFailed, TurnContext, load_responder
 from core.conversations.sentences import SentenceCutter
-from core.conversations.store import ConversationStore
-from core.jobs import Kind, Status, cancel_job, enqueue, fetch_job, new_job_id
+from core.conversations.store import ConversationStore, Message, MessageStatus
+from core.jobs import Kind, cancel_job, enqueue, fetch_job, new_job_id
 from core.rooms import Room, RoomStore
 from core.settings import Settings
 
@@ -39,15 +40,15 @@ class Speaker:
     rooms: RoomStore
     conv: ConversationStore
     room: Room
-    reply: dict
+    reply: Message
     turn: int | None  # None: not part of a conversation turn (a welcome)
     # Sentences a previous run of this turn already queued (its worker died): not queued twice.
     already: list[dict] = field(default_factory=list)
     cutter: SentenceCutter = field(default_factory=SentenceCutter)
 
     def feed(self, delta: str) -> None:
-        self.reply["generated"] = self.reply.get("generated", "") + delta
-        self.rooms.event(self.room.id, "reply_delta", feed_only=True, message=self.reply["id"], text=delta)
+        self.reply.generated = (self.reply.generated or "") + delta
+        self.rooms.event(self.room.id, "reply_delta", feed_only=True, message=self.reply.id, text=delta)
         for sentence in self.cutter.push(delta):
             self.say(sentence)
 
@@ -56,9 +57,9 @@ class Speaker:
             self.say(sentence)
 
     def say(self, sentence: str) -> None:
-        index = len(self.reply["sentences"])
+        index = len(self.reply.sentences)
         if index < len(self.already):
-            self.reply["sentences"].append(self.already[index])
+            self.reply.sentences.append(self.already[index])
             return
         tts_job_id = new_job_id()
         settings = self.rooms.settings
@@ -69,26 +70,26 @@ class Speaker:
         enqueue(settings, self.rooms.r, Kind.tts, {"text": sentence, "output_name": tts_job_id, "voice": None,
                                                    "language": self.room.language}, tts_job_id, admit=False,
                 at_front=index == 0, owner=self.rooms.owner(self.room.id))
-        utterance = self.rooms.say(self.room, {"audio": None, "tts_job_id": tts_job_id, "message_id": self.reply["id"],
-                                               "sentence": index}, turn=self.turn)
+        utterance = self.rooms.say(self.room, turn=self.turn, tts_job_id=tts_job_id, message_id=self.reply.id,
+                                   sentence=index)
         if utterance is None:
             cancel_job(self.rooms.r, tts_job_id)
             raise Superseded()
-        self.reply["sentences"].append({"text": sentence, "utterance": utterance["id"], "tts_job_id": tts_job_id})
+        self.reply.sentences.append({"text": sentence, "utterance": utterance.id, "tts_job_id": tts_job_id})
         self.conv.save(self.room.id, self.reply)
-        self.rooms.event(self.room.id, "reply_sentence", feed_only=True, message=self.reply["id"], index=index,
-                         text=sentence, utterance=utterance["id"])
+        self.rooms.event(self.room.id, "reply_sentence", feed_only=True, message=self.reply.id, index=index,
+                         text=sentence, utterance=utterance.id)
 
 
-def speak_text(redis: Redis, settings: Settings, room: Room, text: str, role_source: str = "welcome") -> dict:
+def speak_text(redis: Redis, settings: Settings, room: Room, text: str, role_source: str = "welcome") -> Message:
     """Say a whole text in a room as an assistant message (a welcome): sentence by sentence."""
     rooms, conv = RoomStore(redis, settings), ConversationStore(redis, settings)
     reply = conv.add(room.id, "assistant", conv.turn(room.id), source=role_source, responder=role_source,
-                     status="generating", sentences=[], generated="", language=room.language)
+                     status=MessageStatus.GENERATING, sentences=[], generated="", language=room.language)
     speaker = Speaker(rooms, conv, room, reply, turn=None)
     speaker.feed(text)
     speaker.finish()
-    reply["status"] = "complete"
+    reply.status = MessageStatus.COMPLETE
     conv.save(room.id, reply)
     return reply
 
@@ -107,69 +108,71 @@ class TurnRunner:
         message = self.conv.get(self.room_id, self.message_id)
         if room is None or message is None or not self.rooms.is_open(self.room_id):
             return {"status": "room_closed"}
-        if message.get("asr_job_id") and message.get("status") == "transcribing":
+        if message.asr_job_id and message.status == MessageStatus.TRANSCRIBING:
             message = self._recognise(message)
-            if message["status"] != "received":
-                return {"status": message["status"], "message_id": self.message_id}
+            if message.status != MessageStatus.RECEIVED:
+                return {"status": message.status, "message_id": self.message_id}
         if not self.current():
             return {"status": "superseded", "message_id": self.message_id}
         reply = self._reply_message(room)
         try:
             responder = self._answer(room, message, reply)
         except Superseded:
-            reply["status"] = "interrupted"
+            reply.status = MessageStatus.INTERRUPTED
             self.conv.save(self.room_id, reply)
-            self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"], status="interrupted")
-            return {"status": "interrupted", "message_id": self.message_id, "reply_id": reply["id"]}
-        reply["status"], reply["responder"] = "complete", responder
+            self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply.id,
+                             status=MessageStatus.INTERRUPTED)
+            return {"status": MessageStatus.INTERRUPTED, "message_id": self.message_id, "reply_id": reply.id}
+        reply.status, reply.responder = MessageStatus.COMPLETE, responder
         self.conv.save(self.room_id, reply)
         self._answered(message, reply)
-        self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply["id"], status="complete",
-                         sentences=len(reply["sentences"]), responder=responder)
-        return {"status": "complete", "message_id": self.message_id, "reply_id": reply["id"], "responder": responder,
-                "sentences": len(reply["sentences"])}
+        self.rooms.event(self.room_id, "reply_end", feed_only=True, message=reply.id, status=MessageStatus.COMPLETE,
+                         sentences=len(reply.sentences), responder=responder)
+        return {"status": MessageStatus.COMPLETE, "message_id": self.message_id, "reply_id": reply.id,
+                "responder": responder, "sentences": len(reply.sentences)}
 
-    def _answered(self, message: dict, reply: dict) -> None:
+    def _answered(self, message: Message, reply: Message) -> None:
         """The user's message reads as answered once its reply is complete (the console shows it)."""
         message = self.conv.get(self.room_id, self.message_id) or message
-        message.update(status="answered", reply_id=reply["id"])
+        message.status, message.reply_id = MessageStatus.ANSWERED, reply.id
         self.conv.save(self.room_id, message)
 
-    def _reply_message(self, room: Room) -> dict:
+    def _reply_message(self, room: Room) -> Message:
         """The reply to this message: a new one, or the one a previous run of this turn began."""
         for m in reversed(self.conv.messages(self.room_id, 6)):
             if m.get("reply_to") == self.message_id and m["role"] == "assistant":
                 stored = self.conv.get(self.room_id, m["id"])
-                stored["status"] = "generating"
+                stored.status = MessageStatus.GENERATING
                 return stored
-        reply = self.conv.add(self.room_id, "assistant", self.turn, reply_to=self.message_id, status="generating",
+        reply = self.conv.add(self.room_id, "assistant", self.turn, reply_to=self.message_id,
+                              status=MessageStatus.GENERATING,
                               responder=room.responder or self.settings.conversation_responder, sentences=[],
                               generated="", language=room.language)
-        self.rooms.event(self.room_id, "reply_start", feed_only=True, message=reply["id"], reply_to=self.message_id,
-                         responder=reply["responder"])
+        self.rooms.event(self.room_id, "reply_start", feed_only=True, message=reply.id, reply_to=self.message_id,
+                         responder=reply.responder)
         return reply
 
-    def _answer(self, room: Room, message: dict, reply: dict) -> str:
+    def _answer(self, room: Room, message: Message, reply: Message) -> str:
         """Stream the reply; on a failing LLM before any sentence, the script answers. Returns the responder."""
         self.conv.settle(self.room_id)
-        ctx = TurnContext(room=room, user_text=message["text"], message_id=self.message_id, language=room.language,
-                          history=self.conv.context(self.room_id, exclude={self.message_id, reply["id"]}))
+        ctx = TurnContext(room=room, user_text=message.text, message_id=self.message_id, language=room.language,
+                          history=self.conv.context(self.room_id, exclude={self.message_id, reply.id}))
         name = room.responder or self.settings.conversation_responder
-        speaker = Speaker(self.rooms, self.conv, room, reply, self.turn, already=list(reply["sentences"]))
-        reply["sentences"], reply["generated"] = [], ""
+        speaker = Speaker(self.rooms, self.conv, room, reply, self.turn, already=list(reply.sentences or []))
+        reply.sentences, reply.generated = [], ""
         try:
             self._stream(load_responder(name, self.r, self.settings), ctx, speaker)
             return name
         except ResponderFailed as exc:
-            if name == "script" or reply["sentences"]:
+            if name == "script" or reply.sentences:
                 self._error(reply, exc.code, str(exc))
-                if not reply["sentences"]:
+                if not reply.sentences:
                     raise
                 return name
             log.warning("room %s: %s responder failed (%s); the script answers", self.room_id, name, exc)
-            self.rooms.event(self.room_id, "responder_fallback", message=reply["id"], responder=name, to="script",
+            self.rooms.event(self.room_id, "responder_fallback", message=reply.id, responder=name, to="script",
                              reason=exc.code, detail=str(exc)[:200])
-            reply.update(fallback={"from": name, "reason": exc.code}, sentences=[], generated="")
+            reply.fallback, reply.sentences, reply.generated = {"from": name, "reason": exc.code}, [], ""
             self._stream(load_responder("script", self.r, self.settings), ctx, speaker)
             return "script"
 
@@ -204,28 +207,30 @@ class TurnRunner:
         finally:
             cancel.set()
 
-    def _recognise(self, message: dict) -> dict:
-        job = fetch_job(self.r, message["asr_job_id"])
-        if job is None or job.status != Status.finished:
+    def _recognise(self, message: Message) -> Message:
+        job = fetch_job(self.r, message.asr_job_id)
+        if job is None or job.status != JobStatus.FINISHED:
             code = ((job.error or {}).get("code") if job else None) or "asr_failed"
-            message.update(status="failed", error={"code": code, "message": ((job.error or {}).get("message")
-                                                                           if job else "the ASR job is gone")})
+            reason = (job.error or {}).get("message") if job else "the ASR job is gone"
+            message.status, message.error = MessageStatus.FAILED, {"code": code, "message": reason}
         elif not (job.result or {}).get("text", "").strip():
-            message.update(status="failed", error={"code": "no_speech", "message": "no speech was heard in the audio"})
+            message.status = MessageStatus.FAILED
+            message.error = {"code": "no_speech", "message": "no speech was heard in the audio"}
         else:
-            message.update(status="received", text=job.result["text"].strip(), language=job.result.get("language"))
+            message.status, message.text = MessageStatus.RECEIVED, job.result["text"].strip()
+            message.language = job.result.get("language")
         self.conv.save(self.room_id, message)
-        if message["status"] == "received":
-            self.rooms.event(self.room_id, "user_text", feed_only=True, message=message["id"], text=message["text"],
+        if message.status == MessageStatus.RECEIVED:
+            self.rooms.event(self.room_id, "user_text", feed_only=True, message=message.id, text=message.text,
                              source="audio")
         else:
-            self.rooms.event(self.room_id, "message_failed", message=message["id"], code=message["error"]["code"],
-                             detail=message["error"]["message"])
+            self.rooms.event(self.room_id, "message_failed", message=message.id, code=message.error["code"],
+                             detail=message.error["message"])
         return message
 
-    def _error(self, reply: dict, code: str, detail: str) -> None:
-        reply["error"] = {"code": code, "message": detail[:300]}
-        self.rooms.event(self.room_id, "reply_error", message=reply["id"], code=code, detail=detail[:200])
+    def _error(self, reply: Message, code: str, detail: str) -> None:
+        reply.error = {"code": code, "message": detail[:300]}
+        self.rooms.event(self.room_id, "reply_error", message=reply.id, code=code, detail=detail[:200])
 
 
 def _pump(deltas, out: queue.Queue, cancel: threading.Event) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from core.rooms import Room, RoomStore
+from core.rooms import Room, RoomStore, Utterance
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,10 @@ class ClipRef:
     cycle_end: int | None = None
 
 
-def play_clip(store: RoomStore, room: Room, clip: ClipRef) -> dict:
+def play_clip(store: RoomStore, room: Room, clip: ClipRef) -> Utterance:
     """Queue the clip in the room (played in order after what is already queued); returns the utterance."""
-    utterance = store.say(room, {
-        "audio": clip.audio, "duration_s": clip.duration_s,
-        "clip": clip.video, "clip_source": clip.source, "clip_index": clip.index,
-        "clip_cycle_start": clip.cycle_start, "clip_cycle_end": clip.cycle_end,
-    })
-    log.info("room %s: clip %s queued as utterance %s (%.2f s)", room.zbjname, clip.name, utterance["id"],
+    utterance = store.say(room, audio=clip.audio, duration_s=clip.duration_s, clip=clip.video, clip_source=clip.source,
+                          clip_index=clip.index, clip_cycle_start=clip.cycle_start, clip_cycle_end=clip.cycle_end)
+    log.info("room %s: clip %s queued as utterance %s (%.2f s)", room.zbjname, clip.name, utterance.id,
              clip.duration_s)
     return utterance
