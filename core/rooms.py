@@ -52,7 +52,9 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
 _PUSH = """
 if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return -1 end
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-return redis.call('RPUSH', KEYS[1], ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[4], 'say')
+return n
 """
 
 
@@ -82,6 +84,7 @@ class Room:
     llm_model: str | None = None
     job: str | None = None  # the position the script responder asks questions for
     barge_in: bool = True  # speech heard on the room's audio input interrupts what the room says
+    keep_recordings: bool = False  # utterances heard on the audio input are kept as WAVs (uploads/); else never on disk
 
     def urls(self, settings: Settings) -> dict[str, str]:
         fields = {"stream_key": self.stream_key, "rtmp_port": settings.rtmp_port,
@@ -222,7 +225,7 @@ class RoomStore:
         utterance = {"id": uuid.uuid4().hex, "queued_at": time.time(), **utterance}
         cap = self.settings.max_utterances_per_room
         pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), json.dumps(utterance), cap,
-                             "" if turn is None else turn)
+                             "" if turn is None else turn, wake_channel(room.id))
         if pushed == 0:
             raise self._queue_full()
         if pushed == -1:
@@ -284,7 +287,8 @@ class RoomStore:
             p.delete(_k(room_id, "utterances"), _k(room_id, "playing"))
             p.incr(_k(room_id, "gen"))
             p.incr(_k(room_id, "turn"))
-            _, gen, turn = p.execute()
+            p.publish(wake_channel(room_id), "interrupt")  # the publisher stops at its next frame
+            _, gen, turn, _ = p.execute()
         self.event(room_id, "interrupt_requested", gen=gen, turn=turn, reason=reason)
         return gen, turn
 
@@ -365,6 +369,16 @@ def latest_is(events: list[dict], on: set[str], off: set[str]) -> bool:
         if event.get("event") in off:
             return False
     return False
+
+
+def wake_channel(room_id: str) -> str:
+    """Pub/sub channel that wakes the room's publisher (workers/stream.py) when its speech changes:
+    an utterance queued or its speech synthesised, an interrupt."""
+    return _k(room_id, "wake")
+
+
+def wake_room(redis: Redis, room_id: str, what: str = "speech") -> None:
+    redis.publish(wake_channel(room_id), what)
 
 
 def lease_key(room_id: str) -> str:

@@ -9,6 +9,7 @@ worker is needed: the message's turn is queued for a converse worker that these 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -197,6 +198,105 @@ def test_one_speaker_per_room(voice_api):
     # Once the first has gone, the room takes a new speaker.
     third = wait_until(lambda: _listening(voice_api, room.id), 5, what="a new speaker socket")
     third.close()
+
+
+def test_a_dropped_socket_releases_the_speaker_claim(voice_api):
+    """A speaker whose connection drops mid-utterance (no `end`, no close frame: the network went away)
+    leaves the room at once: a second speaker gets in well before the claim's TTL would free it."""
+    room = voice_api.room()
+    first = voice_api.client(room.id)
+    assert first.wait_event("listening", 10) is not None
+    first.send_pcm(spoken(QUESTION)[: int(1.2 * RATE)])  # speaking, then gone
+    assert first.wait_event("speech_start", 10) is not None
+    dropped = time.monotonic()
+    first.ws.socket.shutdown(socket.SHUT_RDWR)  # the TCP connection ends without a WebSocket close
+    first.close()
+    second = wait_until(lambda: _listening(voice_api, room.id), voice_api.settings.voice_speaker_ttl_s - 1,
+                        interval=0.2, what="a second speaker after the first dropped")
+    try:
+        assert time.monotonic() - dropped < voice_api.settings.voice_speaker_ttl_s - 1
+        assert second.close_code is None
+    finally:
+        second.close()
+
+
+def test_recordings_are_kept_only_when_the_room_asks(voice_api):
+    """keep_recordings: each utterance is a 16 kHz WAV under uploads/, named by the final event and the
+    message, owned by the speaker; a room without it writes nothing (the first test checks that too)."""
+    from core.files import FileOwners
+    from core.media import read_wav
+
+    room = voice_api.room(keep_recordings=True)
+    with connected(voice_api, room) as (_room, client):
+        client.send_pcm(spoken(QUESTION))
+        final = client.wait_event("final", 30)
+    assert final is not None and final["message_id"], client.events
+    ref = final["recording"]
+    path = voice_api.settings.data_dir / ref
+    audio, rate = read_wav(path)
+    assert ref.startswith("uploads/") and rate == RATE
+    assert abs(audio.size / rate - final["audio_s"]) < 0.05, (audio.size / rate, final)
+    assert cer(_recognise(audio).lower(), QUESTION.lower()) <= 0.25  # it is the question, not noise
+    message = ConversationStore(voice_api.redis, voice_api.settings).get(room.id, final["message_id"])
+    assert message["audio"] == ref and message["source"] == "voice"
+    assert FileOwners(voice_api.redis).owner_of(path) is None  # open access: the speaker has no key
+    before = {p for p in voice_api.settings.data_dir.rglob("*") if p.is_file()}
+    with connected(voice_api) as (_room, client):  # a room without the option
+        client.send_pcm(spoken(QUESTION))
+        final = client.wait_event("final", 30)
+    assert final is not None and "recording" not in final
+    assert {p for p in voice_api.settings.data_dir.rglob("*") if p.is_file()} == before
+
+
+def _recognise(audio: np.ndarray) -> str:
+    from core.voice import _decode
+
+    return _decode(Settings(models_dir=ROOT / "models"), audio, "en").text
+
+
+def test_the_publisher_is_woken_when_its_room_has_something_new(voice_api):
+    """An utterance queued and an interrupt are published on the room's wake channel (and the TTS
+    worker publishes there when a room's speech is written): the stream publisher takes them at its
+    next frame instead of its next poll."""
+    from core.rooms import wake_channel, wake_room
+
+    room = voice_api.room()
+    pubsub = voice_api.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(wake_channel(room.id))
+    try:
+        wait_until(lambda: voice_api.redis.pubsub_numsub(wake_channel(room.id))[0][1] == 1, 5, what="subscribed")
+        voice_api.store.say(room, {"audio": None, "tts_job_id": "x" * 32})
+        voice_api.store.barge_in(room.id, "voice")
+        wake_room(voice_api.redis, room.id)
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message:
+                got.append(message["data"].decode())
+        assert got == ["say", "interrupt", "speech"]
+    finally:
+        pubsub.close()
+
+
+def test_tts_speech_is_read_without_ffmpeg_and_sounds_the_same(tmp_path):
+    """The publisher reads the TTS worker's WAVs directly (core.media.load_speech) instead of through
+    ffprobe + ffmpeg: the same samples, and anything else still goes through ffmpeg."""
+    import subprocess
+
+    from core.media import decode_audio, load_speech, write_wav
+
+    t = np.arange(int(1.3 * 22050)) / 22050
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, tone, 22050)
+    fast, slow = load_speech(wav, 44100), decode_audio(wav, 44100)
+    assert abs(fast.size - slow.size) <= 2
+    n = min(fast.size, slow.size)
+    assert np.sqrt(np.mean((fast[1000:n - 1000] - slow[1000:n - 1000]) ** 2)) < 0.01
+    mp3 = tmp_path / "speech.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), str(mp3)], check=True)
+    assert abs(load_speech(mp3, 44100).size / 44100 - 1.3) < 0.1
 
 
 def _listening(voice_api, room_id: str) -> VoiceClient | None:

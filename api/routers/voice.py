@@ -10,7 +10,8 @@ shows the reply too. Close codes: 4400 a frame that is not that audio or control
 feed, 4408 no audio for ``voice_idle_timeout_s`` mid-stream, 4409 the room already has a speaker,
 4429 audio faster than ``voice_max_speed`` x real time, 1000 the room closed, 1011 the room's state
 cannot be read (Redis lost), 1013 too many sockets.
-Audio is kept in memory for the utterance only; nothing is written to disk.
+Audio is kept in memory for the utterance only and never written to disk, unless the room was created
+with ``keep_recordings``: then each utterance is also kept as a 16 kHz WAV under uploads/.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from starlette.concurrency import run_in_threadpool
 from api.sockets import follow_feed, socket_room
 from core.conversations.service import post_message
 from core.errors import DomainError
+from core.files import FileOwners
+from core.media import write_wav
 from core.limits import Refused
 from core.rooms import Room, RoomStore
-from core.voice import RATE, Endpointer, recognise, warm
+from core.voice import RATE, Endpointer, recognise, recognition_context, warm
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -68,7 +71,15 @@ async def room_audio(websocket: WebSocket, room_ref: str) -> None:
         await VoiceSocket(websocket, store, room, token, caller.owner).run()
     finally:
         state.voice_count -= 1
-        await run_in_threadpool(store.release_speaker, room.id, token)
+        # Also when this task is cancelled (client gone mid-await, server stopping): the release runs
+        # to its end in the thread pool even if this await is cancelled again, so the room takes a new
+        # speaker at once instead of after voice_speaker_ttl_s.
+        release = asyncio.ensure_future(run_in_threadpool(store.release_speaker, room.id, token))
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            log.info("room %s: speaker socket cancelled; its claim is being released", room.id)
+            raise
 
 
 async def _refuse(websocket: WebSocket, close: Close) -> None:
@@ -100,6 +111,7 @@ class VoiceSocket:
         self.feed_lost = False
         self.last_frame = 0.0
         self.finishing: asyncio.Future | None = None  # the last utterance's final text and message
+        self.context: str | None = None  # the room's context for recognising the current utterance
 
     async def run(self) -> None:
         sender = asyncio.ensure_future(self._send_loop())
@@ -229,10 +241,14 @@ class VoiceSocket:
             self.partial_at = 0
             self.emit("speech_start", utterance=self.utterance, **fields)
             await self._barge_in()
+            if self.settings.voice_context_bias:  # after the barge-in: it must not wait for this read
+                self.context = await run_in_threadpool(recognition_context, self.store.r, self.settings, self.room,
+                                                       self.language)
         elif kind == "pause":
             # Recognised now: if the pause becomes the endpoint, this is the final text already.
             samples = self.endpointer.voiced_end
-            self.early = (self.utterance, samples, recognise(self.settings, self.endpointer.speech(), self.language))
+            self.early = (self.utterance, samples, recognise(self.settings, self.endpointer.speech(), self.language,
+                                                             self.context))
         elif kind == "resume":
             self._drop_early()
         elif kind == "speech_end":
@@ -259,7 +275,7 @@ class VoiceSocket:
         if not ep.in_speech or ep.paused or self.partial_busy or ep.utterance_samples - self.partial_at < step:
             return
         self.partial_busy, self.partial_at = True, ep.utterance_samples
-        future = recognise(self.settings, ep.speech(), self.language)
+        future = recognise(self.settings, ep.speech(), self.language, self.context)
         utterance = self.utterance
 
         def done(f: asyncio.Future) -> None:
@@ -279,11 +295,20 @@ class VoiceSocket:
         early = self.early if self.early and self.early[:2] == (utterance, self.endpointer.voiced_end) else None
         self.early = None
         self.endpointer.reset_utterance()
-        decode = early[2] if early else recognise(self.settings, speech, self.language)
-        self.finishing = asyncio.ensure_future(self._finish(self.finishing, utterance, decode, early is not None))
+        decode = early[2] if early else recognise(self.settings, speech, self.language, self.context)
+        kept = speech if self.room.keep_recordings else None
+        self.finishing = asyncio.ensure_future(self._finish(self.finishing, utterance, decode, early is not None, kept))
+
+    def _keep(self, speech: np.ndarray) -> str:
+        """The utterance as a WAV under uploads/ (keep_recordings rooms only), owned by the speaker's key."""
+        name = f"voice-{self.room.id[:12]}-{uuid.uuid4().hex}.wav"
+        ref = f"uploads/{name}"
+        write_wav(self.settings.kind_dir("uploads") / name, speech, RATE)
+        FileOwners(self.store.r).claim(ref, self.owner)
+        return ref
 
     async def _finish(self, previous: asyncio.Future | None, utterance: int, decode: asyncio.Future,
-                      early: bool) -> None:
+                      early: bool, kept: np.ndarray | None = None) -> None:
         """The final text (from the pause's early decode when nothing was said since), then the
         message that the room answers."""
         ended = time.monotonic()
@@ -297,13 +322,16 @@ class VoiceSocket:
             return
         final = {"utterance": utterance, "text": result.text, "language": result.language, "audio_s": result.audio_s,
                  "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3), "early": early}
+        recording = await run_in_threadpool(self._keep, kept) if kept is not None and kept.size else None
+        if recording:
+            final["recording"] = recording
         if not result.text.strip():
             self.emit("final", **final, ignored="no_speech")
             return
         try:
             text = result.text.strip()[:self.settings.max_message_chars]
             message = await run_in_threadpool(post_message, self.store.r, self.settings, self.room, text,
-                                              owner=self.owner, source="voice")
+                                              owner=self.owner, source="voice", recording=recording)
         except (DomainError, Refused) as exc:
             self.emit("final", **final, ignored=exc.code, message=str(exc))
             return

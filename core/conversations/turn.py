@@ -64,7 +64,8 @@ class Speaker:
         settings = self.rooms.settings
         # The room's owner owns its speech (jobs and files), whoever's message it answers.
         enqueue(settings, self.rooms.r, Kind.tts, {"text": sentence, "output_name": tts_job_id, "voice": None,
-                                                   "language": self.room.language}, tts_job_id, admit=False,
+                                                   "language": self.room.language, "room_id": self.room.id},
+                tts_job_id, admit=False,
                 at_front=True, owner=self.rooms.owner(self.room.id))
         utterance = self.rooms.say(self.room, {"audio": None, "tts_job_id": tts_job_id, "message_id": self.reply["id"],
                                                "sentence": index}, turn=self.turn)
@@ -74,7 +75,7 @@ class Speaker:
         self.reply["sentences"].append({"text": sentence, "utterance": utterance["id"], "tts_job_id": tts_job_id})
         self.conv.save(self.room.id, self.reply)
         self.rooms.event(self.room.id, "reply_sentence", feed_only=True, message=self.reply["id"], index=index,
-                         text=sentence, utterance=utterance["id"])
+                         text=sentence, utterance=utterance["id"], tts_job_id=tts_job_id)
 
 
 def speak_text(redis: Redis, settings: Settings, room: Room, text: str, role_source: str = "welcome") -> dict:
@@ -152,7 +153,8 @@ class TurnRunner:
         ctx = TurnContext(room=room, user_text=message["text"], message_id=self.message_id, language=room.language,
                           history=self.conv.context(self.room_id, exclude={self.message_id, reply["id"]}))
         name = room.responder or self.settings.conversation_responder
-        speaker = Speaker(self.rooms, self.conv, room, reply, self.turn, already=list(reply["sentences"]))
+        speaker = Speaker(self.rooms, self.conv, room, reply, self.turn, already=list(reply["sentences"]),
+                          cutter=SentenceCutter(first_clause_chars=self.settings.reply_first_clause_chars))
         reply["sentences"], reply["generated"] = [], ""
         try:
             self._stream(load_responder(name, self.r, self.settings), ctx, speaker)
