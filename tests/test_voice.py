@@ -299,6 +299,28 @@ def test_tts_speech_is_read_without_ffmpeg_and_sounds_the_same(tmp_path):
     assert abs(load_speech(mp3, 44100).size / 44100 - 1.3) < 0.1
 
 
+def test_a_reply_starts_with_a_clause_whose_speech_is_cached_ahead():
+    """A reply's first piece ends at its first comma (its speech is synthesised from a clause); the
+    script's and the faq's fixed openings, cut the same way, are what the TTS worker caches at start,
+    so the first piece of every script reply is among them."""
+    from core.conversations.responders import ACKS, FAQ_LEADS, OPENING, opening_phrases
+    from core.conversations.sentences import SentenceCutter
+
+    def cut(text: str, first: int = 2) -> list[str]:
+        cutter = SentenceCutter(first_clause_chars=first)
+        return [p for ch in text for p in cutter.push(ch)] + cutter.flush()
+
+    assert cut("好的，谢谢你的回答。这个问题，我们最后再聊。") == ["好的，", "谢谢你的回答。", "这个问题，我们最后再聊。"]
+    assert cut("Sure, it costs 3,000 yuan. Anything else?") == ["Sure,", "it costs 3,000 yuan.", "Anything else?"]
+    assert cut("嗯，好的。") == ["嗯，好的。"]  # one character is no clause worth its own speech
+    assert cut("好的，谢谢你的回答。", first=0) == ["好的，谢谢你的回答。"]
+    cached = set(opening_phrases(2))
+    for language in ("zh", "en"):
+        sep = " " if language == "en" else ""
+        for lead in (OPENING[language], *ACKS[language], *FAQ_LEADS[language]):
+            assert (cut(lead + sep + "Next question?")[0], language) in cached, lead
+
+
 def _listening(voice_api, room_id: str) -> VoiceClient | None:
     client = voice_api.client(room_id)
     if client.wait_event("listening", 5) is not None:
@@ -383,3 +405,122 @@ def test_console_microphone_asks_the_room_and_the_reply_plays(api, service, tmp_
         assert not [e for e in console_errors(d) if "favicon" not in e], console_errors(d)
     finally:
         d.quit()
+
+
+# ---- the audience page's microphone (watch.html), with the room's access rules ----
+
+KEY_A, KEY_B = "voice-tenant-a-0123456789", "voice-tenant-b-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_voice_api(redis_server, tmp_path_factory):
+    """The in-process API with API keys on (tenants A and B): rooms of A's, no workers."""
+    from api.main import create_app
+
+    settings = Settings(redis_url=redis_server.url(8), data_dir=tmp_path_factory.mktemp("voice-keys"),
+                        models_dir=ROOT / "models", api_keys=[KEY_A, KEY_B], max_open_rooms=50,
+                        rate_limit_enabled=False)
+    had_metrics_dir = metrics.ENV in os.environ
+    app = create_app(settings)
+    if not had_metrics_dir:
+        os.environ.pop(metrics.ENV, None)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, what="the in-process API")
+    redis = Redis.from_url(settings.redis_url)
+    yield VoiceApi(f"ws://127.0.0.1:{port}", settings, redis, RoomStore(redis, settings))
+    server.should_exit = True
+    thread.join(timeout=10)
+    redis.flushdb()
+
+
+def fake_microphone(tmp_path: Path, silence_s: float = 10.0) -> tuple[str, ...]:
+    """Chromium switches that make the question (then silence, in a loop) its microphone."""
+    from speech import wav_bytes
+
+    question = tmp_path / "question.wav"
+    question.write_bytes(wav_bytes(np.concatenate([spoken(QUESTION), np.zeros(int(silence_s * RATE), "<i2")]), RATE))
+    return ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={question}")
+
+
+def mic_line(d) -> str:
+    return d.find_element("id", "mic-transcript").text
+
+
+@pytest.mark.timeout(240)
+def test_watch_page_microphone_asks_for_the_key_and_is_heard(keyed_voice_api, tmp_path):
+    """A viewer of A's room: without a key the microphone is refused and the page asks for one; B's key
+    is refused (another key's room); A's key is heard: the level meter moves, the partial and the final
+    transcript show, and the room gets the message. In Chinese, the controls say so in Chinese."""
+    from api.access import key_owner
+    from bench.browser import chromium, console_errors, find_browser
+
+    if find_browser() is None:
+        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
+    api = keyed_voice_api
+    room = api.store.create(username="watch_mic", language="en", owner=key_owner(KEY_A))
+    page = api.base.replace("ws", "http", 1) + f"/console/watch.html?key={room.stream_key}&lang=en"
+    d = chromium(extra_args=fake_microphone(tmp_path))
+    try:
+        d.get(page)
+        wait_until(lambda: d.execute_script("return !!(window.mtlMic && document.getElementById('mic-hold'))"), 15,
+                   what="the watch page's microphone")
+        assert d.find_element("id", "mic-hold").text == "Hold to talk"
+        free = d.find_element("id", "mic-hands-free")
+        free.click()
+        wait_until(lambda: d.execute_script("return window.mtlMic.error") == "key_needed", 15, what="the refusal")
+        assert "API key" in mic_line(d) and d.find_element("id", "mic-key-form").is_displayed()
+        assert not free.is_selected()  # hands-free went off with the refused socket
+        for key, outcome in ((KEY_B, "unknown_room"), (KEY_A, None)):
+            d.find_element("id", "mic-key").clear()
+            d.find_element("id", "mic-key").send_keys(key)
+            d.find_element("css selector", "#mic-key-form button").click()
+            d.execute_script("window.mtlMic.error = ''")
+            free.click()
+            if outcome:
+                wait_until(lambda: d.execute_script("return window.mtlMic.error") == outcome, 15, what="B refused")
+                assert "closed" in mic_line(d) and d.find_element("id", "mic-key-form").is_displayed()
+        # The fake microphone's file has been looping since the first click: the first utterance heard
+        # may be the question's end; the next whole one is within one loop (question + 10 s).
+        final = wait_until(lambda: next((e for e in d.execute_script("return window.mtlMic.events")
+                                         if e["event"] == "final" and cer(e["text"].lower(), QUESTION.lower()) <= 0.25),
+                                        None), 60, interval=0.2, what="the question's final transcript")
+        free.click()
+        names = [e["event"] for e in d.execute_script("return window.mtlMic.events")]
+        assert names[0] == "listening" and "speech_start" in names, names
+        assert mic_line(d).startswith("You: ") and final["text"][:10] in mic_line(d)
+        assert d.execute_script("return window.mtlMic.peak") > 0.02  # the meter showed the voice
+        assert d.find_element("id", "mic-meter").is_displayed()
+        message = ConversationStore(api.redis, api.settings).get(room.id, final["message_id"])
+        assert message["source"] == "voice" and message["text"] == final["text"]
+        d.get(page.replace("lang=en", "lang=zh"))
+        wait_until(lambda: d.execute_script("return !!document.getElementById('mic-hold')"), 15, what="zh page")
+        assert d.find_element("id", "mic-hold").text == "按住说话"
+        artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(artifacts / "watch-microphone-zh.png"))
+        # Expected: the refused handshakes, the room's GET that said why, the stream that is not on air here.
+        errors = [e for e in console_errors(d) if not any(s in e for s in ("favicon", "/live/", "WebSocket", "/v1/rooms/"))]
+        assert not errors, errors
+    finally:
+        d.quit()
+
+
+def test_the_microphone_speaks_the_console_languages():
+    """Every string mic.js shows is in both catalogues (i18n/en.js and zh.js), the Chinese one translated."""
+    import re
+
+    static = ROOT / "api" / "static" / "console"
+    source = (static / "mic.js").read_text()
+    used = set(re.findall(r'"(mic\.[a-z_.]+)"', source))
+    used |= {f"mic.refused.{k}" for k in ("key_needed", "unknown_room", "refused")}
+    used |= {f"mic.error.{k}" for k in re.search(r"\[(\"speaker_busy\"[^\]]*)\]", source).group(1).replace('"', "")
+             .replace(" ", "").split(",")}
+    catalogue = {lang: dict(re.findall(r'"(mic\.[a-z_.]+)":\s*"([^"]*)"', (static / "i18n" / f"{lang}.js").read_text()))
+                 for lang in ("en", "zh")}
+    assert used and used <= set(catalogue["en"]) and set(catalogue["en"]) == set(catalogue["zh"]), \
+        (used - set(catalogue["en"]), set(catalogue["en"]) ^ set(catalogue["zh"]))
+    assert all(re.search(r"[\u4e00-\u9fff]", text) for text in catalogue["zh"].values())

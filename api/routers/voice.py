@@ -272,7 +272,10 @@ class VoiceSocket:
     def _maybe_partial(self) -> None:
         ep = self.endpointer
         step = int(self.settings.voice_partial_interval_s * RATE)
-        if not ep.in_speech or ep.paused or self.partial_busy or ep.utterance_samples - self.partial_at < step:
+        # Not once silence has begun either: the utterance may be ending, and its final decode (at the
+        # pause) must not queue behind a partial on the one recognition thread.
+        if not ep.in_speech or ep.paused or ep.silent_run or self.partial_busy \
+                or ep.utterance_samples - self.partial_at < step:
             return
         self.partial_busy, self.partial_at = True, ep.utterance_samples
         future = recognise(self.settings, ep.speech(), self.language, self.context)

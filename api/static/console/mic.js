@@ -18,7 +18,7 @@ class Tap extends AudioWorkletProcessor {
 }
 registerProcessor("mtl-tap", Tap);`;
 
-const mic = { ws: null, roomId: null, ctx: null, talking: false, handsFree: false, level: 0, buf: [],
+const mic = { ws: null, roomId: null, ctx: null, talking: false, handsFree: false, level: 0, peak: 0, buf: [],
               events: [], partial: "", error: "", opened: false, page: null };
 window.mtlMic = mic;
 
@@ -129,6 +129,7 @@ function onSamples(block) {
   let sum = 0;
   for (const v of block) sum += v * v;
   mic.level = Math.max(Math.sqrt(sum / block.length), mic.level * 0.9);
+  mic.peak = Math.max(mic.peak, mic.level);  // the loudest the meter showed (tests read it)
   ui.bar.style.width = `${Math.min(100, mic.level * 400)}%`;
   if (!mic.talking || !mic.ws || mic.ws.readyState !== WebSocket.OPEN) { mic.buf = []; return; }
   for (const v of block) mic.buf.push(v);
@@ -173,15 +174,15 @@ async function explainRefusal(room) {
     status = (await fetch(`/v1/rooms/${encodeURIComponent(room.id)}`, { headers, cache: "no-store" })).status;
   } catch (err) { /* the service is away */ }
   mic.error = status === 401 ? "key_needed" : status === 404 ? "unknown_room" : "refused";
-  if (status === 401 && mic.page === "watch") ui.keyForm.hidden = false;
+  if ((status === 401 || status === 404) && mic.page === "watch") ui.keyForm.hidden = false;  // another key may do
   show(`mic.refused.${mic.error}`, {}, true);
 }
 
 function onEvent(e) {
   if (e.speaker !== "user") return; // the room's own feed events: the page follows them already
   mic.events.push(e);
-  if (e.event === "listening") mic.opened = true;
-  else if (e.event === "speech_start") showText("…");
+  mic.opened = true;  // accepted: a close from now on says why itself (an error event, a close code)
+  if (e.event === "speech_start") showText("…");
   else if (e.event === "partial") showText(`${e.text} …`);
   else if (e.event === "final") { if (e.text) show("mic.you", { text: e.text }); else show("mic.no_speech"); }
   else if (e.event === "error") {
