@@ -209,7 +209,8 @@ class RoomStore:
         with self.r.pipeline() as p:
             p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
                      _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "feed"),
-                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"), _k(room_id, "speaker"))
+                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"), _k(room_id, "speaker"),
+                     _k(room_id, "hold"))
             # The transcript (and who may read it) outlives the room for a while.
             for suffix in RETAINED:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
@@ -261,6 +262,8 @@ class RoomStore:
         """The next utterance to play: first whatever is still in the playing list (its publisher
         died or stopped mid-utterance, or it waits for its TTS), else the head of the queue, moved
         into the playing list atomically (LMOVE) so that a kill -9 cannot lose it."""
+        if self.r.exists(_k(room_id, "hold")):
+            return None  # a reply prepared ahead of the end of the speaker's turn waits for it
         raw = self.r.lindex(_k(room_id, "playing"), 0)
         if raw is not None:
             return Taken(raw, json.loads(raw), from_playing=True)
@@ -305,6 +308,15 @@ class RoomStore:
 
     def release_speaker(self, room_id: str, token: str) -> None:
         self.r.eval(_DELETE_IF_MINE, 1, _k(room_id, "speaker"), token)
+
+    def hold(self, room_id: str, token: str, ttl_ms: int) -> None:
+        """Nothing new starts playing until release_hold (or `ttl_ms`, should its holder vanish): a
+        reply generated while the speaker pauses is heard only once the pause is the end of the turn."""
+        self.r.set(_k(room_id, "hold"), token, px=ttl_ms)
+
+    def release_hold(self, room_id: str, token: str) -> None:
+        if self.r.eval(_DELETE_IF_MINE, 1, _k(room_id, "hold"), token):
+            wake_room(self.r, room_id, "released")
 
     # ---- events ----
     def event(self, room_id: str, kind: str, feed_only: bool = False, **fields) -> None:

@@ -235,6 +235,10 @@ class Settings(BaseSettings):
     # Whisper is given the room's context (its job, material names, last reply) as previous text
     # (core.voice.recognition_context); bench.voice_context measures the CER with and without.
     voice_context_bias: bool = False
+    # The turn is posted as soon as the pause's early text is ready, its reply generated and synthesised
+    # while the silence lasts and held (not played) until the silence is the endpoint; speech resuming
+    # takes it back. Only in rooms with barge_in (their speech stopped when the speaker began anyway).
+    voice_preemptive_reply: bool = True
     # A reply's first piece ends at its first comma once this many characters stand before it, so its
     # speech is synthesised from a clause (core/conversations/sentences.py); 0: whole sentences.
     reply_first_clause_chars: int = Field(2, ge=0)

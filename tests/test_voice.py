@@ -299,6 +299,71 @@ def test_tts_speech_is_read_without_ffmpeg_and_sounds_the_same(tmp_path):
     assert abs(load_speech(mp3, 44100).size / 44100 - 1.3) < 0.1
 
 
+@contextmanager
+def end_silence(voice_api, ms: int):
+    """A longer end of turn for this test (the app reads the same settings object)."""
+    before = voice_api.settings.voice_end_silence_ms
+    voice_api.settings.voice_end_silence_ms = ms
+    try:
+        yield
+    finally:
+        voice_api.settings.voice_end_silence_ms = before
+
+
+def _hold_key(room_id: str) -> str:
+    from core.rooms import room_key
+
+    return room_key(room_id, "hold")
+
+
+def test_the_turn_is_posted_at_the_pause_and_its_reply_held_until_the_endpoint(voice_api):
+    """The pause's text becomes the message while the silence lasts (its reply can be generated and
+    synthesised meanwhile), but the room plays nothing new until the silence is the end of the turn."""
+    with end_silence(voice_api, 5000), connected(voice_api) as (room, client):  # time to decode, even loaded
+        client.wait_event("listening", 10)
+        sender = threading.Thread(target=client.send_pcm, args=(np.concatenate([spoken(QUESTION),
+                                                                                np.zeros(6 * RATE, "<i2")]),))
+        sender.start()
+        posted = client.wait(lambda e: e.get("event") == "user_text" and "id" in e, 20)
+        assert posted is not None and client.wait_event("speech_end", 0) is None, client.events  # before the endpoint
+        assert voice_api.redis.exists(_hold_key(room.id))  # held: a publisher would take nothing now
+        assert voice_api.store.take_utterance(room.id) is None
+        final = client.wait_event("final", 20)
+        sender.join()
+    assert final["preempted"] is True and final["message_id"] == posted["message"], (final, posted)
+    assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final
+    assert not voice_api.redis.exists(_hold_key(room.id))  # released at the endpoint
+    messages = ConversationStore(voice_api.redis, voice_api.settings).messages(room.id)
+    assert [(m["role"], m["text"]) for m in messages] == [("user", final["text"])]
+
+
+def test_speech_resuming_after_the_pause_takes_the_posted_turn_back(voice_api):
+    """The speaker pauses (the turn is posted), then goes on: that turn is taken back, and the whole
+    utterance becomes one message."""
+    second = "How many people are on the team?"
+    rest = np.concatenate([spoken(second), np.zeros(6 * RATE, "<i2")])  # made before streaming: no gap
+    with end_silence(voice_api, 5000), connected(voice_api) as (room, client):
+        client.wait_event("listening", 10)
+        client.send_pcm(spoken(QUESTION))
+        deadline = time.monotonic() + 4.0  # silence until the pause's turn is posted (within the 5 s turn end)
+        while client.wait(lambda e: e.get("event") == "user_text" and "id" in e, 0) is None \
+                and time.monotonic() < deadline:
+            client.send_pcm(np.zeros(int(0.1 * RATE), "<i2"))
+        first = client.wait(lambda e: e.get("event") == "user_text" and "id" in e, 0)
+        assert first is not None and client.wait_event("speech_end", 0) is None, client.events
+        client.send_pcm(rest)
+        retracted = client.wait_event("retracted", 10)
+        final = client.wait_event("final", 10)
+    assert retracted is not None and final is not None, " ".join(f"{e['event']}:{e.get('text') or e.get('message') or ''}" for e in client.events)
+    assert retracted["message_id"] == first["message"] and final["message_id"] != first["message"]
+    assert cer(final["text"].lower(), f"{QUESTION} {second}".lower()) <= 0.3, final
+    # The history has the whole utterance once; the feed said the first was taken back.
+    messages = ConversationStore(voice_api.redis, voice_api.settings).messages(room.id)
+    assert [(m["role"], m["text"]) for m in messages] == [("user", final["text"])]
+    assert any(e.get("event") == "message_retracted" and e.get("message") == first["message"] for e in client.events)
+    assert not voice_api.redis.exists(_hold_key(room.id))
+
+
 def test_a_reply_starts_with_a_clause_whose_speech_is_cached_ahead():
     """A reply's first piece ends at its first comma (its speech is synthesised from a clause); the
     script's and the faq's fixed openings, cut the same way, are what the TTS worker caches at start,
@@ -524,3 +589,44 @@ def test_the_microphone_speaks_the_console_languages():
     assert used and used <= set(catalogue["en"]) and set(catalogue["en"]) == set(catalogue["zh"]), \
         (used - set(catalogue["en"]), set(catalogue["en"]) ^ set(catalogue["zh"]))
     assert all(re.search(r"[\u4e00-\u9fff]", text) for text in catalogue["zh"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_watch_page_microphone_asks_the_room_and_the_reply_plays(api, service, tmp_path):
+    """A viewer on the audience page (the fleet, open access): one click on hands-free turns the page's
+    sound on and the microphone; the question is recognised and the room's reply is heard in the page."""
+    from bench.browser import chromium, console_errors, find_browser
+
+    if find_browser() is None:
+        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
+    r = api.post("/v1/rooms", json={"username": "watch_mic_room", "language": "en", "ttl_s": 600})
+    assert r.status_code == 201, r.text
+    room = r.json()
+    d = chromium(autoplay_sound=False, extra_args=fake_microphone(tmp_path))
+    try:
+        wait_until(lambda: api.get(f"/v1/rooms/{room['id']}").json().get("publishing"), 90, interval=0.5,
+                   what="the room on air (a loaded machine takes a while)")
+        d.get(f"{api.base_url}/console/watch.html?key={room['stream_key']}&lang=en")
+        wait_until(lambda: d.execute_script("const w = window.watch.flv; return !!w && w.video.currentTime > 1.0"),
+                   40, interval=0.3, what="the room playing in the audience page")
+        d.find_element("id", "mic-hands-free").click()
+        final = wait_until(lambda: next((e for e in d.execute_script("return window.mtlMic.events")
+                                         if e["event"] == "final"), None), 40, interval=0.2, what="a final transcript")
+        d.find_element("id", "mic-hands-free").click()  # off before the file loops
+        assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final
+        assert final["message_id"]
+        heard_from = d.execute_script("return Date.now()")
+        assert d.execute_script("return window.audience.unmuted") is True  # the same click turned the sound on
+        wait_until(lambda: d.execute_script("return window.watch.flv.meter.maxSince(arguments[0])", heard_from) > 0.03,
+                   60, interval=0.3, what="the reply heard in the page")
+        replies = [m for m in api.get(f"/v1/rooms/{room['id']}/messages").json() if m.get("reply_to") == final["message_id"]]
+        assert replies and replies[0]["role"] == "assistant", replies
+        assert d.find_element("id", "mic-transcript").text.startswith("You: ")
+        artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(artifacts / "watch-microphone-reply.png"))
+        assert not [e for e in console_errors(d) if "favicon" not in e], console_errors(d)
+    finally:
+        d.quit()
+        api.delete(f"/v1/rooms/{room['id']}")
