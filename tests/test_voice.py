@@ -464,9 +464,7 @@ def test_console_microphone_asks_the_room_and_the_reply_plays(api, service, tmp_
         assert any("user" in r and final["text"][:12] in r for r in rows), rows
         assert d.execute_script("return window.mtlConsole.meter.maxSince(arguments[0])", heard_from) > 0.03
         assert "You:" in d.find_element("id", "mic-transcript").text
-        artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        d.save_screenshot(str(artifacts / "console-microphone.png"))
+        screenshot(d, "console-microphone.png")
         assert not [e for e in console_errors(d) if "favicon" not in e], console_errors(d)
     finally:
         d.quit()
@@ -509,6 +507,12 @@ def fake_microphone(tmp_path: Path, silence_s: float = 10.0) -> tuple[str, ...]:
     question.write_bytes(wav_bytes(np.concatenate([spoken(QUESTION), np.zeros(int(silence_s * RATE), "<i2")]), RATE))
     return ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={question}")
+
+
+def screenshot(d, name: str) -> None:
+    artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(artifacts / name))
 
 
 def mic_line(d) -> str:
@@ -564,9 +568,7 @@ def test_watch_page_microphone_asks_for_the_key_and_is_heard(keyed_voice_api, tm
         d.get(page.replace("lang=en", "lang=zh"))
         wait_until(lambda: d.execute_script("return !!document.getElementById('mic-hold')"), 15, what="zh page")
         assert d.find_element("id", "mic-hold").text == "按住说话"
-        artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        d.save_screenshot(str(artifacts / "watch-microphone-zh.png"))
+        screenshot(d, "watch-microphone-zh.png")
         # Expected: the refused handshakes, the room's GET that said why, the stream that is not on air here.
         errors = [e for e in console_errors(d) if not any(s in e for s in ("favicon", "/live/", "WebSocket", "/v1/rooms/"))]
         assert not errors, errors
@@ -623,9 +625,7 @@ def test_watch_page_microphone_asks_the_room_and_the_reply_plays(api, service, t
         replies = [m for m in api.get(f"/v1/rooms/{room['id']}/messages").json() if m.get("reply_to") == final["message_id"]]
         assert replies and replies[0]["role"] == "assistant", replies
         assert d.find_element("id", "mic-transcript").text.startswith("You: ")
-        artifacts = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-artifacts")) / "console"
-        artifacts.mkdir(parents=True, exist_ok=True)
-        d.save_screenshot(str(artifacts / "watch-microphone-reply.png"))
+        screenshot(d, "watch-microphone-reply.png")
         assert not [e for e in console_errors(d) if "favicon" not in e], console_errors(d)
     finally:
         d.quit()
