@@ -172,7 +172,11 @@ class Endpointer:
 
 # ---- recognition ----
 
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-asr")  # one decode at a time per process
+# Finals (and the early decode at a pause) and partials each have a thread of their own, on one model
+# with two CTranslate2 workers: a final never waits for a partial begun just before the speaker stopped
+# (under load a partial took up to 1.4 s, and the final waited behind it).
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-asr")
+_PARTIALS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-asr-partial")
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,7 @@ class Recognised:
 def _model(settings: Settings):
     from models.asr import load_model
 
-    return load_model(settings.models_dir, settings.asr_model, settings.voice_asr_threads)
+    return load_model(settings.models_dir, settings.asr_model, settings.voice_asr_threads, 2)
 
 
 def _decode(settings: Settings, audio: np.ndarray, language: str, context: str | None = None) -> Recognised:
@@ -198,10 +202,12 @@ def _decode(settings: Settings, audio: np.ndarray, language: str, context: str |
                       seconds=round(time.monotonic() - started, 3))
 
 
-def recognise(settings: Settings, audio: np.ndarray, language: str, context: str | None = None) -> asyncio.Future:
-    """Recognise an utterance on the process's recognition thread; an awaitable future. `context`:
-    what Whisper is told was said before (recognition_context)."""
-    return asyncio.get_running_loop().run_in_executor(_EXECUTOR, _decode, settings, audio, language, context)
+def recognise(settings: Settings, audio: np.ndarray, language: str, context: str | None = None,
+              partial: bool = False) -> asyncio.Future:
+    """Recognise an utterance on the process's recognition thread (`partial`: the partials' own); an
+    awaitable future. `context`: what Whisper is told was said before (recognition_context)."""
+    executor = _PARTIALS if partial else _EXECUTOR
+    return asyncio.get_running_loop().run_in_executor(executor, _decode, settings, audio, language, context)
 
 
 CONTEXT_CHARS = 200  # of the room's context given to Whisper (its newest end is kept: the last reply)

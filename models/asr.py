@@ -28,12 +28,14 @@ class Transcript:
 
 
 @lru_cache(maxsize=2)
-def load_model(models_dir: Path, name: str = "whisper-base", threads: int = 2):
+def load_model(models_dir: Path, name: str = "whisper-base", threads: int = 2, workers: int = 1):
+    """`workers`: decodes that may run at once from different threads (CTranslate2's workers share
+    the weights on the CPU: the same memory as one)."""
     from faster_whisper import WhisperModel
 
     path = verify(models_dir, name)
     log.info("loading ASR model %s from %s", name, path)
-    return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
+    return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=workers)
 
 
 @lru_cache(maxsize=1)

@@ -333,7 +333,7 @@ class VoiceSocket:
                 or ep.utterance_samples - self.partial_at < step:
             return
         self.partial_busy, self.partial_at = True, ep.utterance_samples
-        future = recognise(self.settings, ep.speech(), self.language, self.context)
+        future = recognise(self.settings, ep.speech(), self.language, self.context, partial=True)
         utterance = self.utterance
 
         def done(f: asyncio.Future) -> None:
