@@ -32,6 +32,7 @@ import os
 import threading
 import time
 import wave
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -117,7 +118,8 @@ def _feed_event(voice: VoiceClient, name: str, timeout: float = 5, **match) -> d
                       all(e.get(k) == v for k, v in match.items()), timeout)
 
 
-def ask(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: int) -> dict:
+def ask(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: int,
+        client: httpx.Client | None = None) -> dict:
     """One question: the split after its last voiced sample (wall clock; the fleet is on this machine)."""
     start = talker.say(pcm)
     last = start + LEAD_S + last_voiced_s(pcm)
@@ -138,8 +140,25 @@ def ask(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: i
     out.update(endpoint=end["_wall"] - last, final=final["_wall"] - last, recognise_s=final.get("recognise_s"),
                final_after_endpoint_server_s=final.get("after_endpoint_s"), early=final.get("early"),
                reply_sentence=sentence["t"] - last if sentence else None,
-               speech_start=speech["t"] - last if speech else None)
+               speech_start=speech["t"] - last if speech else None,
+               taken=speech["taken_at"] - last if speech and speech.get("taken_at") else None)
+    if sentence and sentence.get("tts_job_id"):
+        out.update(_tts_times(client, sentence["tts_job_id"], last))
     return out
+
+
+def _tts_times(client: httpx.Client | None, job_id: str, last: float) -> dict:
+    """When the first sentence's TTS job started and ended (after the last voiced sample), and whether
+    its speech came from the cache."""
+    if client is None:
+        return {}
+    job = client.get(f"/v1/jobs/{job_id}").json()
+
+    def at(field: str) -> float | None:
+        value = job.get(field)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - last if value else None
+    return {"tts_started": at("started_at"), "tts_ended": at("ended_at"),
+            "tts_cached": (job.get("result") or {}).get("cached")}
 
 
 def barge(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: int) -> dict:
@@ -201,7 +220,7 @@ def run_room(client: httpx.Client, language: str, texts: list[str], questions: l
         samples, barges = [], []
         for i, pcm in enumerate(questions):
             conv.wait_finished()
-            samples.append(ask(voice, talker, viewer, pcm, _utterances(voice)))
+            samples.append(ask(voice, talker, viewer, pcm, _utterances(voice), client))
             samples[-1]["cer"] = cer(texts[i], samples[-1]["text"] or "")
             log(f"{language} question {i}: heard {samples[-1]['heard']} ({samples[-1]['text']})")
             if i >= 1 and len(barges) < args.barge_ins:  # the room now speaks its reply: talk over it
@@ -222,7 +241,7 @@ def _utterances(voice: VoiceClient) -> int:
     return max([e.get("utterance", 0) for e in list(voice.events) if e.get("speaker") == "user"] or [0])
 
 
-SPLIT = ("endpoint", "final", "reply_sentence", "speech_start", "heard")
+SPLIT = ("endpoint", "final", "reply_sentence", "tts_started", "tts_ended", "taken", "speech_start", "heard")
 
 
 def summarise(samples: list[dict]) -> dict:

@@ -287,7 +287,9 @@ def decode_audio(path: Path, sample_rate: int = 16000, max_seconds: float | None
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono WAV, written to a temp name then renamed so readers never see half a file."""
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A temp name of this writer's own: two writers of the same file (TTS workers making one cache
+    # entry) must not write into each other's; the last rename wins, whole.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with wave.open(str(tmp), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)

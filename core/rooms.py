@@ -61,7 +61,9 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.\-\u4e00-\u9fff]{1,64}$")
 _PUSH = """
 if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[3]) then return -1 end
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-return redis.call('RPUSH', KEYS[1], ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[4], 'say')
+return n
 """
 
 
@@ -150,6 +152,7 @@ class Room:
     llm_model: str | None = None
     job: str | None = None  # the position the script responder asks questions for
     barge_in: bool = True  # speech heard on the room's audio input interrupts what the room says
+    keep_recordings: bool = False  # utterances heard on the audio input are kept as WAVs (uploads/); else never on disk
 
     def urls(self, settings: Settings) -> dict[str, str]:
         fields = {"stream_key": self.stream_key, "rtmp_port": settings.rtmp_port,
@@ -282,7 +285,8 @@ class RoomStore:
         with self.r.pipeline() as p:
             p.delete(_k(room_id), _k(room_id, "alive"), _k(room_id, "utterances"), _k(room_id, "playing"),
                      _k(room_id, "gen"), _k(room_id, "fence"), _k(room_id, "events"), _k(room_id, "feed"),
-                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"), _k(room_id, "speaker"))
+                     _k(room_id, "turn"), _k(room_id, "script"), _k(room_id, "material"), _k(room_id, "speaker"),
+                     _k(room_id, "hold"))
             # The transcript (and who may read it) outlives the room for a while.
             for suffix in RETAINED:
                 p.expire(_k(room_id, suffix), self.settings.conversation_retention_s)
@@ -299,7 +303,7 @@ class RoomStore:
         utterance = Utterance(id=uuid.uuid4().hex, queued_at=time.time(), **what)
         cap = self.settings.max_utterances_per_room
         pushed = self.r.eval(_PUSH, 2, _k(room.id, "utterances"), _k(room.id, "turn"), utterance.dumps(), cap,
-                             "" if turn is None else turn)
+                             "" if turn is None else turn, wake_channel(room.id))
         if pushed == 0:
             raise self._queue_full()
         if pushed == -1:
@@ -335,6 +339,8 @@ class RoomStore:
         """The next utterance to play: first whatever is still in the playing list (its publisher
         died or stopped mid-utterance, or it waits for its TTS), else the head of the queue, moved
         into the playing list atomically (LMOVE) so that a kill -9 cannot lose it."""
+        if self.r.exists(_k(room_id, "hold")):
+            return None  # a reply prepared ahead of the end of the speaker's turn waits for it
         raw = self.r.lindex(_k(room_id, "playing"), 0)
         if raw is not None:
             return Taken(raw, Utterance.loads(raw), from_playing=True)
@@ -361,7 +367,8 @@ class RoomStore:
             p.delete(_k(room_id, "utterances"), _k(room_id, "playing"))
             p.incr(_k(room_id, "gen"))
             p.incr(_k(room_id, "turn"))
-            _, gen, turn = p.execute()
+            p.publish(wake_channel(room_id), "interrupt")  # the publisher stops at its next frame
+            _, gen, turn, _ = p.execute()
         self.event(room_id, "interrupt_requested", gen=gen, turn=turn, reason=reason)
         return gen, turn
 
@@ -378,6 +385,15 @@ class RoomStore:
 
     def release_speaker(self, room_id: str, token: str) -> None:
         self.r.eval(_DELETE_IF_MINE, 1, _k(room_id, "speaker"), token)
+
+    def hold(self, room_id: str, token: str, ttl_ms: int) -> None:
+        """Nothing new starts playing until release_hold (or `ttl_ms`, should its holder vanish): a
+        reply generated while the speaker pauses is heard only once the pause is the end of the turn."""
+        self.r.set(_k(room_id, "hold"), token, px=ttl_ms)
+
+    def release_hold(self, room_id: str, token: str) -> None:
+        if self.r.eval(_DELETE_IF_MINE, 1, _k(room_id, "hold"), token):
+            wake_room(self.r, room_id, "released")
 
     # ---- events ----
     def event(self, room_id: str, kind: str, feed_only: bool = False, **fields) -> None:
@@ -453,6 +469,16 @@ def latest_is(events: list[dict], on: set[str], off: set[str]) -> bool:
         if event.get("event") in off:
             return False
     return False
+
+
+def wake_channel(room_id: str) -> str:
+    """Pub/sub channel that wakes the room's publisher (workers/stream.py) when its speech changes:
+    an utterance queued or its speech synthesised, an interrupt."""
+    return _k(room_id, "wake")
+
+
+def wake_room(redis: Redis, room_id: str, what: str = "speech") -> None:
+    redis.publish(wake_channel(room_id), what)
 
 
 def lease_key(room_id: str) -> str:

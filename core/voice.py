@@ -172,7 +172,11 @@ class Endpointer:
 
 # ---- recognition ----
 
-_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-asr")  # one decode at a time per process
+# Finals (and the early decode at a pause) and partials each have a thread of their own, on one model
+# with two CTranslate2 workers: a final never waits for a partial begun just before the speaker stopped
+# (under load a partial took up to 1.4 s, and the final waited behind it).
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-asr")
+_PARTIALS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-asr-partial")
 
 
 @dataclass(frozen=True)
@@ -186,21 +190,45 @@ class Recognised:
 def _model(settings: Settings):
     from models.asr import load_model
 
-    return load_model(settings.models_dir, settings.asr_model, settings.voice_asr_threads)
+    return load_model(settings.models_dir, settings.asr_model, settings.voice_asr_threads, 2)
 
 
-def _decode(settings: Settings, audio: np.ndarray, language: str) -> Recognised:
+def _decode(settings: Settings, audio: np.ndarray, language: str, context: str | None = None) -> Recognised:
     from models.asr import transcribe_utterance
 
     started = time.monotonic()
-    text = transcribe_utterance(_model(settings), audio, language, settings.voice_beam_size)
+    text = transcribe_utterance(_model(settings), audio, language, settings.voice_beam_size, context)
     return Recognised(text=text, language=language, audio_s=round(audio.size / RATE, 3),
                       seconds=round(time.monotonic() - started, 3))
 
 
-def recognise(settings: Settings, audio: np.ndarray, language: str) -> asyncio.Future:
-    """Recognise an utterance on the process's recognition thread; an awaitable future."""
-    return asyncio.get_running_loop().run_in_executor(_EXECUTOR, _decode, settings, audio, language)
+def recognise(settings: Settings, audio: np.ndarray, language: str, context: str | None = None,
+              partial: bool = False) -> asyncio.Future:
+    """Recognise an utterance on the process's recognition thread (`partial`: the partials' own); an
+    awaitable future. `context`: what Whisper is told was said before (recognition_context)."""
+    executor = _PARTIALS if partial else _EXECUTOR
+    return asyncio.get_running_loop().run_in_executor(executor, _decode, settings, audio, language, context)
+
+
+CONTEXT_CHARS = 200  # of the room's context given to Whisper (its newest end is kept: the last reply)
+
+
+def recognition_context(redis, settings: Settings, room, language: str) -> str:
+    """The room's context as Whisper's previous text: the position its interview is for, the names in
+    its material (faq rooms), and what the room said last (the question the speaker answers), newest
+    last. Measured by bench.voice_context; used only with ``voice_context_bias`` on."""
+    from core.conversations.faq import text_in
+    from core.conversations.store import ConversationStore, MaterialStore
+
+    parts = [room.job] if room.job else []
+    if room.responder == "faq":
+        material = MaterialStore(redis).get(room.id) or {}
+        parts += [name for p in (material.get("products") or [])[:20] if (name := text_in(p.get("name"), language))]
+    said = [m for m in ConversationStore(redis, settings).messages(room.id, 6) if m["role"] == "assistant" and m["text"]]
+    if said:
+        parts.append(said[-1]["text"])
+    sep = "。" if language == "zh" else ". "
+    return sep.join(p.strip() for p in parts if p and p.strip())[-CONTEXT_CHARS:]
 
 
 def warm(settings: Settings) -> asyncio.Future:

@@ -28,12 +28,14 @@ class Transcript:
 
 
 @lru_cache(maxsize=2)
-def load_model(models_dir: Path, name: str = "whisper-base", threads: int = 2):
+def load_model(models_dir: Path, name: str = "whisper-base", threads: int = 2, workers: int = 1):
+    """`workers`: decodes that may run at once from different threads (CTranslate2's workers share
+    the weights on the CPU: the same memory as one)."""
     from faster_whisper import WhisperModel
 
     path = verify(models_dir, name)
     log.info("loading ASR model %s from %s", name, path)
-    return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
+    return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads, num_workers=workers)
 
 
 @lru_cache(maxsize=1)
@@ -80,7 +82,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9'’]+|[\u4e00-\u9fff]")
 MIN_RATE = {"zh": 1.0, "en": 0.5}  # words (Chinese: characters) a second of speech, at the least
 
 
-def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int = 1) -> str:
+def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int = 1, context: str | None = None) -> str:
     """One short utterance already cut by a VAD (live voice input): no second VAD pass, no
     timestamps, no language detection (the room's language or the client's hint).
 
@@ -88,17 +90,20 @@ def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int
     trained on (CTranslate2 accepts a shorter input): on this CPU a 3 s utterance's decode took
     0.1-0.2 s instead of 2-5 s, the same text on the questions measured (bench.voice_latency). A phrase
     decoded again is kept once (:func:`once`); a text in the wrong script, too short for the speech or
-    running to the length limit is decoded again in a larger window, then the usual way."""
+    running to the length limit is decoded again in a larger window, then the usual way.
+    `context`: text Whisper reads as what was said before (its initial prompt), to bias it towards
+    the words of the conversation."""
     text = None
     for min_frames, pad in WINDOWS:
-        text = _short_window(model, audio, language, beam_size, min_frames, pad)
+        text = _short_window(model, audio, language, beam_size, min_frames, pad, context)
         if text is not None and _plausible(text, audio, language):
             break
         log.info("short-window decode (%d frames min) implausible: %r", min_frames, (text or "")[:60])
         text = None
     if text is None:
         segments, _info = model.transcribe(audio, language=language, beam_size=beam_size, vad_filter=False,
-                                           condition_on_previous_text=False, without_timestamps=True)
+                                           condition_on_previous_text=False, without_timestamps=True,
+                                           initial_prompt=context or None)
         text = "".join(seg.text for seg in segments) if language == "zh" else " ".join(s.text.strip() for s in segments)
     text = text.strip()
     if language == "zh":
@@ -114,16 +119,24 @@ def _plausible(text: str, audio: np.ndarray, language: str) -> bool:
     return speech_s < 1.2 or len(_TOKEN.findall(text)) >= MIN_RATE.get(language, 0.5) * speech_s
 
 
-def _short_window(model, audio: np.ndarray, language: str, beam_size: int, min_frames: int, pad: int) -> str | None:
+MAX_CONTEXT_TOKENS = 100  # of the prompt's "previous text" (Whisper allows 223): the newest kept
+
+
+def _short_window(model, audio: np.ndarray, language: str, beam_size: int, min_frames: int, pad: int,
+                  context: str | None = None) -> str | None:
     import ctranslate2
     from faster_whisper.tokenizer import Tokenizer
 
     tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language=language)
-    prompt = list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
+    # The previous-text prompt as faster-whisper builds it for initial_prompt: <|startofprev|> text.
+    previous = [tokenizer.sot_prev] + tokenizer.encode(" " + context.strip())[-MAX_CONTEXT_TOKENS:] \
+        if context and context.strip() else []
+    prompt = previous + list(tokenizer.sot_sequence) + [tokenizer.no_timestamps]
     features = model.feature_extractor(audio)
     frames = min(3000, max(min_frames, features.shape[1] + pad))
     features = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[1]))))[:, :frames]
-    limit = int(20 + 12 * audio.size / SAMPLE_RATE)  # tokens: speech has well under 12 a second
+    # Tokens, the prompt's included (CTranslate2 counts them): speech has well under 12 a second.
+    limit = len(prompt) + int(20 + 12 * audio.size / SAMPLE_RATE)
     result = model.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], np.float32)),
                                   [prompt], beam_size=beam_size, max_length=limit, suppress_blank=True)
     ids = [t for t in result[0].sequences_ids[0] if t < tokenizer.eot]

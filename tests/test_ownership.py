@@ -436,10 +436,14 @@ def check_voice(w: World) -> None:
     speaker gets a room of A's own: a room takes one speaker socket at a time."""
     from starlette.websockets import WebSocketDisconnect
 
-    with pytest.raises(WebSocketDisconnect) as closed:
-        with w.client.websocket_connect(f"/v1/rooms/{w.made['room_A']['id']}/audio?key={KEY_B}"):
-            pass
-    assert closed.value.code == 4404
+    # By id and by stream key (the audience page's name for the room), another key's socket is refused;
+    # without a key at all the handshake says so.
+    for ref, key, code in ((w.made["room_A"]["id"], KEY_B, 4404), (w.made["room_A"]["stream_key"], KEY_B, 4404),
+                           (w.made["room_A"]["stream_key"], None, 4401)):
+        with pytest.raises(WebSocketDisconnect) as closed:
+            with w.client.websocket_connect(f"/v1/rooms/{ref}/audio" + (f"?key={key}" if key else "")):
+                pass
+        assert closed.value.code == code, (ref, key)
     for who in ("A", "admin"):
         room = allowed(w.call("A", "POST", "/v1/rooms", json={"username": f"voice_{who}", "ttl_s": 600}), 201)["id"]
         with w.client.websocket_connect(f"/v1/rooms/{room}/audio?key={Q[who]}") as ws:

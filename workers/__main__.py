@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics.init(settings)
     kind = Kind(args.kind)
-    os.nice(settings.worker_nice)
+    os.nice(settings.live_worker_nice if kind.value in settings.live_worker_kinds else settings.worker_nice)
     worker_ttl = 60
     connection = redis_connection(settings, socket_timeout=worker_ttl + 30)
     wait_for_redis(connection)

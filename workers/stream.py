@@ -40,7 +40,8 @@ from core.live import FPS, RtmpSession
 from core.jobs import GAVE_UP, fetch_job, redis_connection
 from core.media import decode_audio, decode_own_speech, iter_video_frames
 from core.rooms import (Room, RoomLease, RoomStore, Taken, Utterance, UtteranceStatus, fence_token,
-                        forget_stream_worker, is_leased, note_no_publisher, note_stream_worker, stream_worker_loads)
+                        forget_stream_worker, is_leased, note_no_publisher, note_stream_worker, stream_worker_loads,
+                        wake_channel)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
 from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -73,6 +74,7 @@ class Playback:
     speech: Speech | None = None
     pending: Future | None = None
     held: Taken | None = None  # the playing-list entry being prepared or spoken
+    taken_at: float = 0.0  # wall time `held` was taken with its speech ready (for the speech_start event)
     cont: Continuity = field(default_factory=Continuity)
 
 
@@ -95,9 +97,32 @@ class RoomPublisher(threading.Thread):
         self._waiting_tts: bytes | None = None  # playing-list entry whose TTS is not ready yet
         self.idle = IdleSource(loops, np.zeros(settings.live_audio_rate // FPS, np.float32))
         self._warmed = False
+        # Set when the room's wake channel says something changed (an utterance queued, its speech
+        # synthesised, an interrupt): the next frame polls instead of waiting up to POLL_EVERY frames.
+        self.wake = threading.Event()
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _listen(self) -> None:
+        """Sets `wake` on every message of the room's wake channel (core.rooms.wake_room) until the
+        publisher stops. Best effort: without it the publisher still polls every POLL_EVERY frames."""
+        channel = wake_channel(self.room.id)
+        while not self.stop_event.is_set():
+            pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(channel)
+                while not self.stop_event.is_set():
+                    if pubsub.get_message(timeout=0.5) is not None:
+                        self.wake.set()
+            except RedisError as exc:
+                log.info("room %s: wake channel lost (%s); polling meanwhile", self.room.id, exc)
+                self.stop_event.wait(1.0)
+            finally:
+                try:
+                    pubsub.close()
+                except RedisError:
+                    pass
 
     def _fence_ok(self) -> bool:
         """False once another lease holder exists: this publisher must not send another frame."""
@@ -162,6 +187,7 @@ class RoomPublisher(threading.Thread):
             log.exception("room %s: avatar %s unusable", self.room.id, self.room.avatar_id)
             self.store.event(self.room.id, "avatar_error", avatar=self.room.avatar_id)
             return
+        threading.Thread(target=self._listen, name=f"wake-{self.room.id[:8]}", daemon=True).start()
         while not self.stop_event.is_set():
             started = time.monotonic()
             if sessions:
@@ -197,6 +223,9 @@ class RoomPublisher(threading.Thread):
                 # A reply's next sentence waiting for its speech is looked for every frame, not
                 # every fifth: it starts up to 160 ms sooner.
                 poll = pb.pacer.f % POLL_EVERY == 0 or (self._waiting_tts is not None and pb.held is None)
+                if self.wake.is_set():  # told: poll now (cleared first, so a later message wakes again)
+                    self.wake.clear()
+                    poll = True
                 if poll and not self._poll(pb):
                     return
                 self._collect(pb, avatar)
@@ -253,6 +282,7 @@ class RoomPublisher(threading.Thread):
             nxt = self._next_utterance()
             if nxt is not None:
                 pb.held, utterance, replay = nxt
+                pb.taken_at = time.time()
                 pb.pending = self.prep.submit(self._prepare, utterance, replay)
         return True
 
@@ -276,7 +306,7 @@ class RoomPublisher(threading.Thread):
         self.store.event(self.room.id, "speech_start", stream_ts=pb.pacer.stream_ts, utterance=ready.utterance.id,
                          frames=ready.n, engine=source, queued_at=ready.utterance.queued_at,
                          replay=ready.replay, message=ready.utterance.message_id,
-                         sentence=ready.utterance.sentence)
+                         sentence=ready.utterance.sentence, taken_at=round(pb.taken_at, 3))
         self._said(ready.utterance, UtteranceStatus.SPEAKING)
 
     def _frame_source(self, avatar: Avatar, speech: Speech):

@@ -67,7 +67,7 @@ async def create(body: RoomCreate, settings: SettingsDep, redis: RedisDep, calle
     room = await run_in_threadpool(create_room, settings, redis, body.username, body.avatar_id, body.ttl_s, caller,
                                    language=body.language, responder=body.responder, system_prompt=body.system_prompt,
                                    llm_model=body.llm_model, job=body.job,
-                                   barge_in=body.barge_in)
+                                   barge_in=body.barge_in, keep_recordings=body.keep_recordings)
     if material is not None:
         await run_in_threadpool(MaterialStore(redis).put, room.id, material)
     if body.welcome:
@@ -112,7 +112,7 @@ async def say(room_ref: str, body: SayRequest, settings: SettingsDep, redis: Red
         utt = await run_in_threadpool(lambda: store.say(room, audio=ref, duration_s=duration))
         return SayAccepted(utterance_id=utt.id, room_id=room.id, duration_s=round(duration, 3))
     await run_in_threadpool(store.check_room_queue, room)  # before a TTS job that could not be played
-    job_id = await enqueue_tts(settings, redis, body.text or "", owner=caller.owner)
+    job_id = await enqueue_tts(settings, redis, body.text or "", owner=caller.owner, room_id=room.id)
     utt = await run_in_threadpool(lambda: store.say(room, tts_job_id=job_id))
     return SayAccepted(utterance_id=utt.id, room_id=room.id, tts_job_id=job_id)
 

@@ -10,7 +10,8 @@ shows the reply too. Close codes: 4400 a frame that is not that audio or control
 feed, 4408 no audio for ``voice_idle_timeout_s`` mid-stream, 4409 the room already has a speaker,
 4429 audio faster than ``voice_max_speed`` x real time, 1000 the room closed, 1011 the room's state
 cannot be read (Redis lost), 1013 too many sockets.
-Audio is kept in memory for the utterance only; nothing is written to disk.
+Audio is kept in memory for the utterance only and never written to disk, unless the room was created
+with ``keep_recordings``: then each utterance is also kept as a 16 kHz WAV under uploads/.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.sockets import follow_feed, socket_room
 from core.conversations.service import post_message
+from core.conversations.store import ConversationStore
 from core.errors import DomainError
+from core.files import FileOwners
+from core.media import write_wav
 from core.limits import Refused
 from core.rooms import Room, RoomStore
-from core.voice import RATE, Endpointer, recognise, warm
+from core.voice import RATE, Endpointer, recognise, recognition_context, warm
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -68,7 +72,21 @@ async def room_audio(websocket: WebSocket, room_ref: str) -> None:
         await VoiceSocket(websocket, store, room, token, caller.owner).run()
     finally:
         state.voice_count -= 1
-        await run_in_threadpool(store.release_speaker, room.id, token)
+        # Also when this task is cancelled (client gone mid-await, server stopping): the release runs
+        # to its end in the thread pool even if this await is cancelled again, so the room takes a new
+        # speaker at once instead of after voice_speaker_ttl_s.
+        release = asyncio.ensure_future(run_in_threadpool(store.release_speaker, room.id, token))
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            log.info("room %s: speaker socket cancelled; its claim is being released", room.id)
+            raise
+
+
+async def _outcome(posting: asyncio.Future) -> dict | None:
+    """What a pause's posting came to (None also when it failed or was cancelled)."""
+    await asyncio.wait([posting])
+    return None if posting.cancelled() or posting.exception() is not None else posting.result()
 
 
 async def _refuse(websocket: WebSocket, close: Close) -> None:
@@ -96,10 +114,12 @@ class VoiceSocket:
         self.partial_at = 0  # utterance samples when the last partial decode started
         self.partial_busy = False
         self.early: tuple[int, int, asyncio.Future] | None = None  # (utterance, samples, decode) at a pause
+        self.preempt: tuple[int, int, asyncio.Future] | None = None  # (utterance, samples, posting) at a pause
         self.room_closed = False
         self.feed_lost = False
         self.last_frame = 0.0
         self.finishing: asyncio.Future | None = None  # the last utterance's final text and message
+        self.context: str | None = None  # the room's context for recognising the current utterance
 
     async def run(self) -> None:
         sender = asyncio.ensure_future(self._send_loop())
@@ -229,20 +249,71 @@ class VoiceSocket:
             self.partial_at = 0
             self.emit("speech_start", utterance=self.utterance, **fields)
             await self._barge_in()
+            if self.settings.voice_context_bias:  # after the barge-in: it must not wait for this read
+                self.context = await run_in_threadpool(recognition_context, self.store.r, self.settings, self.room,
+                                                       self.language)
         elif kind == "pause":
             # Recognised now: if the pause becomes the endpoint, this is the final text already.
             samples = self.endpointer.voiced_end
-            self.early = (self.utterance, samples, recognise(self.settings, self.endpointer.speech(), self.language))
+            self.early = (self.utterance, samples, recognise(self.settings, self.endpointer.speech(), self.language,
+                                                             self.context))
+            if self._may_preempt():
+                self.preempt = (self.utterance, samples, asyncio.ensure_future(self._preempt(*self.early)))
         elif kind == "resume":
             self._drop_early()
         elif kind == "speech_end":
             await self._endpoint((kind, fields))
 
     def _drop_early(self) -> None:
-        """Speech went on after a pause: its early decode is no final (and need not run if still queued)."""
+        """Speech went on after a pause: its early decode is no final (and need not run if still queued),
+        and a turn posted at the pause is taken back (in order, before the utterance's own final)."""
         if self.early is not None:
             self.early[2].cancel()
         self.early = None
+        if self.preempt is not None:
+            self.finishing = asyncio.ensure_future(self._retract(self.finishing, self.preempt[2]))
+            self.preempt = None
+
+    # ---- a reply prepared during the pause ----
+    def _may_preempt(self) -> bool:
+        return (self.settings.voice_preemptive_reply and self.room.barge_in and not self.room.keep_recordings
+                and (self.finishing is None or self.finishing.done()))
+
+    async def _preempt(self, utterance: int, samples: int, decode: asyncio.Future) -> dict | None:
+        """At a pause: once its text is known, and while the speaker is still silent, post the turn with
+        the room held, so the reply is generated and synthesised while the silence lasts. Returns
+        {"message", "token"}, or None when nothing was posted."""
+        def still_paused() -> bool:
+            return self.early is not None and self.early[:2] == (utterance, samples)
+        try:
+            text = (await decode).text.strip()[:self.settings.max_message_chars]
+        except (Exception, asyncio.CancelledError):  # the decode was dropped (speech resumed) or failed
+            return None
+        if not text or not still_paused():
+            return None
+        token = uuid.uuid4().hex
+        await run_in_threadpool(self.store.hold, self.room.id, token, self.settings.voice_end_silence_ms + 1500)
+        try:
+            message = await run_in_threadpool(post_message, self.store.r, self.settings, self.room, text,
+                                              owner=self.owner, source="voice")
+        except (DomainError, Refused):
+            await run_in_threadpool(self.store.release_hold, self.room.id, token)
+            return None
+        return {"message": message, "token": token}
+
+    async def _retract(self, previous: asyncio.Future | None, posting: asyncio.Future) -> None:
+        """Speech resumed: the turn posted at the pause is stopped and leaves the history."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        posted = await _outcome(posting)
+        if posted is None:
+            return
+        message_id = posted["message"].id
+        await run_in_threadpool(self.store.barge_in, self.room.id, "voice")  # its turn stops generating
+        await run_in_threadpool(ConversationStore(self.store.r, self.settings).retract, self.room.id, message_id)
+        await run_in_threadpool(self.store.event, self.room.id, "message_retracted", True, message=message_id)
+        await run_in_threadpool(self.store.release_hold, self.room.id, posted["token"])
+        self.emit("retracted", message_id=message_id)
 
     async def _barge_in(self) -> None:
         """Speech while the room speaks stops it (the same interrupt as a new message)."""
@@ -256,10 +327,13 @@ class VoiceSocket:
     def _maybe_partial(self) -> None:
         ep = self.endpointer
         step = int(self.settings.voice_partial_interval_s * RATE)
-        if not ep.in_speech or ep.paused or self.partial_busy or ep.utterance_samples - self.partial_at < step:
+        # Not once silence has begun either: the utterance may be ending, and its final decode (at the
+        # pause) must not queue behind a partial on the one recognition thread.
+        if not ep.in_speech or ep.paused or ep.silent_run or self.partial_busy \
+                or ep.utterance_samples - self.partial_at < step:
             return
         self.partial_busy, self.partial_at = True, ep.utterance_samples
-        future = recognise(self.settings, ep.speech(), self.language)
+        future = recognise(self.settings, ep.speech(), self.language, self.context, partial=True)
         utterance = self.utterance
 
         def done(f: asyncio.Future) -> None:
@@ -277,15 +351,27 @@ class VoiceSocket:
         utterance, speech = self.utterance, self.endpointer.speech()
         self.emit("speech_end", utterance=utterance, **fields)
         early = self.early if self.early and self.early[:2] == (utterance, self.endpointer.voiced_end) else None
-        self.early = None
+        posting = self.preempt[2] if early and self.preempt and self.preempt[:2] == early[:2] else None
+        self.early = self.preempt = None
         self.endpointer.reset_utterance()
-        decode = early[2] if early else recognise(self.settings, speech, self.language)
-        self.finishing = asyncio.ensure_future(self._finish(self.finishing, utterance, decode, early is not None))
+        decode = early[2] if early else recognise(self.settings, speech, self.language, self.context)
+        kept = speech if self.room.keep_recordings else None
+        self.finishing = asyncio.ensure_future(self._finish(self.finishing, utterance, decode, early is not None, kept,
+                                                            posting))
+
+    def _keep(self, speech: np.ndarray) -> str:
+        """The utterance as a WAV under uploads/ (keep_recordings rooms only), owned by the speaker's key."""
+        name = f"voice-{self.room.id[:12]}-{uuid.uuid4().hex}.wav"
+        ref = f"uploads/{name}"
+        write_wav(self.settings.kind_dir("uploads") / name, speech, RATE)
+        FileOwners(self.store.r).claim(ref, self.owner)
+        return ref
 
     async def _finish(self, previous: asyncio.Future | None, utterance: int, decode: asyncio.Future,
-                      early: bool) -> None:
+                      early: bool, kept: np.ndarray | None = None, posting: asyncio.Future | None = None) -> None:
         """The final text (from the pause's early decode when nothing was said since), then the
-        message that the room answers."""
+        message that the room answers: posted at the pause already (`posting`; its reply is released
+        now), or now."""
         ended = time.monotonic()
         if previous is not None:
             await asyncio.wait([previous])  # in order; its own failure is its own
@@ -297,13 +383,22 @@ class VoiceSocket:
             return
         final = {"utterance": utterance, "text": result.text, "language": result.language, "audio_s": result.audio_s,
                  "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3), "early": early}
+        recording = await run_in_threadpool(self._keep, kept) if kept is not None and kept.size else None
+        if recording:
+            final["recording"] = recording
         if not result.text.strip():
             self.emit("final", **final, ignored="no_speech")
+            return
+        posted = await _outcome(posting) if posting is not None else None
+        if posted is not None:  # the endpoint confirms the pause: the reply prepared since plays now
+            await run_in_threadpool(self.store.release_hold, self.room.id, posted["token"])
+            self.emit("final", **final, message_id=posted["message"].id, turn=posted["message"].turn,
+                      preempted=True)
             return
         try:
             text = result.text.strip()[:self.settings.max_message_chars]
             message = await run_in_threadpool(post_message, self.store.r, self.settings, self.room, text,
-                                              owner=self.owner, source="voice")
+                                              owner=self.owner, source="voice", recording=recording)
         except (DomainError, Refused) as exc:
             self.emit("final", **final, ignored=exc.code, message=str(exc))
             return

@@ -28,6 +28,9 @@ class RoomCreate(BaseModel):
                                             "{products, qa, shop} (as PUT /v1/rooms/{id}/material takes)")
     barge_in: bool = Field(True, description="speech heard on the room's audio input (WS /v1/rooms/{id}/audio) "
                            "interrupts what the room is saying")
+    keep_recordings: bool = Field(False, description="keep each utterance heard on the room's audio input as a "
+                                  "16 kHz WAV under uploads/ (named by the `final` event and the message, owned by "
+                                  "the speaker's key, expiring as uploads do); off: audio is never written to disk")
 
 
 class RoomOut(BaseModel):
@@ -45,6 +48,7 @@ class RoomOut(BaseModel):
     llm_model: str | None = None
     job: str | None = None
     barge_in: bool = True
+    keep_recordings: bool = False
     open: bool
     publisher: str | None = None
     pending_utterances: int = 0

@@ -24,10 +24,13 @@ def check_text(settings, text: str) -> str:
 
 
 async def enqueue_tts(settings, redis, text: str, voice: str | None = None, language: str | None = None, *,
-                      owner: str | None) -> str:
-    """`owner`: the hash of the caller's key (its job and file), None for shared work."""
+                      owner: str | None, room_id: str | None = None) -> str:
+    """`owner`: the hash of the caller's key (its job and file), None for shared work; `room_id`: the
+    live room that will speak it (its publisher is woken when the speech is written)."""
     job_id = new_job_id()
     kwargs = {"text": check_text(settings, text), "output_name": job_id, "voice": voice, "language": language}
+    if room_id:
+        kwargs["room_id"] = room_id
     await run_in_threadpool(lambda: enqueue(settings, redis, Kind.tts, kwargs, job_id, owner=owner))
     return job_id
 

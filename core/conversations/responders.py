@@ -61,6 +61,20 @@ DEFER = {"zh": "这个问题我们可以在最后再聊。", "en": "Let us come 
 CLOSING = {"zh": "今天的问题就到这里，感谢你的时间。", "en": "That is all my questions for today. Thank you for your time."}
 
 
+def opening_phrases(first_clause_chars: int = 0) -> list[tuple[str, str]]:
+    """(text, language) of the fixed pieces replies begin with, cut as a turn cuts them: the TTS worker
+    keeps their speech cached (workers/tts.py warm_phrases), so a reply's first piece plays without a
+    synthesis."""
+    from core.conversations.sentences import SentenceCutter
+
+    out = []
+    for language in ("zh", "en"):
+        for text in (OPENING[language], *ACKS[language], *FAQ_LEADS[language]):
+            cutter = SentenceCutter(first_clause_chars=first_clause_chars)
+            out += [(piece, language) for piece in cutter.push(text) + cutter.flush()]
+    return list(dict.fromkeys(out))
+
+
 # The question index a message is answered with: the next one the first time, the same one when
 # the turn runs again (its worker died mid-way and the job was recovered).
 _ASKED = """

@@ -29,11 +29,12 @@ def clean_text(settings: Settings, text: str | None, what: str = "message") -> s
 
 
 def post_message(redis: Redis, settings: Settings, room: Room, text: str | None = None,
-                 audio_ref: str | None = None, owner: str | None = None, source: str | None = None) -> Message:
+                 audio_ref: str | None = None, owner: str | None = None, source: str | None = None,
+                 recording: str | None = None) -> Message:
     """Record a user message, stop whatever the room is saying or generating, and enqueue the turn
     that answers it (after its recognition, for audio). Refusals (limits) come before the barge-in,
     so a refused message interrupts nothing. `owner`: the poster's key hash, owner of the jobs;
-    `source`: how text came (`voice`: recognised live)."""
+    `source`: how text came (`voice`: recognised live); `recording`: the kept audio of a voice message."""
     if audio_ref is None:
         text = clean_text(settings, text)
     check_disk(settings)
@@ -49,8 +50,8 @@ def post_message(redis: Redis, settings: Settings, room: Room, text: str | None 
                 asr_job_id, admit=False, at_front=True, owner=owner)
     source = "audio" if audio_ref else source or "text"
     status = MessageStatus.TRANSCRIBING if audio_ref else MessageStatus.RECEIVED
-    message = conv.add(room.id, "user", turn, text=text or "", source=source, status=status, audio=audio_ref,
-                       asr_job_id=asr_job_id)
+    message = conv.add(room.id, "user", turn, text=text or "", source=source, status=status,
+                       audio=audio_ref or recording, asr_job_id=asr_job_id)
     rooms.event(room.id, "user_message", feed_only=True, message=message.id, source=message.source, turn=turn)
     if text:
         rooms.event(room.id, "user_text", feed_only=True, message=message.id, text=text, source=source)

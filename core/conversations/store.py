@@ -132,6 +132,17 @@ class ConversationStore:
                 p.hdel(room_key(room_id, "said"), *said)
             p.execute()
 
+    def retract(self, room_id: str, message_id: str) -> None:
+        """A message taken back (a voice turn posted at a pause, and the speaker went on): it and any
+        reply to it leave the history, so neither a reply nor the LLM's context sees it."""
+        gone = [message_id] + [m["id"] for m in self.messages(room_id, 6) if m.get("reply_to") == message_id]
+        with self.r.pipeline() as p:
+            for mid in gone:
+                p.lrem(room_key(room_id, "messages"), 1, mid)
+            p.hdel(room_key(room_id, "script"), message_id)  # the script's question is asked again
+            p.execute()
+        self._forget(room_id, gone)
+
     def save(self, room_id: str, message: Message) -> None:
         self.r.hset(room_key(room_id, "msg"), message.id, _dumps(message))
 

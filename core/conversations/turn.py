@@ -68,8 +68,8 @@ class Speaker:
         # would put a reply's last sentence first: a script's three sentences queued at once were
         # synthesised last to first, the one the viewer waits for last).
         enqueue(settings, self.rooms.r, Kind.tts, {"text": sentence, "output_name": tts_job_id, "voice": None,
-                                                   "language": self.room.language}, tts_job_id, admit=False,
-                at_front=index == 0, owner=self.rooms.owner(self.room.id))
+                                                   "language": self.room.language, "room_id": self.room.id},
+                tts_job_id, admit=False, at_front=index == 0, owner=self.rooms.owner(self.room.id))
         utterance = self.rooms.say(self.room, turn=self.turn, tts_job_id=tts_job_id, message_id=self.reply.id,
                                    sentence=index)
         if utterance is None:
@@ -78,7 +78,7 @@ class Speaker:
         self.reply.sentences.append({"text": sentence, "utterance": utterance.id, "tts_job_id": tts_job_id})
         self.conv.save(self.room.id, self.reply)
         self.rooms.event(self.room.id, "reply_sentence", feed_only=True, message=self.reply.id, index=index,
-                         text=sentence, utterance=utterance.id)
+                         text=sentence, utterance=utterance.id, tts_job_id=tts_job_id)
 
 
 def speak_text(redis: Redis, settings: Settings, room: Room, text: str, role_source: str = "welcome") -> Message:
@@ -158,7 +158,8 @@ class TurnRunner:
         ctx = TurnContext(room=room, user_text=message.text, message_id=self.message_id, language=room.language,
                           history=self.conv.context(self.room_id, exclude={self.message_id, reply.id}))
         name = room.responder or self.settings.conversation_responder
-        speaker = Speaker(self.rooms, self.conv, room, reply, self.turn, already=list(reply.sentences or []))
+        speaker = Speaker(self.rooms, self.conv, room, reply, self.turn, already=list(reply.sentences or []),
+                          cutter=SentenceCutter(first_clause_chars=self.settings.reply_first_clause_chars))
         reply.sentences, reply.generated = [], ""
         try:
             self._stream(load_responder(name, self.r, self.settings), ctx, speaker)
