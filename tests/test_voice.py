@@ -238,7 +238,7 @@ def test_recordings_are_kept_only_when_the_room_asks(voice_api):
     assert abs(audio.size / rate - final["audio_s"]) < 0.05, (audio.size / rate, final)
     assert cer(_recognise(audio).lower(), QUESTION.lower()) <= 0.25  # it is the question, not noise
     message = ConversationStore(voice_api.redis, voice_api.settings).get(room.id, final["message_id"])
-    assert message["audio"] == ref and message["source"] == "voice"
+    assert message.audio == ref and message.source == "voice"
     assert FileOwners(voice_api.redis).owner_of(path) is None  # open access: the speaker has no key
     before = {p for p in voice_api.settings.data_dir.rglob("*") if p.is_file()}
     with connected(voice_api) as (_room, client):  # a room without the option
@@ -265,7 +265,7 @@ def test_the_publisher_is_woken_when_its_room_has_something_new(voice_api):
     pubsub.subscribe(wake_channel(room.id))
     try:
         wait_until(lambda: voice_api.redis.pubsub_numsub(wake_channel(room.id))[0][1] == 1, 5, what="subscribed")
-        voice_api.store.say(room, {"audio": None, "tts_job_id": "x" * 32})
+        voice_api.store.say(room, tts_job_id="x" * 32)
         voice_api.store.barge_in(room.id, "voice")
         wake_room(voice_api.redis, room.id)
         got = []
@@ -544,7 +544,7 @@ def test_watch_page_microphone_asks_for_the_key_and_is_heard(keyed_voice_api, tm
         assert d.execute_script("return window.mtlMic.peak") > 0.02  # the meter showed the voice
         assert d.find_element("id", "mic-meter").is_displayed()
         message = ConversationStore(api.redis, api.settings).get(room.id, final["message_id"])
-        assert message["source"] == "voice" and message["text"] == final["text"]
+        assert message.source == "voice" and message.text == final["text"]
         d.get(page.replace("lang=en", "lang=zh"))
         wait_until(lambda: d.execute_script("return !!document.getElementById('mic-hold')"), 15, what="zh page")
         assert d.find_element("id", "mic-hold").text == "按住说话"
