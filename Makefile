@@ -22,8 +22,12 @@ run: install
 	$(PY) -m avatars demo
 	$(PY) -m core.fleet run
 
+# Two pytest workers (pytest-xdist): the tests that use the session fleet run on one, everything else
+# (fleets of their own, models, browsers) on the other; tests/conftest.py groups and orders them.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) tests
 
 install: sysdeps $(VENV)/.installed weights vendor
 
