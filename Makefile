@@ -22,9 +22,11 @@ run: install
 	$(PY) -m avatars demo
 	$(PY) -m core.fleet run
 
-# Two pytest workers (pytest-xdist): the tests that use the session fleet run on one, everything else
-# (fleets of their own, models, browsers) on the other; tests/conftest.py groups and orders them.
-TEST_WORKERS ?= 2
+# Three pytest workers (pytest-xdist): the tests that use the session fleet on two (a fleet each, the
+# tests split in halves), everything else (fleets of their own, models, browsers) on the third;
+# tests/conftest.py groups and orders them. Much of the suite waits on real time (streams, restarts),
+# so a third worker helps on two cores.
+TEST_WORKERS ?= 3
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) tests

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 
 
-# ---- spreading the suite over `pytest -n 2` (make test) ----
-# One work unit per group: every test that uses the session fleet (`service`) is one group, so one
-# xdist worker starts that fleet once and runs them all; every other module is a group of its own
+# ---- spreading the suite over `pytest -n 3` (make test) ----
+# One work unit per group: every test that uses the session fleet (`service`) is one group (two with
+# three workers, below), so one xdist worker starts that fleet once and runs them all; every other module is a group of its own
 # and goes to whichever worker is free. Groups that took longest in a measured run go first
 # (longest first keeps the end of the run short); the rest follow in file order.
 # xdist's own `--dist loadgroup` cannot be used: it renames tests through an attribute pytest 9 no
@@ -34,13 +34,24 @@ LONGEST_FIRST = ("test_supervision", "test_enroll", "test_reliability", "test_mo
 GROUPS_ENV = "MTL_TEST_GROUPS_FILE"
 
 
+# With three workers or more, the session fleet's tests are split in two halves of about the same
+# measured length, each with a fleet of its own: these modules (jobs: renders, speech, fuzzing) on
+# the second; rooms, streams and browsers stay on the first.
+SECOND_FLEET_MODULES = ("test_lipsync", "test_enroll", "test_interviews", "test_feedback", "test_speech_roundtrip",
+                        "test_hostile_input", "test_api_contracts", "test_fuzz")
+
+
 def _group_of(item) -> str:
-    return FLEET_GROUP if "service" in item.fixturenames else item.module.__name__.rsplit(".", 1)[-1]
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if "service" not in item.fixturenames:
+        return module
+    two_fleets = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= 3
+    return f"{FLEET_GROUP}-2" if two_fleets and module in SECOND_FLEET_MODULES else FLEET_GROUP
 
 
 def _group_rank(group: str) -> tuple[int, int]:
-    if group == FLEET_GROUP:
-        return (0, 0)
+    if group.startswith(FLEET_GROUP):
+        return (0, 0 if group == FLEET_GROUP else 1)
     if group in LONGEST_FIRST:
         return (1, LONGEST_FIRST.index(group))
     return (2, 0)
