@@ -22,8 +22,14 @@ run: install
 	$(PY) -m avatars demo
 	$(PY) -m core.fleet run
 
+# Three pytest workers (pytest-xdist): the tests that use the session fleet on two (a fleet each, the
+# tests split in halves), everything else (fleets of their own, models, browsers) on the third;
+# tests/conftest.py groups and orders them. Much of the suite waits on real time (streams, restarts),
+# so a third worker helps on two cores.
+TEST_WORKERS ?= 3
+
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) tests
 
 install: sysdeps $(VENV)/.installed weights vendor
 

@@ -20,6 +20,97 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 
 
+# ---- spreading the suite over `pytest -n 3` (make test) ----
+# One work unit per group: every test that uses the session fleet (`service`) is one group (two with
+# three workers, below), so one xdist worker starts that fleet once and runs them all; every other module is a group of its own
+# and goes to whichever worker is free. Groups that took longest in a measured run go first
+# (longest first keeps the end of the run short); the rest follow in file order.
+# xdist's own `--dist loadgroup` cannot be used: it renames tests through an attribute pytest 9 no
+# longer reads, so the workers write each test's group to a file the scheduler below reads.
+FLEET_GROUP = "fleet"
+LONGEST_FIRST = ("test_supervision", "test_enroll", "test_reliability", "test_mouth_sync_tool", "test_musetalk",
+                 "test_musetalk_pipeline", "test_identity", "test_voice", "test_mouth_articulation",
+                 "test_interviews", "test_upkeep", "test_limits")
+GROUPS_ENV = "MTL_TEST_GROUPS_FILE"
+
+
+# With three workers or more, the session fleet's tests are split in two halves of about the same
+# measured length, each with a fleet of its own: these modules (jobs: renders, speech, fuzzing) on
+# the second; rooms, streams and browsers stay on the first.
+SECOND_FLEET_MODULES = ("test_lipsync", "test_enroll", "test_interviews", "test_feedback", "test_speech_roundtrip",
+                        "test_hostile_input", "test_api_contracts", "test_fuzz")
+
+
+def _group_of(item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if "service" not in item.fixturenames:
+        return module
+    two_fleets = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= 3
+    return f"{FLEET_GROUP}-2" if two_fleets and module in SECOND_FLEET_MODULES else FLEET_GROUP
+
+
+def _group_rank(group: str) -> tuple[int, int]:
+    if group.startswith(FLEET_GROUP):
+        return (0, 0 if group == FLEET_GROUP else 1)
+    if group in LONGEST_FIRST:
+        return (1, LONGEST_FIRST.index(group))
+    return (2, 0)
+
+
+def pytest_configure(config):
+    spreading = getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER")
+    if spreading and GROUPS_ENV not in os.environ:
+        import tempfile
+
+        # The workers, started after this, inherit it.
+        config._mtl_groups_dir = Path(tempfile.mkdtemp(prefix="mtl-test-groups-"))
+        os.environ[GROUPS_ENV] = str(config._mtl_groups_dir / "groups.json")
+
+
+def pytest_unconfigure(config):
+    groups_dir = getattr(config, "_mtl_groups_dir", None)
+    if groups_dir is not None:
+        import shutil
+
+        shutil.rmtree(groups_dir, ignore_errors=True)
+        os.environ.pop(GROUPS_ENV, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    result = yield  # after pytest's own ordering (by fixtures)
+    groups_file = os.environ.get(GROUPS_ENV)
+    if os.environ.get("PYTEST_XDIST_WORKER") and groups_file:
+        import json
+
+        items.sort(key=lambda item: _group_rank(_group_of(item)))  # stable: file order within a rank
+        part = Path(f"{groups_file}.{os.environ['PYTEST_XDIST_WORKER']}")
+        part.write_text(json.dumps({item.nodeid: _group_of(item) for item in items}))
+        part.replace(groups_file)  # every worker writes the same map; whole files only
+    return result
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's load-by-scope scheduling, with the groups above as scopes, in collection order.
+        It is asked for scopes only once every worker has collected (and written the map)."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = json.loads(Path(os.environ[GROUPS_ENV]).read_text())
+            return self.groups.get(nodeid, nodeid)
+
+    config.option.loadscopereorder = False  # keep the order set above
+    return GroupScheduling(config, log)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,7 +286,7 @@ def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
             return False
 
     try:
-        wait_until(ready, 120, interval=0.5, what="API and workers ready")
+        wait_until(ready, 240, interval=0.5, what="API and workers ready")
     except AssertionError:
         fleet.stop()
         for log in fleet.log_dir.iterdir():

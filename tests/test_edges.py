@@ -93,10 +93,15 @@ def data_dir(tmp_path) -> Path:
     return tmp_path / "data"
 
 
-def test_unauthenticated_bodies_are_refused_unread(redis_server, data_dir):
+def test_unauthenticated_bodies_are_refused_unread(redis_server, data_dir, tmp_path, monkeypatch):
     """A 20 MB multipart body with no key, to JSON routes and upload routes alike: 401 after at
-    most the first chunk, nothing written under the data directory or the temp directory."""
+    most the first chunk, nothing written under the data directory or the temp directory.
+    The temp directory is this test's own (tempfile's default, where spooled uploads go), so the
+    other processes of a parallel run, or of the machine, cannot write into what is checked."""
     settings = _settings(redis_server, data_dir)
+    own_temp = tmp_path / "temp"
+    own_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_temp))
     temp_before = set(os.listdir(tempfile.gettempdir()))
 
     async def scenario(client):

@@ -145,12 +145,21 @@ def test_avatar_cache_reused_and_rebuilt_on_parameter_change(api, portrait_avata
     assert api.get("/v1/avatars/astro-shift").status_code == 404
 
 
+# The real template's first 8 s (200 frames, a keyframe at 0: copied, not re-encoded) and the real
+# speech's first sentence (to 11.4 s, inside its first pause at 10.9-11.5 s): the same behaviour as
+# the whole 22 s files, with the speech longer than the template so the cycle wraps.
+SUN_FRAMES, SUN_SPEECH_S = 200, 11.4
+
+
 def test_sun_avatar_with_real_speech(api, service, tmp_path):
-    video = shared_media("avatar-sun.mp4")
-    speech = shared_media("speech-zh-sun.wav")
+    video, speech = tmp_path / "avatar-sun.mp4", tmp_path / "speech-zh-sun.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_media("avatar-sun.mp4")), "-frames:v",
+                    str(SUN_FRAMES), "-c", "copy", str(video)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_media("speech-zh-sun.wav")), "-t",
+                    str(SUN_SPEECH_S), str(speech)], check=True)
     job = _prepare(api, video.read_bytes(), "avatar-sun.mp4", "sun")
     assert job["status"] == "finished", job
-    assert job["result"]["frames"] == 550
+    assert job["result"]["frames"] == SUN_FRAMES
     up = api.post("/v1/files", files={"file": ("speech-zh-sun.wav", speech.read_bytes())}).json()
     render = _render(api, avatar_id="sun", audio=up["file"])
     out = tmp_path / "sun.mp4"
