@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError  # loaded once: the header check is on every probe
-from scipy.signal import resample_poly
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +323,8 @@ def decode_own_speech(path: Path, sample_rate: int) -> np.ndarray:
     if audio.size == 0:
         raise MediaError("no audio samples could be decoded")
     if rate != sample_rate:
+        from scipy.signal import resample_poly  # here: importing scipy.signal costs the API 0.7 s at start
+
         g = np.gcd(rate, sample_rate)
         audio = resample_poly(audio, sample_rate // g, rate // g)
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
