@@ -103,13 +103,29 @@ def test_job_ids_in_log_lines():
     assert record.ctx == ""
 
 
+def _reconnects(label: dict) -> float:
+    """The counter as this process recorded it: in prometheus_client's multiprocess files when an
+    earlier test in this process (a fleet fixture, under pytest-xdist) set the directory before the
+    client was imported, else in the default registry."""
+    import os
+
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+    from core import metrics
+
+    value = REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", label)
+    if value is None and os.environ.get(metrics.ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        value = registry.get_sample_value("mtl_room_publisher_reconnects_total", label)
+    return value or 0
+
+
 def test_publisher_reconnects_are_counted(monkeypatch):
     """A publish session that ends with an error is retried; each retry counts as a reconnect."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
-
-    from prometheus_client import REGISTRY
 
     from core import logs, metrics
     from workers import stream
@@ -135,8 +151,8 @@ def test_publisher_reconnects_are_counted(monkeypatch):
     pub._session = session
     monkeypatch.setattr(pub.stop_event, "wait", lambda timeout=None: pub.stop_event.is_set())
     label = {"room": metrics.room_label(room_id)}
-    before = REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", label) or 0
+    before = _reconnects(label)
     pub.run()
     assert sessions == [room_id] * 3  # the publisher thread's log lines carry the room id
-    assert REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", label) - before == 2
+    assert _reconnects(label) - before == 2
     assert len([e for e in events if e[1] == "session_error"]) == 3
