@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -335,3 +336,18 @@ def copy_screenshots(folder: Path) -> None:
         Path(target).mkdir(parents=True, exist_ok=True)
         for png in folder.glob("*.png"):
             shutil.copy(png, target)
+
+
+@contextmanager
+def headless_browser():
+    """Headless Chromium for the console pages (skips the test when it is not installed)."""
+    from bench.browser import chromium, find_browser
+
+    if find_browser() is None:
+        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
+    driver = chromium()
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -22,8 +22,8 @@ from PIL import Image
 
 from selenium.webdriver.support.select import Select
 
-from bench.browser import chromium, console_errors, find_browser
-from conftest import ROOT, copy_screenshots, free_port, wait_until
+from bench.browser import console_errors
+from conftest import ROOT, headless_browser, copy_screenshots, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -33,13 +33,9 @@ SENTENCE = "Hello, and welcome to the live room. Today we talk about your work, 
 
 @pytest.fixture(scope="module")
 def browser():
-    if find_browser() is None:
-        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver = chromium()
-    driver.set_script_timeout(30)
-    yield driver
-    driver.quit()
+    with headless_browser() as driver:
+        yield driver
 
 
 def shot(driver, name: str) -> Path:

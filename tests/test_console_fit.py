@@ -18,7 +18,7 @@ import pytest
 from selenium.webdriver.support.select import Select
 
 from bench.browser import chromium, console_errors, find_browser
-from conftest import ROOT, copy_screenshots, wait_until
+from conftest import ROOT, headless_browser, copy_screenshots, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -60,12 +60,8 @@ def overflow(driver) -> list:
 
 @pytest.fixture(scope="module")
 def browser():
-    if find_browser() is None:
-        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
-    driver = chromium()
-    driver.set_script_timeout(30)
-    yield driver
-    driver.quit()
+    with headless_browser() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.support.select import Select
 
-from bench.browser import chromium, console_errors, find_browser
-from conftest import ROOT, copy_screenshots, wait_until
+from bench.browser import console_errors
+from conftest import ROOT, headless_browser, copy_screenshots, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -28,12 +28,8 @@ ARTIFACTS = Path(os.environ.get("MTL_TEST_ARTIFACTS", ROOT / "results" / "test-a
 
 @pytest.fixture(scope="module")
 def browser():
-    if find_browser() is None:
-        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
-    driver = chromium()
-    driver.set_script_timeout(30)
-    yield driver
-    driver.quit()
+    with headless_browser() as driver:
+        yield driver
 
 
 def test_the_readout_matches_what_the_page_hears(browser, api, service):

@@ -35,11 +35,18 @@ QUESTION = "What skills does this job need?"
 
 @pytest.fixture(scope="module")
 def voice_api(redis_server, tmp_path_factory):
-    from api.main import create_app
-
     data_dir = tmp_path_factory.mktemp("voice-data")
     settings = Settings(redis_url=redis_server.url(7), data_dir=data_dir, models_dir=ROOT / "models",
                         access_mode="open", voice_idle_timeout_s=1.5, voice_speaker_ttl_s=6, max_open_rooms=50)
+    with serving(settings) as api:
+        yield api
+
+
+@contextmanager
+def serving(settings: Settings):
+    """The app in this process on a free port, with a Redis client and room store on its settings."""
+    from api.main import create_app
+
     port = free_port()
     # create_app points this process's metrics at its data dir; the fleets that tests start later
     # inherit this process's environment and must keep their own.
@@ -52,10 +59,12 @@ def voice_api(redis_server, tmp_path_factory):
     thread.start()
     wait_until(lambda: server.started, 30, what="the in-process API")
     redis = Redis.from_url(settings.redis_url)
-    yield VoiceApi(f"ws://127.0.0.1:{port}", settings, redis, RoomStore(redis, settings))
-    server.should_exit = True
-    thread.join(timeout=10)
-    redis.flushdb()
+    try:
+        yield VoiceApi(f"ws://127.0.0.1:{port}", settings, redis, RoomStore(redis, settings))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        redis.flushdb()
 
 
 class VoiceApi:
@@ -458,25 +467,11 @@ KEY_A, KEY_B = "voice-tenant-a-0123456789", "voice-tenant-b-0123456789"
 @pytest.fixture(scope="module")
 def keyed_voice_api(redis_server, tmp_path_factory):
     """The in-process API with API keys on (tenants A and B): rooms of A's, no workers."""
-    from api.main import create_app
-
     settings = Settings(redis_url=redis_server.url(8), data_dir=tmp_path_factory.mktemp("voice-keys"),
                         models_dir=ROOT / "models", api_keys=[KEY_A, KEY_B], max_open_rooms=50,
                         rate_limit_enabled=False)
-    had_metrics_dir = metrics.ENV in os.environ
-    app = create_app(settings)
-    if not had_metrics_dir:
-        os.environ.pop(metrics.ENV, None)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, what="the in-process API")
-    redis = Redis.from_url(settings.redis_url)
-    yield VoiceApi(f"ws://127.0.0.1:{port}", settings, redis, RoomStore(redis, settings))
-    server.should_exit = True
-    thread.join(timeout=10)
-    redis.flushdb()
+    with serving(settings) as api:
+        yield api
 
 
 def fake_microphone(tmp_path: Path, silence_s: float = 10.0) -> tuple[str, ...]:
