@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -155,10 +156,21 @@ def spread_frames(path: Path, count: int = 10, max_side: int = 640):
 
 
 def presenter_of_file(path: Path, count: int = 10) -> Presenter | None:
+    # Read once per file version: the person check before enrollment and the enrollment itself
+    # (which keeps the sample's presenter) read the same sample in the same job.
     try:
-        return presenter_of(spread_frames(path, count), max_frames=count)
+        st = path.stat()
+    except OSError:
+        return None
+    return _presenter_of_file(str(path), st.st_size, st.st_mtime_ns, count)
+
+
+@lru_cache(maxsize=16)
+def _presenter_of_file(path: str, _size: int, _mtime_ns: int, count: int) -> Presenter | None:
+    try:
+        return presenter_of(spread_frames(Path(path), count), max_frames=count)
     except MediaError as exc:
-        log.info("no presenter read from %s: %s", path.name, exc)
+        log.info("no presenter read from %s: %s", Path(path).name, exc)
         return None
 
 
