@@ -4,6 +4,7 @@ scrape time. Also: log lines carry job and room ids."""
 from __future__ import annotations
 
 import re
+import tempfile
 
 from conftest import poll_job, wait_until
 
@@ -104,21 +105,19 @@ def test_job_ids_in_log_lines():
 
 
 def _reconnects(label: dict) -> float:
-    """The counter as this process recorded it: in prometheus_client's multiprocess files when an
-    earlier test in this process (a fleet fixture, under pytest-xdist) set the directory before the
-    client was imported, else in the default registry."""
+    """The counter's value for `label`, read from the metric itself: under pytest-xdist an earlier
+    fixture in this process may have put prometheus_client in multiprocess mode and then removed its
+    directory or variable, so neither registry is a reliable view here."""
     import os
 
-    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+    from prometheus_client import values
 
     from core import metrics
 
-    value = REGISTRY.get_sample_value("mtl_room_publisher_reconnects_total", label)
-    if value is None and os.environ.get(metrics.ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        value = registry.get_sample_value("mtl_room_publisher_reconnects_total", label)
-    return value or 0
+    if values.ValueClass is not values.MutexValue:  # multiprocess mode: its files need a directory
+        os.environ.setdefault(metrics.ENV, tempfile.mkdtemp(prefix="mtl-metrics-"))
+        os.makedirs(os.environ[metrics.ENV], exist_ok=True)
+    return metrics._m()["reconnects"].labels(label["room"])._value.get()
 
 
 def test_publisher_reconnects_are_counted(monkeypatch):
