@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from lipsync.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
+from lipsync.canonical import CHIN, LIP40, POSE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
 from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
@@ -50,6 +50,26 @@ class ExemplarOptions:
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
     # inter-ocular distances) before it feathers out: no second lip contour at the corners.
     lip_cover: float = 0.08
+    # The template's own lips and chin are first moved to where the pasted mouth goes, so its jaw
+    # drops and closes with the speech and no second chin or lip contour shows beside the patch.
+    jaw_follow: bool = True
+    jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
+    # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
+    # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
+    # this share of the inter-ocular distance.
+    seat_limit: float = 0.3
+
+
+# The template points moved with the jaw: the outer lips and the chin (their rows in SHAPE).
+_JAW = np.array(LIP40[:20] + CHIN)
+_JAW_IN_SHAPE = np.r_[0:20, len(LIP40):len(LIP40) + len(CHIN)]
+# How much of the predicted vertical move each of those points makes: the lower lip and the
+# chin fully, the corners half, the upper lip not at all (LIPS_OUTER: corner, lower 1-9, corner,
+# upper 11-19).
+_JAW_DROP = np.r_[0.5, np.ones(9), 0.5, np.zeros(9), np.ones(len(CHIN))]
+# The outer upper lip without the corners (rows 12-18 of LIPS_OUTER: 270 ... 40).
+_UPPER_IN_SHAPE = np.arange(12, 19)
+_UPPER_LIP = np.array(LIP40[12:19])
 
 
 @dataclass
@@ -123,6 +143,16 @@ def _tps_fit(ctrl: np.ndarray, values: np.ndarray, reg: float = 1e-3) -> np.ndar
     return np.linalg.solve(a, rhs)
 
 
+def _coarse_grid(x: int, y: int, w: int, h: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a map computed every `step` px must be sampled so that cv2.resize by `step` puts each
+    value on its own pixel: resize reads output pixel j at input (j + 0.5) / step - 0.5, so cell c
+    holds pixel c * step + (step - 1) / 2. A grid at c * step drew everything (step - 1) / 2 px
+    up and left of where it belongs."""
+    half = (step - 1) / 2.0
+    return np.meshgrid(np.arange(0, w + step, step, dtype=np.float64) + x + half,
+                       np.arange(0, h + step, step, dtype=np.float64) + y + half)
+
+
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # |a|^2 + |b|^2 - 2ab: one matrix product instead of an [n, m, 2] temporary.
     d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
@@ -138,6 +168,39 @@ def _tps_eval(ctrl: np.ndarray, weights: np.ndarray, pts: np.ndarray) -> np.ndar
     basis[:, len(ctrl)] = 1.0
     basis[:, len(ctrl) + 1:] = pts
     return basis @ weights.astype(np.float32)
+
+
+def _warp_box(frame: np.ndarray, box, dst: np.ndarray, move: np.ndarray, fade: float, step: int) -> None:
+    """Moves `frame`'s content (in place) so what was at dst + move lands on dst, by a thin-plate
+    spline pinned on `box`'s rim and faded out over `fade` px towards it; only the part of the box
+    that moves by a quarter pixel or more is resampled."""
+    x1, y1, x2, y2 = box
+    rim = np.array([[x, y] for x in np.linspace(x1, x2, 6) for y in (y1, y2)]
+                   + [[x, y] for y in np.linspace(y1, y2, 6)[1:-1] for x in (x1, x2)], np.float64)
+    ctrl = np.concatenate([dst, rim])
+    weights = _tps_fit(ctrl, np.concatenate([move, np.zeros_like(rim)]), reg=1e-2)
+    gx, gy = _coarse_grid(x1, y1, x2 - x1, y2 - y1, step)
+    d = _tps_eval(ctrl, weights, np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape + (2,))
+    # Between the pinned rim points a spline still moves a little: fade it out towards the box's
+    # edge, or the edge shows as a seam across the nose or neck.
+    edge = np.clip(np.minimum(np.minimum(gx - x1, x2 - gx), np.minimum(gy - y1, y2 - gy)) / fade, 0.0, 1.0)
+    d *= (edge * edge * (3.0 - 2.0 * edge))[..., None]
+    rows, cols = np.nonzero(np.abs(d).max(axis=-1) >= 0.25)
+    if len(rows) == 0:
+        return
+    # Cells one beyond the moving ones, so the resampled part starts where nothing moves.
+    r1, r2 = max(0, rows.min() - 1), min(len(gy) - 1, rows.max() + 1)
+    c1, c2 = max(0, cols.min() - 1), min(gx.shape[1] - 1, cols.max() + 1)
+    sx1, sy1 = x1 + c1 * step, y1 + r1 * step
+    w, h = min(x2, x1 + (c2 + 1) * step) - sx1, min(y2, y1 + (r2 + 1) * step) - sy1
+    if w <= 0 or h <= 0:
+        return
+    sub = d[r1:r2 + 1, c1:c2 + 1]
+    dx = cv2.resize(np.ascontiguousarray(sub[..., 0]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    dy = cv2.resize(np.ascontiguousarray(sub[..., 1]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    px, py = np.meshgrid(np.arange(sx1, sx1 + w, dtype=np.float32), np.arange(sy1, sy1 + h, dtype=np.float32))
+    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, px + dx, py + dy, cv2.INTER_LINEAR,
+                                                borderMode=cv2.BORDER_REPLICATE)
 
 
 class ExemplarEngine:
@@ -223,11 +286,49 @@ class ExemplarEngine:
         box = self._roi(frame.shape, to_canon, bank)
         if box is None:
             return frame
+        if self.options.seat_limit:
+            shape = self._seated(landmarks, to_canon, shape)
+        if self.options.jaw_follow:
+            self._follow_jaw(frame, landmarks, to_canon, shape)
         cover = self._blend_mask(bank, to_canon, landmarks, shape)
         out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
         self._match_colour(frame, box, out, mask, state)
         blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
         return frame
+
+    def _seated(self, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """`shape` moved so its upper lip sits where the template frame's is."""
+        offset = (apply(to_canon, landmarks[_UPPER_LIP]) - shape[_UPPER_IN_SHAPE]).mean(axis=0)
+        limit = self.options.seat_limit * inter_ocular(landmarks) * float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        offset *= min(1.0, limit / max(float(np.linalg.norm(offset)), 1e-6))
+        return (shape + offset).astype(np.float32)
+
+    def _follow_jaw(self, frame: np.ndarray, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> None:
+        """Warp the template's outer lips and chin (in place) onto the predicted shape's: the
+        patch then lands on a face whose jaw is where its mouth is. Without it a template caught
+        with its mouth wide open kept its dropped chin under a closed pasted mouth (a long second
+        chin), and re-meshed renders followed the template's own opening (long-cameron: r 0.19
+        with the template's, against none between the prediction and the template)."""
+        src = landmarks[_JAW].astype(np.float64)
+        # Only up and down in the face's own frame, and only the lower lip and chin (the corners
+        # half): a turned head's lips sit sideways of where a frontal shape puts them, and moving
+        # them there dragged the whole cheek and nose along.
+        ours = apply(to_canon, src).astype(np.float64)
+        ours[:, 1] += _JAW_DROP * (shape[_JAW_IN_SHAPE, 1] - ours[:, 1])
+        dst = apply(invert(to_canon), ours).astype(np.float64)
+        iod = inter_ocular(landmarks)
+        move = src - dst
+        norm = np.linalg.norm(move, axis=1, keepdims=True)
+        if float(norm.max()) < 0.5:
+            return  # the template's jaw is already where the speech puts it
+        move *= np.minimum(1.0, 0.4 * iod / np.maximum(norm, 1e-6))  # a bad mesh never tears the face
+        reach = self.options.jaw_reach * iod
+        lo = np.floor(np.minimum(src.min(0), dst.min(0)) - reach).astype(int)
+        hi = np.ceil(np.maximum(src.max(0), dst.max(0)) + reach).astype(int)
+        fh, fw = frame.shape[:2]
+        box = max(0, lo[0]), max(0, lo[1]), min(fw, hi[0]), min(fh, hi[1])
+        if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
+            _warp_box(frame, box, dst, move, reach, 2 * self.options.grid_step)
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
@@ -295,8 +396,7 @@ class ExemplarEngine:
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
-        gx, gy = np.meshgrid(np.arange(0, rw + step, step, dtype=np.float64) + x1,
-                             np.arange(0, rh + step, step, dtype=np.float64) + y1)
+        gx, gy = _coarse_grid(x1, y1, rw, rh, step)
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
         ctrl, values = self._controls(bank, shape, chosen)
         source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
