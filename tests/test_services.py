@@ -318,3 +318,28 @@ def test_material_is_read_checked_and_kept_per_room(env):
     with pytest.raises(Forbidden) as exc:
         conv.delete_material(settings, redis, who["admin"], default.zbjname)
     assert _code(exc) == "read_only"
+
+
+# ---- the shape that keeps it so ----
+
+def test_routers_raise_no_http_errors_and_call_no_redis():
+    """Routers and services name no HTTP error (api/errors.py maps domain errors, once); routers and
+    workers call stores, never a Redis client (nor a pub/sub of one)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for folder in ("api/routers", "api/services", "workers"):
+        for path in sorted((root / folder).glob("*.py")):
+            tree = ast.parse(path.read_text())
+            where = path.relative_to(root)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and folder != "workers":
+                    found += [f"{where}:{node.lineno}: imports {a.name}" for a in node.names
+                              if a.name in ("ApiError", "HTTPException")]
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    target = ast.unparse(node.func.value)
+                    if node.func.attr == "pubsub" or (folder == "api/routers" and target in ("redis", "aredis")):
+                        found.append(f"{where}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert not found, "\n".join(found)
