@@ -210,7 +210,7 @@ def test_mouth_series_only_of_a_finished_lipsync_job_of_the_caller(env):
 
 # ---- live ----
 
-def test_live_rooms_are_found_by_stream_key_only_and_viewers_are_capped(env):
+def test_live_rooms_are_found_by_stream_key_only_viewers_capped_and_publishers_checked(env):
     from api.services import live
     from core.errors import NotFound
     from core.flvrelay import RelayHub
@@ -228,10 +228,18 @@ def test_live_rooms_are_found_by_stream_key_only_and_viewers_are_capped(env):
         assert _code(exc) == "unknown_room", name
     with pytest.raises(NotFound):
         live.live_state(store, "bad!key")
+    from core.credentials import publish_secret
+
+    secret = publish_secret(settings, room.stream_key)
+    assert live.may_publish_to(store, room.stream_key, secret)
+    assert not live.may_publish_to(store, room.stream_key, None)
+    assert not live.may_publish_to(store, room.stream_key, secret[:-1] + ("1" if secret[-1] == "0" else "0"))
     full = RelayHub(source_url_for=lambda key: live.source_url(settings, key), max_viewers=0)
     with pytest.raises(Refused) as exc:
         run(live.watch(store, full, f"{room.stream_key}.flv"))
     assert exc.value.kind == Shortage.UNAVAILABLE and exc.value.code == "too_many_viewers"
+    store.close(room.id)
+    assert not live.may_publish_to(store, room.stream_key, secret), "a closed room is not republished"
 
 
 def test_room_wake_messages_come_through_the_store(env):

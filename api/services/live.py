@@ -1,5 +1,5 @@
 """Live rooms as their audience sees them (by stream key, without an API key): the room's state for
-its page, and joining its HTTP-FLV relay. One relay hub per API process pulls each room's stream
+its page, and joining its HTTP-FLV relay; and who may publish a room's stream. One relay hub per API process pulls each room's stream
 once (core/flvrelay.py). Errors are domain errors (core/errors.py) and refusals (core/limits.py)."""
 
 from __future__ import annotations
@@ -7,11 +7,20 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 
 from api.services.rooms import audience_state
-from core.credentials import STREAM_KEY
+from core.credentials import STREAM_KEY, may_publish
 from core.errors import NotFound
 from core.flvrelay import Relay, RelayHub, Viewer
 from core.limits import Refused, Shortage
 from core.rooms import RoomStore, stream_is_open_async
+
+
+def may_publish_to(store: RoomStore, stream_key: str, secret: str | None) -> bool:
+    """The media server's publish check: the room's own secret (core/credentials.py), and the room
+    still open (a closed room is not republished)."""
+    if not may_publish(store.settings, stream_key, secret):
+        return False
+    room = store.by_stream_key(stream_key)
+    return room is not None and store.is_open(room.id)
 
 
 def source_url(settings, stream_key: str) -> str:
