@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from lipsync.canonical import CHIN, LIP40, POSE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
+from lipsync.canonical import CHIN, LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
 from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
@@ -50,9 +50,13 @@ class ExemplarOptions:
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
     # inter-ocular distances) before it feathers out: no second lip contour at the corners.
     lip_cover: float = 0.08
-    # The template's own lips and chin are first moved to where the pasted mouth goes, so its jaw
-    # drops and closes with the speech and no second chin or lip contour shows beside the patch.
-    jaw_follow: bool = True
+    # The template's own lower lip and chin first moved by the change of the lips' gap, so its jaw
+    # drops and closes with the speech: a template caught with its mouth wide open otherwise keeps
+    # its dropped chin under a closed pasted mouth (bench/figures/issue-15/cameron-jaw-*.jpg). Off:
+    # on the development clips it lowered LMD and SSIM more than it raised opening r (bench.redub,
+    # pd-tedlieu-wda LMD 2.087 -> 2.195, SSIM 0.711 -> 0.702, r 0.517 -> 0.542; pd-reagan-farewell
+    # 4.018 -> 4.173, 0.720 -> 0.711, 0.379 -> 0.381).
+    jaw_follow: bool = False
     jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
     # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
     # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
@@ -310,11 +314,13 @@ class ExemplarEngine:
         chin), and re-meshed renders followed the template's own opening (long-cameron: r 0.19
         with the template's, against none between the prediction and the template)."""
         src = landmarks[_JAW].astype(np.float64)
-        # Only up and down in the face's own frame, and only the lower lip and chin (the corners
-        # half): a turned head's lips sit sideways of where a frontal shape puts them, and moving
-        # them there dragged the whole cheek and nose along.
+        # By how much the lips' gap must change, down or up in the face's own frame, for the lower
+        # lip and chin (the corners half): the template keeps its own jaw line. Moving its points
+        # onto the predicted shape's dragged a turned head's cheek and nose along, and reshaped
+        # every template's chin to the sample's.
         ours = apply(to_canon, src).astype(np.float64)
-        ours[:, 1] += _JAW_DROP * (shape[_JAW_IN_SHAPE, 1] - ours[:, 1])
+        gap = float(inner_opening(shape[None])[0] - inner_opening(apply(to_canon, landmarks[SHAPE])[None])[0])
+        ours[:, 1] += _JAW_DROP * gap
         dst = apply(invert(to_canon), ours).astype(np.float64)
         iod = inter_ocular(landmarks)
         move = src - dst
