@@ -30,6 +30,11 @@ def rows(d) -> list[dict]:
         cls: li.className, text: li.querySelector('.text').innerText}))""")
 
 
+def shot(d, name: str) -> None:
+    d.execute_script("document.querySelector('#conversation').scrollIntoView({block: 'center'})")
+    screenshot(d, name)
+
+
 def said(shown: list[dict], role: str) -> list[str]:
     return [r["text"] for r in shown if r["cls"].startswith(f"msg {role}")]
 
@@ -66,7 +71,7 @@ def test_the_console_drops_a_voice_turn_taken_back(redis_server, tmp_path_factor
                         break
                 assert first is not None and client.wait_event("speech_end", 0) is None, client.events
                 assert said(shown, "user") == [first["text"].strip()] and len(said(shown, "assistant")) == 1, shown
-                screenshot(d, "console-before-retract.png")
+                shot(d, "console-before-retract.png")
                 client.send_pcm(rest)  # the speaker goes on: the turn posted at the pause is taken back
                 client.send_json({"type": "end"})
                 retracted = client.wait_event("retracted", 15)
@@ -82,7 +87,7 @@ def test_the_console_drops_a_voice_turn_taken_back(redis_server, tmp_path_factor
             try:
                 wait_until(settled, 30, interval=0.2, what="the console without the turn taken back")
             finally:
-                screenshot(d, "console-after-retract.png")
+                shot(d, "console-after-retract.png")
             # The turn of the message taken back may have been past its checks when it was retracted
             # (a loaded converse worker): its reply is then added late, as here, and the feed says so.
             conv = ConversationStore(api.redis, settings)
