@@ -55,7 +55,8 @@ def test_the_console_drops_a_voice_turn_taken_back(redis_server, tmp_path_factor
             room = api.room(responder="script")
             d.get(f"{api.base.replace('ws://', 'http://')}/console/?lang=en#rooms/{room.id}")
             wait_until(lambda: d.execute_script("const r = window.mtlConsole && window.mtlConsole.room;"
-                                                "return r ? r.id : null") == room.id, 30, what="the room in the console")
+                                                "return r ? r.id : null") == room.id, 30,
+                       what="the room in the console")
             client = api.client(room.id)
             try:
                 assert client.wait_event("listening", 10)
@@ -83,7 +84,8 @@ def test_the_console_drops_a_voice_turn_taken_back(redis_server, tmp_path_factor
 
             def settled():  # the whole utterance once, answered once: nothing of the turn taken back
                 now = rows(d)
-                return now if said(now, "user") == [final["text"].strip()] and len(said(now, "assistant")) == 1 else None
+                done = said(now, "user") == [final["text"].strip()] and len(said(now, "assistant")) == 1
+                return now if done else None
             try:
                 wait_until(settled, 30, interval=0.2, what="the console without the turn taken back")
             finally:
@@ -91,7 +93,8 @@ def test_the_console_drops_a_voice_turn_taken_back(redis_server, tmp_path_factor
             # The turn of the message taken back may have been past its checks when it was retracted
             # (a loaded converse worker): its reply is then added late, as here, and the feed says so.
             conv = ConversationStore(api.redis, settings)
-            posted = client.wait(lambda e: e.get("event") == "user_message" and e.get("message") == first["message"], 0)
+            posted = client.wait(lambda e: e.get("event") == "user_message"
+                                 and e.get("message") == first["message"], 0)
             late = conv.add(room.id, "assistant", posted["turn"], reply_to=first["message"], responder="script",
                             status=MessageStatus.GENERATING, sentences=[], generated="A late reply.", language="en")
             api.store.event(room.id, "reply_start", feed_only=True, message=late.id, reply_to=first["message"],

@@ -261,8 +261,8 @@ class VoiceSocket:
             # begun when this silence did covers the same speech: it is that text (no second decode
             # competing with it for the CPU, and the text is ready sooner).
             samples = self.endpointer.voiced_end
-            reuse = self.silence_partial if self.silence_partial and self.silence_partial[:2] == (self.utterance, samples) \
-                and not self.silence_partial[2].cancelled() else None
+            last = self.silence_partial
+            reuse = last if last and last[:2] == (self.utterance, samples) and not last[2].cancelled() else None
             self.early = (self.utterance, samples, reuse[2] if reuse else
                           recognise(self.settings, self.endpointer.speech(), self.language, self.context))
             self.early_from_partial = reuse is not None
@@ -405,8 +405,8 @@ class VoiceSocket:
             self.emit("final", utterance=utterance, text="", ignored="asr_failed")
             return
         final = {"utterance": utterance, "text": result.text, "language": result.language, "audio_s": result.audio_s,
-                 "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3), "early": early is not None,
-                 "early_from": early, "decodes": decodes or {}}
+                 "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3),
+                 "early": early is not None, "early_from": early, "decodes": decodes or {}}
         recording = await run_in_threadpool(self._keep, kept) if kept is not None and kept.size else None
         if recording:
             final["recording"] = recording
