@@ -15,8 +15,11 @@ the previous reply is finished (room idle, 1 s of silence heard); a warm-up ques
 counted.
 
 The split (p50, seconds after the last voiced sample): `speech_end` event received (endpointing),
-`final` received (recognition), `reply_sentence` 0 (the first reply sentence cut and queued), the
-publisher's `speech_start` (its speech begins in the stream), heard (the total).
+`final` received (recognition), `posted` (the message answered was posted: at the pause, before the
+endpoint, when its reply was prepared during the silence), `reply_start` (its turn began),
+`first_text` (the responder's first text), `reply_sentence` 0 (the first reply piece cut and queued),
+`tts_started`/`tts_ended` (its speech synthesised), `taken` (the publisher took it), the publisher's
+`speech_start` (its speech begins in the stream), heard (the total).
 
 Barge-in: right after a reply is heard, another question is streamed while the room still speaks;
 from its first voiced sample: the server's `speech_start` (VAD), the publisher's `interrupted` event
@@ -134,14 +137,19 @@ def ask(voice: VoiceClient, talker: Talker, viewer, pcm: np.ndarray, n_before: i
     if final is None:
         return {**out, "note": "no final text"}
     end = voice.wait_event("speech_end", 0, utterance=final["utterance"])
+    posted = _feed_event(voice, "user_message", 0, message=final.get("message_id"))
     reply = _feed_event(voice, "reply_start", reply_to=final.get("message_id"))
+    first_text = _feed_event(voice, "reply_delta", 0, message=reply["message"]) if reply else None
     sentence = _feed_event(voice, "reply_sentence", message=reply["message"], index=0) if reply else None
     speech = _feed_event(voice, "speech_start", message=reply["message"]) if reply else None
+    out.update(early_from=final.get("early_from"), decodes=final.get("decodes"))
     out.update(endpoint=end["_wall"] - last, final=final["_wall"] - last, recognise_s=final.get("recognise_s"),
                final_after_endpoint_server_s=final.get("after_endpoint_s"), early=final.get("early"),
                reply_sentence=sentence["t"] - last if sentence else None,
                speech_start=speech["t"] - last if speech else None,
-               taken=speech["taken_at"] - last if speech and speech.get("taken_at") else None)
+               taken=speech["taken_at"] - last if speech and speech.get("taken_at") else None,
+               posted=posted["t"] - last if posted else None, reply_start=reply["t"] - last if reply else None,
+               first_text=first_text["t"] - last if first_text else None)
     if sentence and sentence.get("tts_job_id"):
         out.update(_tts_times(client, sentence["tts_job_id"], last))
     return out
@@ -241,7 +249,8 @@ def _utterances(voice: VoiceClient) -> int:
     return max([e.get("utterance", 0) for e in list(voice.events) if e.get("speaker") == "user"] or [0])
 
 
-SPLIT = ("endpoint", "final", "reply_sentence", "tts_started", "tts_ended", "taken", "speech_start", "heard")
+SPLIT = ("endpoint", "final", "posted", "reply_start", "first_text", "reply_sentence", "tts_started", "tts_ended",
+         "taken", "speech_start", "heard")
 
 
 def summarise(samples: list[dict]) -> dict:
@@ -252,6 +261,9 @@ def summarise(samples: list[dict]) -> dict:
             "recognise_s_p50": _p50([s.get("recognise_s") for s in samples]),
             "cer_mean": round(float(np.mean([s["cer"] for s in samples])), 3) if samples else None,
             "early_final": sum(1 for s in samples if s.get("early")),
+            "early_from_partial": sum(1 for s in samples if s.get("early_from") == "partial"),
+            "decodes": {k: sum((s.get("decodes") or {}).get(k, 0) for s in samples)
+                        for k in ("partial", "silence_partial", "pause", "reused", "endpoint")},
             "each": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()} for s in samples]}
 
 

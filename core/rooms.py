@@ -75,7 +75,7 @@ _DELETE_IF_MINE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.ca
 
 _k = room_key = keys.room  # room_key: for the conversation store, which shares the room's key space
 FEED_MAXLEN = 2000  # entries kept in a room's feed (about a minute of speech with mouth values)
-RETAINED = ("messages", "msg", "said", "owner")  # kept after close for conversation_retention_s
+RETAINED = ("messages", "msg", "said", "owner", "retracted")  # kept after close for conversation_retention_s
 
 
 class RoomState(str, Enum):

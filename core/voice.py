@@ -193,21 +193,23 @@ def _model(settings: Settings):
     return load_model(settings.models_dir, settings.asr_model, settings.voice_asr_threads, 2)
 
 
-def _decode(settings: Settings, audio: np.ndarray, language: str, context: str | None = None) -> Recognised:
+def _decode(settings: Settings, audio: np.ndarray, language: str, context: str | None = None,
+            quick: bool = False) -> Recognised:
     from models.asr import transcribe_utterance
 
     started = time.monotonic()
-    text = transcribe_utterance(_model(settings), audio, language, settings.voice_beam_size, context)
+    text = transcribe_utterance(_model(settings), audio, language, settings.voice_beam_size, context, quick)
     return Recognised(text=text, language=language, audio_s=round(audio.size / RATE, 3),
                       seconds=round(time.monotonic() - started, 3))
 
 
 def recognise(settings: Settings, audio: np.ndarray, language: str, context: str | None = None,
-              partial: bool = False) -> asyncio.Future:
+              partial: bool = False, quick: bool = False) -> asyncio.Future:
     """Recognise an utterance on the process's recognition thread (`partial`: the partials' own); an
-    awaitable future. `context`: what Whisper is told was said before (recognition_context)."""
+    awaitable future. `context`: what Whisper is told was said before (recognition_context); `quick`:
+    a text only shown (models.asr.transcribe_utterance)."""
     executor = _PARTIALS if partial else _EXECUTOR
-    return asyncio.get_running_loop().run_in_executor(executor, _decode, settings, audio, language, context)
+    return asyncio.get_running_loop().run_in_executor(executor, _decode, settings, audio, language, context, quick)
 
 
 CONTEXT_CHARS = 200  # of the room's context given to Whisper (its newest end is kept: the last reply)

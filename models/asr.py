@@ -77,12 +77,19 @@ def zh_punctuate(text: str) -> str:
 # (frames of 10 ms). The shorter one decodes faster but sometimes stops after a word or repeats
 # itself; a text implausible for the speech is decoded again in the next, then in the full 30 s.
 WINDOWS = ((1000, 300), (1500, 500))
+# A partial transcript's one window (shown while the speaker talks, never answered): the utterance
+# plus 2 s, at least 3 s. It took 35-65% less CPU time than WINDOWS[0] for the same text on
+# bench.voice_latency's 14 questions (bench/voice_asr_window.py), but live it once stopped after a word
+# the longer window kept ("公司对新员工有什么" for "...有什么培训安排", twice in four bench runs),
+# and the plausibility check cannot tell: the text the room answers keeps WINDOWS.
+QUICK_WINDOW = (300, 200)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _TOKEN = re.compile(r"[A-Za-z0-9'’]+|[\u4e00-\u9fff]")
 MIN_RATE = {"zh": 1.0, "en": 0.5}  # words (Chinese: characters) a second of speech, at the least
 
 
-def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int = 1, context: str | None = None) -> str:
+def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int = 1, context: str | None = None,
+                         quick: bool = False) -> str:
     """One short utterance already cut by a VAD (live voice input): no second VAD pass, no
     timestamps, no language detection (the room's language or the client's hint).
 
@@ -92,7 +99,11 @@ def transcribe_utterance(model, audio: np.ndarray, language: str, beam_size: int
     decoded again is kept once (:func:`once`); a text in the wrong script, too short for the speech or
     running to the length limit is decoded again in a larger window, then the usual way.
     `context`: text Whisper reads as what was said before (its initial prompt), to bias it towards
-    the words of the conversation."""
+    the words of the conversation. `quick`: a partial transcript, decoded once in QUICK_WINDOW (no
+    second decode; a loop reads as no text yet)."""
+    if quick:
+        text = (_short_window(model, audio, language, beam_size, *QUICK_WINDOW, context) or "").strip()
+        return zh_punctuate(_t2s().convert(text)) if language == "zh" and text else text
     text = None
     for min_frames, pad in WINDOWS:
         text = _short_window(model, audio, language, beam_size, min_frames, pad, context)

@@ -18,6 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from bench.viewer import AudioViewer
 from conftest import poll_job, wait_until
+from core.conversations.responders import ACKS
 from core.interviews.bank import ordered_questions
 from speech import tone_wav, tts_pcm, wav_bytes
 from test_rooms import events, open_room, publishing, wait_event
@@ -257,17 +258,22 @@ def test_a_new_message_barges_in_and_the_history_keeps_what_was_said(api, servic
 
 
 def test_a_failing_llm_is_replaced_by_the_script(api, service, llm_stub):
+    from bench.llmstub import Behaviour
+
     llm_stub.clear()
+    # The fourth LLM reply stops mid-way through its first clause (no comma yet: nothing was cut).
+    cut_off = "嗯我想想这个问题的答案，你说的这个项目很有意思。"
     llm_stub.then_status(503).then_hang(30).then_stall(after_tokens=6, seconds=30)
+    llm_stub.then(Behaviour("stall", after_tokens=2, seconds=30, reply=cut_off))
     room = live_room(api, service, username="conv_fail", responder="llm", job="软件工程师")
     questions = ordered_questions("软件工程师", "zh")[1]
     outcomes = []
-    for n, text in enumerate(["你好。", "我准备好了。", "请问。"]):
+    for n, text in enumerate(["你好。", "我准备好了。", "请问。", "好的。"]):
         sent_at = time.time()
         sent = post(api, room["id"], text=text)
         reply = reply_to(api, room["id"], sent["message_id"], {"spoken"}, 60)
         outcomes.append((reply, [e for e in events(api, room["id"]) if e["t"] >= sent_at]))
-    (r1, e1), (r2, e2), (r3, e3) = outcomes
+    (r1, e1), (r2, e2), (r3, e3), (r4, e4) = outcomes
     fallback1 = next(e for e in e1 if e["event"] == "responder_fallback")
     assert fallback1["reason"] == "llm_http_error" and r1["fallback"]["reason"] == "llm_http_error"
     assert r1["responder"] == "script" and r1["text"].endswith(questions[0])
@@ -276,11 +282,24 @@ def test_a_failing_llm_is_replaced_by_the_script(api, service, llm_stub):
     post2 = llm_stub.requests[1].received_at
     assert fallback2["reason"] == "llm_timeout" and 1.9 <= fallback2["t"] - post2 <= 3.0, fallback2["t"] - post2
     assert r2["responder"] == "script" and r2["text"].endswith(questions[1])
-    # An LLM that stalls mid-reply keeps what it said, and says why it stopped.
-    assert not [e for e in e3 if e["event"] == "responder_fallback"]
-    assert r3["responder"] == "llm" and r3["error"]["code"] == "llm_timeout" and r3["text"] == "好的，谢谢你的回答。", r3
+    # An LLM that stalls mid-reply: what it had said is kept as spoken, the sentence it broke off in is
+    # not spoken, and the script goes on in its place with its next question.
+    fallback3 = next(e for e in e3 if e["event"] == "responder_fallback")
+    assert fallback3["reason"] == "llm_timeout" and fallback3["kept_sentences"] >= 1, fallback3
+    llm_said = llm_stub.requests[2].sent_text
+    assert r3["responder"] == "script" and r3["fallback"]["kept_sentences"] == fallback3["kept_sentences"]
+    assert r3["text"] == "好的，谢谢你的回答。" + questions[2], (r3["text"], llm_said)
+    assert [s["status"] for s in r3["sentences"]] == ["spoken"] * len(r3["sentences"]), r3["sentences"]
+    assert llm_said not in r3["text"] and not r3["generated"].startswith(llm_said), (llm_said, r3["generated"])
+    # Broken off before anything was cut: the script's whole reply, not prefixed by the LLM's start.
+    partial = llm_stub.requests[3].sent_text
+    assert partial and cut_off.startswith(partial) and "，" not in partial, partial
+    fallback4 = next(e for e in e4 if e["event"] == "responder_fallback")
+    assert fallback4["kept_sentences"] == 0 and r4["responder"] == "script"
+    ack = next(a for a in ACKS["zh"] if r4["text"].startswith(a))
+    assert r4["text"] == ack + questions[3] and r4["generated"] == r4["text"], (partial, r4["text"], r4["generated"])
     assert publishing(service.media, room["stream_key"])
-    assert [m["role"] for m in said(api, room["id"])] == ["user", "assistant"] * 3
+    assert [m["role"] for m in said(api, room["id"])] == ["user", "assistant"] * 4
 
 
 def test_a_spoken_question_is_recognised_and_answered(api, service):

@@ -24,3 +24,16 @@ def test_own_wav_reads_like_ffmpeg_and_other_files_fall_back(tmp_path):
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
     other = decode_own_speech(m4a, 44100)
     assert abs(other.size / 44100 - 1.3) < 0.1 and np.abs(other).max() > 0.2
+
+
+def test_a_reply_starts_at_its_first_sound():
+    """The silence a synthesised WAV begins with is not played before a reply's first piece
+    (workers.stream.leading_silence): only the onset's own 20 ms are kept."""
+    from workers.stream import leading_silence
+
+    rate = 48000
+    tone = 0.3 * np.cos(np.arange(rate) / 7).astype(np.float32)
+    speech = np.concatenate([np.zeros(int(0.15 * rate), np.float32), tone])
+    assert leading_silence(speech, rate) == int(0.13 * rate)
+    assert leading_silence(speech[int(0.15 * rate):], rate) == 0  # nothing to take
+    assert leading_silence(np.zeros(2 * rate, np.float32), rate) == int(0.48 * rate)  # at most 0.5 s

@@ -605,3 +605,21 @@ def test_watch_page_microphone_asks_the_room_and_the_reply_plays(api, service, t
     finally:
         d.quit()
         api.delete(f"/v1/rooms/{room['id']}")
+
+
+def test_the_pause_takes_the_partial_begun_as_its_silence_began(voice_api):
+    """A partial is begun as soon as silence follows speech; when no voiced audio comes before the
+    pause, that decode is the utterance's text: the same speech is not decoded a second time."""
+    before = voice_api.settings.voice_partial_interval_s
+    # No partial while the question is spoken (it is shorter than that), one as its silence begins.
+    voice_api.settings.voice_partial_interval_s = 2.4
+    try:
+        with connected(voice_api) as (room, client):
+            client.wait_event("listening", 10)
+            client.send_pcm(spoken(QUESTION))
+            final = client.wait_event("final", 30)
+    finally:
+        voice_api.settings.voice_partial_interval_s = before
+    assert final is not None and final["early_from"] == "partial", final
+    assert final["decodes"] == {"silence_partial": 1, "reused": 1}, final["decodes"]
+    assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final

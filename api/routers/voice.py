@@ -113,6 +113,10 @@ class VoiceSocket:
         self.utterance = 0  # counts utterances, so a late decode of an older one is dropped
         self.partial_at = 0  # utterance samples when the last partial decode started
         self.partial_busy = False
+        self.early_from_partial = False  # the early decode is the partial begun as the pause's silence did
+        self.decodes: dict[str, int] = {}  # decodes begun for the current utterance, by kind (in its final)
+        # The last partial decode begun in silence: (utterance, voiced samples it covers, decode).
+        self.silence_partial: tuple[int, int, asyncio.Future] | None = None
         self.early: tuple[int, int, asyncio.Future] | None = None  # (utterance, samples, decode) at a pause
         self.preempt: tuple[int, int, asyncio.Future] | None = None  # (utterance, samples, posting) at a pause
         self.room_closed = False
@@ -246,17 +250,23 @@ class VoiceSocket:
         if kind == "speech_start":
             self.utterance += 1
             self._drop_early()
-            self.partial_at = 0
+            self.partial_at, self.decodes = 0, {}
             self.emit("speech_start", utterance=self.utterance, **fields)
             await self._barge_in()
             if self.settings.voice_context_bias:  # after the barge-in: it must not wait for this read
                 self.context = await run_in_threadpool(recognition_context, self.store.r, self.settings, self.room,
                                                        self.language)
         elif kind == "pause":
-            # Recognised now: if the pause becomes the endpoint, this is the final text already.
+            # Recognised now: if the pause becomes the endpoint, this is the final text already. A partial
+            # begun when this silence did covers the same speech: it is that text (no second decode
+            # competing with it for the CPU, and the text is ready sooner).
             samples = self.endpointer.voiced_end
-            self.early = (self.utterance, samples, recognise(self.settings, self.endpointer.speech(), self.language,
-                                                             self.context))
+            last = self.silence_partial
+            reuse = last if last and last[:2] == (self.utterance, samples) and not last[2].cancelled() else None
+            self.early = (self.utterance, samples, reuse[2] if reuse else
+                          recognise(self.settings, self.endpointer.speech(), self.language, self.context))
+            self.early_from_partial = reuse is not None
+            self._count("reused" if reuse else "pause")
             if self._may_preempt():
                 self.preempt = (self.utterance, samples, asyncio.ensure_future(self._preempt(*self.early)))
         elif kind == "resume":
@@ -325,16 +335,22 @@ class VoiceSocket:
             self.emit("barge_in", utterance=self.utterance)
 
     def _maybe_partial(self) -> None:
+        """A partial transcript every `voice_partial_interval_s` of new speech, and one as soon as
+        silence begins (after half that): the utterance may be ending there, and if no voiced audio
+        follows, the pause takes that decode as its text instead of decoding the same speech again
+        (two decodes of it at once each ran up to 2-4x slower on the two cores)."""
         ep = self.endpointer
         step = int(self.settings.voice_partial_interval_s * RATE)
-        # Not once silence has begun either: the utterance may be ending, and its final decode (at the
-        # pause) must not queue behind a partial on the one recognition thread.
-        if not ep.in_speech or ep.paused or ep.silent_run or self.partial_busy \
-                or ep.utterance_samples - self.partial_at < step:
+        silence = 0 < ep.silent_run < ep.pause_windows  # a frame may carry two VAD windows
+        if not ep.in_speech or ep.paused or (ep.silent_run and not silence) or self.partial_busy \
+                or ep.utterance_samples - self.partial_at < (step // 2 if silence else step):
             return
         self.partial_busy, self.partial_at = True, ep.utterance_samples
-        future = recognise(self.settings, ep.speech(), self.language, self.context, partial=True)
+        # One begun in silence may become the final text: decoded as a final is; the others only show.
+        future = recognise(self.settings, ep.speech(), self.language, self.context, partial=True, quick=not silence)
         utterance = self.utterance
+        self.silence_partial = (utterance, ep.voiced_end, future) if silence else None
+        self._count("silence_partial" if silence else "partial")
 
         def done(f: asyncio.Future) -> None:
             self.partial_busy = False
@@ -354,10 +370,16 @@ class VoiceSocket:
         posting = self.preempt[2] if early and self.preempt and self.preempt[:2] == early[:2] else None
         self.early = self.preempt = None
         self.endpointer.reset_utterance()
+        if not early:
+            self._count("endpoint")
         decode = early[2] if early else recognise(self.settings, speech, self.language, self.context)
         kept = speech if self.room.keep_recordings else None
-        self.finishing = asyncio.ensure_future(self._finish(self.finishing, utterance, decode, early is not None, kept,
-                                                            posting))
+        how = ("partial" if self.early_from_partial else "pause") if early else None
+        self.finishing = asyncio.ensure_future(self._finish(self.finishing, utterance, decode, how, kept, posting,
+                                                            dict(self.decodes)))
+
+    def _count(self, kind: str) -> None:
+        self.decodes[kind] = self.decodes.get(kind, 0) + 1
 
     def _keep(self, speech: np.ndarray) -> str:
         """The utterance as a WAV under uploads/ (keep_recordings rooms only), owned by the speaker's key."""
@@ -368,7 +390,8 @@ class VoiceSocket:
         return ref
 
     async def _finish(self, previous: asyncio.Future | None, utterance: int, decode: asyncio.Future,
-                      early: bool, kept: np.ndarray | None = None, posting: asyncio.Future | None = None) -> None:
+                      early: str | None, kept: np.ndarray | None = None, posting: asyncio.Future | None = None,
+                      decodes: dict | None = None) -> None:
         """The final text (from the pause's early decode when nothing was said since), then the
         message that the room answers: posted at the pause already (`posting`; its reply is released
         now), or now."""
@@ -382,7 +405,8 @@ class VoiceSocket:
             self.emit("final", utterance=utterance, text="", ignored="asr_failed")
             return
         final = {"utterance": utterance, "text": result.text, "language": result.language, "audio_s": result.audio_s,
-                 "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3), "early": early}
+                 "recognise_s": result.seconds, "after_endpoint_s": round(time.monotonic() - ended, 3),
+                 "early": early is not None, "early_from": early, "decodes": decodes or {}}
         recording = await run_in_threadpool(self._keep, kept) if kept is not None and kept.size else None
         if recording:
             final["recording"] = recording

@@ -41,7 +41,8 @@ class MessageOut(BaseModel):
     created_at: float
     source: str | None = Field(None, description="text, audio, or for the room's own words: welcome")
     responder: str | None = None
-    fallback: dict[str, Any] | None = Field(None, description="the responder that failed and why (the script answered)")
+    fallback: dict[str, Any] | None = Field(None, description="the responder that failed and why (the script answered in its place): "
+                                               "{from, reason, kept_sentences (its sentences queued before it failed, kept)}")
     generated: str | None = Field(None, description="assistant: everything the responder generated")
     sentences: list[Sentence] | None = None
     reply_to: str | None = None

@@ -38,6 +38,9 @@ class TurnContext:
     message_id: str = ""  # the user message answered (a rerun of the turn asks the same question)
     history: list[dict] = field(default_factory=list)  # earlier messages, {"role", "content"}
     language: str = "zh"
+    # The reply already said sentences of another responder's (it failed mid-reply): go on from
+    # them rather than begin again (the script leaves out its acknowledgement).
+    continues: bool = False
 
 
 class ResponderFailed(RuntimeError):
@@ -102,7 +105,8 @@ class ScriptResponder:
     def reply(self, ctx: TurnContext) -> Iterator[str]:
         language = ctx.language if ctx.language in ACKS else "zh"
         asked = int(self.r.eval(_ASKED, 1, room_key(ctx.room.id, "script"), ctx.message_id or "-"))
-        parts = [OPENING[language] if asked == 0 else ACKS[language][(asked - 1) % len(ACKS[language])]]
+        parts = [] if ctx.continues else \
+            [OPENING[language] if asked == 0 else ACKS[language][(asked - 1) % len(ACKS[language])]]
         if ctx.user_text.rstrip().endswith(("?", "？")):
             parts.append(DEFER[language])
         questions = self.questions(ctx.room, language)

@@ -134,9 +134,13 @@ class ConversationStore:
 
     def retract(self, room_id: str, message_id: str) -> None:
         """A message taken back (a voice turn posted at a pause, and the speaker went on): it and any
-        reply to it leave the history, so neither a reply nor the LLM's context sees it."""
+        reply to it leave the history, so neither a reply nor the LLM's context sees it. Its id is
+        remembered: a reply its turn adds after this (the turn was already past its checks) is
+        never listed either."""
         gone = [message_id] + [m["id"] for m in self.messages(room_id, 6) if m.get("reply_to") == message_id]
         with self.r.pipeline() as p:
+            p.sadd(room_key(room_id, "retracted"), message_id)
+            p.expire(room_key(room_id, "retracted"), self.settings.conversation_retention_s)
             for mid in gone:
                 p.lrem(room_key(room_id, "messages"), 1, mid)
             p.hdel(room_key(room_id, "script"), message_id)  # the script's question is asked again
@@ -161,8 +165,11 @@ class ConversationStore:
             return []
         raws = self.r.hmget(room_key(room_id, "msg"), ids)
         said = {k.decode(): json.loads(v) for k, v in self.r.hgetall(room_key(room_id, "said")).items()}
+        retracted = {m.decode() for m in self.r.smembers(room_key(room_id, "retracted"))}
         current = self.turn(room_id)
-        return [_with_said(Message.from_dict(json.loads(raw)).to_dict(), said, current) for raw in raws if raw]
+        listed = [Message.from_dict(json.loads(raw)).to_dict() for raw in raws if raw]
+        return [_with_said(m, said, current) for m in listed
+                if m["id"] not in retracted and m.get("reply_to") not in retracted]
 
     def settle(self, room_id: str, timeout_s: float = 1.0) -> None:
         """Wait (briefly) until no sentence reads as being spoken: after a barge-in, the publisher

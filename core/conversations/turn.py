@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from redis import Redis
 from rq.job import JobStatus
@@ -153,7 +153,7 @@ class TurnRunner:
         return reply
 
     def _answer(self, room: Room, message: Message, reply: Message) -> str:
-        """Stream the reply; on a failing LLM before any sentence, the script answers. Returns the responder."""
+        """Stream the reply; on a failing responder, the script answers. Returns the responder."""
         self.conv.settle(self.room_id)
         ctx = TurnContext(room=room, user_text=message.text, message_id=self.message_id, language=room.language,
                           history=self.conv.context(self.room_id, exclude={self.message_id, reply.id}))
@@ -165,17 +165,29 @@ class TurnRunner:
             self._stream(load_responder(name, self.r, self.settings), ctx, speaker)
             return name
         except ResponderFailed as exc:
-            if name == "script" or reply.sentences:
+            if name == "script":
                 self._error(reply, exc.code, str(exc))
                 if not reply.sentences:
                     raise
                 return name
-            log.warning("room %s: %s responder failed (%s); the script answers", self.room_id, name, exc)
-            self.rooms.event(self.room_id, "responder_fallback", message=reply.id, responder=name, to="script",
-                             reason=exc.code, detail=str(exc)[:200])
-            reply.fallback, reply.sentences, reply.generated = {"from": name, "reason": exc.code}, [], ""
-            self._stream(load_responder("script", self.r, self.settings), ctx, speaker)
+            self._fall_back(ctx, speaker, name, exc)
             return "script"
+
+    def _fall_back(self, ctx: TurnContext, speaker: Speaker, name: str, exc: ResponderFailed) -> None:
+        """The script answers in place of what the failed responder had not said: its sentences
+        already queued stay (they are, or will be, heard as they were), the text it generated after
+        them (a sentence cut off mid-way, never queued) is dropped, not spoken before the script's."""
+        reply, kept = speaker.reply, len(speaker.reply.sentences)
+        log.warning("room %s: %s responder failed (%s) after %d sentences; the script answers",
+                    self.room_id, name, exc, kept)
+        self.rooms.event(self.room_id, "responder_fallback", message=reply.id, responder=name, to="script",
+                         reason=exc.code, detail=str(exc)[:200], kept_sentences=kept)
+        reply.fallback = {"from": name, "reason": exc.code, "kept_sentences": kept}
+        joiner = " " if ctx.language == "en" else ""
+        reply.generated = joiner.join(s["text"] for s in reply.sentences) + (joiner if kept else "")
+        speaker.cutter = SentenceCutter(first_clause_chars=0 if kept else self.settings.reply_first_clause_chars)
+        # After sentences of its own the reply needs no second acknowledgement: the script goes on.
+        self._stream(load_responder("script", self.r, self.settings), replace(ctx, continues=bool(kept)), speaker)
 
     def _stream(self, responder, ctx: TurnContext, speaker: Speaker) -> None:
         deltas: queue.Queue = queue.Queue()

@@ -521,11 +521,18 @@ function followFeed(room) {
   const key = apiKey() ? `?key=${encodeURIComponent(apiKey())}` : "";
   const ws = new WebSocket(`${scheme}://${location.host}/v1/rooms/${room.id}/ws${key}`);
   state.feed = ws;
+  state.retracted = new Set();
   let pending = null;
   ws.onmessage = (msg) => {
     const e = JSON.parse(msg.data);
     lag.note(e, Date.now());
     if (e.event === "mouth") return;  // per-frame values: for front-ends animating their own character
+    // A voice turn taken back (the speaker went on after a pause): its message and reply go at once,
+    // and stay gone whatever a transcript read before this event still says.
+    if (e.event === "message_retracted" && e.message) {
+      state.retracted.add(e.message);
+      dropRetracted();
+    }
     // Text arrives token by token: redraw the transcript at most five times a second.
     if (!pending) pending = setTimeout(() => { pending = null; refreshConversation(); }, 200);
   };
@@ -538,11 +545,27 @@ function statusLabel(status) {
   return text === key ? status : text;
 }
 
+function isRetracted(m) {
+  const gone = state.retracted || new Set();
+  return gone.has(m.id) || (m.reply_to && gone.has(m.reply_to));
+}
+
+function dropRetracted() {
+  for (const li of [...$("#conversation").children]) {
+    if (isRetracted({ id: li.dataset.id, reply_to: li.dataset.replyTo })) li.remove();
+  }
+}
+
+let conversationReads = 0;  // a transcript read that answers after a newer one is not drawn
+
 async function refreshConversation() {
   if (!state.room) return;
+  const read = ++conversationReads;
   try {
-    const messages = await api(`/v1/rooms/${state.room.id}/messages`);
-    $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}`, dataset: { status: m.status } },
+    const messages = (await api(`/v1/rooms/${state.room.id}/messages`)).filter((m) => !isRetracted(m));
+    if (read !== conversationReads) return;
+    $("#conversation").replaceChildren(...messages.map((m) => h("li", { class: `msg ${m.role} ${m.status}`,
+      dataset: { status: m.status, id: m.id, ...(m.reply_to ? { replyTo: m.reply_to } : {}) } },
       h("span", { class: "who" }, m.role === "user" ? t("conv.user") : (m.responder || t("conv.room"))),
       h("span", { class: "text" }, m.role === "assistant" && m.status === "generating" ? (m.generated || "…") : (m.text || m.generated || "")),
       h("span", { class: "muted status" }, ` ${statusLabel(m.status)}${m.fallback ? ` (${t("conv.fallback", { reason: m.fallback.reason })})` : ""}`))));
