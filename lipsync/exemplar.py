@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import av
 import cv2
 import numpy as np
 
+from avatars import yuv
 from lipsync.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
@@ -50,6 +52,14 @@ class ExemplarOptions:
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
     # inter-ocular distances) before it feathers out: no second lip contour at the corners.
     lip_cover: float = 0.08
+
+
+@dataclass(frozen=True)
+class _Plan:
+    to_canon: np.ndarray  # frame -> canonical similarity
+    chosen: np.ndarray  # appearances blended
+    weights: np.ndarray
+    box: tuple[int, int, int, int]  # frame box the patch covers
 
 
 @dataclass
@@ -154,17 +164,24 @@ class ExemplarEngine:
             raise NotEnrolled(f"avatar {avatar.id!r} has no enrolled talking footage")
         return bank
 
-    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None):
+    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None, live: bool = False):
+        """Composed frames: BGR arrays, or with `live` limited-range yuv420p av.VideoFrames where the
+        template allows (what the stream encodes, without a full-frame conversion; avatars.yuv)."""
         bank = self.bank(avatar)
         track = track or analyse(audio_16k, avatar.fps, n_frames)
         shapes = bank.predict_shapes(audio_16k, track)
         state = _State()
         fits = self.fits(avatar, bank)
+        template = yuv.TemplateYuv() if live and fits else None
         for k in range(n_frames):
-            if fits:
+            if not fits:
+                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+                continue
+            frame = template.frame(avatar, start + k) if template is not None else None
+            if frame is None:
                 yield self.render_shape(avatar, bank, start + k, shapes[k], state)
             else:
-                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+                yield self.render_yuv(frame, avatar.landmarks_at(start + k), bank, shapes[k], state)
 
     def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
         """Does the enrolled mouth belong on this template? A bank that does not (another person's
@@ -217,17 +234,47 @@ class ExemplarEngine:
                        state: _State | None = None) -> np.ndarray:
         """`frame` (modified in place and returned) with the mouth in `shape`."""
         state = state or _State()
+        plan = self._plan(frame.shape, landmarks, bank, shape, state)
+        if plan is not None:
+            self._paint(frame, (0, 0), plan, landmarks, bank, shape, state)
+        return frame
+
+    def render_yuv(self, frame: av.VideoFrame, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
+                   state: _State) -> av.VideoFrame:
+        """render_decoded on a limited-range yuv420p frame (modified in place and returned): only a
+        window around the mouth is converted to BGR, drawn on, and put back where it was drawn."""
+        plan = self._plan((frame.height, frame.width), landmarks, bank, shape, state)
+        if plan is None:
+            return frame
+        win = yuv.window(plan.box, frame.width, frame.height)
+        region = yuv.read_bgr(frame, win)
+        x1, y1, x2, y2 = plan.box
+        mask = self._paint(region, win[:2], plan, landmarks, bank, shape, state)
+        changed = np.zeros(region.shape[:2], bool)
+        changed[y1 - win[1]:y2 - win[1], x1 - win[0]:x2 - win[0]] = mask > 0
+        yuv.write_bgr(frame, win, region, changed)
+        return frame
+
+    def _plan(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
+              state: _State) -> _Plan | None:
+        """Where the mouth goes in a frame and which appearances draw it (None: off the frame)."""
         to_canon = similarity(landmarks[STABLE], bank.ref)
         pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
         chosen, weights = self._choose(bank, shape, pose, state)
-        box = self._roi(frame.shape, to_canon, bank)
-        if box is None:
-            return frame
-        cover = self._blend_mask(bank, to_canon, landmarks, shape)
-        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
-        self._match_colour(frame, box, out, mask, state)
-        blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
-        return frame
+        box = self._roi(frame_shape, to_canon, bank)
+        return None if box is None else _Plan(to_canon, chosen, weights, box)
+
+    def _paint(self, region: np.ndarray, origin, plan: _Plan, landmarks: np.ndarray, bank: MouthBank,
+               shape: np.ndarray, state: _State) -> np.ndarray:
+        """Draw the planned mouth into `region` (the frame's pixels from `origin` = (x, y) on, holding
+        the plan's box); returns the blend mask over the box."""
+        cover = self._blend_mask(bank, plan.to_canon, landmarks, shape)
+        out, mask = self._compose(bank, shape, plan.chosen, plan.weights, plan.to_canon, plan.box, cover)
+        x1, y1, x2, y2 = plan.box
+        local = (x1 - origin[0], y1 - origin[1], x2 - origin[0], y2 - origin[1])
+        self._match_colour(region, local, out, mask, state)
+        blend_region(region, local, (out + 0.5).astype(np.uint8), mask)
+        return mask
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))

@@ -247,7 +247,7 @@ class RoomPublisher(threading.Thread):
         self.engine.warm(avatar)
         silence = np.zeros(SAMPLE_RATE // 5, np.float32)
         n = max(1, frame_count(silence.size, FPS))
-        next(iter(self.engine.frames(avatar, silence, self.cycle, n, analyse(silence, FPS, n))), None)
+        next(iter(self.engine.frames(avatar, silence, self.cycle, n, analyse(silence, FPS, n), live=True)), None)
         self._warmed = True
         self.store.event(self.room.id, "warmed", seconds=round(time.monotonic() - started, 3),
                          engine=self.engine.choose(avatar).name)
@@ -323,7 +323,7 @@ class RoomPublisher(threading.Thread):
                 # The clip was rendered from this cycle position on: the stream continues from there.
                 self.cycle = int(u.clip_cycle_start) % avatar.cycle_length
                 return frames, "clip"
-        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track), \
+        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track, live=True), \
             self.engine.choose(avatar).name
 
     def _speak(self, pb: Playback) -> bool:

@@ -1,0 +1,87 @@
+"""Template frames as the live encoder takes them (limited-range YUV 4:2:0), decoded straight from
+the avatar's JPEGs, and the few pixels a lip-sync engine changes converted alone.
+
+A speaking 720p room used to decode each template JPEG to BGR (3.5 ms of CPU), copy it, and
+convert the whole frame back to YUV for x264 (2.7 ms), to change a mouth box of ~5% of the frame.
+The prepared JPEGs already hold YCbCr 4:2:0 (full range): decoding them without colour conversion
+and rescaling the levels to the encoder's range costs 2.8 ms, and only a window around the mouth
+goes to BGR and back. The picture differs from the BGR route by rounding (mean 0.3 luma levels,
+0.5 chroma levels, at most 4, on the bench720talk template).
+"""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+
+# Full-range (JPEG) levels to the limited range H.264 streams here use (BT.601, as swscale's bgr24
+# -> yuv420p conversion in core.live.to_video_frame produces).
+_LUMA = np.round(16 + np.arange(256) * 219 / 255).astype(np.uint8)
+_CHROMA = np.round(16 + np.arange(256) * 224 / 255).astype(np.uint8)
+
+Window = tuple[int, int, int, int]  # x1, y1, x2, y2 in frame pixels, all even
+
+
+def plane(frame: av.VideoFrame, i: int) -> np.ndarray:
+    """A writable [h, w] uint8 view of plane `i` (without the line padding)."""
+    p = frame.planes[i]
+    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+
+
+class TemplateYuv:
+    """Decodes an avatar's template frames to limited-range yuv420p. One per thread (the decoder
+    keeps state); None for a frame not stored as 4:2:0 with even sides (callers take the BGR route)."""
+
+    def __init__(self) -> None:
+        self._decoder = av.CodecContext.create("mjpeg", "r")
+
+    def frame(self, avatar, cycle_index: int) -> av.VideoFrame | None:
+        path = avatar.path / "frames" / f"{avatar.forward_index(cycle_index):06d}.jpg"
+        decoded = self._decoder.decode(av.Packet(path.read_bytes()))
+        if not decoded:
+            return None
+        src = decoded[0]
+        if src.format.name not in ("yuvj420p", "yuv420p") or src.width % 2 or src.height % 2:
+            return None
+        full = src.format.name == "yuvj420p"
+        out = av.VideoFrame(src.width, src.height, "yuv420p")
+        for i, lut in enumerate((_LUMA, _CHROMA, _CHROMA)):
+            dst = plane(out, i)
+            if full:
+                cv2.LUT(plane(src, i), lut, dst=dst)
+            else:
+                dst[:] = plane(src, i)
+        return out
+
+
+def window(box, width: int, height: int, margin: int = 8) -> Window:
+    """`box` grown by `margin` px and out to even coordinates (4:2:0 chroma covers 2x2 pixels), inside
+    the frame: the converted pixels near the window's edge see no neighbour beyond it, so the box
+    itself is kept that far from the edge."""
+    x1, y1, x2, y2 = box
+    x1, y1 = max(0, x1 - margin) & ~1, max(0, y1 - margin) & ~1
+    x2, y2 = min(width, (x2 + margin + 1) & ~1), min(height, (y2 + margin + 1) & ~1)
+    return x1, y1, x2, y2
+
+
+def read_bgr(frame: av.VideoFrame, win: Window) -> np.ndarray:
+    """The window's pixels as BGR (swscale, the conversion the stream's decoders make)."""
+    x1, y1, x2, y2 = win
+    crop = av.VideoFrame(x2 - x1, y2 - y1, "yuv420p")
+    plane(crop, 0)[:] = plane(frame, 0)[y1:y2, x1:x2]
+    for i in (1, 2):
+        plane(crop, i)[:] = plane(frame, i)[y1 // 2:y2 // 2, x1 // 2:x2 // 2]
+    return crop.reformat(format="bgr24").to_ndarray()
+
+
+def write_bgr(frame: av.VideoFrame, win: Window, bgr: np.ndarray, changed: np.ndarray) -> None:
+    """Put the window's BGR pixels back where `changed` ([h, w] bool) says they were drawn: luma per
+    pixel, chroma per 2x2 block with any pixel drawn. The rest of the window keeps its decoded
+    values (a round trip through BGR would move them by a level or two)."""
+    x1, y1, x2, y2 = win
+    yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24").reformat(format="yuv420p")
+    np.copyto(plane(frame, 0)[y1:y2, x1:x2], plane(yuv, 0), where=changed)
+    block = changed[::2, ::2] | changed[1::2, ::2] | changed[::2, 1::2] | changed[1::2, 1::2]
+    for i in (1, 2):
+        np.copyto(plane(frame, i)[y1 // 2:y2 // 2, x1 // 2:x2 // 2], plane(yuv, i), where=block)
