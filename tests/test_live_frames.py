@@ -4,6 +4,7 @@ the stream encodes is the one the BGR route gave, within rounding, and only draw
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -80,3 +81,33 @@ def test_a_template_not_stored_as_420_takes_the_bgr_route(template):
     path = template.path / "frames" / "000000.jpg"
     cv2.imwrite(str(path), template.frame(0), [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
     assert yuv.TemplateYuv().frame(template, 0) is None
+
+
+def test_cached_frames_are_the_decoded_frames_and_stay_within_the_budget(template):
+    one = 720 * 1280 * 3 // 2
+    cache = yuv.FrameCache(budget_bytes=one + one // 2)  # room for one frame, not two
+    cached, plain = yuv.TemplateYuv(cache), yuv.TemplateYuv(yuv.FrameCache(0))
+    for cycle in (0, 1, 2, 3, 0, 3):
+        got, want = cached.frame(template, cycle), plain.frame(template, cycle)
+        assert all(np.array_equal(a, b) for a, b in zip(_planes(got), _planes(want))), cycle
+        assert cache.used == one  # frame 0 kept; frame 1 decoded every time, never stored
+    # Each call gives a frame of its own: drawing on it leaves the cache as it was.
+    drawn = cached.frame(template, 0)
+    yuv.plane(drawn, 0)[:] = 0
+    assert np.array_equal(_planes(cached.frame(template, 0))[0], _planes(plain.frame(template, 0))[0])
+
+
+def test_an_avatar_no_room_reads_gives_its_place_to_another(template, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("frames", "avatar.json", "landmarks.npy", "boxes.npy", "masks.npy"):
+        (other / name).symlink_to(template.path / name)
+    cache = yuv.FrameCache(budget_bytes=720 * 1280 * 3 // 2, idle_s=0.05)
+    decoder = yuv.TemplateYuv(cache)
+    decoder.frame(template, 0)
+    decoder.frame(Avatar(other), 0)
+    assert len(cache._frames) == 1 and cache._frames.get((str(template.path), "")) is not None
+    time.sleep(0.1)
+    decoder.frame(Avatar(other), 0)
+    assert list(cache._frames) == [(str(other), "")]
+    assert cache.used == 720 * 1280 * 3 // 2

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
+from avatars.yuv import configure_cache
 from core import metrics
 from core.conversations.store import mark_said
 from core.credentials import publish_url
@@ -563,6 +564,10 @@ def main() -> int:
     settings = get_settings()
     setup_logging(settings.log_level)
     metrics.init(settings)
+    # Rooms already run in parallel (a thread each, a process per core); OpenCV splitting each small
+    # mouth-sized call over its own threads only adds CPU (about 5% of a speaking room's).
+    cv2.setNumThreads(1)
+    configure_cache(settings.live_frame_cache_mb)
     worker = StreamWorker(settings)
     wait_for_redis(worker.redis)
     for sig in (signal.SIGTERM, signal.SIGINT):
