@@ -55,6 +55,9 @@ class FrameCache:
         self._read_at[key] = time.monotonic()
         return self._frames.get(key, {}).get(i)
 
+    def holds(self, key: tuple) -> bool:
+        return bool(self._frames.get(key))
+
     def put(self, key: tuple, i: int, packed: np.ndarray) -> bool:
         with self._lock:
             if i in self._frames.get(key, {}):
@@ -85,6 +88,42 @@ def configure_cache(budget_mb: int) -> FrameCache:
     return _shared
 
 
+_warming: set[tuple] = set()
+_warming_lock = threading.Lock()
+
+
+def warm_cache(avatar) -> None:
+    """Decode the avatar's template frames into the shared cache on a thread of their own (unless
+    they are there or being decoded), so its speaking rooms hit from their first words on instead of
+    after a whole cycle."""
+    key = _key(avatar)
+    with _warming_lock:
+        if not _shared.budget or key in _warming or _shared.holds(key):
+            return
+        _warming.add(key)
+    threading.Thread(target=_fill, args=(avatar, _shared), name=f"frames-{avatar.id}", daemon=True).start()
+
+
+def _fill(avatar, cache: FrameCache) -> None:
+    started, decoder = time.monotonic(), TemplateYuv(cache)
+    try:
+        for i in range(avatar.n):
+            if cache.used + avatar.width * avatar.height * 3 // 2 > cache.budget or decoder.frame(avatar, i) is None:
+                break
+    except Exception:
+        log.exception("avatar %s: template frames not cached; rooms decode them", avatar.id)
+    finally:
+        with _warming_lock:
+            _warming.discard(_key(avatar))
+    log.info("avatar %s: template frames cached in %.1f s (%.0f MB in the cache)", avatar.id,
+             time.monotonic() - started, cache.used / 2**20)
+
+
+def _key(avatar) -> tuple:
+    # The manifest's cache key changes when the avatar is prepared again under the same id.
+    return str(avatar.path), avatar.manifest.get("cache_key", "")
+
+
 class TemplateYuv:
     """Decodes an avatar's template frames to limited-range yuv420p. One per thread (the decoder
     keeps state); None for a frame not stored as 4:2:0 with even sides (callers take the BGR route).
@@ -95,9 +134,7 @@ class TemplateYuv:
         self.cache = cache if cache is not None else _shared
 
     def frame(self, avatar, cycle_index: int) -> av.VideoFrame | None:
-        i = avatar.forward_index(cycle_index)
-        # The manifest's cache key changes when the avatar is prepared again under the same id.
-        key = (str(avatar.path), avatar.manifest.get("cache_key", ""))
+        i, key = avatar.forward_index(cycle_index), _key(avatar)
         packed = self.cache.get(key, i)
         if packed is not None:
             return _unpack(packed)

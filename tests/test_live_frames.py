@@ -102,12 +102,25 @@ def test_an_avatar_no_room_reads_gives_its_place_to_another(template, tmp_path):
     other.mkdir()
     for name in ("frames", "avatar.json", "landmarks.npy", "boxes.npy", "masks.npy"):
         (other / name).symlink_to(template.path / name)
-    cache = yuv.FrameCache(budget_bytes=720 * 1280 * 3 // 2, idle_s=0.05)
+    cache = yuv.FrameCache(budget_bytes=720 * 1280 * 3 // 2, idle_s=1.0)
     decoder = yuv.TemplateYuv(cache)
     decoder.frame(template, 0)
     decoder.frame(Avatar(other), 0)
-    assert len(cache._frames) == 1 and cache._frames.get((str(template.path), "")) is not None
-    time.sleep(0.1)
+    assert cache.holds((str(template.path), "")) and not cache.holds((str(other), ""))
+    time.sleep(1.1)
     decoder.frame(Avatar(other), 0)
-    assert list(cache._frames) == [(str(other), "")]
+    assert cache.holds((str(other), "")) and not cache.holds((str(template.path), ""))
     assert cache.used == 720 * 1280 * 3 // 2
+
+
+def test_warming_decodes_the_whole_template_into_the_shared_cache(template):
+    from conftest import wait_until
+
+    try:
+        cache = yuv.configure_cache(64)
+        yuv.warm_cache(template)
+        wait_until(lambda: cache.used == 2 * 720 * 1280 * 3 // 2, 10, what="both frames cached")
+        decoded = yuv.TemplateYuv(yuv.FrameCache(0)).frame(template, 1)
+        assert np.array_equal(_planes(yuv.TemplateYuv().frame(template, 1))[2], _planes(decoded)[2])
+    finally:
+        yuv.configure_cache(0)

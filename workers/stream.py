@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
-from avatars.yuv import configure_cache
+from avatars.yuv import configure_cache, warm_cache
 from core import metrics
 from core.conversations.store import mark_said
 from core.credentials import publish_url
@@ -246,6 +246,8 @@ class RoomPublisher(threading.Thread):
             return
         started = time.monotonic()
         self.engine.warm(avatar)
+        if self.engine.choose(avatar).name == "exemplar":
+            warm_cache(avatar)  # speaking rooms draw on the template's decoded frames
         silence = np.zeros(SAMPLE_RATE // 5, np.float32)
         n = max(1, frame_count(silence.size, FPS))
         next(iter(self.engine.frames(avatar, silence, self.cycle, n, analyse(silence, FPS, n), live=True)), None)
