@@ -347,13 +347,18 @@ class ExemplarEngine:
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
         ctrl, values = self._controls(bank, shape, chosen)
         source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
-        out = np.zeros((rh, rw, 3), np.float32)
-        for j, (idx, wgt) in enumerate(zip(chosen, weights)):
-            mx = cv2.resize(source[:, j, 0].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
+        warped = []
+        for j, idx in enumerate(chosen):
+            # x and y of the sampling map in one two-channel array: one resize, one remap.
+            xy = cv2.resize(source[:, j, :].reshape(*gx.shape, 2).astype(np.float32), None, fx=step, fy=step,
                             interpolation=cv2.INTER_LINEAR)[:rh, :rw]
-            my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
-                            interpolation=cv2.INTER_LINEAR)[:rh, :rw]
-            out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            warped.append(cv2.remap(bank.patches[idx], xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        if len(warped) == 2:  # the usual case, in one pass
+            out = cv2.addWeighted(warped[0], float(weights[0]), warped[1], float(weights[1]), 0.0, dtype=cv2.CV_32F)
+        else:
+            out = np.zeros((rh, rw, 3), np.float32)
+            for w, wgt in zip(warped, weights):
+                out += np.float32(wgt) * w
         if cover is None:
             return out, _to_box(bank.mask, to_canon, box)
         return out, _to_box(cover, MASK_SCALE * to_canon, box)
