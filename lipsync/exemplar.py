@@ -60,6 +60,10 @@ class _Plan:
     chosen: np.ndarray  # appearances blended
     weights: np.ndarray
     box: tuple[int, int, int, int]  # frame box the patch covers
+    mask: np.ndarray  # blend mask over the box
+    # Where in the box the mask is above 0 (x1, y1, x2, y2 from the box's corner): about 40% of the
+    # box, and the only pixels the mouth is drawn on, so the only ones warped and coloured.
+    within: tuple[int, int, int, int]
 
 
 @dataclass
@@ -236,7 +240,7 @@ class ExemplarEngine:
         state = state or _State()
         plan = self._plan(frame.shape, landmarks, bank, shape, state)
         if plan is not None:
-            self._paint(frame, (0, 0), plan, landmarks, bank, shape, state)
+            self._paint(frame, (0, 0), plan, bank, shape, state)
         return frame
 
     def render_yuv(self, frame: av.VideoFrame, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
@@ -246,35 +250,43 @@ class ExemplarEngine:
         plan = self._plan((frame.height, frame.width), landmarks, bank, shape, state)
         if plan is None:
             return frame
-        win = yuv.window(plan.box, frame.width, frame.height)
+        x1, y1 = plan.box[:2]
+        sx1, sy1, sx2, sy2 = plan.within
+        win = yuv.window((x1 + sx1, y1 + sy1, x1 + sx2, y1 + sy2), frame.width, frame.height)
         region = yuv.read_bgr(frame, win)
-        x1, y1, x2, y2 = plan.box
-        mask = self._paint(region, win[:2], plan, landmarks, bank, shape, state)
+        self._paint(region, win[:2], plan, bank, shape, state)
         changed = np.zeros(region.shape[:2], bool)
-        changed[y1 - win[1]:y2 - win[1], x1 - win[0]:x2 - win[0]] = mask > 0
+        ox, oy = x1 + sx1 - win[0], y1 + sy1 - win[1]
+        changed[oy:oy + sy2 - sy1, ox:ox + sx2 - sx1] = plan.mask[sy1:sy2, sx1:sx2] > 0
         yuv.write_bgr(frame, win, region, changed)
         return frame
 
     def _plan(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
               state: _State) -> _Plan | None:
-        """Where the mouth goes in a frame and which appearances draw it (None: off the frame)."""
+        """Where the mouth goes in a frame, which appearances draw it and its blend mask (None: off
+        the frame, or nothing to draw)."""
         to_canon = similarity(landmarks[STABLE], bank.ref)
         pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
         chosen, weights = self._choose(bank, shape, pose, state)
         box = self._roi(frame_shape, to_canon, bank)
-        return None if box is None else _Plan(to_canon, chosen, weights, box)
+        if box is None:
+            return None
+        mask = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
+        x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
+        # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
+        return _Plan(to_canon, chosen, weights, box, mask, (x, y, x + w, y + h)) if w and h else None
 
-    def _paint(self, region: np.ndarray, origin, plan: _Plan, landmarks: np.ndarray, bank: MouthBank,
-               shape: np.ndarray, state: _State) -> np.ndarray:
-        """Draw the planned mouth into `region` (the frame's pixels from `origin` = (x, y) on, holding
-        the plan's box); returns the blend mask over the box."""
-        cover = self._blend_mask(bank, plan.to_canon, landmarks, shape)
-        out, mask = self._compose(bank, shape, plan.chosen, plan.weights, plan.to_canon, plan.box, cover)
+    def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, shape: np.ndarray,
+               state: _State) -> None:
+        """Draw the planned mouth into `region`, the frame's pixels from `origin` = (x, y) on, which
+        hold at least the box's part where the mask is above 0 (plan.within)."""
+        sx1, sy1, sx2, sy2 = plan.within
+        out = self._warp(bank, shape, plan.chosen, plan.weights, plan.to_canon, plan.box, plan.within)
         x1, y1, x2, y2 = plan.box
         local = (x1 - origin[0], y1 - origin[1], x2 - origin[0], y2 - origin[1])
-        self._match_colour(region, local, out, mask, state)
-        blend_region(region, local, (out + 0.5).astype(np.uint8), mask)
-        return mask
+        self._match_colour(region, local, out, plan.mask, state, plan.within)
+        drawn = (local[0] + sx1, local[1] + sy1, local[0] + sx2, local[1] + sy2)
+        blend_region(region, drawn, (out + 0.5).astype(np.uint8), plan.mask[sy1:sy2, sx1:sx2])
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
@@ -339,29 +351,43 @@ class ExemplarEngine:
                           cv2.GaussianBlur(face, (0, 0), sigma))
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
+        """The patch over the whole box and its blend mask (the bank's own, or `cover` at MASK_SCALE)."""
+        out = self._warp(bank, shape, chosen, weights, to_canon, box)
+        if cover is None:
+            return out, _to_box(bank.mask, to_canon, box)
+        return out, _to_box(cover, MASK_SCALE * to_canon, box)
+
+    def _warp(self, bank: MouthBank, shape, chosen, weights, to_canon, box, within=None) -> np.ndarray:
+        """The chosen appearances morphed onto `shape`, carried into the frame box `box` and blended
+        (float32 BGR): over the whole box, or its part `within` (x1, y1, x2, y2 from its corner). The
+        warp is computed on a grid over the whole box either way, so a part is the same pixels."""
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
-        gx, gy = np.meshgrid(np.arange(0, rw + step, step, dtype=np.float64) + x1,
-                             np.arange(0, rh + step, step, dtype=np.float64) + y1)
+        cols, rows = np.arange(0, rw + step, step), np.arange(0, rh + step, step)
+        sx1, sy1, sx2, sy2 = within or (0, 0, rw, rh)
+        # The grid points that `within` reads, with two more each side: a resize samples the grid
+        # between its points from half a step beyond them, and clamps at the grid's ends.
+        c0, r0 = max(0, sx1 // step - 2), max(0, sy1 // step - 2)
+        cols, rows = cols[c0:-(-sx2 // step) + 3], rows[r0:-(-sy2 // step) + 3]
+        gx, gy = np.meshgrid(cols.astype(np.float64) + x1, rows.astype(np.float64) + y1)
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
         ctrl, values = self._controls(bank, shape, chosen)
         source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
+        ox, oy = sx1 - c0 * step, sy1 - r0 * step  # `within` on the resized grid
         warped = []
         for j, idx in enumerate(chosen):
             # x and y of the sampling map in one two-channel array: one resize, one remap.
             xy = cv2.resize(source[:, j, :].reshape(*gx.shape, 2).astype(np.float32), None, fx=step, fy=step,
-                            interpolation=cv2.INTER_LINEAR)[:rh, :rw]
+                            interpolation=cv2.INTER_LINEAR)[oy:oy + sy2 - sy1, ox:ox + sx2 - sx1]
             warped.append(cv2.remap(bank.patches[idx], xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
         if len(warped) == 2:  # the usual case, in one pass
             out = cv2.addWeighted(warped[0], float(weights[0]), warped[1], float(weights[1]), 0.0, dtype=cv2.CV_32F)
         else:
-            out = np.zeros((rh, rw, 3), np.float32)
+            out = np.zeros(warped[0].shape, np.float32)
             for w, wgt in zip(warped, weights):
                 out += np.float32(wgt) * w
-        if cover is None:
-            return out, _to_box(bank.mask, to_canon, box)
-        return out, _to_box(cover, MASK_SCALE * to_canon, box)
+        return out
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
@@ -378,19 +404,22 @@ class ExemplarEngine:
             values.append(np.concatenate([delta, np.zeros((len(rim) + len(stable), 2))]))
         return ctrl, np.concatenate(values, axis=1)
 
-    def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State) -> None:
+    def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State, within=None) -> None:
         """Bring the patch's colours to the frame's: an offset field interpolated inwards from the
         differences on the mask's rim (a normalised convolution of the rim), as a Poisson blend
         would. An enrollment shot under another light (another cut of the same person) differs in
         shading across the mouth, not only in level: one offset for the whole patch left such a
-        patch grey on a warm face, its philtrum and chin lit from the other side (long-cameron)."""
+        patch grey on a warm face, its philtrum and chin lit from the other side (long-cameron).
+
+        `out` covers the box, or only its part `within` (where the mask is above 0): the rim lies
+        inside it, so the field is the same either way."""
         x1, y1, x2, y2 = box
         # Every fourth pixel each way is plenty for a field this smooth.
         m = mask[::4, ::4]
         ring = m * (1.0 - m)
         total = float(ring.sum())
         if total > 1.0:
-            diff = frame[y1:y2:4, x1:x2:4].astype(np.float32) - out[::4, ::4]
+            diff = self._rim_diff(frame, box, out, m.shape, within)
             mean = np.tensordot(ring, diff, axes=([0, 1], [0, 1])) / total
             field = mean.reshape(1, 1, 3).astype(np.float32)
             if self.options.shading_sigma > 0:
@@ -403,8 +432,24 @@ class ExemplarEngine:
                 before = cv2.resize(state.shading, (field.shape[1], field.shape[0]), interpolation=cv2.INTER_LINEAR)
                 field = before + self.options.colour_follow * (field - before)
             state.shading = field
-            out += cv2.resize(field, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
+            offset = cv2.resize(field, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+            out += offset if within is None else offset[within[1]:within[3], within[0]:within[2]]
         np.clip(out, 0, 255, out=out)
+
+    @staticmethod
+    def _rim_diff(frame, box, out: np.ndarray, grid_shape, within) -> np.ndarray:
+        """frame - patch on every fourth pixel of the box (zero outside `within`, where the rim's
+        weight is zero anyway)."""
+        x1, y1, x2, y2 = box
+        if within is None:
+            return frame[y1:y2:4, x1:x2:4].astype(np.float32) - out[::4, ::4]
+        sx1, sy1, sx2, sy2 = within
+        diff = np.zeros((*grid_shape, 3), np.float32)
+        i0, j0, i1, j1 = -(-sy1 // 4), -(-sx1 // 4), -(-sy2 // 4), -(-sx2 // 4)  # grid points inside
+        # Start indices computed whole: the box may begin before `frame` (a window around `within`).
+        diff[i0:i1, j0:j1] = (frame[y1 + 4 * i0:y1 + sy2:4, x1 + 4 * j0:x1 + sx2:4].astype(np.float32)
+                              - out[4 * i0 - sy1::4, 4 * j0 - sx1::4])
+        return diff
 
 
 def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:
