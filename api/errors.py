@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import (Conflict, DomainError, Failed, Forbidden, Invalid, Missing, NotFound, NotReady, Unavailable,
-                         UpstreamFailed)
+from core.errors import (Conflict, DomainError, Failed, Forbidden, Invalid, Missing, NotFound, NotReady, TooLarge,
+                         Unavailable, UpstreamFailed)
 from core.limits import Refused, Shortage
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ class ApiError(Exception):
 
 # The one place a domain error gets an HTTP status; the most specific class listed wins.
 DOMAIN_STATUS: dict[type[DomainError], int] = {Missing: 400, Forbidden: 403, NotFound: 404, Conflict: 409,
-                                               Invalid: 422, Failed: 500, UpstreamFailed: 502, Unavailable: 503,
-                                               NotReady: 504}
+                                               TooLarge: 413, Invalid: 422, Failed: 500, UpstreamFailed: 502,
+                                               Unavailable: 503, NotReady: 504}
 
 
 def domain_status(exc: DomainError) -> int:

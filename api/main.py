@@ -20,6 +20,7 @@ from api.observability import router as metrics_router
 from api.ratelimit import RateLimit
 from api.routers import asr, avatars, console, files, fleet, health, jobs, legacy, lipsync, live, rooms, tts
 from api.routers import conversations, feedback, interviews, publish, voice
+from api.services.live import make_hub
 from core import metrics
 from core.credentials import redis_password
 from core.jobs import redis_connection
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                         max_connections=settings.api_redis_connections, timeout=10,
                                                         retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 5))
         app.state.aredis = aioredis.Redis(connection_pool=pool)
-        app.state.relays = live.make_hub(settings, app.state.aredis)  # HTTP-FLV relays of this process
+        app.state.relays = make_hub(settings, app.state.aredis)  # HTTP-FLV relays of this process
         # Room feeds (WebSockets) block in XREAD: a pool of their own, so they never starve requests.
         app.state.feeds = aioredis.Redis.from_url(settings.redis_url, password=redis_password(settings),
                                                   max_connections=settings.max_feeds)

@@ -10,9 +10,8 @@ from pathlib import Path
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import ApiError
 from api.services.files import check_audio, claim_file, owned_ref
-from core.errors import Invalid
+from core.errors import DomainError, Invalid, Missing, TooLarge
 from core.limits import check_disk
 from core.media import MAX_IMAGE_PIXELS, ImageTooLarge, MediaError, MediaInfo, MediaRefused, probe
 from core.settings import Settings
@@ -38,10 +37,10 @@ async def _receive(settings: Settings, upload: UploadFile, allowed_ext: set[str]
             while chunk := await upload.read(1 << 20):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise ApiError(413, "upload_too_large", f"upload larger than {max_bytes} bytes")
+                    raise TooLarge("upload_too_large", f"upload larger than {max_bytes} bytes")
                 out.write(chunk)
         if size == 0:
-            raise ApiError(400, "empty_upload", "the uploaded file is empty")
+            raise Missing("empty_upload", "the uploaded file is empty")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -59,13 +58,13 @@ async def _probe(tmp: Path, what: str) -> MediaInfo:
         return await run_in_threadpool(probe, tmp)
     except ImageTooLarge as exc:
         tmp.unlink(missing_ok=True)
-        raise ApiError(422, "image_too_large", str(exc), width=exc.width, height=exc.height) from exc
+        raise Invalid("image_too_large", str(exc), width=exc.width, height=exc.height) from exc
     except MediaError as exc:
         tmp.unlink(missing_ok=True)
         log.info("upload refused: %s", exc)
         # Policy refusals say why; ffprobe's own messages name server paths and stay in the log.
         reason = f": {exc}" if isinstance(exc, MediaRefused) else ""
-        raise ApiError(422, f"undecodable_{what}", f"not a decodable {what} file{reason}") from exc
+        raise Invalid(f"undecodable_{what}", f"not a decodable {what} file{reason}") from exc
 
 
 async def save_audio_upload(settings: Settings, upload: UploadFile) -> tuple[Path, MediaInfo]:
@@ -85,14 +84,14 @@ async def save_visual_upload(settings: Settings, upload: UploadFile) -> tuple[Pa
     info = await _probe(tmp, "video")
     if not info.has_video:
         tmp.unlink(missing_ok=True)
-        raise ApiError(422, "undecodable_video", "the file has no video stream or image")
+        raise Invalid("undecodable_video", "the file has no video stream or image")
     if info.format_name not in IMAGE_FORMATS and info.duration_s > settings.max_avatar_s:
         tmp.unlink(missing_ok=True)
-        raise ApiError(422, "video_too_long",
+        raise Invalid("video_too_long",
                        f"video is {info.duration_s:.1f} s; the limit is {settings.max_avatar_s:.0f} s")
     try:
         check_pixels(info)
-    except ApiError:
+    except DomainError:
         tmp.unlink(missing_ok=True)
         raise
     return _accept(tmp), info
@@ -101,7 +100,7 @@ async def save_visual_upload(settings: Settings, upload: UploadFile) -> tuple[Pa
 def check_pixels(info: MediaInfo) -> None:
     """Refused from the header: decoding is what a small, highly compressed picture would cost."""
     if info.width * info.height > MAX_IMAGE_PIXELS:
-        raise ApiError(422, "image_too_large", f"the picture is {info.width}x{info.height} pixels; the limit is "
+        raise Invalid("image_too_large", f"the picture is {info.width}x{info.height} pixels; the limit is "
                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels", width=info.width, height=info.height)
 
 
@@ -112,7 +111,7 @@ async def save_sample_upload(settings: Settings, upload: UploadFile) -> tuple[Pa
     info = await _probe(tmp, "video")
     try:
         check_sample(info, settings)
-    except ApiError:
+    except DomainError:
         tmp.unlink(missing_ok=True)
         raise
     return _accept(tmp), info
@@ -120,13 +119,19 @@ async def save_sample_upload(settings: Settings, upload: UploadFile) -> tuple[Pa
 
 def check_sample(info: MediaInfo, settings: Settings) -> None:
     if not info.has_video or info.format_name in IMAGE_FORMATS:
-        raise ApiError(422, "sample_undecodable", "the speech sample must be a video of the presenter talking")
+        raise Invalid("sample_undecodable", "the speech sample must be a video of the presenter talking")
     if not info.has_audio:
-        raise ApiError(422, "sample_no_audio", "the speech sample has no audio track; it must carry the presenter's own speech")
+        raise Invalid("sample_no_audio", "the speech sample has no audio track; it must carry the presenter's own speech")
     check_pixels(info)
     if not settings.min_sample_s <= info.duration_s <= settings.max_sample_s:
-        raise ApiError(422, "sample_duration", f"the speech sample is {info.duration_s:.1f} s; it must last "
+        raise Invalid("sample_duration", f"the speech sample is {info.duration_s:.1f} s; it must last "
                        f"{settings.min_sample_s:.0f} s to {settings.max_sample_s:.0f} s")
+
+
+async def save_owned(settings: Settings, upload: UploadFile, saver, *, redis, caller) -> tuple[str, Path, MediaInfo]:
+    """An upload saved by `saver` (checked as it says) and recorded as the caller's: (reference, path, info)."""
+    path, info = await saver(settings, upload)
+    return await run_in_threadpool(claim_file, settings, redis, caller, path), path, info
 
 
 async def upload_or_source(settings: Settings, upload: UploadFile | None, source: str | None, saver, *,
@@ -134,11 +139,10 @@ async def upload_or_source(settings: Settings, upload: UploadFile | None, source
     """The `<kind>/<name>` reference of an uploaded file (saved by `saver`, recorded as the caller's)
     or of an owned `source` this caller may use."""
     if upload is not None and upload.filename:
-        path, _info = await saver(settings, upload)
-        return await run_in_threadpool(claim_file, settings, redis, caller, path)
+        return (await save_owned(settings, upload, saver, redis=redis, caller=caller))[0]
     if source:
         return await run_in_threadpool(lambda: owned_ref(settings, source, redis=redis, caller=caller))
-    raise ApiError(400, "missing_parameter", "give an uploaded `file` or a `source` reference")
+    raise Missing("missing_parameter", "give an uploaded `file` or a `source` reference")
 
 
 async def save_video_upload(settings: Settings, upload: UploadFile, max_s: float) -> tuple[Path, MediaInfo]:
@@ -148,11 +152,11 @@ async def save_video_upload(settings: Settings, upload: UploadFile, max_s: float
     info = await _probe(tmp, "video")
     try:
         if not info.has_video or info.still_image:
-            raise ApiError(422, "no_frames", "the file has no video frames")
+            raise Invalid("no_frames", "the file has no video frames")
         check_pixels(info)
         if info.duration_s > max_s:
-            raise ApiError(422, "video_too_long", f"video is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")
-    except ApiError:
+            raise Invalid("video_too_long", f"video is {info.duration_s:.1f} s; the limit is {max_s:.0f} s")
+    except DomainError:
         tmp.unlink(missing_ok=True)
         raise
     return _accept(tmp), info

@@ -25,6 +25,10 @@ class Invalid(DomainError):
     """An input is present but unusable."""
 
 
+class TooLarge(DomainError):
+    """An input is larger than this service takes (an upload, a material sheet)."""
+
+
 class NotFound(DomainError):
     """No such thing, or none this caller may see."""
 

@@ -39,11 +39,12 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
 from redis import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from core import keys
 from core.credentials import STREAM_KEY
@@ -394,6 +395,23 @@ class RoomStore:
     def release_hold(self, room_id: str, token: str) -> None:
         if self.r.eval(_DELETE_IF_MINE, 1, _k(room_id, "hold"), token):
             wake_room(self.r, room_id, "released")
+
+    def wake_messages(self, room_id: str, stopped: Callable[[], bool], poll_s: float = 0.5) -> Iterator[str]:
+        """What the room's wake channel says (wake_room), as it comes, until `stopped()`. A lost
+        connection raises RedisError; the subscription is closed either way."""
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(wake_channel(room_id))
+            while not stopped():
+                message = pubsub.get_message(timeout=poll_s)
+                if message is not None:
+                    data = message.get("data")
+                    yield data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        finally:
+            try:
+                pubsub.close()
+            except RedisError:
+                pass
 
     # ---- events ----
     def event(self, room_id: str, kind: str, feed_only: bool = False, **fields) -> None:

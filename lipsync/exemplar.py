@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from avatars import yuv
-from lipsync.canonical import LIP40, POSE, STABLE, apply, inner_opening, similarity
+from lipsync.canonical import CHIN, LIP40, POSE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
 from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
@@ -52,6 +52,26 @@ class ExemplarOptions:
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
     # inter-ocular distances) before it feathers out: no second lip contour at the corners.
     lip_cover: float = 0.08
+    # The template's own lips and chin are first moved to where the pasted mouth goes, so its jaw
+    # drops and closes with the speech and no second chin or lip contour shows beside the patch.
+    jaw_follow: bool = True
+    jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
+    # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
+    # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
+    # this share of the inter-ocular distance.
+    seat_limit: float = 0.3
+
+
+# The template points moved with the jaw: the outer lips and the chin (their rows in SHAPE).
+_JAW = np.array(LIP40[:20] + CHIN)
+_JAW_IN_SHAPE = np.r_[0:20, len(LIP40):len(LIP40) + len(CHIN)]
+# How much of the predicted vertical move each of those points makes: the lower lip and the
+# chin fully, the corners half, the upper lip not at all (LIPS_OUTER: corner, lower 1-9, corner,
+# upper 11-19).
+_JAW_DROP = np.r_[0.5, np.ones(9), 0.5, np.zeros(9), np.ones(len(CHIN))]
+# The outer upper lip without the corners (rows 12-18 of LIPS_OUTER: 270 ... 40).
+_UPPER_IN_SHAPE = np.arange(12, 19)
+_UPPER_LIP = np.array(LIP40[12:19])
 
 
 @dataclass(frozen=True)
@@ -62,8 +82,11 @@ class _Plan:
     box: tuple[int, int, int, int]  # frame box the patch covers
     mask: np.ndarray  # blend mask over the box
     # Where in the box the mask is above 0 (x1, y1, x2, y2 from the box's corner): about 40% of the
-    # box, and the only pixels the mouth is drawn on, so the only ones warped and coloured.
-    within: tuple[int, int, int, int]
+    # box, and the only pixels the mouth is drawn on, so the only ones warped and coloured (None:
+    # nowhere).
+    within: tuple[int, int, int, int] | None
+    shape: np.ndarray  # the mouth drawn (canonical), seated on the template's upper lip
+    jaw: tuple | None  # ExemplarEngine._jaw_move, or None
 
 
 @dataclass
@@ -137,6 +160,16 @@ def _tps_fit(ctrl: np.ndarray, values: np.ndarray, reg: float = 1e-3) -> np.ndar
     return np.linalg.solve(a, rhs)
 
 
+def _coarse_grid(x: int, y: int, w: int, h: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a map computed every `step` px must be sampled so that cv2.resize by `step` puts each
+    value on its own pixel: resize reads output pixel j at input (j + 0.5) / step - 0.5, so cell c
+    holds pixel c * step + (step - 1) / 2. A grid at c * step drew everything (step - 1) / 2 px
+    up and left of where it belongs."""
+    half = (step - 1) / 2.0
+    return np.meshgrid(np.arange(0, w + step, step, dtype=np.float64) + x + half,
+                       np.arange(0, h + step, step, dtype=np.float64) + y + half)
+
+
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # |a|^2 + |b|^2 - 2ab: one matrix product instead of an [n, m, 2] temporary.
     d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
@@ -152,6 +185,39 @@ def _tps_eval(ctrl: np.ndarray, weights: np.ndarray, pts: np.ndarray) -> np.ndar
     basis[:, len(ctrl)] = 1.0
     basis[:, len(ctrl) + 1:] = pts
     return basis @ weights.astype(np.float32)
+
+
+def _warp_box(frame: np.ndarray, box, dst: np.ndarray, move: np.ndarray, fade: float, step: int) -> None:
+    """Moves `frame`'s content (in place) so what was at dst + move lands on dst, by a thin-plate
+    spline pinned on `box`'s rim and faded out over `fade` px towards it; only the part of the box
+    that moves by a quarter pixel or more is resampled."""
+    x1, y1, x2, y2 = box
+    rim = np.array([[x, y] for x in np.linspace(x1, x2, 6) for y in (y1, y2)]
+                   + [[x, y] for y in np.linspace(y1, y2, 6)[1:-1] for x in (x1, x2)], np.float64)
+    ctrl = np.concatenate([dst, rim])
+    weights = _tps_fit(ctrl, np.concatenate([move, np.zeros_like(rim)]), reg=1e-2)
+    gx, gy = _coarse_grid(x1, y1, x2 - x1, y2 - y1, step)
+    d = _tps_eval(ctrl, weights, np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape + (2,))
+    # Between the pinned rim points a spline still moves a little: fade it out towards the box's
+    # edge, or the edge shows as a seam across the nose or neck.
+    edge = np.clip(np.minimum(np.minimum(gx - x1, x2 - gx), np.minimum(gy - y1, y2 - gy)) / fade, 0.0, 1.0)
+    d *= (edge * edge * (3.0 - 2.0 * edge))[..., None]
+    rows, cols = np.nonzero(np.abs(d).max(axis=-1) >= 0.25)
+    if len(rows) == 0:
+        return
+    # Cells one beyond the moving ones, so the resampled part starts where nothing moves.
+    r1, r2 = max(0, rows.min() - 1), min(len(gy) - 1, rows.max() + 1)
+    c1, c2 = max(0, cols.min() - 1), min(gx.shape[1] - 1, cols.max() + 1)
+    sx1, sy1 = x1 + c1 * step, y1 + r1 * step
+    w, h = min(x2, x1 + (c2 + 1) * step) - sx1, min(y2, y1 + (r2 + 1) * step) - sy1
+    if w <= 0 or h <= 0:
+        return
+    sub = d[r1:r2 + 1, c1:c2 + 1]
+    dx = cv2.resize(np.ascontiguousarray(sub[..., 0]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    dy = cv2.resize(np.ascontiguousarray(sub[..., 1]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    px, py = np.meshgrid(np.arange(sx1, sx1 + w, dtype=np.float32), np.arange(sy1, sy1 + h, dtype=np.float32))
+    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, px + dx, py + dy, cv2.INTER_LINEAR,
+                                                borderMode=cv2.BORDER_REPLICATE)
 
 
 class ExemplarEngine:
@@ -240,7 +306,7 @@ class ExemplarEngine:
         state = state or _State()
         plan = self._plan(frame.shape, landmarks, bank, shape, state)
         if plan is not None:
-            self._paint(frame, (0, 0), plan, bank, shape, state)
+            self._paint(frame, (0, 0), plan, bank, state)
         return frame
 
     def render_yuv(self, frame: av.VideoFrame, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
@@ -250,14 +316,20 @@ class ExemplarEngine:
         plan = self._plan((frame.height, frame.width), landmarks, bank, shape, state)
         if plan is None:
             return frame
-        x1, y1 = plan.box[:2]
-        sx1, sy1, sx2, sy2 = plan.within
-        win = yuv.window((x1 + sx1, y1 + sy1, x1 + sx2, y1 + sy2), frame.width, frame.height)
+        parts = []
+        if plan.within is not None:
+            x1, y1 = plan.box[:2]
+            sx1, sy1, sx2, sy2 = plan.within
+            parts.append((x1 + sx1, y1 + sy1, x1 + sx2, y1 + sy2))
+        if plan.jaw is not None:
+            parts.append(plan.jaw[0])
+        corners = np.array(parts)
+        win = yuv.window((*corners[:, :2].min(0), *corners[:, 2:].max(0)), frame.width, frame.height)
         region = yuv.read_bgr(frame, win)
-        self._paint(region, win[:2], plan, bank, shape, state)
-        changed = np.zeros(region.shape[:2], bool)
-        ox, oy = x1 + sx1 - win[0], y1 + sy1 - win[1]
-        changed[oy:oy + sy2 - sy1, ox:ox + sx2 - sx1] = plan.mask[sy1:sy2, sx1:sx2] > 0
+        before = region.copy()
+        self._paint(region, win[:2], plan, bank, state)
+        # What the jaw's warp resampled and the mouth was blended on: every pixel that changed.
+        changed = (region != before).any(axis=2)
         yuv.write_bgr(frame, win, region, changed)
         return frame
 
@@ -271,22 +343,70 @@ class ExemplarEngine:
         box = self._roi(frame_shape, to_canon, bank)
         if box is None:
             return None
+        if self.options.seat_limit:
+            shape = self._seated(landmarks, to_canon, shape)
+        jaw = self._jaw_move(frame_shape, landmarks, to_canon, shape) if self.options.jaw_follow else None
         mask = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
-        return _Plan(to_canon, chosen, weights, box, mask, (x, y, x + w, y + h)) if w and h else None
+        within = (x, y, x + w, y + h) if w and h else None
+        if within is None and jaw is None:
+            return None
+        return _Plan(to_canon, chosen, weights, box, mask, within, shape, jaw)
 
-    def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, shape: np.ndarray,
-               state: _State) -> None:
+    def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, state: _State) -> None:
         """Draw the planned mouth into `region`, the frame's pixels from `origin` = (x, y) on, which
-        hold at least the box's part where the mask is above 0 (plan.within)."""
+        hold at least the jaw's box and the patch box's part where the mask is above 0 (plan.within)."""
+        ox, oy = origin
+        if plan.jaw is not None:
+            box, dst, move, reach = plan.jaw
+            _warp_box(region, (box[0] - ox, box[1] - oy, box[2] - ox, box[3] - oy), dst - origin, move, reach,
+                      2 * self.options.grid_step)
+        if plan.within is None:
+            return
         sx1, sy1, sx2, sy2 = plan.within
-        out = self._warp(bank, shape, plan.chosen, plan.weights, plan.to_canon, plan.box, plan.within)
+        out = self._warp(bank, plan.shape, plan.chosen, plan.weights, plan.to_canon, plan.box, plan.within)
         x1, y1, x2, y2 = plan.box
-        local = (x1 - origin[0], y1 - origin[1], x2 - origin[0], y2 - origin[1])
+        local = (x1 - ox, y1 - oy, x2 - ox, y2 - oy)
         self._match_colour(region, local, out, plan.mask, state, plan.within)
         drawn = (local[0] + sx1, local[1] + sy1, local[0] + sx2, local[1] + sy2)
         blend_region(region, drawn, (out + 0.5).astype(np.uint8), plan.mask[sy1:sy2, sx1:sx2])
+
+    def _seated(self, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """`shape` moved so its upper lip sits where the template frame's is."""
+        offset = (apply(to_canon, landmarks[_UPPER_LIP]) - shape[_UPPER_IN_SHAPE]).mean(axis=0)
+        limit = self.options.seat_limit * inter_ocular(landmarks) * float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        offset *= min(1.0, limit / max(float(np.linalg.norm(offset)), 1e-6))
+        return (shape + offset).astype(np.float32)
+
+    def _jaw_move(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray):
+        """How to warp the template's outer lips and chin onto the predicted shape's: (frame box,
+        their targets, their moves, fade), or None when they are already there. The patch then lands
+        on a face whose jaw is where its mouth is. Without it a template caught with its mouth wide
+        open kept its dropped chin under a closed pasted mouth (a long second chin), and re-meshed
+        renders followed the template's own opening (long-cameron: r 0.19 with the template's,
+        against none between the prediction and the template)."""
+        src = landmarks[_JAW].astype(np.float64)
+        # Only up and down in the face's own frame, and only the lower lip and chin (the corners
+        # half): a turned head's lips sit sideways of where a frontal shape puts them, and moving
+        # them there dragged the whole cheek and nose along.
+        ours = apply(to_canon, src).astype(np.float64)
+        ours[:, 1] += _JAW_DROP * (shape[_JAW_IN_SHAPE, 1] - ours[:, 1])
+        dst = apply(invert(to_canon), ours).astype(np.float64)
+        iod = inter_ocular(landmarks)
+        move = src - dst
+        norm = np.linalg.norm(move, axis=1, keepdims=True)
+        if float(norm.max()) < 0.5:
+            return None  # the template's jaw is already where the speech puts it
+        move *= np.minimum(1.0, 0.4 * iod / np.maximum(norm, 1e-6))  # a bad mesh never tears the face
+        reach = self.options.jaw_reach * iod
+        lo = np.floor(np.minimum(src.min(0), dst.min(0)) - reach).astype(int)
+        hi = np.ceil(np.maximum(src.max(0), dst.max(0)) + reach).astype(int)
+        fh, fw = frame_shape[:2]
+        box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
+        if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+            return None
+        return box, dst, move, reach
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
@@ -364,13 +484,12 @@ class ExemplarEngine:
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
-        cols, rows = np.arange(0, rw + step, step), np.arange(0, rh + step, step)
+        gx, gy = _coarse_grid(x1, y1, rw, rh, step)
         sx1, sy1, sx2, sy2 = within or (0, 0, rw, rh)
         # The grid points that `within` reads, with two more each side: a resize samples the grid
         # between its points from half a step beyond them, and clamps at the grid's ends.
         c0, r0 = max(0, sx1 // step - 2), max(0, sy1 // step - 2)
-        cols, rows = cols[c0:-(-sx2 // step) + 3], rows[r0:-(-sy2 // step) + 3]
-        gx, gy = np.meshgrid(cols.astype(np.float64) + x1, rows.astype(np.float64) + y1)
+        gx, gy = gx[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3], gy[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3]
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
         ctrl, values = self._controls(bank, shape, chosen)
         source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)

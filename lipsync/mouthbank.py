@@ -9,8 +9,9 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
     mask       [H,W]      feathered blend mask of the lower face in the canonical frame
     pca_*      shape model: mean [94], components [C,94], coefficient range [2,C]
     rest, open [47,2]     the presenter's closed mouth at rest and a typical open one
-    mapping    "ridge": ridge_* maps MFCC context to the PCA coefficients the loudness prior misses
-               (short samples); "mlp": mlp_* maps log-mel context to the PCA coefficients (20 s or more)
+    mapping    "mel-ridge": ridge_* maps log-mel context to the PCA coefficients (samples under 20 s);
+               "mlp": mlp_* does the same with a network (20 s or more); "ridge" (banks before v6):
+               ridge_* maps MFCC context to the coefficients the loudness prior misses
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from lipsync.mouth import MouthTrack
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v5"  # v5: the sample's presenter kept beside the bank (v4: log-mel network)
+BANK_VERSION = "mouthbank-v6"  # v6: short samples map log-mels too (v5: presenter kept; v4: log-mel network)
 BANK_DIR = "mouth"
 
 
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
 MASK_SCALE = 0.5  # of the canonical frame, where the renderer draws each frame's blend mask
-PAUSE_FRAMES = 10  # 0.4 s: shorter gaps keep the mouth's own half-open shapes, as speakers do
+PAUSE_FRAMES = 15  # 0.6 s: shorter gaps keep the mouth's own half-open shapes, as speakers do. On the
+# development clips the gate at 0.4 s lowered the predicted opening's r with the real one (pd-tedlieu-wda
+# 0.565 without a gate, 0.475 at 0.4 s, 0.549 at 0.6 s; pd-reagan-farewell 0.172, 0.168, 0.172).
 
 
 def pause_gate(voiced: np.ndarray, min_frames: int) -> np.ndarray:
@@ -71,6 +74,7 @@ class MouthBank:
     open: np.ndarray
     learned: Ridge | Mlp
     features: FeatureOptions
+    mapping: str = "mel-ridge"  # what `learned` reads and predicts (see the module's docstring)
     mel: MelOptions = MelOptions()
     prior_gain: float = 0.7
     prior_lead: int = 1  # frames the lips lead the sound by
@@ -100,15 +104,15 @@ class MouthBank:
     def predict_shapes(self, audio_16k: np.ndarray, track: MouthTrack) -> np.ndarray:
         """[n,47,2] canonical lip + chin positions for each video frame of the speech."""
         n_frames = len(track.open)
-        if isinstance(self.learned, Mlp):
-            # A long sample teaches the whole mapping; the loudness prior would only blur it.
+        if self.mapping in ("mlp", "mel-ridge"):
+            # The log-mel context predicts the whole shape; the loudness prior would only blur it. On
+            # the development clips (enrolled on 3 s windows of pd-tedlieu-wda / pd-reagan-farewell, or
+            # on reagan's first 14 s) a log-mel ridge gave opening r 0.27 / 0.31 / 0.41 where the
+            # prior with an MFCC ridge gave 0.21 / 0.06 / 0.17.
             coeffs = self.learned.predict(mel_features(audio_16k, n_frames, self.mel))
             shapes = (self.pca_mean + coeffs @ self.pca_comp).reshape(n_frames, len(SHAPE), 2)
             shapes = self._articulate(shapes, track.voiced)
-        else:
-            # The prior already spans the presenter's own rest-to-open range. Widening a ridge fitted
-            # on a few seconds too amplified its noise: on real-talk-2 speaking real-talk-5's speech,
-            # sync with the speech envelope fell from r 0.36 to 0.30 (bench.redub's foreign check).
+        else:  # a bank enrolled before v6, until upkeep re-enrolls it
             learned = self.learned.predict(frame_features(audio_16k, n_frames, self.features)) @ self.pca_comp
             shapes = self.prior(track) + learned.reshape(n_frames, len(SHAPE), 2)
         if n_frames >= 3:
@@ -154,9 +158,9 @@ class MouthBank:
             "prior": np.array([self.prior_gain, self.prior_lead], np.float64),
             "features": np.array([self.features.fps, self.features.sub_steps, self.features.before_s,
                                   self.features.after_s, self.features.n_ceps], np.float64),
-            "mapping": np.array("mlp" if isinstance(self.learned, Mlp) else "ridge"),
+            "mapping": np.array(self.mapping),
             "mel": np.array([self.mel.fps, self.mel.n_mels, self.mel.before, self.mel.after, self.mel.stride], np.int64),
-            **self.learned.to_arrays("mlp_" if isinstance(self.learned, Mlp) else "ridge_"),
+            **self.learned.to_arrays("mlp_" if self.mapping == "mlp" else "ridge_"),
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -171,11 +175,12 @@ class MouthBank:
                                 for i in range(len(offsets) - 1)])
             fps, sub, before, after, ceps = data["features"]
             gain, lead = data["prior"]
+            mapping = str(data["mapping"])
             return cls(ref=data["ref"], patches=patches, shapes=data["shapes"], poses=data["poses"],
                        mask=data["mask"].astype(np.float32), pca_mean=data["pca_mean"], pca_comp=data["pca_comp"],
                        pca_range=data["pca_range"], pca_std=data["pca_std"], rest=data["rest"], open=data["open"],
-                       learned=Mlp.from_arrays(data, "mlp_") if str(data["mapping"]) == "mlp"
-                       else Ridge.from_arrays(data, "ridge_"),
+                       learned=Mlp.from_arrays(data, "mlp_") if mapping == "mlp" else Ridge.from_arrays(data, "ridge_"),
+                       mapping=mapping,
                        features=FeatureOptions(int(fps), int(sub), float(before), float(after), int(ceps)),
                        mel=MelOptions(*(int(v) for v in data["mel"])),
                        prior_gain=float(gain), prior_lead=int(lead),

@@ -41,8 +41,7 @@ from core.live import FPS, RtmpSession
 from core.jobs import GAVE_UP, fetch_job, redis_connection
 from core.media import decode_audio, decode_own_speech, iter_video_frames
 from core.rooms import (Room, RoomLease, RoomStore, Taken, Utterance, UtteranceStatus, fence_token,
-                        forget_stream_worker, is_leased, note_no_publisher, note_stream_worker, stream_worker_loads,
-                        wake_channel)
+                        forget_stream_worker, is_leased, note_no_publisher, note_stream_worker, stream_worker_loads)
 from core.settings import Settings, get_settings
 from lipsync.engines import live_engine
 from lipsync.mouth import SAMPLE_RATE, analyse, frame_count
@@ -108,22 +107,13 @@ class RoomPublisher(threading.Thread):
     def _listen(self) -> None:
         """Sets `wake` on every message of the room's wake channel (core.rooms.wake_room) until the
         publisher stops. Best effort: without it the publisher still polls every POLL_EVERY frames."""
-        channel = wake_channel(self.room.id)
         while not self.stop_event.is_set():
-            pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(channel)
-                while not self.stop_event.is_set():
-                    if pubsub.get_message(timeout=0.5) is not None:
-                        self.wake.set()
+                for _what in self.store.wake_messages(self.room.id, self.stop_event.is_set):
+                    self.wake.set()
             except RedisError as exc:
                 log.info("room %s: wake channel lost (%s); polling meanwhile", self.room.id, exc)
                 self.stop_event.wait(1.0)
-            finally:
-                try:
-                    pubsub.close()
-                except RedisError:
-                    pass
 
     def _fence_ok(self) -> bool:
         """False once another lease holder exists: this publisher must not send another frame."""

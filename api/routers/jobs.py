@@ -1,14 +1,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
-from rq.job import JobStatus
 
 from api.deps import ARedisDep, CallerDep, RedisDep, require_api_key
-from api.errors import ApiError
 from api.schemas.jobs import JobOut
-from api.services.jobs import load_job
-from core.jobs import cancel_job
+from api.services.jobs import cancel, load_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -21,8 +17,4 @@ async def get_job(job_id: str, redis: RedisDep, aredis: ARedisDep, caller: Calle
 
 @router.delete("/{job_id}", response_model=JobOut, summary="Cancel a job that has not started yet")
 async def delete_job(job_id: str, redis: RedisDep, caller: CallerDep) -> JobOut:
-    await load_job(redis, job_id, caller=caller)
-    status = await run_in_threadpool(cancel_job, redis, job_id)
-    if status != JobStatus.CANCELED:
-        raise ApiError(409, "job_not_cancellable", f"job {job_id} is {status.value if status else 'gone'}")
-    return JobOut(**(await load_job(redis, job_id, caller=caller)).__dict__)
+    return JobOut(**(await cancel(redis, job_id, caller=caller)).__dict__)

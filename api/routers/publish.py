@@ -21,7 +21,8 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import RedisDep, SettingsDep
-from core.credentials import STREAM_KEY, may_publish
+from api.services.live import may_publish_to
+from core.credentials import STREAM_KEY
 from core.mediaserver import PUBLISH_CHECK_PATH
 from core.rooms import RoomStore
 
@@ -47,12 +48,7 @@ async def _publish_request(request: Request) -> tuple[str, str | None, str]:
 @router.post(PUBLISH_CHECK_PATH)
 async def publish_check(request: Request, settings: SettingsDep, redis: RedisDep) -> PlainTextResponse:
     stream_key, secret, addr = await _publish_request(request)
-    ok = may_publish(settings, stream_key, secret)
-    if ok:  # the secret is right: the room must still be open too (a closed room is not republished)
-        store = RoomStore(redis, settings)
-        room = await run_in_threadpool(store.by_stream_key, stream_key)
-        ok = room is not None and await run_in_threadpool(store.is_open, room.id)
-    if not ok:
+    if not await run_in_threadpool(may_publish_to, RoomStore(redis, settings), stream_key, secret):
         shown = stream_key if STREAM_KEY.match(stream_key) else repr(stream_key[:80])
         log.warning("refused a publish to %s from %s (%s)", shown, addr or "?",
                     "no secret" if not secret else "wrong secret or closed room")

@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING
 from rq.job import JobStatus
 
 from api.schemas.avatars import AvatarAccepted, AvatarFace, AvatarOut
-from api.services.files import owned_ref
+from api.services.files import probed_ref
 from api.uploads import check_sample
 from lipsync.upkeep import state as enrollment_state
 from core import keys
-from core.errors import Conflict, Forbidden, Invalid, NotFound
-from core.files import resolve_owned
+from core.errors import Conflict, Forbidden, NotFound
 from core.jobs import Kind, enqueue, fetch_job, new_job_id
 from core.registry import AvatarRegistry
-from core.media import MediaError, probe
 
 if TYPE_CHECKING:
     from api.access import Caller
@@ -125,11 +123,8 @@ def enqueue_preparation(settings, redis, caller: Caller, ref: str, avatar_id: st
 
 def checked_sample(settings, redis, caller: Caller, source: str) -> str:
     """An owned talking clip given by reference, checked as an uploaded sample would be."""
-    ref = owned_ref(settings, source, redis=redis, caller=caller)
-    try:
-        info = probe(resolve_owned(settings, ref))
-    except MediaError as exc:
-        raise Invalid("sample_undecodable", "the speech sample is not a decodable video") from exc
+    ref, info = probed_ref(settings, source, ("sample_undecodable", "the speech sample is not a decodable video"),
+                           redis=redis, caller=caller)
     check_sample(info, settings)
     return ref
 

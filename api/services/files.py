@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import Invalid, NotFound
-from core.files import FileOwners, NotOwnedError, public_ref, resolve_owned
+from core.files import PUBLIC_KINDS, FileOwners, NotOwnedError, public_ref, resolve_owned
 from core.media import MediaError, MediaInfo, probe
 from core.settings import Settings
 
@@ -27,9 +27,27 @@ def owned_path(settings: Settings, ref: str, code: str = "not_found", *, redis, 
     return path
 
 
+def download_path(settings: Settings, kind: str, name: str, *, redis, caller: Caller | None) -> Path:
+    """A file of a public kind (results, uploads) this caller may download."""
+    if kind not in PUBLIC_KINDS:
+        raise NotFound("not_found", f"no file kind {kind!r}")
+    return owned_path(settings, f"{kind}/{name}", redis=redis, caller=caller)
+
+
 def owned_ref(settings: Settings, ref: str, *, redis, caller: Caller | None) -> str:
     """Normalise a client's reference to a file the service owns."""
     return public_ref(settings, owned_path(settings, ref, "file_not_owned", redis=redis, caller=caller))
+
+
+def probed_ref(settings: Settings, ref: str, undecodable: tuple[str, str], *, redis,
+               caller: Caller | None) -> tuple[str, MediaInfo]:
+    """(owned reference, what its media holds) of a file this caller may use; `undecodable`: the
+    (code, message) of the error when it cannot be read as media."""
+    ref = owned_ref(settings, ref, redis=redis, caller=caller)
+    try:
+        return ref, probe(resolve_owned(settings, ref))
+    except MediaError as exc:
+        raise Invalid(*undecodable) from exc
 
 
 def claim_file(settings: Settings, redis, caller: Caller | None, path: Path) -> str:

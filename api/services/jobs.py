@@ -1,4 +1,4 @@
-"""Reading a job's state for a client."""
+"""Reading a job's state for a client, and cancelling it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from starlette.concurrency import run_in_threadpool
 from rq.job import JobStatus
 
-from core.errors import NotFound
-from core.jobs import JobView, fetch_job, fetch_job_async
+from core.errors import Conflict, NotFound
+from core.jobs import JobView, cancel_job, fetch_job, fetch_job_async
 
 if TYPE_CHECKING:
     from api.access import Caller
@@ -27,3 +27,12 @@ async def load_job(redis, job_id: str, aredis=None, *, caller: Caller | None) ->
     if view is None or (caller is not None and not caller.may_use(view.owner)):
         raise NotFound("unknown_job", f"no job {job_id!r}")
     return view
+
+
+async def cancel(redis, job_id: str, *, caller: Caller | None) -> JobView:
+    """Cancels a job of this caller's that has not started yet; a started or ended one stays as it is."""
+    await load_job(redis, job_id, caller=caller)
+    status = await run_in_threadpool(cancel_job, redis, job_id)
+    if status != JobStatus.CANCELED:
+        raise Conflict("job_not_cancellable", f"job {job_id} is {status.value if status else 'gone'}")
+    return await load_job(redis, job_id, caller=caller)
