@@ -212,12 +212,12 @@ def _warp_box(frame: np.ndarray, box, dst: np.ndarray, move: np.ndarray, fade: f
     w, h = min(x2, x1 + (c2 + 1) * step) - sx1, min(y2, y1 + (r2 + 1) * step) - sy1
     if w <= 0 or h <= 0:
         return
-    sub = d[r1:r2 + 1, c1:c2 + 1]
-    dx = cv2.resize(np.ascontiguousarray(sub[..., 0]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
-    dy = cv2.resize(np.ascontiguousarray(sub[..., 1]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
-    px, py = np.meshgrid(np.arange(sx1, sx1 + w, dtype=np.float32), np.arange(sy1, sy1 + h, dtype=np.float32))
-    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, px + dx, py + dy, cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_REPLICATE)
+    # x and y moves in one two-channel map: one resize, one remap.
+    sub = np.ascontiguousarray(d[r1:r2 + 1, c1:c2 + 1], dtype=np.float32)
+    xy = cv2.resize(sub, None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    xy[..., 0] += np.arange(sx1, sx1 + w, dtype=np.float32)
+    xy[..., 1] += np.arange(sy1, sy1 + h, dtype=np.float32)[:, None]
+    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 class ExemplarEngine:
