@@ -6,8 +6,11 @@ blend per frame, encode excluded.
 The talking clip (default ../shared/media/real-talk-2.mp4) is padded and scaled into a frame of
 `--size` (a portrait live-room frame) as the template, and enrolls the avatar with its own speech.
 Reports frames/s with template frames already decoded (the engine's own cost) and including the
-JPEG decode of each template frame (what serving costs before the encoder), plus the one-off cost
-of predicting the shapes of 20 s of speech.
+JPEG decode of each template frame, plus the one-off cost of predicting the shapes of 20 s of
+speech. `fps_live*`: the route rooms take (avatars/yuv.py: the template's YUV planes, the mouth's
+window through BGR), with every template frame decoded (`fps_live_decode`) or from the stream
+workers' frame cache (`fps_live`): what serving a room costs before the encoder. Each also per CPU
+second of the process (`per_cpu_second`), which a busy machine changes less than the wall figures.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from avatars.prepare import PrepareOptions, prepare
 from avatars.store import Avatar
 from bench.common import emit
 from core.media import decode_audio, run_ffmpeg
+from avatars import yuv
 from lipsync.exemplar import ExemplarEngine, _State
 from lipsync.mouth import analyse
 
@@ -66,22 +70,33 @@ def main() -> None:
         predict_ms = 1000 * (time.perf_counter() - t0)
         decoded = [avatar.frame(i) for i in range(min(avatar.cycle_length, 50))]
 
-        def run(with_decode: bool) -> float:
+        def run(with_decode: bool, live: yuv.TemplateYuv | None = None) -> tuple[float, float]:
+            """(frames per wall second, frames per CPU second of this process)."""
             state = _State()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for k in range(args.frames):
-                if with_decode:
+                if live is not None:
+                    engine.render_yuv(live.frame(avatar, k), avatar.landmarks_at(k), bank, shapes[k % len(shapes)],
+                                      state)
+                elif with_decode:
                     engine.render_shape(avatar, bank, k, shapes[k % len(shapes)], state)
                 else:
                     engine.render_decoded(decoded[k % len(decoded)].copy(), avatar.landmarks_at(k), bank,
                                           shapes[k % len(shapes)], state)
-            return args.frames / (time.perf_counter() - start)
+            return args.frames / (time.perf_counter() - start), args.frames / (time.process_time() - cpu)
 
         run(False)
+        cache = yuv.FrameCache(1 << 40)
+        run(False, yuv.TemplateYuv(cache))  # fills the cache with every frame the run reads
+        figures = {"fps_render_blend": run(False), "fps_with_jpeg_decode": run(True),
+                   "fps_live_decode": run(True, yuv.TemplateYuv(yuv.FrameCache(0))),
+                   "fps_live": run(True, yuv.TemplateYuv(cache))}
         emit("exemplar_fps", {
             "clip": str(args.clip), "size": f"{avatar.width}x{avatar.height}", "frames": args.frames, "cores": 1,
             "exemplars": int(len(bank.patches)), "patch": list(bank.size),
-            "fps_render_blend": round(run(False), 1), "fps_with_jpeg_decode": round(run(True), 1),
+            **{name: round(wall, 1) for name, (wall, _) in figures.items()},
+            # Per CPU second: what the wall figures would be on a core of its own (the machine is shared).
+            "per_cpu_second": {name: round(cpu, 1) for name, (_, cpu) in figures.items()},
             "predict_20s_speech_ms": round(predict_ms, 1), "target_fps": 50, "floor_fps": 25,
         })
 

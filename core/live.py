@@ -52,8 +52,10 @@ def new_video_encoder(settings: Settings, width: int, height: int):
     return ctx
 
 
-def to_video_frame(bgr: np.ndarray, pts: int, keyframe: bool = False) -> av.VideoFrame:
-    frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+def to_video_frame(bgr: np.ndarray | av.VideoFrame, pts: int, keyframe: bool = False) -> av.VideoFrame:
+    """A BGR array converted, or a yuv420p frame already in the encoder's format taken as it is."""
+    frame = bgr if isinstance(bgr, av.VideoFrame) else av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
+        format="yuv420p")
     frame.pts = pts
     frame.time_base = VIDEO_TB
     if keyframe:
@@ -85,7 +87,7 @@ class RtmpSession:
         self._pcm = np.zeros(0, np.float32)
         self._frame_size = self.audio.codec_context.frame_size or 1024
 
-    def encode_video(self, bgr: np.ndarray, pts: int, keyframe: bool = False) -> None:
+    def encode_video(self, bgr: np.ndarray | av.VideoFrame, pts: int, keyframe: bool = False) -> None:
         for packet in self.video.encode(to_video_frame(bgr, pts, keyframe)):
             self.container.mux(packet)
 

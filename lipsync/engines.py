@@ -123,8 +123,12 @@ class AutoEngine:
         bank = load_bank(avatar.path)
         return self.exemplar if bank is not None and self.exemplar.fits(avatar, bank) else self.warp
 
-    def frames(self, avatar, audio_16k, start, n_frames, track=None):
-        return self.choose(avatar).frames(avatar, audio_16k, start, n_frames, track)
+    def frames(self, avatar, audio_16k, start, n_frames, track=None, live: bool = False):
+        """`live`: frames for the stream encoder, which may be av.VideoFrames (ExemplarEngine.frames)."""
+        engine = self.choose(avatar)
+        if live and engine is self.exemplar:
+            return engine.frames(avatar, audio_16k, start, n_frames, track, live=True)
+        return engine.frames(avatar, audio_16k, start, n_frames, track)
 
     def warm(self, avatar: Avatar) -> None:
         if self.choose(avatar) is self.exemplar:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import av
 import cv2
 import numpy as np
 
+from avatars import yuv
 from lipsync.canonical import CHIN, LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
 from avatars.compose import blend_region
 from avatars.face import FACE_OVAL
@@ -74,6 +76,21 @@ _JAW_DROP = np.r_[0.5, np.ones(9), 0.5, np.zeros(9), np.ones(len(CHIN))]
 # The outer upper lip without the corners (rows 12-18 of LIPS_OUTER: 270 ... 40).
 _UPPER_IN_SHAPE = np.arange(12, 19)
 _UPPER_LIP = np.array(LIP40[12:19])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    to_canon: np.ndarray  # frame -> canonical similarity
+    chosen: np.ndarray  # appearances blended
+    weights: np.ndarray
+    box: tuple[int, int, int, int]  # frame box the patch covers
+    mask: np.ndarray  # blend mask over the box
+    # Where in the box the mask is above 0 (x1, y1, x2, y2 from the box's corner): about 40% of the
+    # box, and the only pixels the mouth is drawn on, so the only ones warped and coloured (None:
+    # nowhere).
+    within: tuple[int, int, int, int] | None
+    shape: np.ndarray  # the mouth drawn (canonical), seated on the template's upper lip
+    jaw: tuple | None  # ExemplarEngine._jaw_move, or None
 
 
 @dataclass
@@ -199,12 +216,12 @@ def _warp_box(frame: np.ndarray, box, dst: np.ndarray, move: np.ndarray, fade: f
     w, h = min(x2, x1 + (c2 + 1) * step) - sx1, min(y2, y1 + (r2 + 1) * step) - sy1
     if w <= 0 or h <= 0:
         return
-    sub = d[r1:r2 + 1, c1:c2 + 1]
-    dx = cv2.resize(np.ascontiguousarray(sub[..., 0]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
-    dy = cv2.resize(np.ascontiguousarray(sub[..., 1]), None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
-    px, py = np.meshgrid(np.arange(sx1, sx1 + w, dtype=np.float32), np.arange(sy1, sy1 + h, dtype=np.float32))
-    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, px + dx, py + dy, cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_REPLICATE)
+    # x and y moves in one two-channel map: one resize, one remap.
+    sub = np.ascontiguousarray(d[r1:r2 + 1, c1:c2 + 1], dtype=np.float32)
+    xy = cv2.resize(sub, None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
+    xy[..., 0] += np.arange(sx1, sx1 + w, dtype=np.float32)
+    xy[..., 1] += np.arange(sy1, sy1 + h, dtype=np.float32)[:, None]
+    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 class ExemplarEngine:
@@ -221,17 +238,24 @@ class ExemplarEngine:
             raise NotEnrolled(f"avatar {avatar.id!r} has no enrolled talking footage")
         return bank
 
-    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None):
+    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None, live: bool = False):
+        """Composed frames: BGR arrays, or with `live` limited-range yuv420p av.VideoFrames where the
+        template allows (what the stream encodes, without a full-frame conversion; avatars.yuv)."""
         bank = self.bank(avatar)
         track = track or analyse(audio_16k, avatar.fps, n_frames)
         shapes = bank.predict_shapes(audio_16k, track)
         state = _State()
         fits = self.fits(avatar, bank)
+        template = yuv.TemplateYuv() if live and fits else None
         for k in range(n_frames):
-            if fits:
+            if not fits:
+                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+                continue
+            frame = template.frame(avatar, start + k) if template is not None else None
+            if frame is None:
                 yield self.render_shape(avatar, bank, start + k, shapes[k], state)
             else:
-                yield _warp_fallback(avatar.frame(start + k), avatar.landmarks_at(start + k), track, k)
+                yield self.render_yuv(frame, avatar.landmarks_at(start + k), bank, shapes[k], state)
 
     def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
         """Does the enrolled mouth belong on this template? A bank that does not (another person's
@@ -284,21 +308,74 @@ class ExemplarEngine:
                        state: _State | None = None) -> np.ndarray:
         """`frame` (modified in place and returned) with the mouth in `shape`."""
         state = state or _State()
+        plan = self._plan(frame.shape, landmarks, bank, shape, state)
+        if plan is not None:
+            self._paint(frame, (0, 0), plan, bank, state)
+        return frame
+
+    def render_yuv(self, frame: av.VideoFrame, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
+                   state: _State) -> av.VideoFrame:
+        """render_decoded on a limited-range yuv420p frame (modified in place and returned): only a
+        window around the mouth is converted to BGR, drawn on, and put back where it was drawn."""
+        plan = self._plan((frame.height, frame.width), landmarks, bank, shape, state)
+        if plan is None:
+            return frame
+        parts = []
+        if plan.within is not None:
+            x1, y1 = plan.box[:2]
+            sx1, sy1, sx2, sy2 = plan.within
+            parts.append((x1 + sx1, y1 + sy1, x1 + sx2, y1 + sy2))
+        if plan.jaw is not None:
+            parts.append(plan.jaw[0])
+        corners = np.array(parts)
+        win = yuv.window((*corners[:, :2].min(0), *corners[:, 2:].max(0)), frame.width, frame.height)
+        region = yuv.read_bgr(frame, win)
+        before = region.copy()
+        self._paint(region, win[:2], plan, bank, state)
+        # What the jaw's warp resampled and the mouth was blended on: every pixel that changed.
+        d = cv2.absdiff(region, before)
+        changed = (d[..., 0] | d[..., 1] | d[..., 2]) > 0  # numpy's any() over 3 channels is ten times slower
+        yuv.write_bgr(frame, win, region, changed)
+        return frame
+
+    def _plan(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray,
+              state: _State) -> _Plan | None:
+        """Where the mouth goes in a frame, which appearances draw it and its blend mask (None: off
+        the frame, or nothing to draw)."""
         to_canon = similarity(landmarks[STABLE], bank.ref)
         pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
         chosen, weights = self._choose(bank, shape, pose, state)
-        box = self._roi(frame.shape, to_canon, bank)
+        box = self._roi(frame_shape, to_canon, bank)
         if box is None:
-            return frame
+            return None
         if self.options.seat_limit:
             shape = self._seated(landmarks, to_canon, shape)
-        if self.options.jaw_follow:
-            self._follow_jaw(frame, landmarks, to_canon, shape)
-        cover = self._blend_mask(bank, to_canon, landmarks, shape)
-        out, mask = self._compose(bank, shape, chosen, weights, to_canon, box, cover)
-        self._match_colour(frame, box, out, mask, state)
-        blend_region(frame, box, (out + 0.5).astype(np.uint8), mask)
-        return frame
+        jaw = self._jaw_move(frame_shape, landmarks, to_canon, shape) if self.options.jaw_follow else None
+        mask = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
+        x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
+        # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
+        within = (x, y, x + w, y + h) if w and h else None
+        if within is None and jaw is None:
+            return None
+        return _Plan(to_canon, chosen, weights, box, mask, within, shape, jaw)
+
+    def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, state: _State) -> None:
+        """Draw the planned mouth into `region`, the frame's pixels from `origin` = (x, y) on, which
+        hold at least the jaw's box and the patch box's part where the mask is above 0 (plan.within)."""
+        ox, oy = origin
+        if plan.jaw is not None:
+            box, dst, move, reach = plan.jaw
+            _warp_box(region, (box[0] - ox, box[1] - oy, box[2] - ox, box[3] - oy), dst - origin, move, reach,
+                      2 * self.options.grid_step)
+        if plan.within is None:
+            return
+        sx1, sy1, sx2, sy2 = plan.within
+        out = self._warp(bank, plan.shape, plan.chosen, plan.weights, plan.to_canon, plan.box, plan.within)
+        x1, y1, x2, y2 = plan.box
+        local = (x1 - ox, y1 - oy, x2 - ox, y2 - oy)
+        self._match_colour(region, local, out, plan.mask, state, plan.within)
+        drawn = (local[0] + sx1, local[1] + sy1, local[0] + sx2, local[1] + sy2)
+        blend_region(region, drawn, (out + 0.5).astype(np.uint8), plan.mask[sy1:sy2, sx1:sx2])
 
     def _seated(self, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> np.ndarray:
         """`shape` moved so its upper lip sits where the template frame's is."""
@@ -307,12 +384,13 @@ class ExemplarEngine:
         offset *= min(1.0, limit / max(float(np.linalg.norm(offset)), 1e-6))
         return (shape + offset).astype(np.float32)
 
-    def _follow_jaw(self, frame: np.ndarray, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> None:
-        """Warp the template's outer lips and chin (in place) onto the predicted shape's: the
-        patch then lands on a face whose jaw is where its mouth is. Without it a template caught
-        with its mouth wide open kept its dropped chin under a closed pasted mouth (a long second
-        chin), and re-meshed renders followed the template's own opening (long-cameron: r 0.19
-        with the template's, against none between the prediction and the template)."""
+    def _jaw_move(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray):
+        """How to warp the template's lower lip and chin by the change of the lips' gap: (frame box,
+        their targets, their moves, fade), or None when they are already there. The patch then lands
+        on a face whose jaw is where its mouth is. Without it a template caught with its mouth wide
+        open kept its dropped chin under a closed pasted mouth (a long second chin), and re-meshed
+        renders followed the template's own opening (long-cameron: r 0.19 with the template's,
+        against none between the prediction and the template)."""
         src = landmarks[_JAW].astype(np.float64)
         # By how much the lips' gap must change, down or up in the face's own frame, for the lower
         # lip and chin (the corners half): the template keeps its own jaw line. Moving its points
@@ -326,15 +404,16 @@ class ExemplarEngine:
         move = src - dst
         norm = np.linalg.norm(move, axis=1, keepdims=True)
         if float(norm.max()) < 0.5:
-            return  # the template's jaw is already where the speech puts it
+            return None  # the template's jaw is already where the speech puts it
         move *= np.minimum(1.0, 0.4 * iod / np.maximum(norm, 1e-6))  # a bad mesh never tears the face
         reach = self.options.jaw_reach * iod
         lo = np.floor(np.minimum(src.min(0), dst.min(0)) - reach).astype(int)
         hi = np.ceil(np.maximum(src.max(0), dst.max(0)) + reach).astype(int)
-        fh, fw = frame.shape[:2]
-        box = max(0, lo[0]), max(0, lo[1]), min(fw, hi[0]), min(fh, hi[1])
-        if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
-            _warp_box(frame, box, dst, move, reach, 2 * self.options.grid_step)
+        fh, fw = frame_shape[:2]
+        box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
+        if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+            return None
+        return box, dst, move, reach
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
@@ -399,23 +478,42 @@ class ExemplarEngine:
                           cv2.GaussianBlur(face, (0, 0), sigma))
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
+        """The patch over the whole box and its blend mask (the bank's own, or `cover` at MASK_SCALE)."""
+        out = self._warp(bank, shape, chosen, weights, to_canon, box)
+        if cover is None:
+            return out, _to_box(bank.mask, to_canon, box)
+        return out, _to_box(cover, MASK_SCALE * to_canon, box)
+
+    def _warp(self, bank: MouthBank, shape, chosen, weights, to_canon, box, within=None) -> np.ndarray:
+        """The chosen appearances morphed onto `shape`, carried into the frame box `box` and blended
+        (float32 BGR): over the whole box, or its part `within` (x1, y1, x2, y2 from its corner). The
+        warp is computed on a grid over the whole box either way, so a part is the same pixels."""
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
         gx, gy = _coarse_grid(x1, y1, rw, rh, step)
+        sx1, sy1, sx2, sy2 = within or (0, 0, rw, rh)
+        # The grid points that `within` reads, with two more each side: a resize samples the grid
+        # between its points from half a step beyond them, and clamps at the grid's ends.
+        c0, r0 = max(0, sx1 // step - 2), max(0, sy1 // step - 2)
+        gx, gy = gx[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3], gy[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3]
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
         ctrl, values = self._controls(bank, shape, chosen)
         source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
-        out = np.zeros((rh, rw, 3), np.float32)
-        for j, (idx, wgt) in enumerate(zip(chosen, weights)):
-            mx = cv2.resize(source[:, j, 0].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
-                            interpolation=cv2.INTER_LINEAR)[:rh, :rw]
-            my = cv2.resize(source[:, j, 1].reshape(gx.shape).astype(np.float32), None, fx=step, fy=step,
-                            interpolation=cv2.INTER_LINEAR)[:rh, :rw]
-            out += wgt * cv2.remap(bank.patches[idx], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if cover is None:
-            return out, _to_box(bank.mask, to_canon, box)
-        return out, _to_box(cover, MASK_SCALE * to_canon, box)
+        ox, oy = sx1 - c0 * step, sy1 - r0 * step  # `within` on the resized grid
+        warped = []
+        for j, idx in enumerate(chosen):
+            # x and y of the sampling map in one two-channel array: one resize, one remap.
+            xy = cv2.resize(source[:, j, :].reshape(*gx.shape, 2).astype(np.float32), None, fx=step, fy=step,
+                            interpolation=cv2.INTER_LINEAR)[oy:oy + sy2 - sy1, ox:ox + sx2 - sx1]
+            warped.append(cv2.remap(bank.patches[idx], xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        if len(warped) == 2:  # the usual case, in one pass
+            out = cv2.addWeighted(warped[0], float(weights[0]), warped[1], float(weights[1]), 0.0, dtype=cv2.CV_32F)
+        else:
+            out = np.zeros(warped[0].shape, np.float32)
+            for w, wgt in zip(warped, weights):
+                out += np.float32(wgt) * w
+        return out
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
@@ -432,19 +530,22 @@ class ExemplarEngine:
             values.append(np.concatenate([delta, np.zeros((len(rim) + len(stable), 2))]))
         return ctrl, np.concatenate(values, axis=1)
 
-    def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State) -> None:
+    def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State, within=None) -> None:
         """Bring the patch's colours to the frame's: an offset field interpolated inwards from the
         differences on the mask's rim (a normalised convolution of the rim), as a Poisson blend
         would. An enrollment shot under another light (another cut of the same person) differs in
         shading across the mouth, not only in level: one offset for the whole patch left such a
-        patch grey on a warm face, its philtrum and chin lit from the other side (long-cameron)."""
+        patch grey on a warm face, its philtrum and chin lit from the other side (long-cameron).
+
+        `out` covers the box, or only its part `within` (where the mask is above 0): the rim lies
+        inside it, so the field is the same either way."""
         x1, y1, x2, y2 = box
         # Every fourth pixel each way is plenty for a field this smooth.
         m = mask[::4, ::4]
         ring = m * (1.0 - m)
         total = float(ring.sum())
         if total > 1.0:
-            diff = frame[y1:y2:4, x1:x2:4].astype(np.float32) - out[::4, ::4]
+            diff = self._rim_diff(frame, box, out, m.shape, within)
             mean = np.tensordot(ring, diff, axes=([0, 1], [0, 1])) / total
             field = mean.reshape(1, 1, 3).astype(np.float32)
             if self.options.shading_sigma > 0:
@@ -457,8 +558,24 @@ class ExemplarEngine:
                 before = cv2.resize(state.shading, (field.shape[1], field.shape[0]), interpolation=cv2.INTER_LINEAR)
                 field = before + self.options.colour_follow * (field - before)
             state.shading = field
-            out += cv2.resize(field, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
+            offset = cv2.resize(field, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+            out += offset if within is None else offset[within[1]:within[3], within[0]:within[2]]
         np.clip(out, 0, 255, out=out)
+
+    @staticmethod
+    def _rim_diff(frame, box, out: np.ndarray, grid_shape, within) -> np.ndarray:
+        """frame - patch on every fourth pixel of the box (zero outside `within`, where the rim's
+        weight is zero anyway)."""
+        x1, y1, x2, y2 = box
+        if within is None:
+            return frame[y1:y2:4, x1:x2:4].astype(np.float32) - out[::4, ::4]
+        sx1, sy1, sx2, sy2 = within
+        diff = np.zeros((*grid_shape, 3), np.float32)
+        i0, j0, i1, j1 = -(-sy1 // 4), -(-sx1 // 4), -(-sy2 // 4), -(-sx2 // 4)  # grid points inside
+        # Start indices computed whole: the box may begin before `frame` (a window around `within`).
+        diff[i0:i1, j0:j1] = (frame[y1 + 4 * i0:y1 + sy2:4, x1 + 4 * j0:x1 + sx2:4].astype(np.float32)
+                              - out[4 * i0 - sy1::4, 4 * j0 - sx1::4])
+        return diff
 
 
 def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:

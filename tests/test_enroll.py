@@ -105,6 +105,38 @@ def test_live_room_speaks_with_the_enrolled_mouth(api, service, enrolled, tmp_pa
     api.delete(f"/v1/rooms/{room['id']}")
 
 
+def test_live_frames_are_the_rendered_frames_in_the_encoders_format(service, enrolled):
+    """Rooms encode the enrolled mouth drawn on YUV template frames (avatars/yuv.py): the same picture
+    as the BGR render, within rounding."""
+    import cv2
+    import numpy as np
+    from skimage.metrics import structural_similarity
+
+    from avatars.store import Avatar
+    from core.live import to_video_frame
+    from core.settings import Settings
+    from lipsync.engines import live_engine
+    from lipsync.mouth import analyse
+
+    avatar = Avatar.open(service.data_dir, "enrolled")
+    engine = live_engine(Settings(data_dir=service.data_dir))
+    t = np.arange(16000 * 2) / 16000
+    speech = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    track = analyse(speech, 25, 50)
+    assert engine.choose(avatar).name == "exemplar"
+    rendered = engine.frames(avatar, speech, 7, 50, track)
+    live = engine.frames(avatar, speech, 7, 50, track, live=True)
+    for k, (bgr, frame) in enumerate(zip(rendered, live)):
+        assert not isinstance(frame, np.ndarray) and frame.format.name == "yuv420p"
+        want = to_video_frame(bgr, k).to_ndarray(format="bgr24")
+        got = frame.to_ndarray(format="bgr24")
+        assert cv2.PSNR(want, got) >= 38.0
+        lips = avatar.landmarks_at(7 + k)[[61, 291, 0, 17]]
+        (x1, y1), (x2, y2) = lips.min(0).astype(int) - 20, lips.max(0).astype(int) + 20
+        mouth = [cv2.cvtColor(img[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY) for img in (want, got)]
+        assert structural_similarity(*mouth) >= 0.97, k
+
+
 def test_talking_template_enrolls_itself_and_idles_with_its_mouth_closed(api, service, talking_clip, tmp_path):
     from test_rooms import Viewer, open_room, publishing
     from conftest import wait_until

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from avatars.idle_loop import IdleLoop, load_idle_loop
 from avatars.store import Avatar
+from avatars.yuv import configure_cache, warm_cache
 from core import metrics
 from core.conversations.store import mark_said
 from core.credentials import publish_url
@@ -243,9 +244,11 @@ class RoomPublisher(threading.Thread):
             return
         started = time.monotonic()
         self.engine.warm(avatar)
+        if self.engine.choose(avatar).name == "exemplar":
+            warm_cache(avatar)  # speaking rooms draw on the template's decoded frames
         silence = np.zeros(SAMPLE_RATE // 5, np.float32)
         n = max(1, frame_count(silence.size, FPS))
-        next(iter(self.engine.frames(avatar, silence, self.cycle, n, analyse(silence, FPS, n))), None)
+        next(iter(self.engine.frames(avatar, silence, self.cycle, n, analyse(silence, FPS, n), live=True)), None)
         self._warmed = True
         self.store.event(self.room.id, "warmed", seconds=round(time.monotonic() - started, 3),
                          engine=self.engine.choose(avatar).name)
@@ -321,7 +324,7 @@ class RoomPublisher(threading.Thread):
                 # The clip was rendered from this cycle position on: the stream continues from there.
                 self.cycle = int(u.clip_cycle_start) % avatar.cycle_length
                 return frames, "clip"
-        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track), \
+        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track, live=True), \
             self.engine.choose(avatar).name
 
     def _speak(self, pb: Playback) -> bool:
@@ -570,6 +573,10 @@ def main() -> int:
     settings = get_settings()
     setup_logging(settings.log_level)
     metrics.init(settings)
+    # Rooms already run in parallel (a thread each, a process per core); OpenCV splitting each small
+    # mouth-sized call over its own threads only adds CPU (about 5% of a speaking room's).
+    cv2.setNumThreads(1)
+    configure_cache(settings.live_frame_cache_mb)
     worker = StreamWorker(settings)
     wait_for_redis(worker.redis)
     for sig in (signal.SIGTERM, signal.SIGINT):
