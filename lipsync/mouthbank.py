@@ -110,8 +110,8 @@ class MouthBank:
             # on reagan's first 14 s) a log-mel ridge gave opening r 0.27 / 0.31 / 0.41 where the
             # prior with an MFCC ridge gave 0.21 / 0.06 / 0.17.
             coeffs = self.learned.predict(mel_features(audio_16k, n_frames, self.mel))
+            coeffs = self._articulate(coeffs, track.voiced)
             shapes = (self.pca_mean + coeffs @ self.pca_comp).reshape(n_frames, len(SHAPE), 2)
-            shapes = self._articulate(shapes, track.voiced)
         else:  # a bank enrolled before v6, until upkeep re-enrolls it
             learned = self.learned.predict(frame_features(audio_16k, n_frames, self.features)) @ self.pca_comp
             shapes = self.prior(track) + learned.reshape(n_frames, len(SHAPE), 2)
@@ -124,18 +124,17 @@ class MouthBank:
             shapes = shapes + track.closure[:, None, None] * (self.shut - shapes)
         return shapes.astype(np.float32)
 
-    def _articulate(self, shapes: np.ndarray, voiced: np.ndarray) -> np.ndarray:
-        """The network's predictions regress to the mean (a murmuring mouth); give each shape
-        coefficient the spread the presenter's own speech has, around the utterance's own mean."""
-        if voiced.sum() < 10:
-            return shapes
-        flat = shapes.reshape(len(shapes), -1)
-        coeffs = (flat - self.pca_mean) @ self.pca_comp.T
-        residual = flat - (self.pca_mean + coeffs @ self.pca_comp)
-        centre = coeffs[voiced].mean(axis=0)
-        gain = np.clip(self.pca_std / (coeffs[voiced].std(axis=0) + 1e-6), 1.0, ARTICULATION_GAIN_MAX)
-        coeffs = centre + gain * (coeffs - centre)
-        return (self.pca_mean + coeffs @ self.pca_comp + residual).reshape(shapes.shape)
+    def _articulate(self, coeffs: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+        """The mapping's predictions regress to the mean (a murmuring mouth): give each shape
+        coefficient the spread the presenter's own speech has, around the utterance's own mean;
+        then keep it inside the range the presenter's own mouth showed. A ridge fitted on a few
+        seconds, widened, could otherwise draw a mouth no one makes (real-talk-5: the lips pressed
+        up under the nose above a long chin, two frames of a reported run)."""
+        if voiced.sum() >= 10:
+            centre = coeffs[voiced].mean(axis=0)
+            gain = np.clip(self.pca_std / (coeffs[voiced].std(axis=0) + 1e-6), 1.0, ARTICULATION_GAIN_MAX)
+            coeffs = centre + gain * (coeffs - centre)
+        return np.clip(coeffs, self.pca_range[0], self.pca_range[1])
 
     @property
     def shut(self) -> np.ndarray:
