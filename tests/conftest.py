@@ -293,9 +293,30 @@ def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
         for log in fleet.log_dir.iterdir():
             sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}\n")
         raise
-    yield Service(client=client, data_dir=data_dir, fleet=fleet, media=media_server, env=env)
+    service = Service(client=client, data_dir=data_dir, fleet=fleet, media=media_server, env=env)
+    _SESSION_FLEETS.append(service)
+    yield service
+    _SESSION_FLEETS.remove(service)
     client.close()
     fleet.stop()
+
+
+_SESSION_FLEETS: list = []  # the session fleet of this xdist worker, once a test has started it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rooms_closed_after_each_module():
+    """Rooms a module left open on the session fleet are closed after it: an open room is published
+    (and packaged as HLS) for its whole TTL (6 min, the default room for ever), on CPU that the next
+    modules' timings share. Each module opens the rooms it uses."""
+    yield
+    for service in _SESSION_FLEETS:
+        try:
+            rooms = service.client.get("/v1/rooms")
+            for room in rooms.json() if rooms.status_code == 200 else []:
+                service.client.delete(f"/v1/rooms/{room['id']}")
+        except httpx.HTTPError:
+            pass  # a module that stopped the fleet's API (supervision) has nothing left to close
 
 
 @dataclass
