@@ -20,6 +20,12 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 
+# make test runs three workers and their fleets on two cores: OpenMP threads (torch, CTranslate2) that
+# spin while they wait burn the CPU the other processes need. Passive waiting changes no result and
+# cost 53 s of CPU instead of 72 for test_musetalk and test_mouth_articulation beside other load.
+# Set before anything loads OpenMP; the fleets' processes inherit it (fleet_env copies the environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 # ---- spreading the suite over `pytest -n 3` (make test) ----
 # One work unit per group: every test that uses the session fleet (`service`) is one group (two with
