@@ -355,11 +355,11 @@ def test_killed_api_keeps_answering(fleet, room):
     old = {n: fleet.kill(f"api:{n}")[0] for n in ("api-0", "api-1")}
     killed = time.monotonic()
     # The bound allows for `make test`'s three workers with their fleets on two cores (both APIs
-    # restarting then took 6 s to over 10 s; alone, within 5 s): what matters is that the request waits and is
-    # answered, not refused.
-    assert _answers(base, timeout=20)
+    # restarting then took 6 s to over 10 s; alone, within 5 s; over 20 s with other load on the machine):
+    # what matters is that the request waits and is answered, not refused (refused is at once).
+    assert _answers(base, timeout=60)
     MEASURED["api_both_killed_answer"] = time.monotonic() - killed
-    assert MEASURED["api_both_killed_answer"] <= 15.0
+    assert MEASURED["api_both_killed_answer"] <= 60.0
     for name, pid in old.items():
         fleet.wait_restarted(f"api:{name}", pid, killed)
     _still_publishing(fleet, room)
