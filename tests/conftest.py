@@ -20,6 +20,12 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 
+# make test runs three workers and their fleets on two cores: OpenMP threads (torch, CTranslate2) that
+# spin while they wait burn the CPU the other processes need. Passive waiting changes no result and
+# cost 53 s of CPU instead of 72 for test_musetalk and test_mouth_articulation beside other load.
+# Set before anything loads OpenMP; the fleets' processes inherit it (fleet_env copies the environment).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 # ---- spreading the suite over `pytest -n 3` (make test) ----
 # One work unit per group: every test that uses the session fleet (`service`) is one group (two with
@@ -272,8 +278,7 @@ def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
                     MTL_LLM_FIRST_TOKEN_TIMEOUT_S="2", MTL_LLM_IDLE_TIMEOUT_S="2")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     # As `make run` does: the bundled demo avatar exists before the fleet starts.
-    subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    copy_demo_avatar(tmp_path_factory, env, data_dir)
     fleet.spawn("-m", "api", name="api")
     for kind in ("tts", "asr", "avatar", "lipsync", "feedback", "converse", "stream"):
         fleet.worker(kind)
@@ -293,9 +298,55 @@ def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
         for log in fleet.log_dir.iterdir():
             sys.stderr.write(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}\n")
         raise
-    yield Service(client=client, data_dir=data_dir, fleet=fleet, media=media_server, env=env)
+    service = Service(client=client, data_dir=data_dir, fleet=fleet, media=media_server, env=env)
+    _SESSION_FLEETS.append(service)
+    yield service
+    _SESSION_FLEETS.remove(service)
     client.close()
     fleet.stop()
+
+
+_SESSION_FLEETS: list = []  # the session fleet of this xdist worker, once a test has started it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rooms_closed_after_each_module():
+    """Rooms a module left open on the session fleet are closed after it: an open room is published
+    (and packaged as HLS) for its whole TTL (6 min, the default room for ever), on CPU that the next
+    modules' timings share. Each module opens the rooms it uses."""
+    yield
+    for service in _SESSION_FLEETS:
+        try:
+            rooms = service.client.get("/v1/rooms")
+            for room in rooms.json() if rooms.status_code == 200 else []:
+                service.client.delete(f"/v1/rooms/{room['id']}")
+        except httpx.HTTPError:
+            pass  # a module that stopped the fleet's API (supervision) has nothing left to close
+
+
+def copy_demo_avatar(tmp_path_factory, env: dict[str, str], data_dir: Path) -> None:
+    """The demo avatar as `python -m avatars demo` makes it, made once per test run and copied into each
+    session fleet's data directory (its files hold no paths): with `-n 3` two fleets would each spend
+    8 s of CPU building the same avatar. The xdist workers of one run share the folder (a lock file
+    lets one build it while the others wait); a new run builds it anew from the code it tests."""
+    import fcntl
+    import shutil
+
+    run_root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_root = run_root.parent  # the run's folder, above each worker's own
+    made = run_root / "demo-avatar"
+    with open(run_root / "demo-avatar.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (made / "avatars" / "demo" / "avatar.json").is_file():
+            building = run_root / "demo-avatar.building"
+            shutil.rmtree(building, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, check=True,
+                           env={**env, "MTL_DATA_DIR": str(building)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            building.rename(made)
+    for kind in ("avatars", "uploads"):
+        shutil.copytree(made / kind, data_dir / kind, dirs_exist_ok=True)
 
 
 @dataclass

@@ -188,7 +188,8 @@ def test_the_room_form_sets_responder_prompt_and_material(browser, api, tmp_path
 def test_text_limits_are_counted_and_said(browser, api, room):
     d = browser
     open_console(d, api, f"rooms/{room['id']}")
-    wait_until(lambda: js(d, "return window.mtlConsole.room !== null"), 15, what="the room view")
+    wait_until(lambda: js(d, "return window.mtlConsole.room && window.mtlConsole.room.id") == room["id"], 15,
+               what="this room's view")  # not the room an earlier test left open (a hash change loads no page)
     # The fleet's MTL_MAX_TEXT_CHARS, read from the API.
     wait_until(lambda: js(d, "return window.mtlConsole.limits.text_chars") == 500, 10, what="the API's text limit")
     box = d.find_element("id", "say-text")
@@ -222,7 +223,8 @@ def test_avatar_picker_newest_first_with_thumbnails(browser, api):
 def test_a_faq_room_answers_from_the_sample_sheet_and_marks_it_answered(browser, api, room):
     d = browser
     open_console(d, api, f"rooms/{room['id']}")
-    wait_until(lambda: js(d, "return window.mtlConsole.room !== null"), 15, what="the room view")
+    wait_until(lambda: js(d, "return window.mtlConsole.room && window.mtlConsole.room.id") == room["id"], 15,
+               what="this room's view")  # not the room an earlier test left open (a hash change loads no page)
     d.find_element("id", "say-converse").click()
     d.find_element("id", "say-text").send_keys("How much is the thermos bottle?")
     d.find_element("id", "say-button").click()

@@ -277,10 +277,12 @@ def test_a_failing_llm_is_replaced_by_the_script(api, service, llm_stub):
     fallback1 = next(e for e in e1 if e["event"] == "responder_fallback")
     assert fallback1["reason"] == "llm_http_error" and r1["fallback"]["reason"] == "llm_http_error"
     assert r1["responder"] == "script" and r1["text"].endswith(questions[0])
-    # A silent LLM is given up after MTL_LLM_FIRST_TOKEN_TIMEOUT_S (2 s here), then the script answers.
+    # A silent LLM is given up after MTL_LLM_FIRST_TOKEN_TIMEOUT_S (2 s here), then the script answers. The
+    # upper bound leaves 2 s for the worker to record it on a loaded machine (make test's fleets on two
+    # cores); the stub would hang for 30 s.
     fallback2 = next(e for e in e2 if e["event"] == "responder_fallback")
     post2 = llm_stub.requests[1].received_at
-    assert fallback2["reason"] == "llm_timeout" and 1.9 <= fallback2["t"] - post2 <= 3.0, fallback2["t"] - post2
+    assert fallback2["reason"] == "llm_timeout" and 1.9 <= fallback2["t"] - post2 <= 4.0, fallback2["t"] - post2
     assert r2["responder"] == "script" and r2["text"].endswith(questions[1])
     # An LLM that stalls mid-reply: what it had said is kept as spoken, the sentence it broke off in is
     # not spoken, and the script goes on in its place with its next question.

@@ -279,11 +279,11 @@ def test_failed_clip_is_a_json_error(api, service, tmp_path):
 
 @pytest.fixture
 def llm_api(service, llm):
-    """A second API process on the same Redis, with the LLM generator (no fallback) and a 1 s clip wait."""
+    """A second API process on the same Redis, with the LLM generator (no fallback) and a 2 s clip wait."""
     port = free_port()
     env = {**service.env, "MTL_API_PORT": str(port), "MTL_INTERVIEW_GENERATOR": "llm",
            "MTL_INTERVIEW_LLM_URL": llm.url, "MTL_INTERVIEW_LLM_FALLBACK": "false",
-           "MTL_INTERVIEW_LLM_TIMEOUT_S": "2", "MTL_INTERVIEW_CLIP_WAIT_S": "1"}
+           "MTL_INTERVIEW_LLM_TIMEOUT_S": "2", "MTL_INTERVIEW_CLIP_WAIT_S": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=Path(__file__).resolve().parent.parent,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
@@ -316,7 +316,9 @@ def test_llm_questions_bounded_wait_and_unreachable_llm(llm_api, llm):
     view = llm_api.get(f"/v1/interviews/{r.json()['zbjname']}").json()
     assert view["generator"]["used"] == "llm" and view["language"] == "en"
 
-    # The last clip is still rendering: /humanv2 gives up after the 1 s bound, and the API keeps answering meanwhile.
+    # The last clip is still rendering: /humanv2 gives up after the 2 s bound, and the API keeps answering meanwhile:
+    # /healthz within 1.2 s, where an API blocked by the wait would answer after 1.8 s (0.54 s was measured under
+    # make test's parallel fleets with other load on two cores, against the 0.5 s bound of a 1 s wait).
     result: dict = {}
     waiting = threading.Thread(target=lambda: result.update(r=llm_api.get(
         "/humanv2", params={"zbjname": r.json()["zbjname"], "audioUrl": "1"})))
@@ -324,9 +326,9 @@ def test_llm_questions_bounded_wait_and_unreachable_llm(llm_api, llm):
     waiting.start()
     time.sleep(0.2)
     t = time.monotonic()
-    assert llm_api.get("/healthz").status_code == 200 and time.monotonic() - t < 0.5
+    assert llm_api.get("/healthz").status_code == 200 and time.monotonic() - t < 1.2
     waiting.join(30)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 11
     assert result["r"].status_code == 504 and result["r"].json()["error"] == "clip_not_ready", result["r"].text
 
     rooms_before = len(llm_api.get("/v1/rooms").json())

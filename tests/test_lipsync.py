@@ -145,10 +145,11 @@ def test_avatar_cache_reused_and_rebuilt_on_parameter_change(api, portrait_avata
     assert api.get("/v1/avatars/astro-shift").status_code == 404
 
 
-# The real template's first 8 s (200 frames, a keyframe at 0: copied, not re-encoded) and the real
-# speech's first sentence (to 11.4 s, inside its first pause at 10.9-11.5 s): the same behaviour as
-# the whole 22 s files, with the speech longer than the template so the cycle wraps.
-SUN_FRAMES, SUN_SPEECH_S = 200, 11.4
+# The real template's first 5 s (125 frames, a keyframe at 0: copied, not re-encoded; a copy cut at 100
+# frames decodes to 101) and the real speech's first sentence (to 11.4 s, inside its first pause at
+# 10.9-11.5 s): the same behaviour as the whole 22 s files, with the speech longer than the template's
+# ping-pong cycle (10 s) so the cycle wraps. (200 frames made the preparation longer for nothing more shown.)
+SUN_FRAMES, SUN_SPEECH_S = 125, 11.4
 
 
 def test_sun_avatar_with_real_speech(api, service, tmp_path):

@@ -15,9 +15,11 @@ from core.jobs import Kind, enqueue, fetch_job
 from core.media import read_wav
 from core.settings import Settings
 
+# ~50 s of speech, about 7 s of Piper's CPU: a kill 1 s after the start lands inside synthesis even alone
+# on the machine (19 sentences made the two syntheses of the kill test cost twice as much for nothing).
 LONG_EN = " ".join(
     f"This is sentence number {i} of a long announcement for the live room, read slowly and clearly."
-    for i in range(1, 20)
+    for i in range(1, 11)
 )
 
 
@@ -57,7 +59,7 @@ def test_sigkilled_worker_job_completes_on_another_worker(redis_server, tmp_path
         job = Job.fetch(first, connection=conn, serializer=JSONSerializer)
         assert job.meta["recoveries"] == 1  # requeued exactly once
         audio, rate = read_wav(settings.data_dir / "tts" / "long.wav")
-        assert abs(audio.size / rate - view.result["duration_s"]) < 0.01 and view.result["duration_s"] > 60
+        assert abs(audio.size / rate - view.result["duration_s"]) < 0.01 and view.result["duration_s"] > 30
         for j in others:
             assert (settings.data_dir / "tts" / f"{j}.wav").is_file()
         # No stray copy: one output per job, plus the content-addressed cache.

@@ -83,7 +83,9 @@ def test_viewer_gets_continuous_stream_and_synced_speech(api, service, speech, t
     key = room["stream_key"]
     assert room["urls"]["rtmp"].endswith(f"/live/{key}") and room["urls"]["hls"].endswith(f"/hls/{key}.m3u8")
     wait_until(lambda: publishing(service.media, key), 30, what="the room to publish")
-    viewer = Viewer(room["urls"]["rtmp"], 30, tmp_path / "pulled.flv")
+    # 20 s pulled: 4 s idle, the ~10 s speech, then idle again (30 s showed nothing more, for a third more
+    # frames to measure).
+    viewer = Viewer(room["urls"]["rtmp"], 20, tmp_path / "pulled.flv")
     time.sleep(4)
     r = api.post(f"/v1/rooms/{room['id']}/say", json={"audio": speech[0]})
     assert r.status_code == 202, r.text
@@ -94,12 +96,12 @@ def test_viewer_gets_continuous_stream_and_synced_speech(api, service, speech, t
     video_t = packet_times(pulled, "v")
     audio_t = packet_times(pulled, "a")
     span = video_t[-1] - video_t[0]
-    assert span > 25, span
+    assert span > 17, span
     fps = (len(video_t) - 1) / span
     assert 24.0 <= fps <= 26.0, fps
     assert np.all(np.diff(video_t) > 0), "video timestamps must be monotonic"
     assert np.diff(video_t).max() <= 0.100 and np.diff(audio_t).max() <= 0.100, "gap over 100 ms"
-    assert audio_t[-1] - audio_t[0] > 25, "audio must be continuous through idle and speech"
+    assert audio_t[-1] - audio_t[0] > 17, "audio must be continuous through idle and speech"
 
     # The viewer hears the sentence (ASR of the pulled audio).
     from models.asr import load_model, transcribe
