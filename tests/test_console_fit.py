@@ -77,6 +77,9 @@ def room(api, service):
 
 
 def open_console(driver, api, fragment: str = "rooms", lang: str = "en") -> None:
+    # A fresh page each time: a URL differing only in its hash would keep the earlier test's page (and
+    # the room it watched) and only fire hashchange.
+    driver.get("about:blank")
     driver.get(f"{api.base_url}/console/?lang={lang}#{fragment}")
     wait_until(lambda: js(driver, "return !!(window.mtlConsole && window.mtlConsole.player)"), 15,
                what="the console's script")

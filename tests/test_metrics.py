@@ -135,7 +135,7 @@ def test_publisher_reconnects_are_counted(monkeypatch):
     pub.room = SimpleNamespace(id=room_id, avatar_id="demo")
     pub.settings = SimpleNamespace(data_dir=None)
     pub.loops = SimpleNamespace(ensure=lambda avatar: None)
-    pub.store = SimpleNamespace(event=lambda *a, **k: events.append(a))
+    pub.store = SimpleNamespace(event=lambda *a, **k: events.append(a), wake_messages=lambda *a, **k: iter(()))
     pub.stop_event, pub.closed_by_expiry = threading.Event(), False
     pub.prep = ThreadPoolExecutor(max_workers=1)
     monkeypatch.setattr(stream.Avatar, "open", staticmethod(lambda *a: object()))
