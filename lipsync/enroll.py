@@ -23,7 +23,7 @@ from lipsync.identity import PRESENTER_FILE, presenter_of_file, save_presenter
 from lipsync.mouthbank import BANK_VERSION, MouthBank
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, decode_audio, iter_video_frames, probe, video_size
-from lipsync.features import FeatureOptions, MelOptions, fit_ridge, mel_features
+from lipsync.features import FeatureOptions, fit_ridge, mel_features
 from lipsync.train import fit_mlp
 from lipsync.mouth import analyse
 
@@ -211,9 +211,9 @@ def _fit_mapping(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs
     mels = mel_features(audio, n, bank.mel)[index]
     if len(index) >= opts.network_min_frames:
         mlp = fit_mlp(mels, coeffs.astype(np.float32))
-        return mlp, "mlp", {"mapping": "mlp", "hidden": int(mlp.w1.shape[2]), "ensemble": int(len(mlp.w1))}
+        return mlp, {"mapping": "mlp", "hidden": int(mlp.w1.shape[2]), "ensemble": int(len(mlp.w1))}
     ridge = fit_ridge(mels, coeffs.astype(np.float32))
-    return ridge, "mel-ridge", {"mapping": "mel-ridge", "ridge_alpha": ridge.alpha, "ridge_cv_r": round(ridge.cv_r, 3)}
+    return ridge, {"mapping": "mel-ridge", "ridge_alpha": ridge.alpha, "ridge_cv_r": round(ridge.cv_r, 3)}
 
 
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
@@ -233,7 +233,8 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
                      pca_range=np.stack([coeffs.min(axis=0), coeffs.max(axis=0)]).astype(np.float32),
                      pca_std=_speaking_spread(coeffs, track.voiced[harvest.frame_index]),
                      rest=rest, open=open_shape, learned=None, features=feat_opts)
-    bank.learned, bank.mapping, fit = _fit_mapping(bank, audio, n, harvest.frame_index, coeffs, opts)
+    bank.learned, fit = _fit_mapping(bank, audio, n, harvest.frame_index, coeffs, opts)
+    bank.mapping = fit["mapping"]
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])
