@@ -26,6 +26,7 @@ class MouthTrack:
     voiced: np.ndarray  # [n] bool
     loudness: np.ndarray | None = None  # [n] in 0..1: the speech envelope alone
     closure: np.ndarray | None = None  # [n] in 0..1: lips shut by the phones (lipsync.visemes)
+    vowels: np.ndarray | None = None  # [n] in 0..1: lips parted by the phones' vowels (lipsync.visemes)
 
     def as_series(self) -> list[dict]:
         return [{"t": round(i / self.fps, 3), "open": round(float(o), 3), "width": round(float(w), 3)}

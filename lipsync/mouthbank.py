@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER
+from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER, inner_opening
 from lipsync.identity import PRESENTER_FILE, load_presenter
 from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
 from lipsync.mouth import MouthTrack
@@ -120,6 +120,8 @@ class MouthBank:
             shapes = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
         speaking = pause_gate(track.voiced, PAUSE_FRAMES)
         shapes = self.rest + speaking[:, None, None] * (shapes - self.rest)
+        if track.vowels is not None:  # after the smoothing, which would halve a vowel of one frame
+            shapes = self._parted(shapes, track.vowels)
         if track.closure is not None:
             shapes = shapes + track.closure[:, None, None] * (self.shut - shapes)
         return shapes.astype(np.float32)
@@ -135,6 +137,16 @@ class MouthBank:
             gain = np.clip(self.pca_std / (coeffs[voiced].std(axis=0) + 1e-6), 1.0, ARTICULATION_GAIN_MAX)
             coeffs = centre + gain * (coeffs - centre)
         return np.clip(coeffs, self.pca_range[0], self.pca_range[1])
+
+    def _parted(self, shapes: np.ndarray, vowels: np.ndarray) -> np.ndarray:
+        """Lips parted at least as far as each frame's vowel asks (a share of the presenter's own
+        open mouth), moving the whole shape, jaw included, towards that open mouth. A mapping fitted
+        on a few seconds of someone else's voice can leave vowels of synthesised speech nearly shut;
+        where it already opens wider, it is kept."""
+        gap = inner_opening(shapes)
+        widest = float(inner_opening(self.open))
+        alpha = np.clip((vowels * widest - gap) / np.maximum(widest - gap, 1e-6), 0.0, 1.0)
+        return shapes + alpha[:, None, None] * (self.open - shapes)
 
     @property
     def shut(self) -> np.ndarray:

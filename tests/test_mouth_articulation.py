@@ -7,6 +7,7 @@ clip; the tests skip cleanly without ../shared.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from conftest import shared_media
 from core.settings import get_settings
 from lipsync.exemplar import ExemplarEngine
 from lipsync.mouth import analyse, frame_count
-from lipsync.visemes import BILABIAL, with_phones
+from lipsync.visemes import BILABIAL, vowel_opening, with_phones
 from workers.tts import plan_segments, render_segments
 
 ZH = "我们不卖便宜货，买一送一，欢迎来到直播间，爸爸妈妈都可以帮忙。"
@@ -52,16 +53,22 @@ def _gap_over_width(frames: list[np.ndarray]) -> np.ndarray:
         mesher.close()
 
 
-VOWELS = set("aeiouyɑɐɒæəɛɜɪʊʌɔøœɤɯ")
-
-
-def _closed_at(presenter: Avatar, text: str, language: str, phones_on: bool) -> tuple[float, int, float]:
-    """(share of m/b/p onsets with the lips shut, how many, share of vowel middles with them shut)."""
+@functools.lru_cache(maxsize=4)
+def _synthesised(text: str, language: str) -> tuple[np.ndarray, list]:
+    """16 kHz speech and its phones, once per text: Piper draws its durations at random, so a
+    comparison with the phones on and off must be made on the same speech."""
     settings = get_settings()
     audio, phones = render_segments(settings, plan_segments(text, language), None)
     assert phones, "the fleet's own voices must report their phones"
     g = np.gcd(settings.tts_sample_rate, 16000)
-    speech = resample_poly(audio, 16000 // g, settings.tts_sample_rate // g).astype(np.float32)
+    return resample_poly(audio, 16000 // g, settings.tts_sample_rate // g).astype(np.float32), phones
+
+
+def _closed_at(presenter: Avatar, text: str, language: str, phones_on: bool) -> tuple[float, int, float, float]:
+    """(share of m/b/p onsets with the lips shut, how many, share of open and mid vowels' middles with
+    them shut, the mean opening there). Close vowels (i, u) part the lips only a little, less than
+    the 10% that counts as shut on a presenter who speaks with a narrow mouth."""
+    speech, phones = _synthesised(text, language)
     n = frame_count(speech.size)
     track = analyse(speech, 25, n)
     if phones_on:
@@ -70,21 +77,22 @@ def _closed_at(presenter: Avatar, text: str, language: str, phones_on: bool) -> 
     # Closed: the inner-lip gap under 10% of the mouth's width, within one frame of the onset.
     onsets = [int(round(p.start * 25)) for p in phones if p.symbol in BILABIAL]
     closed = [np.nanmin(ratio[max(0, k - 1):k + 2]) < 0.10 for k in onsets]
-    middles = [int(round((p.start + p.end) * 12.5)) for p in phones
-               if set(p.symbol) & VOWELS and p.end - p.start >= 0.06]
-    shut_on_vowels = [ratio[min(k, n - 1)] < 0.10 for k in middles]
-    return float(np.mean(closed)), len(onsets), float(np.mean(shut_on_vowels))
+    middles = [min(n - 1, int(round((p.start + p.end) * 12.5))) for p in phones
+               if vowel_opening(p.symbol) >= 0.6 and p.end - p.start >= 0.06]
+    at_vowels = ratio[middles]
+    return float(np.mean(closed)), len(onsets), float(np.mean(at_vowels < 0.10)), float(np.nanmean(at_vowels))
 
 
 @pytest.mark.parametrize("language,text", [("zh", ZH), ("en", EN)])
 def test_lips_shut_on_bilabials_of_synthesised_speech(presenter, language, text):
-    share, onsets, on_vowels = _closed_at(presenter, text, language, phones_on=True)
+    share, onsets, on_vowels, vowel_gap = _closed_at(presenter, text, language, phones_on=True)
     assert onsets >= 10
     assert share >= 0.85, f"lips closed at {share:.0%} of {onsets} m/b/p onsets"
     # The control: a mouth shut most of the time would pass the above; this one opens on vowels.
-    assert on_vowels < share - 0.5, (on_vowels, share)
-    # The phones add to what the acoustic mouth finds by itself.
-    acoustic, _, _ = _closed_at(presenter, text, language, phones_on=False)
+    assert on_vowels < share - 0.5, (on_vowels, share, vowel_gap)
+    # The phones add to what the acoustic mouth finds by itself (tests/test_visemes.py shows the
+    # vowels' part on a mapping that murmurs; on this presenter the mapping already opens them).
+    acoustic, _, _, _ = _closed_at(presenter, text, language, phones_on=False)
     assert acoustic < share, (acoustic, share)
 
 
