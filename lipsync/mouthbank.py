@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER, inner_opening
+from lipsync.canonical import CORNER_L, CORNER_R, LOWER_INNER, SHAPE, UPPER_INNER, inner_opening
 from lipsync.identity import PRESENTER_FILE, load_presenter
 from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
 from lipsync.mouth import MouthTrack
@@ -37,6 +37,7 @@ BANK_DIR = "mouth"
 
 
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
+SHUT_GAP = 0.02  # the inner lips' gap of a shut mouth, as a share of its width
 MASK_SCALE = 0.5  # of the canonical frame, where the renderer draws each frame's blend mask
 PAUSE_FRAMES = 15  # 0.6 s: shorter gaps keep the mouth's own half-open shapes, as speakers do. On the
 # development clips the gate at 0.4 s lowered the predicted opening's r with the real one (pd-tedlieu-wda
@@ -154,7 +155,12 @@ class MouthBank:
         what m, b and p look like."""
         shut = self.rest.copy()
         middle = 0.5 * (shut[UPPER_INNER] + shut[LOWER_INNER])
-        shut[UPPER_INNER], shut[LOWER_INNER] = middle, middle
+        # A hair apart, not on top of each other: two control points in one place with different
+        # displacements make the renderer's thin-plate warp singular, and it tore the mouth corners
+        # and threw lip texture over the chin on every m, b and p (real-talk-5, English speech).
+        half = (SHUT_GAP / 2) * np.linalg.norm(shut[CORNER_L] - shut[CORNER_R])
+        down = np.array([0.0, 1.0], np.float32)
+        shut[UPPER_INNER], shut[LOWER_INNER] = middle - half * down, middle + half * down
         return shut
 
     def save(self, directory: Path, meta: dict) -> None:
