@@ -48,3 +48,30 @@ def test_predicted_shapes_stay_in_the_presenters_range():
     assert (coeffs >= bank.pca_range[0] - 1e-4).all() and (coeffs <= bank.pca_range[1] + 1e-4).all()
     # ... and the mouth still moves with the bursts, across most of that range.
     assert np.ptp(coeffs[:, 0]) > 0.5 * np.ptp(bank.pca_range[:, 0]), np.ptp(coeffs[:, 0])
+
+
+def test_predicted_lips_never_cross():
+    """Coefficients clipped one by one can still combine into lips that cross (real-talk-5's
+    enrollment did on 4-19% of frames of new speech, its real footage never): the renderer's warp
+    then folds the lower lip into the mouth. A mapping that swings the lips shut and past it must
+    leave them meeting, never crossed."""
+    from lipsync.canonical import CORNER_L, CORNER_R, LOWER_INNER, UPPER_INNER
+    from lipsync.mouthbank import SHUT_GAP
+
+    bank = _bank(coef_scale=5.0)
+    rest = bank.rest.copy()
+    rest[LOWER_INNER, 1] += 0.05  # lips 0.05 apart at rest
+    closing = np.zeros((len(SHAPE), 2), np.float32)
+    closing[LOWER_INNER, 1], closing[UPPER_INNER, 1] = -1.0, 1.0  # a coefficient of 0.1 crosses them
+    comp = bank.pca_comp.copy()
+    comp[0] = closing.ravel() / np.linalg.norm(closing)
+    bank.pca_comp, bank.pca_mean, bank.rest, bank.open = comp, rest.ravel(), rest, rest
+    speech = _speech()
+    track = analyse(speech, 25)
+    coeffs = np.clip(bank.learned.predict(mel_features(speech, len(track.open), bank.mel)), *bank.pca_range)
+    raw = (bank.pca_mean + coeffs @ comp).reshape(len(coeffs), len(SHAPE), 2)
+    assert ((raw[:, LOWER_INNER, 1] - raw[:, UPPER_INNER, 1]).min(axis=1) < 0).mean() > 0.2, "must cross to prove anything"
+    shapes = bank.predict_shapes(speech, track)
+    width = np.linalg.norm(shapes[:, CORNER_L] - shapes[:, CORNER_R], axis=-1)
+    gap = (shapes[:, LOWER_INNER, 1] - shapes[:, UPPER_INNER, 1]).min(axis=1)
+    assert (gap >= SHUT_GAP * width - 1e-4).all(), gap.min()
