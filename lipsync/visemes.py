@@ -137,5 +137,10 @@ def with_phones(track: MouthTrack, phones: list[Phone] | None) -> MouthTrack:
     n = len(track.open)
     closure = closure_track(phones, track.fps, n)
     vowels = opening_track(phones, track.fps, n)
+    # A vowel's own frames stay open: a neighbouring closure's lead-in and release (half shut) fall
+    # on the consonants' frames only. A short vowel between two bilabials ("probably", "maybe", 爸爸)
+    # otherwise opened to a slit: 75% of its opening at a quarter weight, under the 10% of the mouth's
+    # width that reads as shut, on real-talk-5.
+    closure = np.where((vowels > 0) & (closure < 1.0), 0.0, closure).astype(np.float32)
     opened = np.maximum(track.open, VOWEL_TRACK_SHARE * vowels) * (1.0 - closure)
     return replace(track, open=opened.astype(np.float32), closure=closure, vowels=vowels)

@@ -80,3 +80,17 @@ def test_a_murmuring_mapping_opens_on_vowels_and_shuts_on_bilabials_with_the_pho
     assert shut < 0.05 * widest and gap[frame(0.44)] <= shut and gap[frame(0.84)] <= shut  # m, b
     assert gap[frame(1.8)] == pytest.approx(without[frame(1.8)], abs=1e-4)  # after the phones: untouched
     assert gap.min() >= 0.0 and n == len(gap)
+
+
+def test_a_short_vowel_between_two_bilabials_still_opens():
+    """"probably": b ə b, the schwa 70 ms. The closures' lead-in and release fall on other frames;
+    the schwa's own frame opens to its level (it opened to a slit under the closures' half weight)."""
+    bank = _murmuring_bank()
+    speech = _speech(1.0)
+    track = analyse(speech, 25)
+    phones = [Phone("ɑ", 0.20, 0.36), Phone("b", 0.36, 0.42), Phone("ə", 0.42, 0.49), Phone("b", 0.49, 0.55),
+              Phone("l", 0.55, 0.60), Phone("i", 0.60, 0.70)]
+    gap = inner_opening(bank.predict_shapes(speech, with_phones(track, phones)))
+    widest, shut = float(inner_opening(bank.open)), float(inner_opening(bank.shut)) + 1e-4
+    assert gap[11] >= 0.6 * widest, gap[8:16]  # 0.44 s, inside the schwa
+    assert gap[10] <= shut and gap[12] <= shut, gap[8:16]  # 0.40 and 0.48 s: the two b's
