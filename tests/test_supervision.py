@@ -28,7 +28,7 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from conftest import ROOT, fleet_env, free_port, wait_until
+from conftest import ROOT, copy_demo_avatar, fleet_env, free_port, wait_until
 from core.credentials import redis_password, stat_secret
 from core.fleet import batch_kinds
 from core.mediaserver import stat
@@ -233,9 +233,9 @@ def fleet(tmp_path_factory, llm_stub):
                     MTL_RTMP_PORT=str(free_port()), MTL_MEDIA_HTTP_PORT=str(free_port()),
                     MTL_STREAM_LEASE_S="4", MTL_WORKER_STOP_GRACE_S="1", MTL_API_PROCESSES="2",
                     MTL_STREAM_WORKERS="2", MTL_LLM_URL=llm_stub.url)
-    # As `make run` does: the demo avatar first, then the fleet in the foreground.
-    subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # As `make run` does: the demo avatar first (`python -m avatars demo`, built once per test run and
+    # copied, as for the session fleets), then the fleet in the foreground.
+    copy_demo_avatar(tmp_path_factory, env, data_dir)
     out = (data_dir / "fleet.out").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "core.fleet", "run", "--data-dir", str(data_dir)], cwd=ROOT,
                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
