@@ -209,6 +209,25 @@ def fleet_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def in_process_api(env: dict[str, str]):
+    """The API app in this process, configured from `env` as `python -m api` started with that
+    environment would be (fleet_env's MTL_ variables), and called as from 127.0.0.1 (a local client).
+    For tests of what the app answers: starting an API process costs 2-3 s of CPU; tests of the process
+    itself (its log, its event loop under load, restarts) start one."""
+    from unittest import mock
+
+    from fastapi.testclient import TestClient
+
+    from core.settings import Settings
+    from test_ownership import build_app  # the app without leaving this process's metrics directory changed
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        settings = Settings()
+    with TestClient(build_app(settings), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
@@ -361,6 +380,20 @@ class Service:
 @pytest.fixture(scope="session")
 def api(service) -> httpx.Client:
     return service.client
+
+
+@pytest.fixture(scope="session")
+def portrait_avatar(api, tmp_path_factory) -> str:
+    """The demo portrait (avatars/demo.py) prepared as the avatar `astro` on the session fleet, once:
+    the lip-sync tests render it and the enrollment tests make their talking clip with it."""
+    from avatars.demo import write_demo_portrait
+
+    png = write_demo_portrait(tmp_path_factory.mktemp("portrait") / "astronaut.png").read_bytes()
+    r = api.post("/v1/avatars", files={"file": ("astronaut.png", png)}, data={"avatar_id": "astro"})
+    assert r.status_code == 202, r.text
+    job = poll_job(api, r.json()["job_id"], timeout=240)
+    assert job["status"] == "finished", job
+    return "astro"
 
 
 def poll_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:

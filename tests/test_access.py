@@ -1,20 +1,23 @@
 """Access: API keys on /v1, legacy routes and downloads; the address allow-list; ownership of avatars
 and rooms; read-only built-ins; constant-time key checks; CORS closed by default; OpenAPI security.
 
-The session fleet stays open; these tests start extra API processes with keys configured on the
-same Redis and data directory (the session's workers serve them)."""
+The session fleet stays open; these tests add APIs with keys configured on the same Redis and data
+directory (the session's workers serve them): one API process (keys; its log is checked), and the
+address allow-list variants in this process, reached from 127.0.0.1 (an API process costs 2-3 s of CPU
+to start and is not what they test)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from contextlib import ExitStack
 
 import httpx
 import pytest
 from redis import Redis
 
-from conftest import ROOT, free_port, poll_job, wait_until
+from conftest import ROOT, free_port, in_process_api, poll_job, wait_until
 
 KEY_A, KEY_B, ADMIN = "key-a-0123456789", "key-b-0123456789", "admin-0123456789"
 
@@ -29,6 +32,12 @@ def _start(service, name: str, **extra: str):
     return proc, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 
 
+def _in_process(service, **extra: str):
+    """The app in this process with the settings `_start` gives an API process."""
+    env = {k: v for k, v in service.env.items() if k != "MTL_CORS_ORIGINS"}  # CORS at its default
+    return in_process_api({**env, **extra})
+
+
 def _up(client: httpx.Client) -> bool:
     try:
         return client.get("/healthz").status_code == 200
@@ -39,25 +48,24 @@ def _up(client: httpx.Client) -> bool:
 @pytest.fixture(scope="module")
 def apis(service):
     keys = {"MTL_API_KEYS": f'["{KEY_A}", "{KEY_B}"]', "MTL_ADMIN_KEYS": f'["{ADMIN}"]'}
-    started = {
-        "keys": _start(service, "keys", **keys),
-        # keys, and legacy clients without headers let in by address
-        "keys_local": _start(service, "keys-local", **keys, MTL_ALLOWED_ADDRESSES='["127.0.0.1/32"]'),
-        "allowlist": _start(service, "allowlist", **keys, MTL_ACCESS_MODE="allowlist",
-                            MTL_ALLOWED_ADDRESSES='["127.0.0.0/8"]'),
-        "allowlist_other": _start(service, "allowlist-other", MTL_ACCESS_MODE="allowlist",
-                                  MTL_ALLOWED_ADDRESSES='["10.0.0.0/8", "not-a-cidr"]'),
-    }
+    proc, keyed = _start(service, "keys", **keys)
     try:
-        for _proc, client in started.values():
-            wait_until(lambda c=client: _up(c), 60, what="an API with access settings")
-        yield {name: client for name, (_proc, client) in started.items()}
+        with ExitStack() as stack:
+            clients = {
+                # keys, and legacy clients without headers let in by address
+                "keys_local": stack.enter_context(_in_process(service, **keys,
+                                                              MTL_ALLOWED_ADDRESSES='["127.0.0.1/32"]')),
+                "allowlist": stack.enter_context(_in_process(service, **keys, MTL_ACCESS_MODE="allowlist",
+                                                             MTL_ALLOWED_ADDRESSES='["127.0.0.0/8"]')),
+                "allowlist_other": stack.enter_context(_in_process(service, MTL_ACCESS_MODE="allowlist",
+                                                                   MTL_ALLOWED_ADDRESSES='["10.0.0.0/8", "not-a-cidr"]')),
+            }
+            wait_until(lambda: _up(keyed), 60, what="an API with access settings")
+            yield {"keys": keyed, **clients}
     finally:
-        for proc, client in started.values():
-            client.close()
-            proc.terminate()
-        for proc, _client in started.values():
-            proc.wait(timeout=15)
+        keyed.close()
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 def h(key: str) -> dict:

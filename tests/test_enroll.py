@@ -38,12 +38,11 @@ def portrait_png(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def talking_clip(api, portrait_png, tmp_path_factory) -> Path:
-    """An 8-10 s clip of the portrait speaking (warp engine) with its own speech and pauses."""
-    job = _prepare(api, {"file": ("astronaut.png", portrait_png)}, avatar_id="talker")
-    assert job["status"] == "finished", job
+def talking_clip(api, portrait_avatar, tmp_path_factory) -> Path:
+    """An 8-10 s clip of the portrait (prepared once for the session, conftest.py) speaking (warp engine)
+    with its own speech and pauses."""
     audio, _ = upload_speech(api, [SAY_1, SAY_2], pause_s=0.8, lead_s=0.5)
-    r = api.post("/v1/lipsync", json={"avatar_id": "talker", "audio": audio, "engine": "warp"})
+    r = api.post("/v1/lipsync", json={"avatar_id": portrait_avatar, "audio": audio, "engine": "warp"})
     render = poll_job(api, r.json()["job_id"], timeout=240)
     assert render["status"] == "finished", render
     path = tmp_path_factory.mktemp("talking") / "talk.mp4"
@@ -158,8 +157,8 @@ def test_talking_template_enrolls_itself_and_idles_with_its_mouth_closed(api, se
     api.delete(f"/v1/rooms/{room['id']}")
 
 
-def test_exemplar_engine_needs_an_enrolled_avatar(api, talking_clip):
-    r = api.post("/v1/lipsync", json={"avatar_id": "talker", "text": SAY_1, "engine": "exemplar"})
+def test_exemplar_engine_needs_an_enrolled_avatar(api, portrait_avatar):
+    r = api.post("/v1/lipsync", json={"avatar_id": portrait_avatar, "text": SAY_1, "engine": "exemplar"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "not_enrolled", r.text
 
 

@@ -1,5 +1,6 @@
-"""Backpressure and retention (issue 7) against real processes: API processes of their own with tight
-limits (on their own Redis databases, beside the session's service), the janitor as a process."""
+"""Backpressure and retention (issue 7): an API process of its own with a tight rate limit (the process's
+event loop under a flood), the app in this process with tight caps (on their own Redis databases, beside
+the session's service), the janitor as a process."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from conftest import ROOT, Fleet, fleet_env, free_port, wait_until
+from conftest import ROOT, Fleet, fleet_env, free_port, in_process_api, wait_until
 from speech import tone_wav
 
 STRICT_DB, CAPS_DB, JANITOR_DB = 11, 12, 13
@@ -51,21 +52,21 @@ def strict(service, redis_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def caps(service, redis_server, tmp_path_factory):
-    """An API with tight caps and no batch workers (queued jobs stay queued); stream workers are
-    started by the test that needs one. Shares the service's data dir (its demo avatar)."""
+    """The app (in this process) with tight caps and no batch workers (queued jobs stay queued); stream
+    workers are started by the test that needs one. Shares the service's data dir (its demo avatar)."""
     Redis.from_url(redis_server.url(CAPS_DB)).flushdb()
-    port = free_port()
-    env = fleet_env(redis_server.url(CAPS_DB), service.data_dir, MTL_API_PORT=str(port), MTL_API_PROCESSES="1",
+    env = fleet_env(redis_server.url(CAPS_DB), service.data_dir,
                     MTL_RATE_LIMIT_ENABLED="false", MTL_TTS_MAX_QUEUED="3", MTL_MAX_OPEN_ROOMS="2",
                     MTL_MAX_UTTERANCES_PER_ROOM="3", MTL_ROOM_PUBLISHER_GRACE_S="1", MTL_STREAM_CAPACITY="1",
                     MTL_RTMP_PORT=str(service.media.rtmp_port), MTL_MEDIA_HTTP_PORT=str(service.media.http_port),
                     MTL_DEFAULT_ROOM_PERSISTENT="false")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("caps-logs"))
-    client = _start_api(fleet, port, "api-caps")
-    client.fleet = fleet
-    yield client
-    client.close()
-    fleet.stop()
+    try:
+        with in_process_api(env) as client:  # what the app answers; only the stream worker is a process
+            client.fleet = fleet
+            yield client
+    finally:
+        fleet.stop()
 
 
 def _close_all_rooms(client: httpx.Client) -> None:
@@ -316,20 +317,14 @@ def test_fleet_runs_the_janitor_and_redis_refuses_rather_than_evicts(redis_serve
 
 
 def test_rate_limiter_lets_requests_through_when_redis_is_away(tmp_path_factory):
-    port = free_port()
-    env = fleet_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path_factory.mktemp("noredis"), MTL_API_PORT=str(port),
-                    MTL_API_PROCESSES="1", MTL_RATE_LIMIT="1/minute")
-    fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("noredis-logs"))
-    try:
-        client = _start_api(fleet, port, "api-noredis")
+    env = fleet_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path_factory.mktemp("noredis"),
+                    MTL_RATE_LIMIT="1/minute")
+    with in_process_api(env) as client:
         for _ in range(3):  # over 1/minute, yet served: nothing counts, nothing is refused
             assert client.get("/tests/missing.wav").status_code == 404
         t0 = time.perf_counter()
         assert client.get("/tests/missing.wav").status_code == 404
         assert time.perf_counter() - t0 < 0.5  # counting paused: no wait on the missing Redis
-        client.close()
-    finally:
-        fleet.stop()
 
 
 def test_janitor_rotates_the_media_servers_own_logs(redis_server, tmp_path):

@@ -48,14 +48,6 @@ def _prepare(api, data: bytes, name: str, avatar_id: str, **form) -> dict:
     return poll_job(api, r.json()["job_id"], timeout=240)
 
 
-@pytest.fixture(scope="module")
-def portrait_avatar(api, tmp_path_factory) -> str:
-    png = write_demo_portrait(tmp_path_factory.mktemp("portrait") / "astronaut.png").read_bytes()
-    job = _prepare(api, png, "astronaut.png", "astro")
-    assert job["status"] == "finished", job
-    return "astro"
-
-
 def _render(api, **body) -> dict:
     r = api.post("/v1/lipsync", json=body)
     assert r.status_code == 202, r.text

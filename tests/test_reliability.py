@@ -27,9 +27,15 @@ def _settings(env: dict[str, str]) -> Settings:
     return Settings(redis_url=env["MTL_REDIS_URL"], data_dir=env["MTL_DATA_DIR"])
 
 
+# These TTS workers start on an empty data directory: the replies' opening phrases they would cache at
+# start (22 syntheses, 2.4 s of CPU each time, under the render lock the tests' jobs wait for) serve no
+# room here.
+NO_WARMING = {"MTL_TTS_WARM_PHRASES": "false"}
+
+
 def _isolated(redis_server, tmp_path, db: int, **extra: str):
     """Its own Redis database and worker processes, so killing workers cannot disturb other tests."""
-    env = fleet_env(redis_server.url(db), tmp_path / "data", **extra)
+    env = fleet_env(redis_server.url(db), tmp_path / "data", **NO_WARMING, **extra)
     conn = Redis.from_url(env["MTL_REDIS_URL"])
     conn.flushdb()
     return _settings(env), conn, Fleet(env=env, log_dir=tmp_path)
@@ -73,7 +79,7 @@ def test_queued_jobs_survive_redis_restart(tmp_path):
     server = RedisServer(port=free_port(), data_dir=tmp_path / "redis")
     server.data_dir.mkdir()
     server.start()
-    env = fleet_env(server.url(0), tmp_path / "data")
+    env = fleet_env(server.url(0), tmp_path / "data", **NO_WARMING)
     settings = _settings(env)
     conn = Redis.from_url(env["MTL_REDIS_URL"])
     fleet = Fleet(env=env, log_dir=tmp_path)

@@ -28,11 +28,11 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from conftest import ROOT, fleet_env, free_port, wait_until
+from conftest import ROOT, copy_demo_avatar, fleet_env, free_port, wait_until
 from core.credentials import redis_password, stat_secret
 from core.fleet import batch_kinds
 from core.mediaserver import stat
-from core.rooms import lease_key
+from core.rooms import lease_key, stream_worker_loads
 from core.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -233,9 +233,9 @@ def fleet(tmp_path_factory, llm_stub):
                     MTL_RTMP_PORT=str(free_port()), MTL_MEDIA_HTTP_PORT=str(free_port()),
                     MTL_STREAM_LEASE_S="4", MTL_WORKER_STOP_GRACE_S="1", MTL_API_PROCESSES="2",
                     MTL_STREAM_WORKERS="2", MTL_LLM_URL=llm_stub.url)
-    # As `make run` does: the demo avatar first, then the fleet in the foreground.
-    subprocess.run([sys.executable, "-m", "avatars", "demo"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # As `make run` does: the demo avatar first (`python -m avatars demo`, built once per test run and
+    # copied, as for the session fleets), then the fleet in the foreground.
+    copy_demo_avatar(tmp_path_factory, env, data_dir)
     out = (data_dir / "fleet.out").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "core.fleet", "run", "--data-dir", str(data_dir)], cwd=ROOT,
                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -457,7 +457,19 @@ def _owner(fleet, room) -> tuple[str, int, str]:
     return owner, pid, name
 
 
+def _stream_workers_ticking(fleet) -> None:
+    """Every stream worker process takes rooms (its heartbeat, named with its pid, is in Redis): one
+    restarted by an earlier test is RUNNING for supervisord well before that on a loaded machine, and
+    a room handed over then waits for it (seen: no lease within 20 s at load 12)."""
+    def ticking():
+        pids = {str(p["pid"]) for p in fleet.rpc.supervisor.getAllProcessInfo() if p["name"].startswith("stream-")}
+        return pids <= {name.split(".")[-2] for name in stream_worker_loads(fleet.redis)}
+
+    wait_until(ticking, 60, interval=0.1, what="every stream worker to take rooms")
+
+
 def test_killed_stream_worker_replays_the_interrupted_utterance(fleet, room, speech):
+    _stream_workers_ticking(fleet)
     short = fleet.wait_job(fleet.api.post("/v1/tts", json={"text": "Hello."}).json()["job_id"])["result"]["file"]
     first = _say(fleet, room, short)
     wait_until(lambda: _find(fleet, room, "speech_end", utterance=first), 30, interval=0.1, what="the first to end")
@@ -485,6 +497,7 @@ def test_killed_stream_worker_replays_the_interrupted_utterance(fleet, room, spe
 
 
 def test_sigterm_stream_worker_hands_its_room_over(fleet, room, speech):
+    _stream_workers_ticking(fleet)
     playing = _say(fleet, room, speech)
     wait_until(lambda: _find(fleet, room, "speech_start", utterance=playing), 30, interval=0.05, what="speech")
     queued = _say(fleet, room, speech)
