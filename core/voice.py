@@ -209,7 +209,17 @@ def recognise(settings: Settings, audio: np.ndarray, language: str, context: str
     awaitable future. `context`: what Whisper is told was said before (recognition_context); `quick`:
     a text only shown (models.asr.transcribe_utterance)."""
     executor = _PARTIALS if partial else _EXECUTOR
-    return asyncio.get_running_loop().run_in_executor(executor, _decode, settings, audio, language, context, quick)
+    source = executor.submit(_decode, settings, audio, language, context, quick)
+    future = asyncio.wrap_future(source)
+    future.source = source  # for unqueue(): cancelling the awaitable alone would not stop the thread
+    return future
+
+
+def unqueue(future: asyncio.Future) -> bool:
+    """Take a decode off its thread's queue if it has not begun (one begun runs to its end). True if
+    it was taken off (the awaitable is then cancelled too)."""
+    source = getattr(future, "source", None)
+    return source is not None and source.cancel()
 
 
 CONTEXT_CHARS = 200  # of the room's context given to Whisper (its newest end is kept: the last reply)
