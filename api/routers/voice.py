@@ -34,7 +34,7 @@ from core.files import FileOwners
 from core.media import write_wav
 from core.limits import Refused
 from core.rooms import Room, RoomStore
-from core.voice import RATE, Endpointer, recognise, recognition_context, unqueue, warm
+from core.voice import RATE, Endpointer, partial_spacing, recognise, recognition_context, unqueue, warm
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -113,6 +113,7 @@ class VoiceSocket:
         self.utterance = 0  # counts utterances, so a late decode of an older one is dropped
         self.partial_at = 0  # utterance samples when the last partial decode started
         self.partials_queued = 0  # decodes on the partials' thread not finished (running or queued)
+        self.partial_cost = 0.0  # seconds the last partial's decode took (the machine's load shows in it)
         self.early_from_partial = False  # the early decode is the partial begun as the pause's silence did
         self.decodes: dict[str, int] = {}  # decodes begun for the current utterance, by kind (in its final)
         # The last partial decode begun in silence: (utterance, voiced samples it covers, decode).
@@ -336,9 +337,9 @@ class VoiceSocket:
 
     def _maybe_partial(self) -> None:
         """A partial transcript every `voice_partial_interval_s` of new speech, and one as soon as
-        silence begins (after half that): the utterance may be ending there, and if no voiced audio
-        follows, the pause takes that decode as its text instead of decoding the same speech again
-        (two decodes of it at once each ran up to 2-4x slower on the two cores)."""
+        silence begins: the utterance may be ending there, and if no voiced audio follows, the pause
+        takes that decode as its text instead of decoding the same speech again (two decodes of it at
+        once each ran up to 2-4x slower on the two cores)."""
         ep = self.endpointer
         if not ep.in_speech or ep.paused:
             return
@@ -349,22 +350,22 @@ class VoiceSocket:
         if ep.silent_run:
             return
         self._drop_silence_partial()
-        if not self.partials_queued and ep.utterance_samples - self.partial_at >= \
-                int(self.settings.voice_partial_interval_s * RATE):
+        spacing = partial_spacing(self.settings.voice_partial_interval_s, self.partial_cost)
+        if not self.partials_queued and ep.utterance_samples - self.partial_at >= int(spacing * RATE):
             self._partial(quick=True)
 
     def _silence_partial(self) -> None:
-        """Silence began: decode what was said up to it, as a final is decoded. With a partial still
-        decoding (under load one took up to 1 s), this one is queued behind it on the same thread
-        rather than left to the pause, whose decode ran beside that partial on the other thread (both
-        slower, and begun 130 ms later); voice returning before it starts takes it off the queue."""
+        """Silence began: decode what was said up to it, as a final is decoded, whenever the last
+        partial was begun (a silence that reaches the pause needs this decode anyway; begun now, not
+        at the pause, the text is ready 130 ms sooner). With a partial still decoding (under load one
+        took up to 1 s), this one is queued behind it on the same thread rather than left to the
+        pause, whose decode ran beside that partial on the other thread (both slower); voice
+        returning before it starts takes it off the queue."""
         ep = self.endpointer
         last = self.silence_partial
         if last and last[:2] == (self.utterance, ep.voiced_end) and not last[2].cancelled():
             return  # this silence's speech is being decoded already
-        half_step = int(self.settings.voice_partial_interval_s * RATE) // 2
-        if self.partials_queued or ep.utterance_samples - self.partial_at >= half_step:
-            self._partial(quick=False)
+        self._partial(quick=False)
 
     def _drop_silence_partial(self) -> None:
         """Voice again: a silence partial still waiting for the thread is no use any more."""
@@ -389,6 +390,8 @@ class VoiceSocket:
             self.partials_queued -= 1
             if f.cancelled() or f.exception() is not None:
                 return
+            if quick:
+                self.partial_cost = f.result().seconds
             if utterance == self.utterance and ep.in_speech and f.result().text:
                 self.emit("partial", utterance=utterance, text=f.result().text)
         future.add_done_callback(done)
