@@ -222,14 +222,6 @@ def unqueue(future: asyncio.Future) -> bool:
     return source is not None and source.cancel()
 
 
-def partial_spacing(interval_s: float, last_decode_s: float) -> float:
-    """Speech between two partial transcripts: `voice_partial_interval_s`, or twice what the last
-    partial's decode took when that is longer. A loaded machine (a partial took up to 1 s) then
-    spends at most half of the partials' thread on text that is only shown, and the decode begun
-    when the speaker stops more often finds the thread free instead of queuing behind a partial."""
-    return max(interval_s, 2 * last_decode_s)
-
-
 CONTEXT_CHARS = 200  # of the room's context given to Whisper (its newest end is kept: the last reply)
 
 

@@ -650,11 +650,3 @@ def test_a_silence_partial_waits_behind_a_slow_partial_and_the_pause_takes_it(vo
     assert final["decodes"]["reused"] == 1 and final["decodes"]["partial"] >= 1, final["decodes"]
     assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final
 
-
-def test_partials_are_spaced_by_what_their_decode_costs():
-    """A partial every voice_partial_interval_s of speech, or twice its decode time on a loaded
-    machine: the partials' thread is busy at most half the time with text that is only shown."""
-    from core.voice import partial_spacing
-
-    assert partial_spacing(0.6, 0.15) == 0.6  # a quiet machine: the setting
-    assert partial_spacing(0.6, 0.9) == 1.8  # a partial took 0.9 s: the next after 1.8 s of speech

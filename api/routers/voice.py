@@ -34,7 +34,7 @@ from core.files import FileOwners
 from core.media import write_wav
 from core.limits import Refused
 from core.rooms import Room, RoomStore
-from core.voice import RATE, Endpointer, partial_spacing, recognise, recognition_context, unqueue, warm
+from core.voice import RATE, Endpointer, recognise, recognition_context, unqueue, warm
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -113,7 +113,6 @@ class VoiceSocket:
         self.utterance = 0  # counts utterances, so a late decode of an older one is dropped
         self.partial_at = 0  # utterance samples when the last partial decode started
         self.partials_queued = 0  # decodes on the partials' thread not finished (running or queued)
-        self.partial_cost = 0.0  # seconds the last partial's decode took (the machine's load shows in it)
         self.early_from_partial = False  # the early decode is the partial begun as the pause's silence did
         self.decodes: dict[str, int] = {}  # decodes begun for the current utterance, by kind (in its final)
         # The last partial decode begun in silence: (utterance, voiced samples it covers, decode).
@@ -350,8 +349,8 @@ class VoiceSocket:
         if ep.silent_run:
             return
         self._drop_silence_partial()
-        spacing = partial_spacing(self.settings.voice_partial_interval_s, self.partial_cost)
-        if not self.partials_queued and ep.utterance_samples - self.partial_at >= int(spacing * RATE):
+        if not self.partials_queued and ep.utterance_samples - self.partial_at >= \
+                int(self.settings.voice_partial_interval_s * RATE):
             self._partial(quick=True)
 
     def _silence_partial(self) -> None:
@@ -390,8 +389,6 @@ class VoiceSocket:
             self.partials_queued -= 1
             if f.cancelled() or f.exception() is not None:
                 return
-            if quick:
-                self.partial_cost = f.result().seconds
             if utterance == self.utterance and ep.in_speech and f.result().text:
                 self.emit("partial", utterance=utterance, text=f.result().text)
         future.add_done_callback(done)
