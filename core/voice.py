@@ -150,9 +150,14 @@ class Endpointer:
         return len(self.utterance) * WINDOW
 
     def speech(self) -> np.ndarray:
-        """The utterance up to its last voiced window, plus a short tail: what is recognised."""
+        """The utterance up to its last voiced window, plus a short tail: what is recognised. Taken as
+        silence begins (the decode that may become the final), the tail not heard yet is silence: the
+        same length of audio as at the endpoint (Whisper's encoder pads with silence anyway)."""
         audio = np.concatenate(self.utterance) if self.utterance else np.zeros(0, np.float32)
-        return audio[:self.voiced_end + int(TAIL_S * RATE)]
+        end = self.voiced_end + int(TAIL_S * RATE)
+        if audio.size < end:
+            audio = np.concatenate([audio, np.zeros(end - audio.size, np.float32)])
+        return audio[:end]
 
     def end(self, reason: str) -> tuple[str, dict]:
         """The endpoint (also forced by the client's `end`); the utterance is kept for speech()."""
