@@ -150,9 +150,14 @@ class Endpointer:
         return len(self.utterance) * WINDOW
 
     def speech(self) -> np.ndarray:
-        """The utterance up to its last voiced window, plus a short tail: what is recognised."""
+        """The utterance up to its last voiced window, plus a short tail: what is recognised. Taken as
+        silence begins (the decode that may become the final), the tail not heard yet is silence: the
+        same length of audio as at the endpoint (Whisper's encoder pads with silence anyway)."""
         audio = np.concatenate(self.utterance) if self.utterance else np.zeros(0, np.float32)
-        return audio[:self.voiced_end + int(TAIL_S * RATE)]
+        end = self.voiced_end + int(TAIL_S * RATE)
+        if audio.size < end:
+            audio = np.concatenate([audio, np.zeros(end - audio.size, np.float32)])
+        return audio[:end]
 
     def end(self, reason: str) -> tuple[str, dict]:
         """The endpoint (also forced by the client's `end`); the utterance is kept for speech()."""
@@ -209,7 +214,17 @@ def recognise(settings: Settings, audio: np.ndarray, language: str, context: str
     awaitable future. `context`: what Whisper is told was said before (recognition_context); `quick`:
     a text only shown (models.asr.transcribe_utterance)."""
     executor = _PARTIALS if partial else _EXECUTOR
-    return asyncio.get_running_loop().run_in_executor(executor, _decode, settings, audio, language, context, quick)
+    source = executor.submit(_decode, settings, audio, language, context, quick)
+    future = asyncio.wrap_future(source)
+    future.source = source  # for unqueue(): cancelling the awaitable alone would not stop the thread
+    return future
+
+
+def unqueue(future: asyncio.Future) -> bool:
+    """Take a decode off its thread's queue if it has not begun (one begun runs to its end). True if
+    it was taken off (the awaitable is then cancelled too)."""
+    source = getattr(future, "source", None)
+    return source is not None and source.cancel()
 
 
 CONTEXT_CHARS = 200  # of the room's context given to Whisper (its newest end is kept: the last reply)

@@ -105,3 +105,54 @@ def test_the_console_drops_a_voice_turn_taken_back(redis_server, tmp_path_factor
             assert first["message"] not in {m["id"] for m in listed} | {m.get("reply_to") for m in listed}, listed
     finally:
         fleet.stop()
+
+
+def test_a_reply_to_a_turn_taken_back_is_never_played(redis_server, tmp_path_factory):
+    """The pause's turn is answered while the silence lasts (held), then the speaker goes on: none of
+    that reply's sentences is ever given to the room's publisher, only the reply to the whole
+    utterance; and the history keeps neither the turn taken back nor its reply."""
+    data_dir = tmp_path_factory.mktemp("retract-play-data")
+    settings = Settings(redis_url=redis_server.url(13), data_dir=data_dir, models_dir=ROOT / "models",
+                        access_mode="open", voice_end_silence_ms=5000, max_open_rooms=50)
+    fleet = Fleet(env=fleet_env(settings.redis_url, data_dir), log_dir=tmp_path_factory.mktemp("retract-play-logs"))
+    fleet.worker("converse")
+    rest = np.concatenate([spoken("How many people are on the team?"), np.zeros(int(0.3 * RATE), "<i2")])
+    try:
+        with serving(settings) as api:
+            wait_until(lambda: alive_workers(api.redis, get_queue(Kind.converse, api.redis)), 60, interval=0.3,
+                       what="the converse worker")
+            room = api.room(responder="script")
+            conv = ConversationStore(api.redis, settings)
+            client = api.client(room.id)
+            try:
+                assert client.wait_event("listening", 10)
+                client.send_pcm(spoken(QUESTION))
+                first, queued = None, 0
+                deadline = time.monotonic() + 4.3  # within the 5 s end of turn
+                while time.monotonic() < deadline and not queued:  # silence until the held reply is queued
+                    client.send_pcm(np.zeros(int(0.1 * RATE), "<i2"))
+                    first = first or client.wait(lambda e: e.get("event") == "user_text" and "id" in e, 0)
+                    queued = api.store.queue_state(room.id)[0]
+                assert first is not None and queued and client.wait_event("speech_end", 0) is None, client.events
+                assert api.store.take_utterance(room.id) is None  # held while the turn may go on
+                taken_back = next(m["id"] for m in conv.messages(room.id) if m.get("reply_to") == first["message"])
+                client.send_pcm(rest)
+                client.send_json({"type": "end"})
+                assert client.wait_event("retracted", 15) is not None, client.events
+                final = client.wait_event("final", 30)
+                assert final is not None and final.get("message_id"), client.events
+                reply = client.wait(lambda e: e.get("event") == "reply_end" and "id" in e
+                                    and e.get("message") != taken_back, 30)
+            finally:
+                client.close()
+            assert reply is not None and reply["status"] == "complete", reply
+            played = []
+            while (taken := api.store.take_utterance(room.id)) is not None:  # what a publisher would play
+                played.append(taken.utterance.message_id)
+                api.store.ack_utterance(room.id, taken)
+            assert played and set(played) == {reply["message"]}, (played, taken_back)
+            listed = conv.messages(room.id)
+            assert [m["text"] for m in listed if m["role"] == "user"] == [final["text"]], listed
+            assert not {first["message"], taken_back} & {m["id"] for m in listed}, listed
+    finally:
+        fleet.stop()

@@ -623,3 +623,30 @@ def test_the_pause_takes_the_partial_begun_as_its_silence_began(voice_api):
     assert final is not None and final["early_from"] == "partial", final
     assert final["decodes"] == {"silence_partial": 1, "reused": 1}, final["decodes"]
     assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final
+
+
+def test_a_silence_partial_waits_behind_a_slow_partial_and_the_pause_takes_it(voice_api):
+    """Under load a partial may still be decoding when the speaker stops: the silence's decode is
+    queued behind it on the partials' thread (not decoded beside it at the pause), and the pause
+    takes that decode as the utterance's text."""
+    import core.voice
+
+    release = threading.Event()
+    # The partials' thread is busy (as with a partial that takes a second under load) until the
+    # question has been spoken and its turn has ended.
+    blocker = core.voice._PARTIALS.submit(release.wait, 20)
+    try:
+        with connected(voice_api) as (room, client):
+            client.wait_event("listening", 10)
+            client.send_pcm(spoken(QUESTION))
+            ended = client.wait_event("speech_end", 10)
+            release.set()
+            final = client.wait_event("final", 30)
+    finally:
+        release.set()
+        blocker.result(5)
+    assert ended is not None and final is not None, client.events
+    assert final["early_from"] == "partial" and "pause" not in final["decodes"], final
+    assert final["decodes"]["reused"] == 1 and final["decodes"]["partial"] >= 1, final["decodes"]
+    assert cer(final["text"].lower(), QUESTION.lower()) <= 0.25, final
+

@@ -34,7 +34,7 @@ from core.files import FileOwners
 from core.media import write_wav
 from core.limits import Refused
 from core.rooms import Room, RoomStore
-from core.voice import RATE, Endpointer, recognise, recognition_context, warm
+from core.voice import RATE, Endpointer, recognise, recognition_context, unqueue, warm
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/rooms", tags=["conversations"])
@@ -112,7 +112,7 @@ class VoiceSocket:
         self.received_s = 0.0  # audio received since then
         self.utterance = 0  # counts utterances, so a late decode of an older one is dropped
         self.partial_at = 0  # utterance samples when the last partial decode started
-        self.partial_busy = False
+        self.partials_queued = 0  # decodes on the partials' thread not finished (running or queued)
         self.early_from_partial = False  # the early decode is the partial begun as the pause's silence did
         self.decodes: dict[str, int] = {}  # decodes begun for the current utterance, by kind (in its final)
         # The last partial decode begun in silence: (utterance, voiced samples it covers, decode).
@@ -336,24 +336,57 @@ class VoiceSocket:
 
     def _maybe_partial(self) -> None:
         """A partial transcript every `voice_partial_interval_s` of new speech, and one as soon as
-        silence begins (after half that): the utterance may be ending there, and if no voiced audio
-        follows, the pause takes that decode as its text instead of decoding the same speech again
-        (two decodes of it at once each ran up to 2-4x slower on the two cores)."""
+        silence begins: the utterance may be ending there, and if no voiced audio follows, the pause
+        takes that decode as its text instead of decoding the same speech again (two decodes of it at
+        once each ran up to 2-4x slower on the two cores)."""
         ep = self.endpointer
-        step = int(self.settings.voice_partial_interval_s * RATE)
-        silence = 0 < ep.silent_run < ep.pause_windows  # a frame may carry two VAD windows
-        if not ep.in_speech or ep.paused or (ep.silent_run and not silence) or self.partial_busy \
-                or ep.utterance_samples - self.partial_at < (step // 2 if silence else step):
+        if not ep.in_speech or ep.paused:
             return
-        self.partial_busy, self.partial_at = True, ep.utterance_samples
-        # One begun in silence may become the final text: decoded as a final is; the others only show.
-        future = recognise(self.settings, ep.speech(), self.language, self.context, partial=True, quick=not silence)
+        silence = 0 < ep.silent_run < ep.pause_windows  # a frame may carry two VAD windows
+        if silence:
+            self._silence_partial()
+            return
+        if ep.silent_run:
+            return
+        self._drop_silence_partial()
+        if not self.partials_queued and ep.utterance_samples - self.partial_at >= \
+                int(self.settings.voice_partial_interval_s * RATE):
+            self._partial(quick=True)
+
+    def _silence_partial(self) -> None:
+        """Silence began: decode what was said up to it, as a final is decoded, whenever the last
+        partial was begun (a silence that reaches the pause needs this decode anyway; begun now, not
+        at the pause, the text is ready 130 ms sooner). With a partial still decoding (under load one
+        took up to 1 s), this one is queued behind it on the same thread rather than left to the
+        pause, whose decode ran beside that partial on the other thread (both slower); voice
+        returning before it starts takes it off the queue."""
+        ep = self.endpointer
+        last = self.silence_partial
+        if last and last[:2] == (self.utterance, ep.voiced_end) and not last[2].cancelled():
+            return  # this silence's speech is being decoded already
+        self._partial(quick=False)
+
+    def _drop_silence_partial(self) -> None:
+        """Voice again: a silence partial still waiting for the thread is no use any more."""
+        last = self.silence_partial
+        if last and (last[0] != self.utterance or last[1] != self.endpointer.voiced_end):
+            unqueue(last[2])  # one that has begun runs on: its text is shown as a partial
+            self.silence_partial = None
+
+    def _partial(self, quick: bool) -> None:
+        """One decode on the partials' thread: `quick` only shown; otherwise begun in silence, it may
+        become the final text (decoded as a final is)."""
+        ep = self.endpointer
+        self.partials_queued += 1
+        self.partial_at = ep.utterance_samples
+        future = recognise(self.settings, ep.speech(), self.language, self.context, partial=True, quick=quick)
         utterance = self.utterance
-        self.silence_partial = (utterance, ep.voiced_end, future) if silence else None
-        self._count("silence_partial" if silence else "partial")
+        if not quick:
+            self.silence_partial = (utterance, ep.voiced_end, future)
+        self._count("partial" if quick else "silence_partial")
 
         def done(f: asyncio.Future) -> None:
-            self.partial_busy = False
+            self.partials_queued -= 1
             if f.cancelled() or f.exception() is not None:
                 return
             if utterance == self.utterance and ep.in_speech and f.result().text:
