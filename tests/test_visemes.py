@@ -17,7 +17,7 @@ SR = 16000
 
 @pytest.mark.parametrize("symbol,level", [
     ("a4", 1.0), ("ian2", 1.0), ("uang1", 1.0), ("ou3", 0.65), ("e5", 0.65), ("i1", 0.35), ("iii2", 0.35),
-    ("v3", 0.35), ("ɑ", 1.0), ("æ", 1.0), ("ə", 0.65), ("ɔ", 0.65), ("ɪ", 0.35), ("u", 0.35),
+    ("v3", 0.35), ("van2", 1.0), ("v", 0.0), ("f", 0.0), ("ɑ", 1.0), ("æ", 1.0), ("ə", 0.65), ("ɔ", 0.65), ("ɪ", 0.35), ("u", 0.35),
     ("sil", 0.0), ("eos", 0.0), ("#0", 0.0), ("^", 0.0), ("m", 0.0), ("b", 0.0), ("zh", 0.0), ("ˈ", 0.0),
     ("ː", 0.0), (",", 0.0), (" ", 0.0)])
 def test_each_phone_parts_the_lips_as_far_as_its_vowel(symbol, level):
@@ -94,3 +94,14 @@ def test_a_short_vowel_between_two_bilabials_still_opens():
     widest, shut = float(inner_opening(bank.open)), float(inner_opening(bank.shut)) + 1e-4
     assert gap[11] >= 0.6 * widest, gap[8:16]  # 0.44 s, inside the schwa
     assert gap[10] <= shut and gap[12] <= shut, gap[8:16]  # 0.40 and 0.48 s: the two b's
+
+
+def test_an_english_v_is_a_consonant_and_keeps_its_near_closure():
+    """'v' is ü in pinyin finals ("v3") but the consonant in espeak's IPA: "give" keeps the lower lip
+    to the teeth on its v, not a vowel's opening."""
+    from lipsync.visemes import LABIODENTAL_CLOSURE
+
+    track = analyse(_speech(1.0), 25)
+    phones = [Phone("ɡ", 0.20, 0.28), Phone("ɪ", 0.28, 0.40), Phone("v", 0.40, 0.52), Phone("ə", 0.52, 0.64)]
+    out = with_phones(track, phones)
+    assert out.closure[11] == pytest.approx(LABIODENTAL_CLOSURE) and out.vowels[11] == 0.0  # 0.44 s, the v
