@@ -191,13 +191,18 @@ def _tps_eval(ctrl: np.ndarray, weights: np.ndarray, pts: np.ndarray) -> np.ndar
     return basis @ weights.astype(np.float32)
 
 
+def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarray:
+    """[M,2] points along a box's edges, `n` to a side (corners once): where a warp is pinned."""
+    return np.array([[x, y] for x in np.linspace(x1, x2, n) for y in (y1, y2)]
+                    + [[x, y] for y in np.linspace(y1, y2, n)[1:-1] for x in (x1, x2)], np.float64)
+
+
 def _warp_box(frame: np.ndarray, box, dst: np.ndarray, move: np.ndarray, fade: float, step: int) -> None:
     """Moves `frame`'s content (in place) so what was at dst + move lands on dst, by a thin-plate
     spline pinned on `box`'s rim and faded out over `fade` px towards it; only the part of the box
     that moves by a quarter pixel or more is resampled."""
     x1, y1, x2, y2 = box
-    rim = np.array([[x, y] for x in np.linspace(x1, x2, 6) for y in (y1, y2)]
-                   + [[x, y] for y in np.linspace(y1, y2, 6)[1:-1] for x in (x1, x2)], np.float64)
+    rim = _rim_points(x1, y1, x2, y2, 6)
     ctrl = np.concatenate([dst, rim])
     weights = _tps_fit(ctrl, np.concatenate([move, np.zeros_like(rim)]), reg=1e-2)
     gx, gy = _coarse_grid(x1, y1, x2 - x1, y2 - y1, step)
@@ -477,12 +482,9 @@ class ExemplarEngine:
         return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)),
                           cv2.GaussianBlur(face, (0, 0), sigma))
 
-    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box, cover: np.ndarray | None = None):
-        """The patch over the whole box and its blend mask (the bank's own, or `cover` at MASK_SCALE)."""
-        out = self._warp(bank, shape, chosen, weights, to_canon, box)
-        if cover is None:
-            return out, _to_box(bank.mask, to_canon, box)
-        return out, _to_box(cover, MASK_SCALE * to_canon, box)
+    def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
+        """The patch over the whole box and the bank's own blend mask (the rest-departure check)."""
+        return self._warp(bank, shape, chosen, weights, to_canon, box), _to_box(bank.mask, to_canon, box)
 
     def _warp(self, bank: MouthBank, shape, chosen, weights, to_canon, box, within=None) -> np.ndarray:
         """The chosen appearances morphed onto `shape`, carried into the frame box `box` and blended
@@ -520,8 +522,7 @@ class ExemplarEngine:
         """Control points at the target shape and the patch rim (pinned), with where each chosen
         exemplar's content must be sampled from: its own shape points, the rim unmoved."""
         w, h = bank.size
-        rim = np.array([[x, y] for x in np.linspace(0, w, 5) for y in (0, h)]
-                       + [[x, y] for y in np.linspace(0, h, 5)[1:-1] for x in (0, w)], np.float64)
+        rim = _rim_points(0, 0, w, h, 5)
         stable = bank.ref.astype(np.float64)
         ctrl = np.concatenate([shape.astype(np.float64), rim, stable])
         values = []
