@@ -23,7 +23,8 @@ from lipsync.identity import PRESENTER_FILE, presenter_of_file, save_presenter
 from lipsync.mouthbank import BANK_VERSION, MouthBank
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, decode_audio, iter_video_frames, probe, video_size
-from lipsync.features import FeatureOptions, fit_ridge, mel_features
+from lipsync.features import FeatureOptions, Ridge, fit_ridge, mel_features
+from lipsync.phonetic import encoder_features
 from lipsync.train import fit_mlp
 from lipsync.mouth import analyse
 
@@ -42,6 +43,10 @@ class EnrollOptions:
     # From this many frames with a face (20 s) a network learns the whole audio-to-shape mapping;
     # shorter samples get the loudness prior and a ridge for what it misses.
     network_min_frames: int = 500
+    # From this many frames with a face (2 s, the shortest sample) the Whisper encoder's context gets
+    # a mapping too (lipsync.phonetic); penalties for its thousands of columns.
+    encoder_min_frames: int = 50
+    encoder_alphas: tuple[float, ...] = (300, 1000, 3000, 10000, 30000, 100000)
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,16 @@ def _fit_mapping(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs
     return ridge, {"mapping": "mel-ridge", "ridge_alpha": ridge.alpha, "ridge_cv_r": round(ridge.cv_r, 3)}
 
 
+def _fit_encoder(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs: np.ndarray,
+                 opts: EnrollOptions) -> tuple[Ridge | None, dict]:
+    """The second mapping, from the Whisper encoder's context, for speech without phone times."""
+    if len(index) < opts.encoder_min_frames:
+        return None, {}
+    x = encoder_features(audio, n, bank.encoder)[index]
+    ridge = fit_ridge(x, coeffs.astype(np.float32), alphas=opts.encoder_alphas)
+    return ridge, {"encoder_alpha": ridge.alpha, "encoder_cv_r": round(ridge.cv_r, 3)}
+
+
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
            progress: Callable[[float], None] = lambda p: None) -> dict:
     """Learn the presenter's mouth from `sample` into `out_dir` (a bank directory); returns its metadata."""
@@ -235,6 +250,8 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
                      rest=rest, open=open_shape, learned=None, features=feat_opts)
     bank.learned, fit = _fit_mapping(bank, audio, n, harvest.frame_index, coeffs, opts)
     bank.mapping = fit["mapping"]
+    bank.speech, encoder_fit = _fit_encoder(bank, audio, n, harvest.frame_index, coeffs, opts)
+    fit.update(encoder_fit)
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])

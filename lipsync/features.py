@@ -107,31 +107,34 @@ class Ridge:
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000, 3000), folds: int = 5) -> Ridge:
     """Ridge with the penalty chosen on contiguous folds: neighbouring video frames are nearly
-    identical, so leave-one-out would reward memorising them and pick too little penalty."""
+    identical, so leave-one-out would reward memorising them and pick too little penalty. One SVD per
+    fold serves every penalty (the encoder's features have thousands of columns)."""
     n = len(x)
     edges = np.linspace(0, n, min(folds, max(2, n // 10)) + 1).astype(int)
+    preds = {alpha: np.zeros_like(y, dtype=np.float64) for alpha in alphas}
+    for a, b in zip(edges[:-1], edges[1:]):
+        train = np.r_[0:a, b:n]
+        for alpha, model in zip(alphas, _solve(x[train], y[train], alphas)):
+            preds[alpha][a:b] = model.predict(x[a:b])
     best = None
-    for alpha in alphas:
-        pred = np.zeros_like(y, dtype=np.float64)
-        for a, b in zip(edges[:-1], edges[1:]):
-            train = np.r_[0:a, b:n]
-            pred[a:b] = _solve(x[train], y[train], alpha).predict(x[a:b])
+    for alpha, pred in preds.items():
         err = float(((pred - y) ** 2).mean())
         if best is None or err < best[0]:
             r = float(np.corrcoef(pred[:, 0], y[:, 0])[0, 1]) if y[:, 0].std() > 0 and pred[:, 0].std() > 0 else 0.0
             best = (err, alpha, r)
     _, alpha, cv_r = best
-    model = _solve(x, y, alpha)
+    model = _solve(x, y, (alpha,))[0]
     return Ridge(model.mean_x, model.std_x, model.mean_y, model.coef, float(alpha), cv_r)
 
 
-def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> Ridge:
+def _solve(x: np.ndarray, y: np.ndarray, alphas) -> list[Ridge]:
     mean_x, std_x = x.mean(axis=0), x.std(axis=0) + 1e-6
     mean_y = y.mean(axis=0)
-    xs = (x - mean_x) / std_x
-    coef = np.linalg.solve(xs.T @ xs + alpha * np.eye(xs.shape[1]), xs.T @ (y - mean_y))
-    return Ridge(mean_x.astype(np.float32), std_x.astype(np.float32), mean_y.astype(np.float32),
-                 coef.astype(np.float32), float(alpha), 0.0)
+    u, s, vt = np.linalg.svd(((x - mean_x) / std_x).astype(np.float64), full_matrices=False)
+    uy = u.T @ (y - mean_y)
+    return [Ridge(mean_x.astype(np.float32), std_x.astype(np.float32), mean_y.astype(np.float32),
+                  (vt.T @ ((s / (s * s + alpha))[:, None] * uy)).astype(np.float32), float(alpha), 0.0)
+            for alpha in alphas]
 
 
 # --- Long enrollments: log-mel context and a small network (see MelOptions, Mlp) ---------------

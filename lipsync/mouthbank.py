@@ -12,6 +12,8 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
     mapping    "mel-ridge": ridge_* maps log-mel context to the PCA coefficients (samples under 20 s);
                "mlp": mlp_* does the same with a network (20 s or more); "ridge" (banks before v6):
                ridge_* maps MFCC context to the coefficients the loudness prior misses
+    enc_*      (v7) a ridge from the Whisper encoder's context (lipsync.phonetic) to the same
+               coefficients; speech without phone times averages it with the mapping above
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from lipsync.canonical import CORNER_L, CORNER_R, LOWER_INNER, SHAPE, UPPER_INNE
 from lipsync.identity import PRESENTER_FILE, load_presenter
 from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
 from lipsync.mouth import MouthTrack
+from lipsync.phonetic import EncoderOptions, encoder_features
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v6"  # v6: short samples map log-mels too (v5: presenter kept; v4: log-mel network)
+BANK_VERSION = "mouthbank-v7"  # v7: the encoder mapping (v6: short samples map log-mels; v5: presenter kept)
 BANK_DIR = "mouth"
 
 
@@ -98,6 +101,8 @@ class MouthBank:
     # Who the enrollment sample showed (lipsync/identity.py), kept in presenter.json beside the bank;
     # None for banks enrolled before it was kept.
     presenter: object = None
+    speech: Ridge | None = None  # the encoder mapping (enc_*); None in banks before v7
+    encoder: EncoderOptions = EncoderOptions()
 
     @cached_property
     def small_mask(self) -> np.ndarray:
@@ -127,6 +132,8 @@ class MouthBank:
             # on reagan's first 14 s) a log-mel ridge gave opening r 0.27 / 0.31 / 0.41 where the
             # prior with an MFCC ridge gave 0.21 / 0.06 / 0.17.
             coeffs = self.learned.predict(mel_features(audio_16k, n_frames, self.mel))
+            if self.speech is not None and track.vowels is None:
+                coeffs = 0.5 * (coeffs + self.speech.predict(encoder_features(audio_16k, n_frames, self.encoder)))
             coeffs = self._articulate(coeffs, track.voiced)
             shapes = (self.pca_mean + coeffs @ self.pca_comp).reshape(n_frames, len(SHAPE), 2)
         else:  # a bank enrolled before v6, until upkeep re-enrolls it
@@ -194,6 +201,8 @@ class MouthBank:
             "mapping": np.array(self.mapping),
             "mel": np.array([self.mel.fps, self.mel.n_mels, self.mel.before, self.mel.after, self.mel.stride], np.int64),
             **self.learned.to_arrays("mlp_" if self.mapping == "mlp" else "ridge_"),
+            **(self.speech.to_arrays("enc_") if self.speech is not None else {}),
+            "encoder": np.array([self.encoder.fps, self.encoder.context], np.int64),
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -217,7 +226,10 @@ class MouthBank:
                        features=FeatureOptions(int(fps), int(sub), float(before), float(after), int(ceps)),
                        mel=MelOptions(*(int(v) for v in data["mel"])),
                        prior_gain=float(gain), prior_lead=int(lead),
-                       presenter=load_presenter(directory / PRESENTER_FILE))
+                       presenter=load_presenter(directory / PRESENTER_FILE),
+                       speech=Ridge.from_arrays(data, "enc_") if "enc_coef" in data else None,
+                       encoder=EncoderOptions(*(int(v) for v in data["encoder"])) if "encoder" in data
+                       else EncoderOptions())
 
 
 def bank_dir(avatar_path: Path) -> Path:
