@@ -208,9 +208,10 @@ def _fields(g: MouthGeometry, op: Opening, open_px: float, width: float) -> tupl
 # near the middle, so both lips visibly move (the upper lip alone reads as a sneer, the lower lip
 # alone stops at the upper teeth of a smiling photo, which is what the warp showed before).
 MEET_SHARE = 0.5
-# The lips' meeting line reads a little darker than either lip (the shadow between them): share of
-# the lip colour's luminance at the line's centre when fully shut.
-MEET_LINE_SHADE = 0.55
+# Shut lips show a line darker than either lip where they meet (the shadow between them): at its
+# centre the line is this much of the way from the pixels to the lip's colour at this share of its level.
+MEET_LINE_ALPHA = 0.45
+MEET_LINE_LEVEL = 0.45
 # A photo whose inner lips are nowhere further apart than this share of the mouth's width has its
 # mouth shut already: closures leave it to the opening (lowered by the phones) as before.
 CLOSED_GAP = 0.02
@@ -260,14 +261,13 @@ def _closing_fields(g: MouthGeometry, cl: Closing) -> tuple[np.ndarray, np.ndarr
 def _paint_meeting_line(region: np.ndarray, g: MouthGeometry, cl: Closing, amount: float,
                         lip: np.ndarray) -> np.ndarray:
     """Darken the line where the lips meet (a shut mouth shows one); returns the box-sized alpha."""
-    h, w = region.shape[:2]
     ys = np.arange(g.box[1], g.box[3], dtype=np.float32)[:, None]
     meet = (0.5 * (cl.top + cl.bottom))[None, :]
     gap = (cl.lower - cl.upper)[None, :]
     # Only where the lips actually close, fading towards the corners with the photo's own gap.
     strength = np.clip(gap / (0.04 * g.mouth_w), 0.0, 1.0) * smoothstep((amount - 0.5) / 0.5)
-    alpha = np.exp(-((ys - meet) / max(0.7, 0.012 * g.mouth_w)) ** 2) * strength * (1.0 - MEET_LINE_SHADE)
-    dark = (lip * 0.45).astype(np.float32)
+    alpha = np.exp(-((ys - meet) / max(0.7, 0.012 * g.mouth_w)) ** 2) * strength * MEET_LINE_ALPHA
+    dark = (lip * MEET_LINE_LEVEL).astype(np.float32)
     region[:] = region * (1.0 - alpha[..., None]) + dark * alpha[..., None]
     return alpha.astype(np.float32)
 
