@@ -37,17 +37,21 @@ class WarpEngine:
     def __init__(self, options: WarpOptions = WarpOptions()) -> None:
         self.options = options
 
-    def render_frame(self, avatar: Avatar, cycle_index: int, open_amount: float, width: float) -> np.ndarray:
+    def render_frame(self, avatar: Avatar, cycle_index: int, open_amount: float, width: float,
+                     closure: float = 0.0) -> np.ndarray:
         frame = avatar.frame(cycle_index)
-        out = render_mouth(frame, avatar.landmarks_at(cycle_index), open_amount, width, self.options)
+        out = render_mouth(frame, avatar.landmarks_at(cycle_index), open_amount, width, self.options, closure)
         if out is not None:
             blend_region(frame, *out)
         return frame
 
     def frames(self, avatar, audio_16k, start, n_frames, track=None):
         track = track or analyse(audio_16k, avatar.fps, n_frames)
+        # The phones' m, b and p (speech the fleet synthesised) shut the lips, also where the photo has
+        # them parted; audio without phones has no closures.
+        closure = track.closure if track.closure is not None else np.zeros(n_frames, np.float32)
         for k in range(n_frames):
-            yield self.render_frame(avatar, start + k, float(track.open[k]), float(track.width[k]))
+            yield self.render_frame(avatar, start + k, float(track.open[k]), float(track.width[k]), float(closure[k]))
 
 
 class MuseTalkLipSync:

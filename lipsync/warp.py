@@ -8,6 +8,10 @@ skin: the lip's hue in deep shadow, darkest just under the upper lip, the tongue
 wide opening, and upper teeth hanging from the upper lip in the skin's own hue and light (a
 portrait that already shows teeth keeps its own, the upper ones staying with the upper lip).
 
+On m, b and p (the closures the phones of the fleet's own speech give, `MouthTrack.closure`) both
+lips move to meet: the upper lip down and the lower lip with the jaw up, sliding over whatever the
+photo shows between them (its own teeth in a smile), so a mouth that is parted in the photo shuts.
+
 The field is built in destination coordinates around the *moved* lip edges, so every output
 pixel reads the source exactly once: above the opening the upper lip, below it the lower lip and
 jaw shifted as a whole, inside it the (dark) line between the lips. A backward field that is
@@ -67,6 +71,17 @@ class MouthGeometry:
     nose_y: float
     jaw_half_w: float
     teeth_at_rest: bool  # the source mouth is parted and shows teeth already: keep those, paint none
+
+
+@dataclass(frozen=True)
+class Closing:
+    """The lips moved towards each other (m, b, p), per column of the warp box."""
+
+    xs: np.ndarray  # [w] column x
+    upper: np.ndarray  # [w] the source's inner upper lip edge
+    lower: np.ndarray  # [w] the source's inner lower lip edge
+    top: np.ndarray  # [w] where the upper lip's edge moves to
+    bottom: np.ndarray  # [w] where the lower lip's edge moves to; equals top when shut
 
 
 @dataclass(frozen=True)
@@ -187,6 +202,74 @@ def _fields(g: MouthGeometry, op: Opening, open_px: float, width: float) -> tupl
     dx = _corner_scale(g, open_px, width) * (xs - g.cx) * bump
     taper = edge_taper(g.box)
     return (dx * taper).astype(np.float32), (dy * taper).astype(np.float32)
+
+
+# Where the lips meet on a closure, as a share of the photo's own inner-lip gap below its upper lip:
+# near the middle, so both lips visibly move (the upper lip alone reads as a sneer, the lower lip
+# alone stops at the upper teeth of a smiling photo, which is what the warp showed before).
+MEET_SHARE = 0.5
+# Shut lips show a line darker than either lip where they meet (the shadow between them): at its
+# centre the line is this much of the way from the pixels to the lip's colour at this share of its level.
+MEET_LINE_ALPHA = 0.45
+MEET_LINE_LEVEL = 0.45
+# A photo whose inner lips are nowhere further apart than this share of the mouth's width has its
+# mouth shut already: closures leave it to the opening (lowered by the phones) as before.
+CLOSED_GAP = 0.02
+# The mesh's inner lip corners sit a little inside where a parted mouth's dark corners end: the
+# closure reaches this much further out from the mouth's centre, or those corners stay dark.
+CORNER_REACH = 1.12
+
+
+def closing(g: MouthGeometry, amount: float) -> Closing:
+    """Both inner lip edges moved `amount` (0..1) of the way to their meeting line."""
+    xs = np.arange(g.box[0], g.box[2], dtype=np.float32)
+    lines = []
+    for points in (g.upper_in, g.lower_in):
+        order = np.argsort(points[:, 0])
+        reach = g.in_cx + CORNER_REACH * (points[order, 0] - g.in_cx)
+        lines.append(np.interp(xs, reach, points[order, 1]).astype(np.float32))
+    upper, lower = lines
+    # Both lines share the inner corners, so the gap (and every move) is 0 at and beyond them.
+    gap = np.maximum(lower - upper, 0.0)
+    amount = float(np.clip(amount, 0.0, 1.0))
+    return Closing(xs=xs, upper=upper, lower=lower, top=upper + amount * MEET_SHARE * gap,
+                   bottom=lower - amount * (1.0 - MEET_SHARE) * gap)
+
+
+def _closing_fields(g: MouthGeometry, cl: Closing) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(dy of the upper lip, dy of the lower lip, the weight of each) over the box, in destination
+    coordinates around the moved lip edges: above the moved upper edge the upper lip shifted down
+    (the skin up to the nose stretching), below the moved lower edge the lower lip shifted up as one
+    piece with the chin following less, and between them (a partial closure) the source itself,
+    unmoved: the lips slide over the teeth, which stay where they are."""
+    ys = np.arange(g.box[1], g.box[3], dtype=np.float32)[:, None]
+    top, bottom = cl.top[None, :], cl.bottom[None, :]
+    down_by, up_by = (cl.top - cl.upper)[None, :], (cl.bottom - cl.lower)[None, :]
+    span = max(4.0, float(cl.upper.mean()) - g.nose_y)
+    upper = down_by * (1.0 - smoothstep((top - ys) / span))
+    lip_h = max(2.0, g.lower_out_y - float(cl.lower.mean()))
+    chin = max(4.0, g.chin_y - g.lower_out_y)
+    lower = up_by * (1.0 - smoothstep((ys - bottom - lip_h) / (1.5 * chin)))
+    # Pixel coverage of each lip at its moved edge: the edges are anti-aliased by blending the three
+    # readings (a ramp in the displacement instead would read the teeth between the lips), and where
+    # the lips meet the two weights sum to one.
+    w_up = np.clip(top - ys + 0.5, 0.0, 1.0)
+    w_lo = np.clip(ys - bottom + 0.5, 0.0, 1.0)
+    return upper.astype(np.float32), lower.astype(np.float32), w_up.astype(np.float32), w_lo.astype(np.float32)
+
+
+def _paint_meeting_line(region: np.ndarray, g: MouthGeometry, cl: Closing, amount: float,
+                        lip: np.ndarray) -> np.ndarray:
+    """Darken the line where the lips meet (a shut mouth shows one); returns the box-sized alpha."""
+    ys = np.arange(g.box[1], g.box[3], dtype=np.float32)[:, None]
+    meet = (0.5 * (cl.top + cl.bottom))[None, :]
+    gap = (cl.lower - cl.upper)[None, :]
+    # Only where the lips actually close, fading towards the corners with the photo's own gap.
+    strength = np.clip(gap / (0.04 * g.mouth_w), 0.0, 1.0) * smoothstep((amount - 0.5) / 0.5)
+    alpha = np.exp(-((ys - meet) / max(0.7, 0.012 * g.mouth_w)) ** 2) * strength * MEET_LINE_ALPHA
+    dark = (lip * MEET_LINE_LEVEL).astype(np.float32)
+    region[:] = region * (1.0 - alpha[..., None]) + dark * alpha[..., None]
+    return alpha.astype(np.float32)
 
 
 def _typical_colour(pixels: np.ndarray) -> np.ndarray | None:
@@ -347,10 +430,60 @@ def mouth_opening(frame: np.ndarray, landmarks: np.ndarray, open_amount: float, 
     return g, opening(g, open_px, width), open_px, width
 
 
+def mouth_closing(frame: np.ndarray, landmarks: np.ndarray, closure: float,
+                  opts: WarpOptions = WarpOptions()) -> tuple[MouthGeometry, Closing, float]:
+    """The geometry and the lips' moved edges exactly as `render_mouth` draws a closure, with the
+    closure's effective amount (for tests and tools)."""
+    g = geometry(landmarks, frame.shape)
+    amount = float(np.clip(closure * opts.strength, 0.0, 1.0))
+    return g, closing(g, amount), amount
+
+
+def _render_closing(frame: np.ndarray, landmarks: np.ndarray, closure: float, width: float,
+                    opts: WarpOptions) -> tuple[Box, np.ndarray, np.ndarray] | None:
+    g, cl, amount = mouth_closing(frame, landmarks, closure, opts)
+    if float((cl.lower - cl.upper).max(initial=0.0)) < CLOSED_GAP * g.mouth_w:
+        return None  # the photo's lips already meet: nothing to close
+    width = float(width) * opts.strength
+    taper = edge_taper(g.box)
+    up_dy, lo_dy, w_up, w_lo = _closing_fields(g, cl)
+    up_dy, lo_dy = up_dy * taper, lo_dy * taper
+    xs = cl.xs[None, :]
+    ys = np.arange(g.box[1], g.box[3], dtype=np.float32)[:, None]
+    lip_h = max(2.0, g.lower_out_y - float(cl.lower.mean()))
+    meet = (0.5 * (cl.top + cl.bottom))[None, :]
+    bump = np.exp(-((xs - g.cx) / (0.9 * g.mouth_w)) ** 2 - ((ys - meet) / (1.4 * lip_h)) ** 2)
+    dx = (_corner_scale(g, 0.0, width) * (xs - g.cx) * bump * taper).astype(np.float32)
+    w_mid = np.clip(1.0 - w_up - w_lo, 0.0, 1.0)
+    region = np.zeros((*dx.shape, 3), np.float32)
+    for dy, weight in ((up_dy, w_up), (lo_dy, w_lo), (np.zeros_like(dx), w_mid)):
+        rows = np.flatnonzero(weight.max(axis=1) > 0.0)
+        if rows.size:  # each reading only over the rows it shows in
+            r1, r2 = int(rows[0]), int(rows[-1]) + 1
+            box = (g.box[0], g.box[1] + r1, g.box[2], g.box[1] + r2)
+            region[r1:r2] += weight[r1:r2, :, None] * warp_region(frame, box, dx[r1:r2], dy[r1:r2])
+    # How far each pixel's reading moved (the two lips' moves are opposite: never summed signed).
+    moved = w_up * np.abs(up_dy) + w_lo * np.abs(lo_dy)
+    mask = np.clip(np.hypot(dx, moved) * 2.0, 0.0, 1.0)
+    lip, _skin = sample_palette(frame, landmarks, g)
+    mask = np.maximum(mask, _paint_meeting_line(region, g, cl, amount, lip))
+    mask = cv2.GaussianBlur(mask, (5, 5), 0) * edge_taper(g.box)
+    return g.box, np.clip(region, 0, 255).astype(np.uint8), mask
+
+
 def render_mouth(frame: np.ndarray, landmarks: np.ndarray, open_amount: float, width: float,
-                 opts: WarpOptions = WarpOptions()) -> tuple[Box, np.ndarray, np.ndarray] | None:
+                 opts: WarpOptions = WarpOptions(), closure: float = 0.0) -> tuple[Box, np.ndarray, np.ndarray] | None:
     """The warped lower-face region of `frame` for one mouth state, with its blend mask (float32
-    0..1), or None when the mouth is at rest (the source frame is shown unchanged)."""
+    0..1), or None when the mouth is at rest (the source frame is shown unchanged).
+
+    `closure` (0..1, the phones' m, b and p: `MouthTrack.closure`) brings the lips together from
+    wherever the photo has them; it takes the place of the opening, which the phones already
+    lowered by as much on those frames (lipsync.visemes.with_phones)."""
+    if closure * opts.strength > 0.01:
+        closed = _render_closing(frame, landmarks, closure, width, opts)
+        if closed is not None:
+            return closed
+        # A photo with its lips together closes by not opening: the lowered opening, as before.
     g, op, open_px, width = mouth_opening(frame, landmarks, open_amount, width, opts)
     if open_px < 0.5 and abs(width) < 0.05:
         return None

@@ -14,7 +14,7 @@ import pytest
 from avatars.compose import blend_region
 from avatars.demo import write_demo_portrait
 from avatars.face import CHIN, INNER_LOWER, INNER_UPPER, FaceMesher, LIPS_OUTER
-from lipsync.warp import mouth_opening, render_mouth
+from lipsync.warp import mouth_closing, mouth_opening, render_mouth
 
 LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR
 
@@ -183,3 +183,87 @@ def test_jaw_drops_with_the_lower_lip(portrait):
     out = frame[chin - 30:chin + 30, x].astype(np.float32) @ LUMA
     errors = [np.abs(out[k:k + len(src)] - src).mean() for k in range(0, 20)]
     assert int(np.argmin(errors)) >= 0.5 * drop, (errors, drop)
+
+
+def _render_closed(image: np.ndarray, landmarks: np.ndarray, closure: float) -> np.ndarray:
+    frame = image.copy()
+    out = render_mouth(frame, landmarks, 0.0, 0.0, closure=closure)
+    assert out is not None
+    return blend_region(frame, *out)
+
+
+def _tooth_pixels(frame: np.ndarray, landmarks: np.ndarray) -> int:
+    """Bright, hardly red pixels between the photo's own inner lips (lips and skin are warm)."""
+    inside = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(np.concatenate([landmarks[INNER_UPPER], landmarks[INNER_LOWER][::-1]]))
+                          .astype(np.int32)], 1)
+    px = frame.astype(np.float32)
+    return int(((px @ LUMA > 190.0) & (px[..., 2] - px[..., 1] < 28.0) & (inside > 0)).sum())
+
+
+def test_both_lips_meet_on_a_closure_over_the_photos_teeth(portrait):
+    """m, b, p on a photo that smiles with its teeth: the upper lip comes down and the lower lip up,
+    meeting near the middle of the photo's own gap, and the teeth are gone (the lower lip alone
+    rising to the upper teeth was what the warp showed before)."""
+    image, landmarks = portrait
+    mesher = FaceMesher(video=False)
+    try:
+        shut = mesher.landmarks(_render_closed(image, landmarks, 1.0))
+        half = mesher.landmarks(_render_closed(image, landmarks, 0.5))
+    finally:
+        mesher.close()
+    width = float(np.linalg.norm(landmarks[61] - landmarks[291]))
+    gap = float(landmarks[14, 1] - landmarks[13, 1])
+    assert gap > 0.15 * width  # the photo's mouth is parted
+    assert np.linalg.norm(shut[13] - shut[14]) < 0.10 * width, (shut[13], shut[14], width)
+    half_gap = float(np.linalg.norm(half[13] - half[14]))
+    assert np.linalg.norm(shut[13] - shut[14]) < half_gap < 0.95 * gap, (half_gap, gap)  # on its way
+    assert shut[13, 1] - landmarks[13, 1] >= 0.2 * gap, (shut[13], landmarks[13])  # the upper lip came down
+    assert landmarks[14, 1] - shut[14, 1] >= 0.2 * gap, (shut[14], landmarks[14])  # the lower lip went up
+    meet = 0.5 * (shut[13, 1] + shut[14, 1])
+    assert 0.3 < (meet - landmarks[13, 1]) / gap < 0.7, (meet, landmarks[13], landmarks[14])
+    teeth = _tooth_pixels(image, landmarks)
+    assert teeth > 100 and _tooth_pixels(_render_closed(image, landmarks, 1.0), landmarks) <= 0.15 * teeth
+
+
+def test_a_closure_moves_each_lip_whole_and_leaves_corners_and_chin_as_they_were(portrait):
+    """No folded or doubled lip, no torn corner, no smeared chin: above the meeting line the column
+    is the photo's upper lip shifted down unchanged, below it the lower lip shifted up; beside the
+    mouth corners the photo is untouched; the chin keeps its detail."""
+    image, landmarks = portrait
+    frame = _render_closed(image, landmarks, 1.0)
+    g, cl, _amount = mouth_closing(image, landmarks, 1.0)
+    col = int(np.argmin(np.abs(cl.xs - landmarks[13, 0])))
+    x = int(cl.xs[col])
+    lum = lambda img, a, b: img[a:b, x - 1:x + 2].astype(np.float32).mean(axis=1) @ LUMA  # noqa: E731
+    upper, lower = float(cl.upper[col]), float(cl.lower[col])
+    meet = int(round(float(cl.top[col])))
+    down, up = int(round(cl.top[col] - upper)), int(round(lower - cl.bottom[col]))
+    assert down >= 3 and up >= 3, (down, up)
+    lip_h = int(g.lower_out_y - lower) + 2
+    above = np.abs(lum(frame, meet - 6, meet - 1) - lum(image, meet - 6 - down, meet - 1 - down))
+    below = np.abs(lum(frame, meet + 2, meet + 2 + lip_h) - lum(image, meet + 2 + up, meet + 2 + up + lip_h))
+    assert above.mean() < 10.0 and below.mean() < 10.0, (above, below)
+    # Beside the corners (a fifth of the mouth's width out), over the lips' rows: the photo itself.
+    xl, xr = int(landmarks[61, 0] - 0.6 * g.mouth_w), int(landmarks[61, 0] - 0.2 * g.mouth_w)
+    rows = slice(int(landmarks[0, 1]) - 4, int(landmarks[17, 1]) + 2)
+    assert np.abs(frame[rows, xl:xr].astype(int) - image[rows, xl:xr]).mean() < 1.0
+    xl, xr = int(landmarks[291, 0] + 0.2 * g.mouth_w), int(landmarks[291, 0] + 0.6 * g.mouth_w)
+    assert np.abs(frame[rows, xl:xr].astype(int) - image[rows, xl:xr]).mean() < 1.0
+    # The chin under the lower lip keeps its detail (a smear flattens it).
+    y1, y2 = int(landmarks[17, 1]) + 4, int(landmarks[CHIN, 1]) - 2
+    x1, x2 = int(landmarks[61, 0]), int(landmarks[291, 0])
+    sharp = lambda img: float(cv2.Laplacian(cv2.cvtColor(img[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)  # noqa: E731
+                                            .astype(np.float32), cv2.CV_32F).var())
+    assert sharp(frame) > 0.8 * sharp(image), (sharp(frame), sharp(image))
+
+
+def test_a_photo_with_its_lips_together_is_left_to_the_opening(portrait):
+    """A closure on a photo whose lips already meet moves nothing (and the lowered opening the
+    phones leave on a half-closed frame still shows, as before)."""
+    image, landmarks = portrait
+    closed = _closed_lips(landmarks)
+    assert render_mouth(image.copy(), closed, 0.0, 0.0, closure=1.0) is None
+    half = render_mouth(image.copy(), closed, 0.4, 0.0, closure=0.5)
+    plain = render_mouth(image.copy(), closed, 0.4, 0.0)
+    assert half is not None and np.array_equal(half[1], plain[1])
