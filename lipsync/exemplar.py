@@ -592,7 +592,8 @@ def _warp_fallback(frame: np.ndarray, landmarks: np.ndarray, track: MouthTrack, 
     """The frame's mouth by the warp engine, for a frame whose enrolled patch was refused."""
     from lipsync.warp import render_mouth
 
-    out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]))
+    closure = float(track.closure[k]) if track.closure is not None else 0.0
+    out = render_mouth(frame, landmarks, float(track.open[k]), float(track.width[k]), closure=closure)
     return blend_region(frame, *out) if out is not None else frame
 
 
