@@ -54,11 +54,15 @@ class ExemplarOptions:
     lip_cover: float = 0.08
     # The template's own lower lip and chin first moved by the change of the lips' gap, so its jaw
     # drops and closes with the speech: a template caught with its mouth wide open otherwise keeps
-    # its dropped chin under a closed pasted mouth (bench/figures/issue-15/cameron-jaw-*.jpg). Off:
-    # on the development clips it lowered LMD and SSIM more than it raised opening r (bench.redub,
-    # pd-tedlieu-wda LMD 2.087 -> 2.195, SSIM 0.711 -> 0.702, r 0.517 -> 0.542; pd-reagan-farewell
-    # 4.018 -> 4.173, 0.720 -> 0.711, 0.379 -> 0.381).
-    jaw_follow: bool = False
+    # its dropped chin under a closed pasted mouth (bench/figures/issue-15/cameron-jaw-*.jpg), and
+    # the re-meshed render followed the template's own opening. On since the encoder mapping (fifth
+    # session), chosen on the development clips (bench.redub): opening r up on both (pd-tedlieu-wda
+    # 0.601 -> 0.605, pd-reagan-farewell 0.404 -> 0.435), LMD against the rotated control unchanged
+    # (0.848 -> 0.840, 0.972 -> 0.978), LMD and SSIM a little lower in absolute terms (2.100 -> 2.208,
+    # 0.715 -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721), the chin under a closed mouth no longer
+    # dropped. It was off before: with the log-mel mapping alone r rose less (0.517 -> 0.542,
+    # 0.379 -> 0.381).
+    jaw_follow: bool = True
     jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
     # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
     # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
