@@ -55,14 +55,14 @@ class ExemplarOptions:
     # The template's own lower lip and chin first moved by the change of the lips' gap, so its jaw
     # drops and closes with the speech: a template caught with its mouth wide open otherwise keeps
     # its dropped chin under a closed pasted mouth (bench/figures/issue-15/cameron-jaw-*.jpg), and
-    # the re-meshed render followed the template's own opening. On since the encoder mapping (fifth
-    # session), chosen on the development clips (bench.redub): opening r up on both (pd-tedlieu-wda
-    # 0.601 -> 0.605, pd-reagan-farewell 0.404 -> 0.435), LMD against the rotated control unchanged
-    # (0.848 -> 0.840, 0.972 -> 0.978), LMD and SSIM a little lower in absolute terms (2.100 -> 2.208,
-    # 0.715 -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721), the chin under a closed mouth no longer
-    # dropped. It was off before: with the log-mel mapping alone r rose less (0.517 -> 0.542,
-    # 0.379 -> 0.381).
-    jaw_follow: bool = True
+    # the re-meshed render followed the template's own opening. Off: on the development clips with the
+    # encoder mapping (fifth session, bench.redub) it raised opening r a little (pd-tedlieu-wda 0.601
+    # -> 0.605, pd-reagan-farewell 0.404 -> 0.435), left LMD against the rotated control as it was
+    # (0.848 -> 0.840, 0.972 -> 0.978), lowered LMD and SSIM in absolute terms (2.100 -> 2.208, 0.715
+    # -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721) and cost a fifth of the render's time (bench.exemplar_fps
+    # render and blend 180.7-203.9 -> 160.0-160.3 fps, live 179.8-187.5 -> 129.4-138.1), which four
+    # speaking rooms on two cores do not have to spare.
+    jaw_follow: bool = False
     jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
     # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
     # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
