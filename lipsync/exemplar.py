@@ -55,15 +55,15 @@ class ExemplarOptions:
     # The template's own lower lip and chin first moved by the change of the lips' gap, so its jaw
     # drops and closes with the speech: a template caught with its mouth wide open otherwise keeps
     # its dropped chin under a closed pasted mouth (bench/figures/issue-15/cameron-jaw-*.jpg), and
-    # the re-meshed render followed the template's own opening. Off: on the development clips with the
-    # encoder mapping (fifth session, bench.redub) it raised opening r a little (pd-tedlieu-wda 0.601
-    # -> 0.605, pd-reagan-farewell 0.404 -> 0.435), left LMD against the rotated control as it was
-    # (0.848 -> 0.840, 0.972 -> 0.978), lowered LMD and SSIM in absolute terms (2.100 -> 2.208, 0.715
-    # -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721) and cost a fifth of the render's time (bench.exemplar_fps
-    # render and blend 180.7-203.9 -> 160.0-160.3 fps, live 179.8-187.5 -> 129.4-138.1), which four
-    # speaking rooms on two cores do not have to spare.
-    jaw_follow: bool = False
+    # the re-meshed render followed the template's own opening. Only past a dead zone: following
+    # every difference (fifth session, development clips, bench.redub) raised opening r a little
+    # (pd-tedlieu-wda 0.601 -> 0.605, pd-reagan-farewell 0.404 -> 0.435) but lowered LMD and SSIM
+    # (2.100 -> 2.208, 0.715 -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721) and warped 89% of the frames
+    # (a fifth of the render's time); past 0.06 inter-ocular distances r 0.604 / 0.416, LMD 2.113 /
+    # 3.890, SSIM 0.715 / 0.729, on 17% of bench.exemplar_fps's frames.
+    jaw_follow: bool = True
     jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
+    jaw_dead_zone: float = 0.06  # lip-gap differences (inter-ocular distances) the jaw does not follow
     # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
     # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
     # this share of the inter-ocular distance.
@@ -407,9 +407,13 @@ class ExemplarEngine:
         # every template's chin to the sample's.
         ours = apply(to_canon, src).astype(np.float64)
         gap = float(inner_opening(shape[None])[0] - inner_opening(apply(to_canon, landmarks[SHAPE])[None])[0])
+        iod = inter_ocular(landmarks)
+        # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
+        # the render); past the dead zone the jaw moves by the rest, so it never jumps.
+        dead = self.options.jaw_dead_zone * iod * float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        gap = float(np.sign(gap)) * max(0.0, abs(gap) - dead)
         ours[:, 1] += _JAW_DROP * gap
         dst = apply(invert(to_canon), ours).astype(np.float64)
-        iod = inter_ocular(landmarks)
         move = src - dst
         norm = np.linalg.norm(move, axis=1, keepdims=True)
         if float(norm.max()) < 0.5:
