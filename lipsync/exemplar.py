@@ -60,8 +60,11 @@ class ExemplarOptions:
     # (pd-tedlieu-wda 0.601 -> 0.605, pd-reagan-farewell 0.404 -> 0.435) but lowered LMD and SSIM
     # (2.100 -> 2.208, 0.715 -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721) and warped 89% of the frames
     # (a fifth of the render's time); past 0.06 inter-ocular distances r 0.604 / 0.416, LMD 2.113 /
-    # 3.890, SSIM 0.715 / 0.729, on 17% of bench.exemplar_fps's frames.
-    jaw_follow: bool = True
+    # 3.890, SSIM 0.715 / 0.729, on 17% of bench.exemplar_fps's frames. Still off: where it moves
+    # far (long-cameron's turned head) the patch, placed for the unmoved face, leaves a second cheek
+    # contour and smears the jaw line into the collar (bench/figures/issue-15/
+    # cameron-jaw-deadzone-session5.jpg); the dropped chin it fixes is the lesser fault.
+    jaw_follow: bool = False
     jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
     jaw_dead_zone: float = 0.06  # lip-gap differences (inter-ocular distances) the jaw does not follow
     # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
