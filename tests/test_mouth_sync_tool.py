@@ -337,6 +337,20 @@ def test_ssim_outside_the_lower_face(videos, face, work):
     assert flicker_stats["outside_luma_shift_mean"] > talking_stats["outside_luma_shift_mean"] + 2
 
 
+def test_ssim_map_is_skimages(face):
+    """The tool's SSIM map is skimage's structural_similarity (7x7 window, full map), computed faster."""
+    from skimage.metrics import structural_similarity
+
+    image, _ = face
+    gray = ms.to_gray(image)
+    rng = np.random.default_rng(0)
+    pairs = [(gray, cv2.GaussianBlur(gray, (0, 0), 1.5)), (gray, np.roll(gray, 3, axis=1)),
+             tuple(rng.integers(0, 256, (2, 37, 53), np.uint8))]  # odd sizes: every border reflected
+    for a, b in pairs:
+        expected = structural_similarity(a, b, data_range=255, full=True)[1]
+        np.testing.assert_allclose(ms.ssim_map(a, b), expected, rtol=0, atol=1e-9)
+
+
 def test_cli_prints_one_json_object(work, speech, face):
     clip = write_video(work / "short-still.mp4", [face[0]] * 4 * FPS, FPS, speech[0])
     out = work / "cli.json"

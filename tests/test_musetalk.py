@@ -13,17 +13,31 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+# torch, diffusers and transformers take ~5 s of CPU to import: imported when this module's tests run
+# (the fixture below binds the names used here), not when each xdist worker of `make test` collects it.
+torch = MuseTalkEngine = load_model = None
+SAMPLE_RATE = frame_window_indices = gather_frame_windows = n_frames_for = window_bounds = window_index_table = None
+MUSETALK_UNET_CONFIG = SD_VAE_CONFIG = TINY_UNET_CONFIG = WHISPER_TINY_CONFIG = None
+build_vae = build_whisper = locate_weights = write_synthetic_checkpoint = PositionalEncoding = build_unet = None
+WeightsError = None
 
-from models.musetalk_net import MuseTalkEngine, load_model  # noqa: E402
-from models.musetalk_net.audio import (SAMPLE_RATE, frame_window_indices, gather_frame_windows,  # noqa: E402
-                                   n_frames_for, window_bounds, window_index_table)
-from models.musetalk_net.configs import (MUSETALK_UNET_CONFIG, SD_VAE_CONFIG, TINY_UNET_CONFIG,  # noqa: E402
-                                     WHISPER_TINY_CONFIG)
-from models.musetalk_net.engine import build_vae, build_whisper, locate_weights  # noqa: E402
-from models.musetalk_net.synthetic import write_synthetic_checkpoint  # noqa: E402
-from models.musetalk_net.unet import PositionalEncoding, build_unet  # noqa: E402
-from models.weights import WeightsError  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def _musetalk_imports():
+    global torch, MuseTalkEngine, load_model, SAMPLE_RATE, frame_window_indices, gather_frame_windows, n_frames_for
+    global window_bounds, window_index_table, MUSETALK_UNET_CONFIG, SD_VAE_CONFIG, TINY_UNET_CONFIG
+    global WHISPER_TINY_CONFIG, build_vae, build_whisper, locate_weights, write_synthetic_checkpoint
+    global PositionalEncoding, build_unet, WeightsError
+    torch = pytest.importorskip("torch")
+    from models.musetalk_net import MuseTalkEngine, load_model
+    from models.musetalk_net.audio import (SAMPLE_RATE, frame_window_indices, gather_frame_windows, n_frames_for,
+                                           window_bounds, window_index_table)
+    from models.musetalk_net.configs import (MUSETALK_UNET_CONFIG, SD_VAE_CONFIG, TINY_UNET_CONFIG,
+                                             WHISPER_TINY_CONFIG)
+    from models.musetalk_net.engine import build_vae, build_whisper, locate_weights
+    from models.musetalk_net.synthetic import write_synthetic_checkpoint
+    from models.musetalk_net.unet import PositionalEncoding, build_unet
+    from models.weights import WeightsError
 
 
 def n_params(module) -> int:
