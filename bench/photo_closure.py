@@ -35,25 +35,11 @@ SHUT = 0.10  # inner-lip gap over mouth width that reads as shut
 def synthesised(text: str, language: str) -> tuple[np.ndarray, list]:
     """16 kHz speech and its phones from the fleet's own voices, once per text (Piper draws its
     durations at random: renders to be compared must share the speech)."""
-    from scipy.signal import resample_poly
-
     from core.settings import get_settings
-    from workers.tts import plan_segments, render_segments
+    from workers.tts import speech_16k
 
-    settings = get_settings()
-    audio, phones = render_segments(settings, plan_segments(text, language), None)
-    g = np.gcd(settings.tts_sample_rate, 16000)
-    return resample_poly(audio, 16000 // g, settings.tts_sample_rate // g).astype(np.float32), phones or []
-
-
-def mesh(frames: list[np.ndarray]) -> list[np.ndarray | None]:
-    from avatars.face import FaceMesher
-
-    mesher = FaceMesher(video=False)
-    try:
-        return [mesher.landmarks(frame) for frame in frames]
-    finally:
-        mesher.close()
+    speech, phones = speech_16k(get_settings(), text, language)
+    return speech, phones or []
 
 
 def gap_over_width(lm: np.ndarray | None) -> float:
@@ -81,6 +67,7 @@ def closed_share(meshes: list, phones: list) -> tuple[float, int]:
 
 def render(avatar, speech: np.ndarray, phones: list, mode: str):
     """(frames, meshes, track) of the warp engine on `avatar` in one of the three modes."""
+    from bench.redub import mesh_all
     from lipsync.engines import WarpEngine
     from lipsync.mouth import analyse, frame_count
     from lipsync.visemes import with_phones
@@ -91,7 +78,7 @@ def render(avatar, speech: np.ndarray, phones: list, mode: str):
         track = with_phones(track, phones)
     drawn = replace(track, closure=None) if mode == "no_closing" else track
     frames = list(WarpEngine().frames(avatar, speech, 0, n, drawn))
-    return frames, mesh(frames), track
+    return frames, mesh_all(frames), track
 
 
 def _vowel_figures(avatar, frames, meshes, track) -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
 
 from lipsync.canonical import LIP40
 from lipsync.enroll import enroll
@@ -25,7 +24,7 @@ from core.settings import get_settings
 from lipsync.exemplar import ExemplarEngine
 from lipsync.mouth import analyse, frame_count
 from lipsync.visemes import BILABIAL, vowel_opening, with_phones
-from workers.tts import plan_segments, render_segments
+from workers.tts import speech_16k
 
 ZH = "我们不卖便宜货，买一送一，欢迎来到直播间，爸爸妈妈都可以帮忙。"
 EN = "My mom bought a big map, please be patient, maybe we will probably buy more paper by Monday."
@@ -57,11 +56,9 @@ def _gap_over_width(frames: list[np.ndarray]) -> np.ndarray:
 def _synthesised(text: str, language: str) -> tuple[np.ndarray, list]:
     """16 kHz speech and its phones, once per text: Piper draws its durations at random, so a
     comparison with the phones on and off must be made on the same speech."""
-    settings = get_settings()
-    audio, phones = render_segments(settings, plan_segments(text, language), None)
+    speech, phones = speech_16k(get_settings(), text, language)
     assert phones, "the fleet's own voices must report their phones"
-    g = np.gcd(settings.tts_sample_rate, 16000)
-    return resample_poly(audio, 16000 // g, settings.tts_sample_rate // g).astype(np.float32), phones
+    return speech, phones
 
 
 def _closed_at(presenter: Avatar, text: str, language: str, phones_on: bool) -> tuple[float, int, float, float]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from core.settings import get_settings
 from lipsync.enroll import EnrollOptions
@@ -16,7 +15,7 @@ from lipsync.features import fit_ridge
 from lipsync.mouth import frame_count
 from lipsync.phonetic import ENCODER_HZ, encoder_features, encoder_states
 from lipsync.visemes import closure_track, opening_track
-from workers.tts import plan_segments, render_segments
+from workers.tts import speech_16k
 
 FIRST = "The weather was warm and bright, so we walked along the river to the old market by the bridge."
 SECOND = "Please remember to bring your passport, a pen and maybe a map of the city centre tomorrow morning."
@@ -26,10 +25,7 @@ SECOND = "Please remember to bring your passport, a pen and maybe a map of the c
 def _speech(text: str) -> tuple[np.ndarray, np.ndarray]:
     """16 kHz English from the fleet's voice and its articulation per video frame (vowel opening
     minus closure), from the phones the synthesis reports."""
-    settings = get_settings()
-    audio, phones = render_segments(settings, plan_segments(text, "en"), None)
-    g = np.gcd(settings.tts_sample_rate, 16000)
-    speech = resample_poly(audio, 16000 // g, settings.tts_sample_rate // g).astype(np.float32)
+    speech, phones = speech_16k(get_settings(), text, "en")
     n = frame_count(speech.size)
     return speech, opening_track(phones, 25, n) - closure_track(phones, 25, n)
 

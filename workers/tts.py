@@ -151,6 +151,13 @@ def render_segments(settings: Settings, segments: list[Segment], voice: str | No
     return normalize_loudness(np.concatenate(parts)), phones
 
 
+def speech_16k(settings: Settings, text: str, language: str | None) -> tuple[np.ndarray, list[Phone] | None]:
+    """The fleet's speech for `text` at 16 kHz (the rate mouths are analysed at) with its phones, for
+    the benchmarks and tests that render a mouth from the fleet's own voices."""
+    audio, phones = render_segments(settings, plan_segments(text, language), None)
+    return _resample(audio, settings.tts_sample_rate, 16000), phones
+
+
 _RENDER = threading.Lock()  # the engines are used by one thread at a time (jobs, the cache warm-up)
 
 
