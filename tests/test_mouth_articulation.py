@@ -27,7 +27,11 @@ from lipsync.visemes import BILABIAL, vowel_opening, with_phones
 from workers.tts import speech_16k
 
 ZH = "我们不卖便宜货，买一送一，欢迎来到直播间，爸爸妈妈都可以帮忙。"
-EN = "My mom bought a big map, please be patient, maybe we will probably buy more paper by Monday."
+# The second sentence is there for its long open vowels: the first gives only 4-5 open or mid vowels
+# of 60 ms or more (Piper draws durations at random), too few for the control below to be stable (one
+# run in about forty read two of four shut).
+EN = ("My mom bought a big map, please be patient, maybe we will probably buy more paper by Monday. "
+      "Bob's father parked a large car on a far farm, and the dog got on top of the hot car.")
 
 
 @pytest.fixture(scope="module")
