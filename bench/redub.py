@@ -1,7 +1,7 @@
 """How close is a re-dubbed mouth to the real one? Judged on real talking clips.
 
     python -m bench.redub CLIP.mp4 [CLIP.mp4 ...] [--engines exemplar,warp] [--foreign WAV] [--keep DIR]
-                          [--split CLIP_STEM=ENROLL_S:END_S ...] [--save bench/figures/...json]
+                          [--split CLIP_STEM=ENROLL_S:END_S ...] [--save bench/figures/...json] [--oracle]
 
 Per clip (25 fps, the person's own speech): the first 55% is the enrollment sample (or the first
 ENROLL_S seconds with --split, e.g. long-cameron=64:91: a minute of enrollment, then the last shot up to
@@ -16,7 +16,9 @@ similarity alignment on eyes and nose (head pose drops out):
 The template itself (not lip-synced) is scored the same way as the baseline, and every engine gets two
 controls: the same speech rotated by half its length (a mouth that moves like speech, out of sync) and
 the engine's own still mouth (silence). LMD and SSIM show sync only where they beat the rotated control;
-opening_r is the sync figure. Then a *different*
+opening_r is the sync figure. With --oracle, the exemplar engine also draws the real footage's own lip
+shapes (in time, and rotated): how much of the real mouth the render can show at best, apart from the
+prediction. Then a *different*
 speech (the next clip's, or --foreign), cut in two with pauses of 0.7-0.8 s around and between the
 halves, is rendered onto the talking clip itself (enrolled from its own speech) and measured with
 bench.mouth_sync: sync lag within 2 frames and the share of closed frames in the pauses.
@@ -33,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lipsync.canonical import LIP40, STABLE, apply, inter_ocular, similarity
+from lipsync.canonical import LIP40, SHAPE, STABLE, apply, inter_ocular, similarity
 from lipsync.enroll import enroll
 from avatars.face import FaceMesher
 from lipsync.mouthbank import bank_dir
@@ -125,9 +127,11 @@ def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int) -> list
 
 
 def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None,
-               controls: bool = True) -> dict:
+               controls: bool = True, oracle: bool = False) -> dict:
     """`controls=False` skips the rotated and still controls and the verdict (two of every engine's three
-    renders): for a caller that judges against the template and the other engines only (tests/test_enroll.py)."""
+    renders): for a caller that judges against the template and the other engines only (tests/test_enroll.py).
+    `oracle` also renders the real footage's own lip shapes with the exemplar engine, in time and
+    rotated: the render's ceiling, whatever the prediction."""
     frames, audio = read_clip(clip)
     cut = int(round(split[0] * FPS)) if split else int(round(ENROLL_SHARE * len(frames)))
     end = min(len(frames), int(round(split[1] * FPS))) if split else len(frames)
@@ -149,8 +153,29 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, fl
             result[f"{name}:{control}"] = compare(render(name, avatar, other, n), real, real_lm)
         if controls:
             result[f"{name}:verdict"] = verdict(result, name)
+    if oracle and "exemplar" in engines:
+        shapes = real_shapes(real_lm, avatar)
+        for control, moved in {"oracle": shapes, "oracle:rotated": np.roll(shapes, n // 2, axis=0)}.items():
+            rendered = list(load_engine("exemplar", Path("models")).frames(avatar, speech, 0, n, shapes=moved))
+            result[f"exemplar:{control}"] = compare(rendered, real, real_lm)
+        result["exemplar:oracle"]["lmd_vs_rotated"] = round(
+            result["exemplar:oracle"]["lmd"] / max(1e-9, result["exemplar:oracle:rotated"]["lmd"]), 3)
     write_video(tmp / "real.mp4", real, speech, tmp)
     return result
+
+
+def real_shapes(real_lm: list, avatar: Avatar) -> np.ndarray:
+    """The real footage's lips and chin in the enrolled bank's canonical frame; a frame without a
+    face keeps the previous one's."""
+    from lipsync.mouthbank import load_bank
+
+    ref = load_bank(avatar.path).ref
+    shapes, last = [], None
+    for lm in real_lm:
+        last = apply(similarity(lm[STABLE], ref), lm[SHAPE]) if lm is not None else last
+        shapes.append(last)
+    first = next(s for s in shapes if s is not None)
+    return np.array([first if s is None else s for s in shapes], np.float32)
 
 
 def verdict(result: dict, engine: str) -> dict:
@@ -193,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="enroll on a clip's first ENROLL_S seconds, test up to END_S")
     parser.add_argument("--no-foreign", action="store_true", help="skip the foreign-speech check")
     parser.add_argument("--save", type=Path, help="also write the JSON here (with the settings used)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also render the real footage's own lip shapes (the render's ceiling)")
     args = parser.parse_args(argv)
     splits = {k: tuple(float(v) for v in spec.split(":")) for k, spec in (a.split("=", 1) for a in args.split)}
     logging.basicConfig(level=logging.WARNING)
@@ -202,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="redub-") as tmp_name:
             tmp = args.keep / clip.stem if args.keep else Path(tmp_name)
             tmp.mkdir(parents=True, exist_ok=True)
-            result = redub_clip(clip, engines, tmp, splits.get(clip.stem))
+            result = redub_clip(clip, engines, tmp, splits.get(clip.stem), oracle=args.oracle)
             other = args.foreign or args.clips[(k + 1) % len(args.clips)]
             if other != clip and not args.no_foreign and clip.stem not in splits:
                 # (A split clip has cuts or an end card: the whole of it is no avatar template.)

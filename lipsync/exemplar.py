@@ -250,12 +250,15 @@ class ExemplarEngine:
             raise NotEnrolled(f"avatar {avatar.id!r} has no enrolled talking footage")
         return bank
 
-    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None, live: bool = False):
+    def frames(self, avatar, audio_16k, start, n_frames, track: MouthTrack | None = None, live: bool = False,
+               shapes: np.ndarray | None = None):
         """Composed frames: BGR arrays, or with `live` limited-range yuv420p av.VideoFrames where the
-        template allows (what the stream encodes, without a full-frame conversion; avatars.yuv)."""
+        template allows (what the stream encodes, without a full-frame conversion; avatars.yuv).
+        `shapes` ([n,47,2] canonical) draws given mouths instead of the speech's predicted ones:
+        bench.redub's oracle, the real footage's own lips, measures the render apart from the prediction."""
         bank = self.bank(avatar)
         track = track or analyse(audio_16k, avatar.fps, n_frames)
-        shapes = bank.predict_shapes(audio_16k, track)
+        shapes = bank.predict_shapes(audio_16k, track) if shapes is None else shapes
         state = _State()
         fits = self.fits(avatar, bank)
         template = yuv.TemplateYuv() if live and fits else None

@@ -136,3 +136,14 @@ def test_shut_lips_leave_the_chin_and_corners_as_they_were(presenter):
     assert np.median(diffs) < 2.5, np.round(diffs, 2)
     gap = _gap_over_width([ExemplarEngine().render_shape(presenter, bank, 0, bank.shut)])[0]
     assert gap < 0.10, gap  # and the lips do meet
+
+
+def test_given_shapes_are_drawn_as_given(presenter):
+    """bench.redub's oracle draws the real footage's own lips through `shapes=`: the render must show
+    those mouths, not the speech's (here silence, which would keep the mouth shut)."""
+    bank = load_bank(presenter.path)
+    shapes = np.array([bank.shut, bank.open] * 6, np.float32)
+    silence = np.zeros(int(len(shapes) * 16000 / 25), np.float32)
+    ratio = _gap_over_width(list(ExemplarEngine().frames(presenter, silence, 0, len(shapes), shapes=shapes)))
+    shut, opened = ratio[0::2], ratio[1::2]
+    assert (shut < 0.10).all() and (opened > shut + 0.08).all(), (np.round(shut, 3), np.round(opened, 3))
