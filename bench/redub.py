@@ -121,9 +121,12 @@ def build_avatar(template: Path, sample: Path | None, root: Path, name: str) -> 
     return Avatar(out)
 
 
-def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int) -> list[np.ndarray]:
+def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int,
+           shapes: np.ndarray | None = None) -> list[np.ndarray]:
+    """`shapes`: mouths to draw instead of the speech's (the exemplar engine only; the oracle)."""
     engine = load_engine(engine_name, Path("models"))
-    return list(engine.frames(avatar, speech, 0, n))
+    return list(engine.frames(avatar, speech, 0, n) if shapes is None else
+                engine.frames(avatar, speech, 0, n, shapes=shapes))
 
 
 def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None,
@@ -156,10 +159,9 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, fl
     if oracle and "exemplar" in engines:
         shapes = real_shapes(real_lm, avatar)
         for control, moved in {"oracle": shapes, "oracle:rotated": np.roll(shapes, n // 2, axis=0)}.items():
-            rendered = list(load_engine("exemplar", Path("models")).frames(avatar, speech, 0, n, shapes=moved))
-            result[f"exemplar:{control}"] = compare(rendered, real, real_lm)
-        result["exemplar:oracle"]["lmd_vs_rotated"] = round(
-            result["exemplar:oracle"]["lmd"] / max(1e-9, result["exemplar:oracle:rotated"]["lmd"]), 3)
+            result[f"exemplar:{control}"] = compare(render("exemplar", avatar, speech, n, moved), real, real_lm)
+        result["exemplar:oracle"]["lmd_vs_rotated"] = lmd_ratio(result["exemplar:oracle"],
+                                                                result["exemplar:oracle:rotated"])
     write_video(tmp / "real.mp4", real, speech, tmp)
     return result
 
@@ -178,12 +180,16 @@ def real_shapes(real_lm: list, avatar: Avatar) -> np.ndarray:
     return np.array([first if s is None else s for s in shapes], np.float32)
 
 
+def lmd_ratio(got: dict, rotated: dict) -> float:
+    return round(got["lmd"] / max(1e-9, rotated["lmd"]), 3)
+
+
 def verdict(result: dict, engine: str) -> dict:
     """The issue's bar for one clip: opening r >= 0.5, LMD at most 0.85x the rotated control's, mouth
     SSIM above the template's."""
     got, rotated, template = result[engine], result[f"{engine}:rotated"], result["template"]
     return {"opening_r_ge_0.5": got["opening_r"] >= 0.5,
-            "lmd_vs_rotated": round(got["lmd"] / max(1e-9, rotated["lmd"]), 3),
+            "lmd_vs_rotated": lmd_ratio(got, rotated),
             "lmd_le_0.85x_rotated": got["lmd"] <= 0.85 * rotated["lmd"],
             "ssim_above_template": got["mouth_ssim"] > template["mouth_ssim"]}
 
