@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from avatars import yuv
-from lipsync.canonical import CHIN, LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
+from lipsync.canonical import LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
 from avatars.compose import blend_region
-from avatars.face import FACE_OVAL
+from avatars.face import FACE_OVAL, JAW
 from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
 from avatars.store import Avatar
 from lipsync.mouth import MouthTrack, analyse
@@ -52,19 +52,16 @@ class ExemplarOptions:
     # The patch covers the template's own lips and the pasted ones fully, this far beyond them (in
     # inter-ocular distances) before it feathers out: no second lip contour at the corners.
     lip_cover: float = 0.08
-    # The template's own lower lip and chin first moved by the change of the lips' gap, so its jaw
-    # drops and closes with the speech: a template caught with its mouth wide open otherwise keeps
-    # its dropped chin under a closed pasted mouth (bench/figures/issue-15/cameron-jaw-*.jpg), and
-    # the re-meshed render followed the template's own opening. Only past a dead zone: following
-    # every difference (fifth session, development clips, bench.redub) raised opening r a little
-    # (pd-tedlieu-wda 0.601 -> 0.605, pd-reagan-farewell 0.404 -> 0.435) but lowered LMD and SSIM
-    # (2.100 -> 2.208, 0.715 -> 0.707; 3.884 -> 4.011, 0.729 -> 0.721) and warped 89% of the frames
-    # (a fifth of the render's time); past 0.06 inter-ocular distances r 0.604 / 0.416, LMD 2.113 /
-    # 3.890, SSIM 0.715 / 0.729, on 17% of bench.exemplar_fps's frames. Still off: where it moves
-    # far (long-cameron's turned head) the patch, placed for the unmoved face, leaves a second cheek
-    # contour and smears the jaw line into the collar (bench/figures/issue-15/
-    # cameron-jaw-deadzone-session5.jpg); the dropped chin it fixes is the lesser fault.
-    jaw_follow: bool = False
+    # The template's jaw turns with the change of the lips' gap (JawField), so a template caught with
+    # its mouth wide open does not keep its dropped chin under a closed pasted mouth (a long second
+    # chin; bench/figures/issue-15/cameron-jaw-hinge-session7.jpg). Only past a dead zone: small
+    # differences the pasted lips cover, and a warp on every frame costs a fifth of the render.
+    # The fifth session's jaw (a spline through the lips and chin) stayed off: on a turned head it
+    # bent the far cheek into a second contour and the patch smeared the old jaw line into the collar.
+    # The hinged field, decided on the development clips (pd-tedlieu-wda, pd-reagan-farewell, on
+    # predicted mouths): opening r 0.590 -> 0.587 and 0.395 -> 0.401, LMD 2.112 -> 2.124 and
+    # 3.869 -> 3.875 (as without, within noise), no second contour on long-cameron's turned head.
+    jaw_follow: bool = True
     jaw_reach: float = 0.6  # the moved region ends this far (inter-ocular distances) beyond them
     jaw_dead_zone: float = 0.06  # lip-gap differences (inter-ocular distances) the jaw does not follow
     # The predicted mouth is placed with its upper lip on the template's (the upper lip rides on the
@@ -73,13 +70,11 @@ class ExemplarOptions:
     seat_limit: float = 0.3
 
 
-# The template points moved with the jaw: the outer lips and the chin (their rows in SHAPE).
-_JAW = np.array(LIP40[:20] + CHIN)
-_JAW_IN_SHAPE = np.r_[0:20, len(LIP40):len(LIP40) + len(CHIN)]
-# How much of the predicted vertical move each of those points makes: the lower lip and the
-# chin fully, the corners half, the upper lip not at all (LIPS_OUTER: corner, lower 1-9, corner,
-# upper 11-19).
-_JAW_DROP = np.r_[0.5, np.ones(9), 0.5, np.zeros(9), np.ones(len(CHIN))]
+# The jaw turns on its hinges in front of the ears (JawField): below the lips the face moves by its
+# height below the hinges. The mask then follows the moved lower lip and jaw line.
+_MANDIBLE = np.array(LIP40[:11] + JAW)  # LIPS_OUTER: corner, lower 1-9, corner; then the jaw line
+_UPPER_CENTRE, _LOWER_CENTRE = LIP40[15], LIP40[5]
+
 # The outer upper lip without the corners (rows 12-18 of LIPS_OUTER: 270 ... 40).
 _UPPER_IN_SHAPE = np.arange(12, 19)
 _UPPER_LIP = np.array(LIP40[12:19])
@@ -204,28 +199,61 @@ def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarra
                     + [[x, y] for y in np.linspace(y1, y2, n)[1:-1] for x in (x1, x2)], np.float64)
 
 
-def _warp_box(frame: np.ndarray, box, dst: np.ndarray, move: np.ndarray, fade: float, step: int) -> None:
-    """Moves `frame`'s content (in place) so what was at dst + move lands on dst, by a thin-plate
-    spline pinned on `box`'s rim and faded out over `fade` px towards it; only the part of the box
-    that moves by a quarter pixel or more is resampled."""
+def _smooth(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class JawField:
+    """The template's jaw turned by `gap` (canonical units; < 0 closes it): a vertical move in the
+    face's own frame. Nothing moves above the upper lip; from there to the lower lip the move ramps
+    up, and below it grows with the height under the hinges (the chin moves most, the jaw line less
+    towards the ears), fading out within `reach` below the chin and beside the jaw. A thin-plate
+    spline through the lips and chin, pinned on a box (the fifth session's jaw), bent a turned head's
+    cheek into a second contour where its pinned nose and moving jaw line met; this field only
+    slides the face along itself."""
+    to_canon: np.ndarray
+    gap: float
+    hinge: float  # canonical y of the hinges
+    upper: float  # canonical y of the outer upper and lower lips' centres, and of the chin
+    lower: float
+    chin: float
+    left: float  # canonical x span of the jaw line
+    right: float
+    reach: float  # canonical units
+
+    def share(self, canon: np.ndarray) -> np.ndarray:
+        """[N] how much of the move the canonical points make."""
+        x, y = canon[:, 0], canon[:, 1]
+        turn = np.maximum(0.0, np.minimum(y, self.chin) - self.hinge) / max(self.lower - self.hinge, 1e-6)
+        w = _smooth((y - self.upper) / max(self.lower - self.upper, 1e-6)) * turn
+        w *= 1.0 - _smooth((y - self.chin) / self.reach)
+        return w * (1.0 - _smooth(np.maximum(self.left - x, x - self.right) / self.reach))
+
+    def source(self, points: np.ndarray) -> np.ndarray:
+        """[N,2] frame offsets: the pixel drawn at each frame point comes from point + offset."""
+        canon = np.asarray(points, np.float64) @ self.to_canon[:, :2].T + self.to_canon[:, 2]
+        down = np.linalg.inv(self.to_canon[:, :2]) @ np.array([0.0, -self.gap])
+        return self.share(canon)[:, None] * down[None, :]
+
+
+def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int) -> None:
+    """Moves `frame`'s content (in place, `frame` holding the frame's pixels from `origin` on) by the
+    jaw's field inside `box` (frame coordinates); only the part that moves by a quarter pixel or
+    more is resampled."""
     x1, y1, x2, y2 = box
-    rim = _rim_points(x1, y1, x2, y2, 6)
-    ctrl = np.concatenate([dst, rim])
-    weights = _tps_fit(ctrl, np.concatenate([move, np.zeros_like(rim)]), reg=1e-2)
     gx, gy = _coarse_grid(x1, y1, x2 - x1, y2 - y1, step)
-    d = _tps_eval(ctrl, weights, np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape + (2,))
-    # Between the pinned rim points a spline still moves a little: fade it out towards the box's
-    # edge, or the edge shows as a seam across the nose or neck.
-    edge = np.clip(np.minimum(np.minimum(gx - x1, x2 - gx), np.minimum(gy - y1, y2 - gy)) / fade, 0.0, 1.0)
-    d *= (edge * edge * (3.0 - 2.0 * edge))[..., None]
+    d = field_.source(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape + (2,))
     rows, cols = np.nonzero(np.abs(d).max(axis=-1) >= 0.25)
     if len(rows) == 0:
         return
     # Cells one beyond the moving ones, so the resampled part starts where nothing moves.
     r1, r2 = max(0, rows.min() - 1), min(len(gy) - 1, rows.max() + 1)
     c1, c2 = max(0, cols.min() - 1), min(gx.shape[1] - 1, cols.max() + 1)
-    sx1, sy1 = x1 + c1 * step, y1 + r1 * step
-    w, h = min(x2, x1 + (c2 + 1) * step) - sx1, min(y2, y1 + (r2 + 1) * step) - sy1
+    ox, oy = origin
+    sx1, sy1 = x1 + c1 * step - ox, y1 + r1 * step - oy
+    w, h = min(x2 - ox, sx1 + (c2 - c1 + 1) * step) - sx1, min(y2 - oy, sy1 + (r2 - r1 + 1) * step) - sy1
     if w <= 0 or h <= 0:
         return
     # x and y moves in one two-channel map: one resize, one remap.
@@ -366,6 +394,11 @@ class ExemplarEngine:
         if self.options.seat_limit:
             shape = self._seated(landmarks, to_canon, shape)
         jaw = self._jaw_move(frame_shape, landmarks, to_canon, shape) if self.options.jaw_follow else None
+        if jaw is not None:
+            # The mask keeps to the face as the warp leaves it: its outline and lips where the jaw moved.
+            landmarks = landmarks.copy()
+            moved = landmarks[_MANDIBLE].astype(np.float64)
+            landmarks[_MANDIBLE] = moved - jaw[1].source(moved)
         mask = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
@@ -379,9 +412,7 @@ class ExemplarEngine:
         hold at least the jaw's box and the patch box's part where the mask is above 0 (plan.within)."""
         ox, oy = origin
         if plan.jaw is not None:
-            box, dst, move, reach = plan.jaw
-            _warp_box(region, (box[0] - ox, box[1] - oy, box[2] - ox, box[3] - oy), dst - origin, move, reach,
-                      2 * self.options.grid_step)
+            _warp_field(region, plan.jaw[0], plan.jaw[1], origin, 2 * self.options.grid_step)
         if plan.within is None:
             return
         sx1, sy1, sx2, sy2 = plan.within
@@ -400,39 +431,36 @@ class ExemplarEngine:
         return (shape + offset).astype(np.float32)
 
     def _jaw_move(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray):
-        """How to warp the template's lower lip and chin by the change of the lips' gap: (frame box,
-        their targets, their moves, fade), or None when they are already there. The patch then lands
-        on a face whose jaw is where its mouth is. Without it a template caught with its mouth wide
-        open kept its dropped chin under a closed pasted mouth (a long second chin), and re-meshed
-        renders followed the template's own opening (long-cameron: r 0.19 with the template's,
-        against none between the prediction and the template)."""
-        src = landmarks[_JAW].astype(np.float64)
-        # By how much the lips' gap must change, down or up in the face's own frame, for the lower
-        # lip and chin (the corners half): the template keeps its own jaw line. Moving its points
-        # onto the predicted shape's dragged a turned head's cheek and nose along, and reshaped
-        # every template's chin to the sample's.
-        ours = apply(to_canon, src).astype(np.float64)
-        gap = float(inner_opening(shape[None])[0] - inner_opening(apply(to_canon, landmarks[SHAPE])[None])[0])
-        iod = inter_ocular(landmarks)
+        """How to turn the template's jaw by the change of the lips' gap: (frame box, JawField), or
+        None when it is already there. The patch then lands on a face whose jaw is where its mouth
+        is. Without it a template caught with its mouth wide open kept its dropped chin under a
+        closed pasted mouth (a long second chin), and re-meshed renders followed the template's own
+        opening (long-cameron: r 0.19 with the template's, against none between the prediction and
+        the template)."""
+        ours = apply(to_canon, landmarks).astype(np.float64)
+        gap = float(inner_opening(shape[None])[0] - inner_opening(ours[SHAPE][None])[0])
+        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        iod = inter_ocular(landmarks) * scale
         # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
         # the render); past the dead zone the jaw moves by the rest, so it never jumps.
-        dead = self.options.jaw_dead_zone * iod * float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
-        gap = float(np.sign(gap)) * max(0.0, abs(gap) - dead)
-        ours[:, 1] += _JAW_DROP * gap
-        dst = apply(invert(to_canon), ours).astype(np.float64)
-        move = src - dst
-        norm = np.linalg.norm(move, axis=1, keepdims=True)
-        if float(norm.max()) < 0.5:
-            return None  # the template's jaw is already where the speech puts it
-        move *= np.minimum(1.0, 0.4 * iod / np.maximum(norm, 1e-6))  # a bad mesh never tears the face
-        reach = self.options.jaw_reach * iod
-        lo = np.floor(np.minimum(src.min(0), dst.min(0)) - reach).astype(int)
-        hi = np.ceil(np.maximum(src.max(0), dst.max(0)) + reach).astype(int)
+        gap = float(np.sign(gap)) * min(max(0.0, abs(gap) - self.options.jaw_dead_zone * iod), 0.4 * iod)
+        jaw = ours[JAW]
+        field_ = JawField(to_canon, gap, hinge=float(jaw[[0, -1], 1].mean()), upper=float(ours[_UPPER_CENTRE, 1]),
+                          lower=float(ours[_LOWER_CENTRE, 1]), chin=float(jaw[:, 1].max()),
+                          left=float(jaw[:, 0].min()), right=float(jaw[:, 0].max()),
+                          reach=self.options.jaw_reach * iod)
+        if abs(gap) * 1.5 / scale < 0.5:
+            return None  # the template's jaw is already where the speech puts it (under half a pixel)
+        corners = np.array([[field_.left - field_.reach, field_.upper], [field_.right + field_.reach, field_.upper],
+                            [field_.left - field_.reach, field_.chin + field_.reach],
+                            [field_.right + field_.reach, field_.chin + field_.reach]])
+        frame_pts = apply(invert(to_canon), corners)
+        lo, hi = np.floor(frame_pts.min(0)).astype(int), np.ceil(frame_pts.max(0)).astype(int)
         fh, fw = frame_shape[:2]
         box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:
             return None
-        return box, dst, move, reach
+        return box, field_
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
