@@ -299,7 +299,11 @@ def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
                     MTL_CORS_ORIGINS='["http://player.example"]',
                     # Rooms with the `llm` responder talk to the stub; a silent LLM is given up quickly.
                     MTL_LLM_URL=llm_stub.url, MTL_LLM_MODEL="stub-model", MTL_LLM_API_KEY="stub-key",
-                    MTL_LLM_FIRST_TOKEN_TIMEOUT_S="2", MTL_LLM_IDLE_TIMEOUT_S="2")
+                    MTL_LLM_FIRST_TOKEN_TIMEOUT_S="2", MTL_LLM_IDLE_TIMEOUT_S="2",
+                    # The TTS worker's start-up synthesis of the replies' opening phrases (2.5-3 s of CPU
+                    # per fleet, beside the first tests' jobs) is tested on the fleet as `make run`
+                    # starts it (tests/test_supervision.py); here replies synthesise them when needed.
+                    MTL_TTS_WARM_PHRASES="false")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     # As `make run` does: the bundled demo avatar exists before the fleet starts.
     copy_demo_avatar(tmp_path_factory, env, data_dir)
