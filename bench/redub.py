@@ -130,11 +130,13 @@ def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int,
 
 
 def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None,
-               controls: bool = True, oracle: bool = False) -> dict:
+               controls: bool = True, oracle: bool = False, keep_videos: bool = False) -> dict:
     """`controls=False` skips the rotated and still controls and the verdict (two of every engine's three
     renders): for a caller that judges against the template and the other engines only (tests/test_enroll.py).
     `oracle` also renders the real footage's own lip shapes with the exemplar engine, in time and
-    rotated: the render's ceiling, whatever the prediction."""
+    rotated: the render's ceiling, whatever the prediction. `keep_videos` also writes each engine's
+    render and the real part (redub-ENGINE.mp4, real.mp4) into `tmp` to look at (--keep): nothing here
+    reads them, and encoding them cost about a fifth of a short clip's run."""
     frames, audio = read_clip(clip)
     cut = int(round(split[0] * FPS)) if split else int(round(ENROLL_SHARE * len(frames)))
     end = min(len(frames), int(round(split[1] * FPS))) if split else len(frames)
@@ -150,7 +152,8 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, fl
     control_speech = {"rotated": np.roll(speech, len(speech) // 2), "still": np.zeros_like(speech)} if controls else {}
     for name in engines:
         rendered = render(name, avatar, speech, n)
-        write_video(tmp / f"redub-{name}.mp4", rendered, speech, tmp)
+        if keep_videos:
+            write_video(tmp / f"redub-{name}.mp4", rendered, speech, tmp)
         result[name] = compare(rendered, real, real_lm)
         for control, other in control_speech.items():
             result[f"{name}:{control}"] = compare(render(name, avatar, other, n), real, real_lm)
@@ -162,7 +165,8 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, fl
             result[f"exemplar:{control}"] = compare(render("exemplar", avatar, speech, n, moved), real, real_lm)
         result["exemplar:oracle"]["lmd_vs_rotated"] = lmd_ratio(result["exemplar:oracle"],
                                                                 result["exemplar:oracle:rotated"])
-    write_video(tmp / "real.mp4", real, speech, tmp)
+    if keep_videos:
+        write_video(tmp / "real.mp4", real, speech, tmp)
     return result
 
 
@@ -235,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="redub-") as tmp_name:
             tmp = args.keep / clip.stem if args.keep else Path(tmp_name)
             tmp.mkdir(parents=True, exist_ok=True)
-            result = redub_clip(clip, engines, tmp, splits.get(clip.stem), oracle=args.oracle)
+            result = redub_clip(clip, engines, tmp, splits.get(clip.stem), oracle=args.oracle,
+                                keep_videos=args.keep is not None)
             other = args.foreign or args.clips[(k + 1) % len(args.clips)]
             if other != clip and not args.no_foreign and clip.stem not in splits:
                 # (A split clip has cuts or an end card: the whole of it is no avatar template.)

