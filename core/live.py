@@ -14,6 +14,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from avatars.yuv import SWS_THREADS
 from core.settings import Settings
 
 FPS = 25
@@ -25,6 +26,11 @@ def video_options(settings: Settings) -> dict[str, str]:
     return {
         "preset": settings.live_preset, "tune": "zerolatency", "crf": str(settings.live_crf),
         "g": str(GOP), "keyint_min": str(GOP), "sc_threshold": "0", "bf": "0",
+        # One encoding thread per room: rooms already encode in parallel (a publisher thread each,
+        # a stream worker per core), and x264's default (zerolatency: one slice thread per half
+        # core, 3 on two cores) makes every frame wait for its slices to be scheduled on a busy
+        # machine, for no less CPU (and 1% more bits for the slice boundaries).
+        "threads": "1",
         # Cap bursts so a keyframe does not stall low-latency players.
         "x264-params": "vbv-maxrate=3000:vbv-bufsize=3000:repeat-headers=0",
     }
@@ -55,7 +61,7 @@ def new_video_encoder(settings: Settings, width: int, height: int):
 def to_video_frame(bgr: np.ndarray | av.VideoFrame, pts: int, keyframe: bool = False) -> av.VideoFrame:
     """A BGR array converted, or a yuv420p frame already in the encoder's format taken as it is."""
     frame = bgr if isinstance(bgr, av.VideoFrame) else av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
-        format="yuv420p")
+        format="yuv420p", threads=SWS_THREADS)
     frame.pts = pts
     frame.time_base = VIDEO_TB
     if keyframe:
@@ -79,6 +85,10 @@ class RtmpSession:
             self.audio = self.container.add_stream("aac", rate=self.rate)
             self.audio.codec_context.layout = "mono"
             self.audio.codec_context.bit_rate = 96000
+            # Half the CPU of the default coder (0.24 against 0.47 ms per video frame's audio), and
+            # on speech no worse: real-talk-2 at 96 kbit/s decodes at SNR 34.0 dB, log-spectral
+            # distance 3.0 dB, against 31.7 / 3.3 with the default.
+            self.audio.codec_context.options = {"aac_coder": "fast"}
             self.audio.codec_context.open()
         except Exception:
             self.container.close()
