@@ -26,11 +26,6 @@ def video_options(settings: Settings) -> dict[str, str]:
     return {
         "preset": settings.live_preset, "tune": "zerolatency", "crf": str(settings.live_crf),
         "g": str(GOP), "keyint_min": str(GOP), "sc_threshold": "0", "bf": "0",
-        # One encoding thread per room: rooms already encode in parallel (a publisher thread each,
-        # a stream worker per core), and x264's default (zerolatency: one slice thread per half
-        # core, 3 on two cores) makes every frame wait for its slices to be scheduled on a busy
-        # machine, for no less CPU (and 1% more bits for the slice boundaries).
-        "threads": "1",
         # Cap bursts so a keyframe does not stall low-latency players.
         "x264-params": "vbv-maxrate=3000:vbv-bufsize=3000:repeat-headers=0",
     }

@@ -124,30 +124,3 @@ def test_warming_decodes_the_whole_template_into_the_shared_cache(template):
         assert np.array_equal(_planes(yuv.TemplateYuv().frame(template, 1))[2], _planes(decoded)[2])
     finally:
         yuv.configure_cache(0)
-
-
-
-def test_a_rooms_encoder_runs_on_its_publishers_own_thread(template, tmp_path):
-    """x264's default for a live encoder (zerolatency: a slice thread per half core) made every frame
-    of every room wait for its slices to be scheduled on a busy machine, for no less CPU: a room's
-    session encodes on the publisher's thread alone (rooms are already encoded in parallel)."""
-    import os
-
-    from core.live import RtmpSession
-    from core.settings import Settings
-
-    decoder = yuv.TemplateYuv(yuv.FrameCache(0))
-    frames = [decoder.frame(template, i) for i in range(2)]  # the decoder's own threads, once
-    bgr = template.frame(0)
-    before = set(os.listdir("/proc/self/task"))
-    session = RtmpSession(str(tmp_path / "room.flv"), Settings(), template.width, template.height)
-    win = yuv.window((300, 700, 420, 780), template.width, template.height)
-    for k in range(10):
-        frame = frames[k % 2]
-        region = yuv.read_bgr(frame, win)
-        region[20:40, 20:60] = (40, 40, 160)
-        yuv.write_bgr(frame, win, region, np.ones(region.shape[:2], bool))
-        session.encode_video(frame if k % 2 else bgr, k, keyframe=k == 0)
-        assert set(os.listdir("/proc/self/task")) == before, k
-    session.close()
-    assert (tmp_path / "room.flv").stat().st_size > 0
