@@ -4,7 +4,8 @@
 
 Against a running fleet (`make run`). Every room is pulled by a viewer for a fixed wall time and
 the frames that arrive are counted (a publisher that falls behind shows as < 25 fps); CPU and
-RSS of the stream worker processes are read from /proc.
+RSS of the stream worker processes of the fleet started from this checkout are read from /proc;
+speaking rooms are measured once every one of them speaks.
 """
 
 from __future__ import annotations
@@ -31,10 +32,24 @@ LONG_TEXT = ("欢迎大家来到今天的直播间，我们今天要聊一聊数
              "介绍产品，还可以陪伴大家聊天。接下来我会详细介绍它的工作原理，请大家耐心听我讲完。")
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def stream_pids() -> list[int]:
+    """The stream workers of the fleet `make run` started from this checkout (supervisord runs its
+    programs in the project directory): other checkouts' fleets and test fleets on a shared machine
+    are not counted."""
     out = subprocess.run(["pgrep", "-f", r"python -m workers stream"], capture_output=True, text=True).stdout
-    # Count the Python processes only (a shell or pgrep's own command line may match too).
-    return [int(p) for p in out.split() if Path(f"/proc/{p}/comm").read_text().startswith("python")]
+    pids = []
+    for p in out.split():
+        try:
+            # Python processes only (a shell or pgrep's own command line may match too).
+            ours = Path(f"/proc/{p}/cwd").resolve() == PROJECT_ROOT
+            if ours and Path(f"/proc/{p}/comm").read_text().startswith("python"):
+                pids.append(int(p))
+        except OSError:
+            continue  # ended meanwhile
+    return pids
 
 
 def cpu_ticks(pids: list[int]) -> int:
@@ -90,6 +105,19 @@ def open_rooms(client, n: int, avatar: str) -> list[dict]:
     return rooms
 
 
+def speaking(client, rooms: list[dict], timeout_s: float = 10.0) -> list[str]:
+    """The engines of the rooms' speech once every room speaks (speech_start), or after `timeout_s`:
+    a fixed wait let a busy machine start some rooms' speech inside the window, which then counted
+    idle frames (remuxed, far cheaper) as speaking ones."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        engines = [e.get("engine") for r in rooms for e in client.get(f"/v1/rooms/{r['id']}/events").json()
+                   if e["event"] == "speech_start"]
+        if len(engines) >= len(rooms) or time.monotonic() > deadline:
+            return engines
+        time.sleep(0.2)
+
+
 def close(client, rooms):
     for r in rooms:
         client.delete(f"/v1/rooms/{r['id']}")
@@ -124,14 +152,16 @@ def main() -> None:
         try:
             for r in rooms:
                 client.post(f"/v1/rooms/{r['id']}/say", json={"audio": speech["result"]["file"]}).raise_for_status()
-            time.sleep(1.5)
-            window = min(args.seconds, speech["result"]["duration_s"] - 3)
+            started = time.monotonic()
+            engines = speaking(client, rooms)
+            waited = time.monotonic() - started
+            # The window ends before the first room's speech does, so every frame counted is spoken.
+            window = min(args.seconds, speech["result"]["duration_s"] - 1.5 - waited)
             publishers = [client.get(f"/v1/rooms/{r['id']}").json()["publisher"] for r in rooms]
-            engines = [e.get("engine") for r in rooms for e in client.get(f"/v1/rooms/{r['id']}/events").json()
-                       if e["event"] == "speech_start"]
             figures["speaking_720p"] = {"avatar": f"{avatar['manifest']['width']}x{avatar['manifest']['height']}",
                                         "engines": engines,
                                         "speech_s": speech["result"]["duration_s"],
+                                        "speech_start_wait_s": round(waited, 2), "window_s": round(window, 2),
                                         "publisher_processes": len(set(publishers)),
                                         **measure(client, rooms, window)}
         finally:

@@ -149,6 +149,14 @@ def _grown(points: np.ndarray, amount: float) -> np.ndarray:
     return np.round(out).astype(np.int32)
 
 
+def _mean_sq_dist(sets: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Mean squared distance of each [N,P,2] point set to `points` [P,2]: the same values as
+    ((sets - points) ** 2).sum(-1).mean(-1), whose sums over the last axis of two cost numpy five
+    times as much (a quarter of a millisecond a frame on a 320-appearance bank)."""
+    sq = np.square(sets - points)
+    return (sq[..., 0] + sq[..., 1]).mean(-1)
+
+
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return 0.5 * r2 * np.log(r2 + np.asarray(1e-9, r2.dtype))
 
@@ -464,13 +472,13 @@ class ExemplarEngine:
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
-        shape_cost = ((bank.shapes - shape) ** 2).sum(-1).mean(-1) / (0.02 * iod) ** 2
+        shape_cost = _mean_sq_dist(bank.shapes, shape) / (0.02 * iod) ** 2
         # The gap between the lips is what a viewer reads first; an appearance whose own gap differs
         # would have to be stretched, showing lip where there should be mouth (or the reverse).
         gap_cost = ((inner_opening(bank.shapes) - inner_opening(shape)) / (0.01 * iod)) ** 2
         cost = shape_cost + self.options.gap_weight * gap_cost
         if self.options.pose_weight:
-            cost = cost + self.options.pose_weight * ((bank.poses - pose) ** 2).sum(-1).mean(-1) / (0.03 * iod) ** 2
+            cost = cost + self.options.pose_weight * _mean_sq_dist(bank.poses, pose) / (0.03 * iod) ** 2
         if state.previous:
             cost[list(state.previous)] *= self.options.stickiness
         order = np.argsort(cost)[:self.options.exemplars]
