@@ -138,6 +138,8 @@ def main() -> int:
     for package in PACKAGES:
         compileall.compile_dir(str(ROOT / package), quiet=1)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    # TensorFlow's start-up notices (oneDNN, CPU features) are not the install's business; errors still show.
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parts = [subprocess.Popen([sys.executable, __file__, str(i)], env=env, cwd=ROOT) for i in range(2)]
     codes = [p.wait() for p in parts]
     print(f"precompile: byte-compiled what the processes import in {time.monotonic() - started:.0f} s")
