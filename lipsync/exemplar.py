@@ -19,6 +19,7 @@ import numpy as np
 from avatars import yuv
 from lipsync.canonical import LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
 from avatars.compose import blend_region
+from avatars.deform import smoothstep
 from avatars.face import FACE_OVAL, JAW
 from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
 from avatars.store import Avatar
@@ -161,11 +162,11 @@ def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return 0.5 * r2 * np.log(r2 + np.asarray(1e-9, r2.dtype))
 
 
-def _tps_fit(ctrl: np.ndarray, values: np.ndarray, reg: float = 1e-3) -> np.ndarray:
+def _tps_fit(ctrl: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Weights of thin-plate splines through `ctrl` [N,2] with `values` [N,V] (affine part last)."""
     n = len(ctrl)
     d2 = ((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
-    k = _tps_kernel(d2) + reg * np.eye(n)
+    k = _tps_kernel(d2) + 1e-3 * np.eye(n)
     p = np.concatenate([np.ones((n, 1)), ctrl], axis=1)
     a = np.zeros((n + 3, n + 3))
     a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
@@ -207,11 +208,6 @@ def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarra
                     + [[x, y] for y in np.linspace(y1, y2, n)[1:-1] for x in (x1, x2)], np.float64)
 
 
-def _smooth(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 @dataclass(frozen=True)
 class JawField:
     """The template's jaw turned by `gap` (canonical units; < 0 closes it): a vertical move in the
@@ -235,14 +231,14 @@ class JawField:
         """[N] how much of the move the canonical points make."""
         x, y = canon[:, 0], canon[:, 1]
         turn = np.maximum(0.0, np.minimum(y, self.chin) - self.hinge) / max(self.lower - self.hinge, 1e-6)
-        w = _smooth((y - self.upper) / max(self.lower - self.upper, 1e-6)) * turn
-        w *= 1.0 - _smooth((y - self.chin) / self.reach)
-        return w * (1.0 - _smooth(np.maximum(self.left - x, x - self.right) / self.reach))
+        w = smoothstep((y - self.upper) / max(self.lower - self.upper, 1e-6)) * turn
+        w *= 1.0 - smoothstep((y - self.chin) / self.reach)
+        return w * (1.0 - smoothstep(np.maximum(self.left - x, x - self.right) / self.reach))
 
     def source(self, points: np.ndarray) -> np.ndarray:
         """[N,2] frame offsets: the pixel drawn at each frame point comes from point + offset."""
         canon = np.asarray(points, np.float64) @ self.to_canon[:, :2].T + self.to_canon[:, 2]
-        down = np.linalg.inv(self.to_canon[:, :2]) @ np.array([0.0, -self.gap])
+        down = invert(self.to_canon)[:, :2] @ np.array([0.0, -self.gap])
         return self.share(canon)[:, None] * down[None, :]
 
 
@@ -458,7 +454,9 @@ class ExemplarEngine:
                           left=float(jaw[:, 0].min()), right=float(jaw[:, 0].max()),
                           reach=self.options.jaw_reach * iod)
         if abs(gap) * 1.5 / scale < 0.5:
-            return None  # the template's jaw is already where the speech puts it (under half a pixel)
+            # The chin moves most, about 1.5x the lips' gap (its height below the hinges against the
+            # lower lip's): under half a pixel there, nothing needs warping.
+            return None  # the template's jaw is already where the speech puts it
         corners = np.array([[field_.left - field_.reach, field_.upper], [field_.right + field_.reach, field_.upper],
                             [field_.left - field_.reach, field_.chin + field_.reach],
                             [field_.right + field_.reach, field_.chin + field_.reach]])
