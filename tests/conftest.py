@@ -39,7 +39,7 @@ FLEET_GROUP = "fleet"
 # run the phonetic encoder (Whisper's): one group, so one xdist worker loads those models once for
 # all of them (about 6 s of CPU for each worker that would load them again).
 SPEECH_GROUP = "speech-in-process"
-SPEECH_MODULES = ("test_mouth_articulation", "test_warp_closure", "test_phonetic", "test_tts_voice", "test_opening_heads")
+SPEECH_MODULES = ("test_mouth_articulation", "test_warp_closure", "test_phonetic", "test_tts_voice")
 LONGEST_FIRST = ("test_supervision", "test_enroll", "test_reliability", "test_mouth_sync_tool", SPEECH_GROUP,
                  "test_musetalk", "test_musetalk_pipeline", "test_identity", "test_voice", "test_interviews",
                  "test_upkeep", "test_limits")
