@@ -125,7 +125,6 @@ class _Harvest:
     shapes: list
     poses: list
     frame_index: list
-    openings: list  # inner-lip opening over inter-ocular distance, tracked (NaN where tracking lost the face)
 
 
 def _harvest(path: Path, opts: EnrollOptions, progress: Callable[[float], None]) -> tuple[_Harvest, Canvas, int]:
@@ -135,11 +134,7 @@ def _harvest(path: Path, opts: EnrollOptions, progress: Callable[[float], None])
     # Per-frame detection, not tracking: tracking smooths the lips over frames and blunts closures
     # (measured: opening r 0.51 -> 0.54 against real footage in bench.redub's split).
     mesher = FaceMesher(video=False)
-    # The openings the opening heads learn are tracked, though: per-frame detection jitters the gap
-    # itself, and heads learned from it followed the real opening less (pd-reagan-farewell r 0.38 /
-    # 0.36 against 0.42 / 0.44 tracked, pd-tedlieu-wda 0.52 / 0.65 against 0.53 / 0.66).
-    tracker = FaceMesher(video=True)
-    canvas, out, n = None, _Harvest([], [], [], [], []), 0
+    canvas, out, n = None, _Harvest([], [], [], []), 0
     try:
         for i, frame in enumerate(iter_video_frames(path, w, h, 25)):
             n = i + 1
@@ -154,15 +149,12 @@ def _harvest(path: Path, opts: EnrollOptions, progress: Callable[[float], None])
             out.shapes.append(apply(m, lm[SHAPE]))
             out.poses.append(apply(m, lm[POSE]))
             out.frame_index.append(i)
-            tracked = tracker.landmarks(frame)
-            out.openings.append(np.nan if tracked is None else float(inner_opening(tracked[SHAPE])) / inter_ocular(tracked))
             if i % 25 == 0:
                 progress(0.8 * min(1.0, i / expected))
     except MediaError as exc:
         raise AvatarError("sample_undecodable", "the speech sample could not be decoded") from exc
     finally:
         mesher.close()
-        tracker.close()
         checks.close()
     try:
         checks.verdict()
@@ -217,35 +209,26 @@ def _speaking_spread(coeffs: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     return speaking.std(axis=0).astype(np.float32)
 
 
-def _fit_mapping(mels: np.ndarray, coeffs: np.ndarray, opts: EnrollOptions):
+def _fit_mapping(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs: np.ndarray,
+                 opts: EnrollOptions):
     """The audio-to-shape mapping (log-mel context to the shape model's coefficients) and what
     describes its fit: a network from 20 s of sample, a ridge below."""
-    if len(mels) >= opts.network_min_frames:
+    mels = mel_features(audio, n, bank.mel)[index]
+    if len(index) >= opts.network_min_frames:
         mlp = fit_mlp(mels, coeffs.astype(np.float32))
         return mlp, {"mapping": "mlp", "hidden": int(mlp.w1.shape[2]), "ensemble": int(len(mlp.w1))}
     ridge = fit_ridge(mels, coeffs.astype(np.float32))
     return ridge, {"mapping": "mel-ridge", "ridge_alpha": ridge.alpha, "ridge_cv_r": round(ridge.cv_r, 3)}
 
 
-def _fit_encoder(x: np.ndarray | None, coeffs: np.ndarray, opts: EnrollOptions) -> tuple[Ridge | None, dict]:
+def _fit_encoder(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs: np.ndarray,
+                 opts: EnrollOptions) -> tuple[Ridge | None, dict]:
     """The second mapping, from the Whisper encoder's context, for speech without phone times."""
-    if x is None:
+    if len(index) < opts.encoder_min_frames:
         return None, {}
+    x = encoder_features(audio, n, bank.encoder)[index]
     ridge = fit_ridge(x, coeffs.astype(np.float32), alphas=opts.encoder_alphas)
     return ridge, {"encoder_alpha": ridge.alpha, "encoder_cv_r": round(ridge.cv_r, 3)}
-
-
-def _fit_opening(mels: np.ndarray, x: np.ndarray | None, openings: np.ndarray,
-                 opts: EnrollOptions) -> tuple[tuple[Ridge, ...], dict]:
-    """Ridges from each context straight to the inner-lip opening (MouthBank.opened_as_heard). The
-    coefficient mappings weigh every part of the shape alike, and the opening, the part a viewer
-    follows, is a small share of it."""
-    seen = np.isfinite(openings)
-    if seen.sum() < opts.encoder_min_frames:
-        return (), {}
-    y = openings[seen, None].astype(np.float32)
-    heads = (fit_ridge(mels[seen], y),) + ((fit_ridge(x[seen], y, alphas=opts.encoder_alphas),) if x is not None else ())
-    return heads, {"opening_cv_r": [round(h.cv_r, 3) for h in heads]}
 
 
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
@@ -265,14 +248,10 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
                      pca_range=np.stack([coeffs.min(axis=0), coeffs.max(axis=0)]).astype(np.float32),
                      pca_std=_speaking_spread(coeffs, track.voiced[harvest.frame_index]),
                      rest=rest, open=open_shape, learned=None, features=feat_opts)
-    index = harvest.frame_index
-    mels = mel_features(audio, n, bank.mel)[index]
-    enc = encoder_features(audio, n, bank.encoder)[index] if len(index) >= opts.encoder_min_frames else None
-    bank.learned, fit = _fit_mapping(mels, coeffs, opts)
+    bank.learned, fit = _fit_mapping(bank, audio, n, harvest.frame_index, coeffs, opts)
     bank.mapping = fit["mapping"]
-    bank.speech, encoder_fit = _fit_encoder(enc, coeffs, opts)
-    bank.opening_heads, opening_fit = _fit_opening(mels, enc, np.array(harvest.openings), opts)
-    fit.update(encoder_fit, **opening_fit)
+    bank.speech, encoder_fit = _fit_encoder(bank, audio, n, harvest.frame_index, coeffs, opts)
+    fit.update(encoder_fit)
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])

@@ -14,8 +14,6 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
                ridge_* maps MFCC context to the coefficients the loudness prior misses
     enc_*      (v7) a ridge from the Whisper encoder's context (lipsync.phonetic) to the same
                coefficients; speech without phone times averages it with the mapping above
-    open{i}_*  (v8) ridges from the log-mel context (0) and the encoder's (1) straight to the inner-lip
-               opening: speech without phone times opens the mouth as they hear it (opened_as_heard)
 """
 
 from __future__ import annotations
@@ -37,18 +35,10 @@ from lipsync.phonetic import EncoderOptions, encoder_features
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v8"  # v8: opening heads (v7: the encoder mapping; v6: short samples map log-mels)
+BANK_VERSION = "mouthbank-v7"  # v7: the encoder mapping (v6: short samples map log-mels; v5: presenter kept)
 BANK_DIR = "mouth"
 
 
-# Share of an utterance's opening series taken from the opening heads (the rest from the predicted
-# shapes' own openings). Chosen on the development clips pd-reagan-farewell and pd-tedlieu-wda (opening r of
-# the predicted shapes against the real footage on each clip's last 45%): with heads fitted to tracked
-# openings of the whole clips, 0.3 / 0.5 / 0.7 / heads alone gave 0.458 / 0.483 / 0.504 / 0.526 and
-# 0.671 / 0.674 / 0.671 / 0.658, against 0.414 / 0.657 without; six 2.8 s enrollment windows, mean 0.355 /
-# 0.374 / 0.384 / 0.382 against 0.313. As enrolled (heads from the sample alone): 0.479 / 0.648 on 55%, and
-# 0.367 mean over the six windows.
-HEARD_SHARE = 0.7
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
 SHUT_GAP = 0.02  # the inner lips' gap of a shut mouth, as a share of its width
 MASK_SCALE = 0.5  # of the canonical frame, where the renderer draws each frame's blend mask
@@ -113,7 +103,6 @@ class MouthBank:
     presenter: object = None
     speech: Ridge | None = None  # the encoder mapping (enc_*); None in banks before v7
     encoder: EncoderOptions = EncoderOptions()
-    opening_heads: tuple = ()  # (log-mel Ridge, encoder Ridge) to the inner opening; () before v8
 
     @cached_property
     def small_mask(self) -> np.ndarray:
@@ -142,16 +131,11 @@ class MouthBank:
             # the development clips (enrolled on 3 s windows of pd-tedlieu-wda / pd-reagan-farewell, or
             # on reagan's first 14 s) a log-mel ridge gave opening r 0.27 / 0.31 / 0.41 where the
             # prior with an MFCC ridge gave 0.21 / 0.06 / 0.17.
-            mels = mel_features(audio_16k, n_frames, self.mel)
-            coeffs = self.learned.predict(mels)
-            heard = track.vowels is None  # speech without phone times: the sound alone says how it moves
-            enc = encoder_features(audio_16k, n_frames, self.encoder) if heard and self.speech is not None else None
-            if enc is not None:
-                coeffs = 0.5 * (coeffs + self.speech.predict(enc))
+            coeffs = self.learned.predict(mel_features(audio_16k, n_frames, self.mel))
+            if self.speech is not None and track.vowels is None:
+                coeffs = 0.5 * (coeffs + self.speech.predict(encoder_features(audio_16k, n_frames, self.encoder)))
             coeffs = self._articulate(coeffs, track.voiced)
             shapes = (self.pca_mean + coeffs @ self.pca_comp).reshape(n_frames, len(SHAPE), 2)
-            if heard:
-                shapes = self.opened_as_heard(shapes, (mels, enc), track.voiced)
         else:  # a bank enrolled before v6, until upkeep re-enrolls it
             learned = self.learned.predict(frame_features(audio_16k, n_frames, self.features)) @ self.pca_comp
             shapes = self.prior(track) + learned.reshape(n_frames, len(SHAPE), 2)
@@ -177,24 +161,6 @@ class MouthBank:
             gain = np.clip(self.pca_std / (coeffs[voiced].std(axis=0) + 1e-6), 1.0, ARTICULATION_GAIN_MAX)
             coeffs = centre + gain * (coeffs - centre)
         return np.clip(coeffs, self.pca_range[0], self.pca_range[1])
-
-    def opened_as_heard(self, shapes: np.ndarray, contexts: tuple, voiced: np.ndarray) -> np.ndarray:
-        """Each shape moved along the presenter's rest-to-open direction so that the utterance's
-        opening series follows the opening heads (HEARD_SHARE of it, standardised over the voiced
-        frames), keeping the predicted shapes' own mean and spread of opening."""
-        heads = [(h, x) for h, x in zip(self.opening_heads, contexts) if x is not None]
-        if not heads or voiced.sum() < 10:
-            return shapes
-
-        def standard(series: np.ndarray) -> np.ndarray:
-            return (series - series[voiced].mean()) / (series[voiced].std() + 1e-6)
-
-        own = inner_opening(shapes)
-        heard = standard(sum(standard(h.predict(x)[:, 0]) for h, x in heads))
-        series = standard(HEARD_SHARE * heard + (1.0 - HEARD_SHARE) * standard(own))
-        wanted = own[voiced].mean() + own[voiced].std() * series
-        span = max(1e-3, float(inner_opening(self.open) - inner_opening(self.rest)))
-        return shapes + ((wanted - own) / span)[:, None, None] * (self.open - self.rest)[None]
 
     def _parted(self, shapes: np.ndarray, vowels: np.ndarray) -> np.ndarray:
         """Lips parted at least as far as each frame's vowel asks (a share of the presenter's own
@@ -237,7 +203,6 @@ class MouthBank:
             **self.learned.to_arrays("mlp_" if self.mapping == "mlp" else "ridge_"),
             **(self.speech.to_arrays("enc_") if self.speech is not None else {}),
             "encoder": np.array([self.encoder.fps, self.encoder.context], np.int64),
-            **{k: v for i, head in enumerate(self.opening_heads) for k, v in head.to_arrays(f"open{i}_").items()},
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -264,9 +229,7 @@ class MouthBank:
                        presenter=load_presenter(directory / PRESENTER_FILE),
                        speech=Ridge.from_arrays(data, "enc_") if "enc_coef" in data else None,
                        encoder=EncoderOptions(*(int(v) for v in data["encoder"])) if "encoder" in data
-                       else EncoderOptions(),
-                       opening_heads=tuple(Ridge.from_arrays(data, f"open{i}_") for i in range(2)
-                                           if f"open{i}_coef" in data))
+                       else EncoderOptions())
 
 
 def bank_dir(avatar_path: Path) -> Path:
