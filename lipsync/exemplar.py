@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import av
 import cv2
@@ -162,14 +163,39 @@ def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return 0.5 * r2 * np.log(r2 + np.asarray(1e-9, r2.dtype))
 
 
-def _tps_fit(ctrl: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Weights of thin-plate splines through `ctrl` [N,2] with `values` [N,V] (affine part last)."""
-    n = len(ctrl)
-    d2 = ((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
-    k = _tps_kernel(d2) + 1e-3 * np.eye(n)
-    p = np.concatenate([np.ones((n, 1)), ctrl], axis=1)
+def _pair_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] squared distances between two point sets (x and y summed by hand: numpy's
+    sum over an axis of two costs several times as much)."""
+    d = np.square(a[:, None, :] - b[None, :, :])
+    return d[..., 0] + d[..., 1]
+
+
+@lru_cache(maxsize=16)
+def _tps_frame(fixed_bytes: bytes, moving: int) -> np.ndarray:
+    """The TPS system for `moving` control points followed by the fixed ones (float64 bytes, [M,2]),
+    with every block that does not involve the moving points filled in: the kernel among the fixed
+    points and their affine rows. Callers copy it."""
+    fixed = np.frombuffer(fixed_bytes, np.float64).reshape(-1, 2)
+    n = moving + len(fixed)
     a = np.zeros((n + 3, n + 3))
-    a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
+    a[moving:n, moving:n] = _tps_kernel(_pair_sq(fixed, fixed))
+    a[moving:n, n], a[moving:n, n + 1:] = 1.0, fixed
+    a[n, moving:n], a[n + 1:, moving:n] = 1.0, fixed.T
+    return a
+
+
+def _tps_fit(moving: np.ndarray, fixed: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Weights of thin-plate splines through the control points `moving` [N,2] then `fixed` [M,2]
+    (the same for every frame, so their part of the system is built once) with `values` [N+M,V]
+    (affine part last)."""
+    m, n = len(moving), len(moving) + len(fixed)
+    a = _tps_frame(np.ascontiguousarray(fixed, np.float64).tobytes(), m).copy()
+    k = _tps_kernel(_pair_sq(moving, np.concatenate([moving, fixed])))
+    a[:m, :n] = k
+    a[m:n, :m] = k[:, m:].T  # the kernel is symmetric
+    a[:m, n], a[:m, n + 1:] = 1.0, moving
+    a[n, :m], a[n + 1:, :m] = 1.0, moving.T
+    a[np.arange(n), np.arange(n)] += 1e-3
     rhs = np.zeros((n + 3, values.shape[1]))
     rhs[:n] = values
     return np.linalg.solve(a, rhs)
@@ -185,23 +211,53 @@ def _coarse_grid(x: int, y: int, w: int, h: int, step: int) -> tuple[np.ndarray,
                        np.arange(0, h + step, step, dtype=np.float64) + y + half)
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # |a|^2 + |b|^2 - 2ab: one matrix product instead of an [n, m, 2] temporary.
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.maximum(d2, 0.0, out=d2)
-
-
 def _tps_eval(ctrl: np.ndarray, weights: np.ndarray, pts: np.ndarray) -> np.ndarray:
     # In float32: the kernel over the whole grid is most of the engine's time, and single precision
-    # moves no sample by more than a thousandth of a pixel.
+    # moves no sample by more than a thousandth of a pixel. Squared distances as |a|^2 + |b|^2 - 2ab
+    # (one matrix product instead of an [n, m, 2] temporary), and the kernel computed in place.
     ctrl, pts = ctrl.astype(np.float32), pts.astype(np.float32)
-    basis = np.empty((len(pts), len(ctrl) + 3), np.float32)
-    basis[:, :len(ctrl)] = _tps_kernel(_sq_dists(pts, ctrl))
-    basis[:, len(ctrl)] = 1.0
-    basis[:, len(ctrl) + 1:] = pts
+    n = len(ctrl)
+    d2 = np.add((pts[:, 0] * pts[:, 0] + pts[:, 1] * pts[:, 1])[:, None],
+                (ctrl[:, 0] * ctrl[:, 0] + ctrl[:, 1] * ctrl[:, 1])[None, :])
+    t = pts @ ctrl.T
+    t *= 2.0
+    d2 -= t
+    np.maximum(d2, 0.0, out=d2)
+    np.add(d2, np.float32(1e-9), out=t)
+    np.log(t, out=t)
+    d2 *= 0.5
+    basis = np.empty((len(pts), n + 3), np.float32)
+    np.multiply(d2, t, out=basis[:, :n])
+    basis[:, n] = 1.0
+    basis[:, n + 1:] = pts
     return basis @ weights.astype(np.float32)
 
 
+@lru_cache(maxsize=64)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """[n, n] float32: cv2.GaussianBlur's pass along an axis of `n` samples as a matrix (its kernel
+    for `sigma` and its default border, reflect-101, folded in)."""
+    ksize = int(round(sigma * 8 + 1)) | 1  # as cv2.GaussianBlur sizes a float image's kernel
+    kernel = cv2.getGaussianKernel(ksize, sigma, cv2.CV_32F)
+    # Column j: where sample j spreads to.
+    return cv2.sepFilter2D(np.eye(n, dtype=np.float32), cv2.CV_32F, np.ones((1, 1), np.float32), kernel,
+                           borderType=cv2.BORDER_REFLECT_101)
+
+
+def _wide_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.GaussianBlur of `values` [H,W,3] and `weights` [H,W] (float32), for a sigma of a sixth of
+    the grid or more: the kernel then spans the grid, and two matrix products cost a tenth of
+    OpenCV's direct filter (the same values but for rounding, ~1e-6 relative)."""
+    h, w = weights.shape
+    planes = np.empty((4, h, w), np.float32)
+    planes[:3] = values.transpose(2, 0, 1)
+    planes[3] = weights
+    across = (planes.reshape(4 * h, w) @ _blur_matrix(w, sigma).T).reshape(4, h, w)
+    out = np.matmul(_blur_matrix(h, sigma), across)
+    return out[:3].transpose(1, 2, 0), out[3]
+
+
+@lru_cache(maxsize=16)
 def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarray:
     """[M,2] points along a box's edges, `n` to a side (corners once): where a warp is pinned."""
     return np.array([[x, y] for x in np.linspace(x1, x2, n) for y in (y1, y2)]
@@ -548,8 +604,9 @@ class ExemplarEngine:
         c0, r0 = max(0, sx1 // step - 2), max(0, sy1 // step - 2)
         gx, gy = gx[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3], gy[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3]
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
-        ctrl, values = self._controls(bank, shape, chosen)
-        source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
+        moving, fixed, values = self._controls(bank, shape, chosen)
+        ctrl = np.concatenate([moving, fixed])
+        source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(moving, fixed, values), coarse).reshape(len(coarse), -1, 2)
         ox, oy = sx1 - c0 * step, sy1 - r0 * step  # `within` on the resized grid
         warped = []
         for j, idx in enumerate(chosen):
@@ -567,17 +624,16 @@ class ExemplarEngine:
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
-        """Control points at the target shape and the patch rim (pinned), with where each chosen
-        exemplar's content must be sampled from: its own shape points, the rim unmoved."""
+        """Control points that move (the target shape) and those that stay (the patch rim, pinned,
+        and the stable landmarks), with where each chosen exemplar's content must be sampled from:
+        its own shape points, the rest unmoved."""
         w, h = bank.size
-        rim = _rim_points(0, 0, w, h, 5)
-        stable = bank.ref.astype(np.float64)
-        ctrl = np.concatenate([shape.astype(np.float64), rim, stable])
-        values = []
-        for idx in chosen:
-            delta = bank.shapes[idx].astype(np.float64) - shape
-            values.append(np.concatenate([delta, np.zeros((len(rim) + len(stable), 2))]))
-        return ctrl, np.concatenate(values, axis=1)
+        fixed = np.concatenate([_rim_points(0, 0, w, h, 5), bank.ref.astype(np.float64)])
+        moving = shape.astype(np.float64)
+        values = np.zeros((len(moving) + len(fixed), 2 * len(chosen)))
+        for j, idx in enumerate(chosen):
+            values[:len(moving), 2 * j:2 * j + 2] = bank.shapes[idx].astype(np.float64) - moving
+        return moving, fixed, values
 
     def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State, within=None) -> None:
         """Bring the patch's colours to the frame's: an offset field interpolated inwards from the
@@ -601,15 +657,17 @@ class ExemplarEngine:
                 # Far from the rim the field tends to the rim's mean difference.
                 k = 0.05 * float(ring.max())
                 sigma = self.options.shading_sigma * max(m.shape)
-                num = cv2.GaussianBlur(ring[..., None] * diff, (0, 0), sigma) + k * field
-                field = num / (cv2.GaussianBlur(ring, (0, 0), sigma)[..., None] + k)
+                num, den = _wide_blur(ring[..., None] * diff, ring, sigma)
+                field = (num + k * field) / (den[..., None] + k)
             if state.shading is not None:
                 before = cv2.resize(state.shading, (field.shape[1], field.shape[0]), interpolation=cv2.INTER_LINEAR)
                 field = before + self.options.colour_follow * (field - before)
             state.shading = field
             offset = cv2.resize(field, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
             out += offset if within is None else offset[within[1]:within[3], within[0]:within[2]]
-        np.clip(out, 0, 255, out=out)
+        # np.clip's own loop costs twice these two.
+        np.minimum(out, np.float32(255.0), out=out)
+        np.maximum(out, np.float32(0.0), out=out)
 
     @staticmethod
     def _rim_diff(frame, box, out: np.ndarray, grid_shape, within) -> np.ndarray:
