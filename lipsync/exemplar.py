@@ -10,7 +10,9 @@ resampling, blended together, colour-matched to the frame on the mask's rim and 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import av
@@ -104,6 +106,26 @@ class _State:
     cache: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Template:
+    """What drawing a mouth on one template frame needs that does not depend on the mouth drawn:
+    worked out once per frame and bank, and kept (ExemplarEngine._template). A room walks through
+    the same template frames again and again."""
+    to_canon: np.ndarray
+    pose: np.ndarray  # POSE landmarks, canonical
+    box: tuple[int, int, int, int] | None  # ExemplarEngine._roi
+    upper_lip: np.ndarray  # the outer upper lip (canonical), where _seated puts the drawn one
+    seat_limit: float  # how far _seated may move it (canonical units)
+    opening: float  # the template's own inner-lip opening (canonical)
+    jaw: tuple | None  # ExemplarEngine._jaw_reach
+    lips: np.ndarray  # the outer lips (canonical), which the blend mask covers
+    face: np.ndarray  # the face, feathered, at MASK_SCALE (_face_mask)
+
+    @property
+    def nbytes(self) -> int:
+        return self.face.nbytes + 1024
+
+
 def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
     """A canonical-frame map resampled onto the frame box `box`."""
     x1, y1, x2, y2 = box
@@ -111,6 +133,26 @@ def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
     m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
     return cv2.warpAffine(canonical, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def _mask_to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
+    """_to_box for a map that is 0 over most of the canonical frame (a blend mask): only the box's
+    rows that can read a nonzero value are resampled, the rest are 0. The same values as _to_box:
+    warpAffine works out each row's coordinates alone, so starting lower changes none of them
+    (starting further right would, by a 1/1024 px rounding)."""
+    x, y, w, h = cv2.boundingRect((canonical > 0).view(np.uint8))
+    x1, y1, x2, y2 = box
+    out = np.zeros((y2 - y1, x2 - x1), np.float32)
+    if not w:
+        return out
+    # A bilinear sample reads the pixel below its position and the next: nonzero only from one
+    # pixel before the nonzero ones (and a little more for the sample positions' rounding).
+    corners = np.array([[x - 1.1, y - 1.1], [x + w + 0.1, y - 1.1], [x - 1.1, y + h + 0.1], [x + w + 0.1, y + h + 0.1]])
+    rows = apply(invert(to_canon), corners)[:, 1]
+    r1, r2 = max(0, int(np.floor(rows.min())) - 1 - y1), min(y2 - y1, int(np.ceil(rows.max())) + 2 - y1)
+    if r2 > r1:
+        out[r1:r2] = _to_box(canonical, to_canon, (x1, y1 + r1, x2, y1 + r2))
+    return out
 
 
 # How far the presenter's colour-matched closed mouth may depart from the template frame inside the
@@ -330,6 +372,9 @@ class ExemplarEngine:
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
         self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
+        self._templates: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
+        self._templates_bytes = 0
+        self._templates_lock = threading.Lock()
 
     @staticmethod
     def bank(avatar: Avatar) -> MouthBank:
@@ -392,10 +437,9 @@ class ExemplarEngine:
 
     def _rest_departure(self, avatar: Avatar, bank: MouthBank, i: int) -> float:
         frame, landmarks, state = avatar.frame(i), avatar.landmarks_at(i), _State()
-        to_canon = similarity(landmarks[STABLE], bank.ref)
-        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
-        chosen, weights = self._choose(bank, bank.rest, pose, state)
-        box = self._roi(frame.shape, to_canon, bank)
+        t = self._template(frame.shape, landmarks, bank)
+        to_canon, box = t.to_canon, t.box
+        chosen, weights = self._choose(bank, bank.rest, t.pose, state)
         if box is None:
             return 0.0
         out, mask = self._compose(bank, bank.rest, chosen, weights, to_canon, box)
@@ -445,27 +489,59 @@ class ExemplarEngine:
               state: _State) -> _Plan | None:
         """Where the mouth goes in a frame, which appearances draw it and its blend mask (None: off
         the frame, or nothing to draw)."""
-        to_canon = similarity(landmarks[STABLE], bank.ref)
-        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
-        chosen, weights = self._choose(bank, shape, pose, state)
-        box = self._roi(frame_shape, to_canon, bank)
-        if box is None:
+        t = self._template(frame_shape, landmarks, bank)
+        chosen, weights = self._choose(bank, shape, t.pose, state)
+        if t.box is None:
             return None
         if self.options.seat_limit:
-            shape = self._seated(landmarks, to_canon, shape)
-        jaw = self._jaw_move(frame_shape, landmarks, to_canon, shape) if self.options.jaw_follow else None
+            shape = self._seated(t, shape)
+        jaw = self._jaw_move(t, shape) if self.options.jaw_follow else None
+        lips, face = t.lips, t.face
         if jaw is not None:
             # The mask keeps to the face as the warp leaves it: its outline and lips where the jaw moved.
             landmarks = landmarks.copy()
             moved = landmarks[_MANDIBLE].astype(np.float64)
             landmarks[_MANDIBLE] = moved - jaw[1].source(moved)
-        mask = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
+            lips, face = apply(t.to_canon, landmarks[LIP40[:20]]), self._face_mask(bank, t.to_canon, landmarks)
+        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape), MASK_SCALE * t.to_canon, t.box)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
         within = (x, y, x + w, y + h) if w and h else None
         if within is None and jaw is None:
             return None
-        return _Plan(to_canon, chosen, weights, box, mask, within, shape, jaw)
+        return _Plan(t.to_canon, chosen, weights, t.box, mask, within, shape, jaw)
+
+    # Template frames kept per process (_template): the face masks make up nearly all of it.
+    TEMPLATE_BUDGET = 48 << 20
+
+    def _template(self, frame_shape, landmarks: np.ndarray, bank: MouthBank) -> _Template:
+        """The template frame's _Template, from the cache (keyed by everything it is made of, so a
+        re-enrolled bank or another avatar never reads another's) or worked out and kept."""
+        key = (bank.ref.tobytes(), bank.mask.shape, tuple(frame_shape[:2]), landmarks.tobytes())
+        with self._templates_lock:
+            t = self._templates.get(key)
+            if t is not None:
+                self._templates.move_to_end(key)
+                return t
+        t = self._new_template(frame_shape, landmarks, bank)
+        with self._templates_lock:
+            self._templates[key] = t
+            self._templates_bytes += t.nbytes
+            while self._templates_bytes > self.TEMPLATE_BUDGET and len(self._templates) > 1:
+                self._templates_bytes -= self._templates.popitem(last=False)[1].nbytes
+        return t
+
+    def _new_template(self, frame_shape, landmarks: np.ndarray, bank: MouthBank) -> _Template:
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        ours = apply(to_canon, landmarks).astype(np.float64)
+        return _Template(to_canon, pose, self._roi(frame_shape, to_canon, bank),
+                         upper_lip=apply(to_canon, landmarks[_UPPER_LIP]),
+                         seat_limit=self.options.seat_limit * inter_ocular(landmarks) * scale,
+                         opening=inner_opening(ours[SHAPE][None])[0],
+                         jaw=self._jaw_reach(frame_shape, landmarks, to_canon, ours),
+                         lips=apply(to_canon, landmarks[LIP40[:20]]), face=self._face_mask(bank, to_canon, landmarks))
 
     def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, state: _State) -> None:
         """Draw the planned mouth into `region`, the frame's pixels from `origin` = (x, y) on, which
@@ -483,36 +559,43 @@ class ExemplarEngine:
         drawn = (local[0] + sx1, local[1] + sy1, local[0] + sx2, local[1] + sy2)
         blend_region(region, drawn, (out + 0.5).astype(np.uint8), plan.mask[sy1:sy2, sx1:sx2])
 
-    def _seated(self, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _seated(t: _Template, shape: np.ndarray) -> np.ndarray:
         """`shape` moved so its upper lip sits where the template frame's is."""
-        offset = (apply(to_canon, landmarks[_UPPER_LIP]) - shape[_UPPER_IN_SHAPE]).mean(axis=0)
-        limit = self.options.seat_limit * inter_ocular(landmarks) * float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
-        offset *= min(1.0, limit / max(float(np.linalg.norm(offset)), 1e-6))
+        offset = (t.upper_lip - shape[_UPPER_IN_SHAPE]).mean(axis=0)
+        offset *= min(1.0, t.seat_limit / max(float(np.linalg.norm(offset)), 1e-6))
         return (shape + offset).astype(np.float32)
 
-    def _jaw_move(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray):
+    def _jaw_move(self, t: _Template, shape: np.ndarray):
         """How to turn the template's jaw by the change of the lips' gap: (frame box, JawField), or
         None when it is already there. The patch then lands on a face whose jaw is where its mouth
         is. Without it a template caught with its mouth wide open kept its dropped chin under a
         closed pasted mouth (a long second chin), and re-meshed renders followed the template's own
         opening (long-cameron: r 0.19 with the template's, against none between the prediction and
         the template)."""
-        ours = apply(to_canon, landmarks).astype(np.float64)
-        gap = float(inner_opening(shape[None])[0] - inner_opening(ours[SHAPE][None])[0])
-        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
-        iod = inter_ocular(landmarks) * scale
+        if t.jaw is None:
+            return None
+        box, still, scale, iod = t.jaw
+        gap = float(inner_opening(shape[None])[0] - t.opening)
         # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
         # the render); past the dead zone the jaw moves by the rest, so it never jumps.
         gap = float(np.sign(gap)) * min(max(0.0, abs(gap) - self.options.jaw_dead_zone * iod), 0.4 * iod)
-        jaw = ours[JAW]
-        field_ = JawField(to_canon, gap, hinge=float(jaw[[0, -1], 1].mean()), upper=float(ours[_UPPER_CENTRE, 1]),
-                          lower=float(ours[_LOWER_CENTRE, 1]), chin=float(jaw[:, 1].max()),
-                          left=float(jaw[:, 0].min()), right=float(jaw[:, 0].max()),
-                          reach=self.options.jaw_reach * iod)
         if abs(gap) * 1.5 / scale < 0.5:
             # The chin moves most, about 1.5x the lips' gap (its height below the hinges against the
             # lower lip's): under half a pixel there, nothing needs warping.
             return None  # the template's jaw is already where the speech puts it
+        return box, replace(still, gap=gap)
+
+    def _jaw_reach(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, ours: np.ndarray):
+        """(frame box, JawField with no gap, the canonical frame's scale, its inter-ocular distance)
+        of the template frame's jaw (_jaw_move), or None when the box is too small to warp."""
+        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        iod = inter_ocular(landmarks) * scale
+        jaw = ours[JAW]
+        field_ = JawField(to_canon, 0.0, hinge=float(jaw[[0, -1], 1].mean()), upper=float(ours[_UPPER_CENTRE, 1]),
+                          lower=float(ours[_LOWER_CENTRE, 1]), chin=float(jaw[:, 1].max()),
+                          left=float(jaw[:, 0].min()), right=float(jaw[:, 0].max()),
+                          reach=self.options.jaw_reach * iod)
         corners = np.array([[field_.left - field_.reach, field_.upper], [field_.right + field_.reach, field_.upper],
                             [field_.left - field_.reach, field_.chin + field_.reach],
                             [field_.right + field_.reach, field_.chin + field_.reach]])
@@ -522,7 +605,7 @@ class ExemplarEngine:
         box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:
             return None
-        return box, field_
+        return box, field_, scale, iod
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
         iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
@@ -558,33 +641,41 @@ class ExemplarEngine:
     def alpha(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray) -> np.ndarray:
         """[H,W] how much of each frame pixel the pasted mouth replaces (1: only the presenter's
         pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`."""
-        to_canon = similarity(landmarks[STABLE], bank.ref)
+        t = self._template(frame_shape, landmarks, bank)
         out = np.zeros(frame_shape[:2], np.float32)
-        box = self._roi(frame_shape, to_canon, bank)
-        if box is None:
+        if t.box is None:
             return out
-        x1, y1, x2, y2 = box
-        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
+        x1, y1, x2, y2 = t.box
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, t.lips, t.face, shape), MASK_SCALE * t.to_canon, t.box)
         return out
 
-    def _blend_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _mask_sigma(bank: MouthBank) -> tuple[float, float]:
+        """(inter-ocular distance, feather's sigma) at MASK_SCALE."""
+        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3])) * MASK_SCALE
+        return iod, max(1.0, 0.03 * iod)
+
+    def _blend_mask(self, bank: MouthBank, lips: np.ndarray, face: np.ndarray, shape: np.ndarray) -> np.ndarray:
         """The blend mask for one frame, in the canonical frame at MASK_SCALE (a feathered mask needs no
         more; the two blurs cost a quarter): the bank's mask raised to 1 over the hull of the
-        template's outer lips and the pasted ones (without it the feathered rim let the template's
-        own lip corners and upper lip show through beside the pasted ones wherever the two mouths
-        differ), and kept inside the template's face (a turned head's far cheek borders the
-        background, which an exemplar from another view would smear over)."""
-        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3])) * MASK_SCALE
-        sigma = max(1.0, 0.03 * iod)
-        lips = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]) * MASK_SCALE
+        template's outer lips `lips` (canonical) and the pasted ones (without it the feathered rim
+        let the template's own lip corners and upper lip show through beside the pasted ones
+        wherever the two mouths differ), and kept inside the template's face (`face`, _face_mask)."""
+        iod, sigma = self._mask_sigma(bank)
+        lips = np.concatenate([lips, shape[:20]]) * MASK_SCALE
         hull = cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2)
         cover = np.zeros(bank.small_mask.shape, np.float32)
         cv2.fillConvexPoly(cover, _grown(hull, self.options.lip_cover * iod + 2.5 * sigma), 1.0)
+        return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)), face)
+
+    def _face_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The template's face at MASK_SCALE, feathered, which the blend mask keeps inside: a turned
+        head's far cheek borders the background, which an exemplar from another view would smear
+        over. The feather stays on skin, off the face's outline."""
+        _, sigma = self._mask_sigma(bank)
         face = np.zeros(bank.small_mask.shape, np.float32)
-        # The feather stays on skin, off the face's outline.
         cv2.fillPoly(face, [_grown(apply(to_canon, landmarks[FACE_OVAL]) * MASK_SCALE, -2.0 * sigma)], 1.0)
-        return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)),
-                          cv2.GaussianBlur(face, (0, 0), sigma))
+        return cv2.GaussianBlur(face, (0, 0), sigma)
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
         """The patch over the whole box and the bank's own blend mask (the rest-departure check)."""
