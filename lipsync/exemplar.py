@@ -74,6 +74,9 @@ class ExemplarOptions:
     seat_limit: float = 0.3
 
 
+# A blend weight under which blend_region leaves a pixel as it was (see _plan).
+_INVISIBLE = 1.0 / 600.0
+
 # The jaw turns on its hinges in front of the ears (JawField): below the lips the face moves by its
 # height below the hinges. The mask then follows the moved lower lip and jaw line.
 _MANDIBLE = np.array(LIP40[:11] + JAW)  # LIPS_OUTER: corner, lower 1-9, corner; then the jaw line
@@ -507,6 +510,9 @@ class ExemplarEngine:
             landmarks[_MANDIBLE] = moved - jaw[1].source(moved)
             lips, face = apply(t.to_canon, landmarks[LIP40[:20]]), self._face_mask(bank, t.to_canon, landmarks)
         mask = _mask_to_box(self._blend_mask(bank, lips, face, shape), MASK_SCALE * t.to_canon, t.box)
+        # The feather's far tail changes no pixel (below 1/600 a blend moves a pixel by under half a
+        # level, whatever the two colours): cut, it leaves a fifth less of the box to warp and blend.
+        cv2.threshold(mask, _INVISIBLE, 0.0, cv2.THRESH_TOZERO, dst=mask)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
         within = (x, y, x + w, y + h) if w and h else None
