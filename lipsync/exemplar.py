@@ -138,23 +138,26 @@ def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
-def _mask_to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
-    """_to_box for a map that is 0 over most of the canonical frame (a blend mask): only the box's
-    rows that can read a nonzero value are resampled, the rest are 0. The same values as _to_box:
-    warpAffine works out each row's coordinates alone, so starting lower changes none of them
-    (starting further right would, by a 1/1024 px rounding)."""
-    x, y, w, h = cv2.boundingRect((canonical > 0).view(np.uint8))
+def _mask_to_box(canonical: np.ndarray, to_canon: np.ndarray, box, floor: float = 0.0) -> np.ndarray:
+    """_to_box for a map that is 0 (or at most `floor`, which is cut to 0) over most of the
+    canonical frame, a blend mask: only the box's rows that can read more are resampled, the rest
+    are 0. The same values as _to_box: warpAffine works out each row's coordinates alone, so
+    starting lower changes none of them (starting further right would, by a 1/1024 px rounding)."""
+    # A bilinear sample is at most the largest of the four pixels it reads.
+    x, y, w, h = cv2.boundingRect((canonical > floor * 0.999).view(np.uint8))
     x1, y1, x2, y2 = box
     out = np.zeros((y2 - y1, x2 - x1), np.float32)
     if not w:
         return out
-    # A bilinear sample reads the pixel below its position and the next: nonzero only from one
-    # pixel before the nonzero ones (and a little more for the sample positions' rounding).
+    # It reads the pixel below its position and the next: above `floor` only from one pixel
+    # before those that are (and a little more for the sample positions' rounding).
     corners = np.array([[x - 1.1, y - 1.1], [x + w + 0.1, y - 1.1], [x - 1.1, y + h + 0.1], [x + w + 0.1, y + h + 0.1]])
     rows = apply(invert(to_canon), corners)[:, 1]
     r1, r2 = max(0, int(np.floor(rows.min())) - 1 - y1), min(y2 - y1, int(np.ceil(rows.max())) + 2 - y1)
     if r2 > r1:
         out[r1:r2] = _to_box(canonical, to_canon, (x1, y1 + r1, x2, y1 + r2))
+        if floor > 0:
+            cv2.threshold(out[r1:r2], floor, 0.0, cv2.THRESH_TOZERO, dst=out[r1:r2])
     return out
 
 
@@ -509,10 +512,9 @@ class ExemplarEngine:
             moved = landmarks[_MANDIBLE].astype(np.float64)
             landmarks[_MANDIBLE] = moved - jaw[1].source(moved)
             lips, face = apply(t.to_canon, landmarks[LIP40[:20]]), self._face_mask(bank, t.to_canon, landmarks)
-        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape), MASK_SCALE * t.to_canon, t.box)
         # The feather's far tail changes no pixel (below 1/600 a blend moves a pixel by under half a
         # level, whatever the two colours): cut, it leaves a fifth less of the box to warp and blend.
-        cv2.threshold(mask, _INVISIBLE, 0.0, cv2.THRESH_TOZERO, dst=mask)
+        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape), MASK_SCALE * t.to_canon, t.box, _INVISIBLE)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
         within = (x, y, x + w, y + h) if w and h else None
