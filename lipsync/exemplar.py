@@ -100,6 +100,7 @@ class _Plan:
     within: tuple[int, int, int, int] | None
     shape: np.ndarray  # the mouth drawn (canonical), seated on the template's upper lip
     jaw: tuple | None  # ExemplarEngine._jaw_move, or None
+    jaw_shares: np.ndarray | None = None  # _grid_shares of the jaw's box
 
 
 @dataclass
@@ -126,7 +127,7 @@ class _Template:
 
     @property
     def nbytes(self) -> int:
-        return self.face.nbytes + 1024
+        return self.face.nbytes + (self.jaw[4].nbytes if self.jaw is not None else 0) + 2048
 
 
 def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
@@ -341,24 +342,37 @@ class JawField:
 
     def source(self, points: np.ndarray) -> np.ndarray:
         """[N,2] frame offsets: the pixel drawn at each frame point comes from point + offset."""
-        canon = np.asarray(points, np.float64) @ self.to_canon[:, :2].T + self.to_canon[:, 2]
-        down = invert(self.to_canon)[:, :2] @ np.array([0.0, -self.gap])
-        return self.share(canon)[:, None] * down[None, :]
+        return self.shares(points)[:, None] * self.down()[None, :]
+
+    def shares(self, points: np.ndarray) -> np.ndarray:
+        """[N] share of the move at frame points (which does not depend on the gap)."""
+        return self.share(np.asarray(points, np.float64) @ self.to_canon[:, :2].T + self.to_canon[:, 2])
+
+    def down(self) -> np.ndarray:
+        """The whole move in the frame (x, y): what a point with a share of 1 is offset by."""
+        return invert(self.to_canon)[:, :2] @ np.array([0.0, -self.gap])
 
 
-def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int) -> None:
-    """Moves `frame`'s content (in place, `frame` holding the frame's pixels from `origin` on) by the
-    jaw's field inside `box` (frame coordinates); only the part that moves by a quarter pixel or
-    more is resampled."""
+def _grid_shares(field_: JawField, box, step: int) -> np.ndarray:
+    """The jaw's shares of its move on _warp_field's grid over `box`: the same for every gap, so a
+    template frame's are worked out once (_Template.jaw)."""
     x1, y1, x2, y2 = box
     gx, gy = _coarse_grid(x1, y1, x2 - x1, y2 - y1, step)
-    d = field_.source(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape + (2,))
+    return field_.shares(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
+
+
+def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int, shares: np.ndarray) -> None:
+    """Moves `frame`'s content (in place, `frame` holding the frame's pixels from `origin` on) by the
+    jaw's field inside `box` (frame coordinates; `shares`: _grid_shares); only the part that moves
+    by a quarter pixel or more is resampled."""
+    x1, y1, x2, y2 = box
+    d = (shares.reshape(-1)[:, None] * field_.down()[None, :]).reshape(shares.shape + (2,))
     rows, cols = np.nonzero(np.abs(d).max(axis=-1) >= 0.25)
     if len(rows) == 0:
         return
     # Cells one beyond the moving ones, so the resampled part starts where nothing moves.
-    r1, r2 = max(0, rows.min() - 1), min(len(gy) - 1, rows.max() + 1)
-    c1, c2 = max(0, cols.min() - 1), min(gx.shape[1] - 1, cols.max() + 1)
+    r1, r2 = max(0, rows.min() - 1), min(shares.shape[0] - 1, rows.max() + 1)
+    c1, c2 = max(0, cols.min() - 1), min(shares.shape[1] - 1, cols.max() + 1)
     ox, oy = origin
     sx1, sy1 = x1 + c1 * step - ox, y1 + r1 * step - oy
     w, h = min(x2 - ox, sx1 + (c2 - c1 + 1) * step) - sx1, min(y2 - oy, sy1 + (r2 - r1 + 1) * step) - sy1
@@ -520,7 +534,7 @@ class ExemplarEngine:
         within = (x, y, x + w, y + h) if w and h else None
         if within is None and jaw is None:
             return None
-        return _Plan(t.to_canon, chosen, weights, t.box, mask, within, shape, jaw)
+        return _Plan(t.to_canon, chosen, weights, t.box, mask, within, shape, jaw, t.jaw[4] if jaw is not None else None)
 
     # Template frames kept per process (_template): the face masks make up nearly all of it.
     TEMPLATE_BUDGET = 48 << 20
@@ -561,7 +575,7 @@ class ExemplarEngine:
         hold at least the jaw's box and the patch box's part where the mask is above 0 (plan.within)."""
         ox, oy = origin
         if plan.jaw is not None:
-            _warp_field(region, plan.jaw[0], plan.jaw[1], origin, 2 * self.options.grid_step)
+            _warp_field(region, *plan.jaw, origin, self._jaw_step, plan.jaw_shares)
         if plan.within is None:
             return
         sx1, sy1, sx2, sy2 = plan.within
@@ -589,7 +603,7 @@ class ExemplarEngine:
         the template)."""
         if t.jaw is None:
             return None
-        box, still, scale, iod = t.jaw
+        box, still, scale, iod, _ = t.jaw
         gap = float(inner_opening(shape[None])[0] - t.opening)
         # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
         # the render); past the dead zone the jaw moves by the rest, so it never jumps.
@@ -601,8 +615,9 @@ class ExemplarEngine:
         return box, replace(still, gap=gap)
 
     def _jaw_reach(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, ours: np.ndarray):
-        """(frame box, JawField with no gap, the canonical frame's scale, its inter-ocular distance)
-        of the template frame's jaw (_jaw_move), or None when the box is too small to warp."""
+        """(frame box, JawField with no gap, the canonical frame's scale, its inter-ocular distance,
+        _grid_shares) of the template frame's jaw (_jaw_move), or None when the box is too small to
+        warp."""
         scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
         iod = inter_ocular(landmarks) * scale
         jaw = ours[JAW]
@@ -619,7 +634,11 @@ class ExemplarEngine:
         box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:
             return None
-        return box, field_, scale, iod
+        return box, field_, scale, iod, _grid_shares(field_, box, self._jaw_step)
+
+    @property
+    def _jaw_step(self) -> int:
+        return 2 * self.options.grid_step  # px between the jaw's exact points: it is smoother
 
     def _choose(self, bank: MouthBank, shape: np.ndarray, t: _Template, state: _State):
         iod = bank.iod
