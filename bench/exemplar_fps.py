@@ -1,7 +1,7 @@
 """`exemplar` engine speed on one core at 720p: shape prediction, appearance choice, morph and
 blend per frame, encode excluded.
 
-    python -m bench.exemplar_fps [CLIP.mp4] [--frames 500] [--size 720x1280]
+    python -m bench.exemplar_fps [CLIP.mp4] [--frames 500] [--size 720x1280] [--avatar DIR]
 
 The talking clip (default ../shared/media/real-talk-2.mp4) is padded and scaled into a frame of
 `--size` (a portrait live-room frame) as the template, and enrolls the avatar with its own speech.
@@ -11,6 +11,9 @@ speech. `fps_live*`: the route rooms take (avatars/yuv.py: the template's YUV pl
 window through BGR), with every template frame decoded (`fps_live_decode`) or from the stream
 workers' frame cache (`fps_live`): what serving a room costs before the encoder. Each also per CPU
 second of the process (`per_cpu_second`), which a busy machine changes less than the wall figures.
+`--avatar`: an avatar already built and enrolled this way (kept from an earlier run with
+`--keep DIR`: it is then DIR/avatars/fps), so runs before and after a change can alternate
+within minutes.
 """
 
 from __future__ import annotations
@@ -57,9 +60,13 @@ def main() -> None:
     parser.add_argument("clip", nargs="?", type=Path, default=DEFAULT_CLIP)
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--size", default="720x1280")
+    parser.add_argument("--avatar", type=Path, help="a built, enrolled avatar directory (skips the build)")
+    parser.add_argument("--keep", type=Path, help="build the avatar into this directory and keep it")
     args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp_name:
-        avatar = build(args.clip, args.size, Path(tmp_name))
+        avatar = Avatar(args.avatar) if args.avatar else build(args.clip, args.size, args.keep or Path(tmp_name))
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
         cv2.setNumThreads(1)
         engine, bank = ExemplarEngine(), load_bank(avatar.path)

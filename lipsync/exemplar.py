@@ -10,7 +10,10 @@ resampling, blended together, colour-matched to the frame on the mask's rim and 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import av
 import cv2
@@ -71,6 +74,9 @@ class ExemplarOptions:
     seat_limit: float = 0.3
 
 
+# A blend weight under which blend_region leaves a pixel as it was (see _plan).
+_INVISIBLE = 1.0 / 600.0
+
 # The jaw turns on its hinges in front of the ears (JawField): below the lips the face moves by its
 # height below the hinges. The mask then follows the moved lower lip and jaw line.
 _MANDIBLE = np.array(LIP40[:11] + JAW)  # LIPS_OUTER: corner, lower 1-9, corner; then the jaw line
@@ -94,6 +100,7 @@ class _Plan:
     within: tuple[int, int, int, int] | None
     shape: np.ndarray  # the mouth drawn (canonical), seated on the template's upper lip
     jaw: tuple | None  # ExemplarEngine._jaw_move, or None
+    jaw_shares: np.ndarray | None = None  # _grid_shares of the jaw's box
 
 
 @dataclass
@@ -103,6 +110,26 @@ class _State:
     cache: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Template:
+    """What drawing a mouth on one template frame needs that does not depend on the mouth drawn:
+    worked out once per frame and bank, and kept (ExemplarEngine._template). A room walks through
+    the same template frames again and again."""
+    to_canon: np.ndarray
+    pose_cost: np.ndarray | None  # [K] _choose's cost of each appearance's head pose (None: not weighed)
+    box: tuple[int, int, int, int] | None  # ExemplarEngine._roi
+    upper_lip: np.ndarray  # the outer upper lip (canonical), where _seated puts the drawn one
+    seat_limit: float  # how far _seated may move it (canonical units)
+    opening: float  # the template's own inner-lip opening (canonical)
+    jaw: tuple | None  # ExemplarEngine._jaw_reach
+    lips: np.ndarray  # the outer lips (canonical), which the blend mask covers
+    face: np.ndarray  # the face, feathered, at MASK_SCALE (_face_mask)
+
+    @property
+    def nbytes(self) -> int:
+        return self.face.nbytes + (self.jaw[4].nbytes if self.jaw is not None else 0) + 2048
+
+
 def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
     """A canonical-frame map resampled onto the frame box `box`."""
     x1, y1, x2, y2 = box
@@ -110,6 +137,29 @@ def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
     m[:, 2] += m[:, :2] @ np.array([x1, y1], np.float64)
     return cv2.warpAffine(canonical, m, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def _mask_to_box(canonical: np.ndarray, to_canon: np.ndarray, box, floor: float = 0.0) -> np.ndarray:
+    """_to_box for a map that is 0 (or at most `floor`, which is cut to 0) over most of the
+    canonical frame, a blend mask: only the box's rows that can read more are resampled, the rest
+    are 0. The same values as _to_box: warpAffine works out each row's coordinates alone, so
+    starting lower changes none of them (starting further right would, by a 1/1024 px rounding)."""
+    # A bilinear sample is at most the largest of the four pixels it reads.
+    x, y, w, h = cv2.boundingRect((canonical > floor * 0.999).view(np.uint8))
+    x1, y1, x2, y2 = box
+    out = np.zeros((y2 - y1, x2 - x1), np.float32)
+    if not w:
+        return out
+    # It reads the pixel below its position and the next: above `floor` only from one pixel
+    # before those that are (and a little more for the sample positions' rounding).
+    corners = np.array([[x - 1.1, y - 1.1], [x + w + 0.1, y - 1.1], [x - 1.1, y + h + 0.1], [x + w + 0.1, y + h + 0.1]])
+    rows = apply(invert(to_canon), corners)[:, 1]
+    r1, r2 = max(0, int(np.floor(rows.min())) - 1 - y1), min(y2 - y1, int(np.ceil(rows.max())) + 2 - y1)
+    if r2 > r1:
+        out[r1:r2] = _to_box(canonical, to_canon, (x1, y1 + r1, x2, y1 + r2))
+        if floor > 0:
+            cv2.threshold(out[r1:r2], floor, 0.0, cv2.THRESH_TOZERO, dst=out[r1:r2])
+    return out
 
 
 # How far the presenter's colour-matched closed mouth may depart from the template frame inside the
@@ -155,21 +205,47 @@ def _mean_sq_dist(sets: np.ndarray, points: np.ndarray) -> np.ndarray:
     ((sets - points) ** 2).sum(-1).mean(-1), whose sums over the last axis of two cost numpy five
     times as much (a quarter of a millisecond a frame on a 320-appearance bank)."""
     sq = np.square(sets - points)
-    return (sq[..., 0] + sq[..., 1]).mean(-1)
+    # np.mean's own overhead is most of its cost here; it divides the same sum by the count.
+    return np.add.reduce(sq[..., 0] + sq[..., 1], axis=-1) / sq.shape[-2]
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
     return 0.5 * r2 * np.log(r2 + np.asarray(1e-9, r2.dtype))
 
 
-def _tps_fit(ctrl: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Weights of thin-plate splines through `ctrl` [N,2] with `values` [N,V] (affine part last)."""
-    n = len(ctrl)
-    d2 = ((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1)
-    k = _tps_kernel(d2) + 1e-3 * np.eye(n)
-    p = np.concatenate([np.ones((n, 1)), ctrl], axis=1)
+def _pair_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] squared distances between two point sets (x and y summed by hand: numpy's
+    sum over an axis of two costs several times as much)."""
+    d = np.square(a[:, None, :] - b[None, :, :])
+    return d[..., 0] + d[..., 1]
+
+
+@lru_cache(maxsize=16)
+def _tps_frame(fixed_bytes: bytes, moving: int) -> np.ndarray:
+    """The TPS system for `moving` control points followed by the fixed ones (float64 bytes, [M,2]),
+    with every block that does not involve the moving points filled in: the kernel among the fixed
+    points and their affine rows. Callers copy it."""
+    fixed = np.frombuffer(fixed_bytes, np.float64).reshape(-1, 2)
+    n = moving + len(fixed)
     a = np.zeros((n + 3, n + 3))
-    a[:n, :n], a[:n, n:], a[n:, :n] = k, p, p.T
+    a[moving:n, moving:n] = _tps_kernel(_pair_sq(fixed, fixed))
+    a[moving:n, n], a[moving:n, n + 1:] = 1.0, fixed
+    a[n, moving:n], a[n + 1:, moving:n] = 1.0, fixed.T
+    return a
+
+
+def _tps_fit(moving: np.ndarray, fixed: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Weights of thin-plate splines through the control points `moving` [N,2] then `fixed` [M,2]
+    (the same for every frame, so their part of the system is built once) with `values` [N+M,V]
+    (affine part last)."""
+    m, n = len(moving), len(moving) + len(fixed)
+    a = _tps_frame(np.ascontiguousarray(fixed, np.float64).tobytes(), m).copy()
+    k = _tps_kernel(_pair_sq(moving, np.concatenate([moving, fixed])))
+    a[:m, :n] = k
+    a[m:n, :m] = k[:, m:].T  # the kernel is symmetric
+    a[:m, n], a[:m, n + 1:] = 1.0, moving
+    a[n, :m], a[n + 1:, :m] = 1.0, moving.T
+    a[np.arange(n), np.arange(n)] += 1e-3
     rhs = np.zeros((n + 3, values.shape[1]))
     rhs[:n] = values
     return np.linalg.solve(a, rhs)
@@ -180,28 +256,63 @@ def _coarse_grid(x: int, y: int, w: int, h: int, step: int) -> tuple[np.ndarray,
     value on its own pixel: resize reads output pixel j at input (j + 0.5) / step - 0.5, so cell c
     holds pixel c * step + (step - 1) / 2. A grid at c * step drew everything (step - 1) / 2 px
     up and left of where it belongs."""
+    return np.meshgrid(*_grid_axes(x, y, w, h, step))
+
+
+def _grid_axes(x: int, y: int, w: int, h: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """_coarse_grid's x and y coordinates."""
     half = (step - 1) / 2.0
-    return np.meshgrid(np.arange(0, w + step, step, dtype=np.float64) + x + half,
-                       np.arange(0, h + step, step, dtype=np.float64) + y + half)
-
-
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # |a|^2 + |b|^2 - 2ab: one matrix product instead of an [n, m, 2] temporary.
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.maximum(d2, 0.0, out=d2)
+    return (np.arange(0, w + step, step, dtype=np.float64) + x + half,
+            np.arange(0, h + step, step, dtype=np.float64) + y + half)
 
 
 def _tps_eval(ctrl: np.ndarray, weights: np.ndarray, pts: np.ndarray) -> np.ndarray:
     # In float32: the kernel over the whole grid is most of the engine's time, and single precision
-    # moves no sample by more than a thousandth of a pixel.
+    # moves no sample by more than a thousandth of a pixel. Squared distances as |a|^2 + |b|^2 - 2ab
+    # (one matrix product instead of an [n, m, 2] temporary), and the kernel computed in place.
     ctrl, pts = ctrl.astype(np.float32), pts.astype(np.float32)
-    basis = np.empty((len(pts), len(ctrl) + 3), np.float32)
-    basis[:, :len(ctrl)] = _tps_kernel(_sq_dists(pts, ctrl))
-    basis[:, len(ctrl)] = 1.0
-    basis[:, len(ctrl) + 1:] = pts
+    n = len(ctrl)
+    d2 = np.add((pts[:, 0] * pts[:, 0] + pts[:, 1] * pts[:, 1])[:, None],
+                (ctrl[:, 0] * ctrl[:, 0] + ctrl[:, 1] * ctrl[:, 1])[None, :])
+    t = pts @ ctrl.T
+    t *= 2.0
+    d2 -= t
+    np.maximum(d2, 0.0, out=d2)
+    np.add(d2, np.float32(1e-9), out=t)
+    np.log(t, out=t)
+    d2 *= 0.5
+    basis = np.empty((len(pts), n + 3), np.float32)
+    np.multiply(d2, t, out=basis[:, :n])
+    basis[:, n] = 1.0
+    basis[:, n + 1:] = pts
     return basis @ weights.astype(np.float32)
 
 
+@lru_cache(maxsize=64)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """[n, n] float32: cv2.GaussianBlur's pass along an axis of `n` samples as a matrix (its kernel
+    for `sigma` and its default border, reflect-101, folded in)."""
+    ksize = int(round(sigma * 8 + 1)) | 1  # as cv2.GaussianBlur sizes a float image's kernel
+    kernel = cv2.getGaussianKernel(ksize, sigma, cv2.CV_32F)
+    # Column j: where sample j spreads to.
+    return cv2.sepFilter2D(np.eye(n, dtype=np.float32), cv2.CV_32F, np.ones((1, 1), np.float32), kernel,
+                           borderType=cv2.BORDER_REFLECT_101)
+
+
+def _wide_blur(values: np.ndarray, weights: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.GaussianBlur of `values` [H,W,3] and `weights` [H,W] (float32), for a sigma of a sixth of
+    the grid or more: the kernel then spans the grid, and two matrix products cost a tenth of
+    OpenCV's direct filter (the same values but for rounding, ~1e-6 relative)."""
+    h, w = weights.shape
+    planes = np.empty((4, h, w), np.float32)
+    planes[:3] = values.transpose(2, 0, 1)
+    planes[3] = weights
+    across = (planes.reshape(4 * h, w) @ _blur_matrix(w, sigma).T).reshape(4, h, w)
+    out = np.matmul(_blur_matrix(h, sigma), across)
+    return out[:3].transpose(1, 2, 0), out[3]
+
+
+@lru_cache(maxsize=16)
 def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarray:
     """[M,2] points along a box's edges, `n` to a side (corners once): where a warp is pinned."""
     return np.array([[x, y] for x in np.linspace(x1, x2, n) for y in (y1, y2)]
@@ -237,24 +348,37 @@ class JawField:
 
     def source(self, points: np.ndarray) -> np.ndarray:
         """[N,2] frame offsets: the pixel drawn at each frame point comes from point + offset."""
-        canon = np.asarray(points, np.float64) @ self.to_canon[:, :2].T + self.to_canon[:, 2]
-        down = invert(self.to_canon)[:, :2] @ np.array([0.0, -self.gap])
-        return self.share(canon)[:, None] * down[None, :]
+        return self.shares(points)[:, None] * self.down()[None, :]
+
+    def shares(self, points: np.ndarray) -> np.ndarray:
+        """[N] share of the move at frame points (which does not depend on the gap)."""
+        return self.share(np.asarray(points, np.float64) @ self.to_canon[:, :2].T + self.to_canon[:, 2])
+
+    def down(self) -> np.ndarray:
+        """The whole move in the frame (x, y): what a point with a share of 1 is offset by."""
+        return invert(self.to_canon)[:, :2] @ np.array([0.0, -self.gap])
 
 
-def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int) -> None:
-    """Moves `frame`'s content (in place, `frame` holding the frame's pixels from `origin` on) by the
-    jaw's field inside `box` (frame coordinates); only the part that moves by a quarter pixel or
-    more is resampled."""
+def _grid_shares(field_: JawField, box, step: int) -> np.ndarray:
+    """The jaw's shares of its move on _warp_field's grid over `box`: the same for every gap, so a
+    template frame's are worked out once (_Template.jaw)."""
     x1, y1, x2, y2 = box
     gx, gy = _coarse_grid(x1, y1, x2 - x1, y2 - y1, step)
-    d = field_.source(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape + (2,))
+    return field_.shares(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
+
+
+def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int, shares: np.ndarray) -> None:
+    """Moves `frame`'s content (in place, `frame` holding the frame's pixels from `origin` on) by the
+    jaw's field inside `box` (frame coordinates; `shares`: _grid_shares); only the part that moves
+    by a quarter pixel or more is resampled."""
+    x1, y1, x2, y2 = box
+    d = (shares.reshape(-1)[:, None] * field_.down()[None, :]).reshape(shares.shape + (2,))
     rows, cols = np.nonzero(np.abs(d).max(axis=-1) >= 0.25)
     if len(rows) == 0:
         return
     # Cells one beyond the moving ones, so the resampled part starts where nothing moves.
-    r1, r2 = max(0, rows.min() - 1), min(len(gy) - 1, rows.max() + 1)
-    c1, c2 = max(0, cols.min() - 1), min(gx.shape[1] - 1, cols.max() + 1)
+    r1, r2 = max(0, rows.min() - 1), min(shares.shape[0] - 1, rows.max() + 1)
+    c1, c2 = max(0, cols.min() - 1), min(shares.shape[1] - 1, cols.max() + 1)
     ox, oy = origin
     sx1, sy1 = x1 + c1 * step - ox, y1 + r1 * step - oy
     w, h = min(x2 - ox, sx1 + (c2 - c1 + 1) * step) - sx1, min(y2 - oy, sy1 + (r2 - r1 + 1) * step) - sy1
@@ -274,6 +398,9 @@ class ExemplarEngine:
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
         self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
+        self._templates: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
+        self._templates_bytes = 0
+        self._templates_lock = threading.Lock()
 
     @staticmethod
     def bank(avatar: Avatar) -> MouthBank:
@@ -336,10 +463,9 @@ class ExemplarEngine:
 
     def _rest_departure(self, avatar: Avatar, bank: MouthBank, i: int) -> float:
         frame, landmarks, state = avatar.frame(i), avatar.landmarks_at(i), _State()
-        to_canon = similarity(landmarks[STABLE], bank.ref)
-        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
-        chosen, weights = self._choose(bank, bank.rest, pose, state)
-        box = self._roi(frame.shape, to_canon, bank)
+        t = self._template(frame.shape, landmarks, bank)
+        to_canon, box = t.to_canon, t.box
+        chosen, weights = self._choose(bank, bank.rest, t, state)
         if box is None:
             return 0.0
         out, mask = self._compose(bank, bank.rest, chosen, weights, to_canon, box)
@@ -380,8 +506,11 @@ class ExemplarEngine:
         before = region.copy()
         self._paint(region, win[:2], plan, bank, state)
         # What the jaw's warp resampled and the mouth was blended on: every pixel that changed.
-        d = cv2.absdiff(region, before)
-        changed = (d[..., 0] | d[..., 1] | d[..., 2]) > 0  # numpy's any() over 3 channels is ten times slower
+        # Any channel differs: the largest over the channels (numpy's any() or | over strided
+        # channels cost five to fifty times as much).
+        b, g, r = cv2.split(cv2.absdiff(region, before))
+        changed = cv2.max(cv2.max(b, g), r)
+        np.minimum(changed, 1, out=changed)
         yuv.write_bgr(frame, win, region, changed)
         return frame
 
@@ -389,34 +518,72 @@ class ExemplarEngine:
               state: _State) -> _Plan | None:
         """Where the mouth goes in a frame, which appearances draw it and its blend mask (None: off
         the frame, or nothing to draw)."""
-        to_canon = similarity(landmarks[STABLE], bank.ref)
-        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
-        chosen, weights = self._choose(bank, shape, pose, state)
-        box = self._roi(frame_shape, to_canon, bank)
-        if box is None:
+        t = self._template(frame_shape, landmarks, bank)
+        chosen, weights = self._choose(bank, shape, t, state)
+        if t.box is None:
             return None
         if self.options.seat_limit:
-            shape = self._seated(landmarks, to_canon, shape)
-        jaw = self._jaw_move(frame_shape, landmarks, to_canon, shape) if self.options.jaw_follow else None
+            shape = self._seated(t, shape)
+        jaw = self._jaw_move(t, shape) if self.options.jaw_follow else None
+        lips, face = t.lips, t.face
         if jaw is not None:
             # The mask keeps to the face as the warp leaves it: its outline and lips where the jaw moved.
             landmarks = landmarks.copy()
             moved = landmarks[_MANDIBLE].astype(np.float64)
             landmarks[_MANDIBLE] = moved - jaw[1].source(moved)
-        mask = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
+            lips, face = apply(t.to_canon, landmarks[LIP40[:20]]), self._face_mask(bank, t.to_canon, landmarks)
+        # The feather's far tail changes no pixel (below 1/600 a blend moves a pixel by under half a
+        # level, whatever the two colours): cut, it leaves a fifth less of the box to warp and blend.
+        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape), MASK_SCALE * t.to_canon, t.box, _INVISIBLE)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
         within = (x, y, x + w, y + h) if w and h else None
         if within is None and jaw is None:
             return None
-        return _Plan(to_canon, chosen, weights, box, mask, within, shape, jaw)
+        return _Plan(t.to_canon, chosen, weights, t.box, mask, within, shape, jaw, t.jaw[4] if jaw is not None else None)
+
+    # Template frames kept per process (_template): the face masks make up nearly all of it.
+    TEMPLATE_BUDGET = 48 << 20
+
+    def _template(self, frame_shape, landmarks: np.ndarray, bank: MouthBank) -> _Template:
+        """The template frame's _Template, from the cache (keyed by everything it is made of, so a
+        re-enrolled bank or another avatar never reads another's) or worked out and kept."""
+        key = (bank.ref.tobytes(), bank.mask.shape, tuple(frame_shape[:2]), landmarks.tobytes())
+        with self._templates_lock:
+            t = self._templates.get(key)
+            if t is not None:
+                self._templates.move_to_end(key)
+                return t
+        t = self._new_template(frame_shape, landmarks, bank)
+        with self._templates_lock:
+            if key in self._templates:  # another room's thread got there first
+                return self._templates[key]
+            self._templates[key] = t
+            self._templates_bytes += t.nbytes
+            while self._templates_bytes > self.TEMPLATE_BUDGET and len(self._templates) > 1:
+                self._templates_bytes -= self._templates.popitem(last=False)[1].nbytes
+        return t
+
+    def _new_template(self, frame_shape, landmarks: np.ndarray, bank: MouthBank) -> _Template:
+        to_canon = similarity(landmarks[STABLE], bank.ref)
+        pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
+        pose_cost = (self.options.pose_weight * _mean_sq_dist(bank.poses, pose) / (0.03 * bank.iod) ** 2
+                     if self.options.pose_weight else None)
+        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        ours = apply(to_canon, landmarks).astype(np.float64)
+        return _Template(to_canon, pose_cost, self._roi(frame_shape, to_canon, bank),
+                         upper_lip=apply(to_canon, landmarks[_UPPER_LIP]),
+                         seat_limit=self.options.seat_limit * inter_ocular(landmarks) * scale,
+                         opening=inner_opening(ours[SHAPE][None])[0],
+                         jaw=self._jaw_reach(frame_shape, landmarks, to_canon, ours),
+                         lips=apply(to_canon, landmarks[LIP40[:20]]), face=self._face_mask(bank, to_canon, landmarks))
 
     def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, state: _State) -> None:
         """Draw the planned mouth into `region`, the frame's pixels from `origin` = (x, y) on, which
         hold at least the jaw's box and the patch box's part where the mask is above 0 (plan.within)."""
         ox, oy = origin
         if plan.jaw is not None:
-            _warp_field(region, plan.jaw[0], plan.jaw[1], origin, 2 * self.options.grid_step)
+            _warp_field(region, *plan.jaw, origin, self._jaw_step, plan.jaw_shares)
         if plan.within is None:
             return
         sx1, sy1, sx2, sy2 = plan.within
@@ -425,38 +592,48 @@ class ExemplarEngine:
         local = (x1 - ox, y1 - oy, x2 - ox, y2 - oy)
         self._match_colour(region, local, out, plan.mask, state, plan.within)
         drawn = (local[0] + sx1, local[1] + sy1, local[0] + sx2, local[1] + sy2)
-        blend_region(region, drawn, (out + 0.5).astype(np.uint8), plan.mask[sy1:sy2, sx1:sx2])
+        out += np.float32(0.5)  # rounded, as astype truncates
+        blend_region(region, drawn, out.astype(np.uint8), plan.mask[sy1:sy2, sx1:sx2])
 
-    def _seated(self, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _seated(t: _Template, shape: np.ndarray) -> np.ndarray:
         """`shape` moved so its upper lip sits where the template frame's is."""
-        offset = (apply(to_canon, landmarks[_UPPER_LIP]) - shape[_UPPER_IN_SHAPE]).mean(axis=0)
-        limit = self.options.seat_limit * inter_ocular(landmarks) * float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
-        offset *= min(1.0, limit / max(float(np.linalg.norm(offset)), 1e-6))
+        offset = (t.upper_lip - shape[_UPPER_IN_SHAPE]).mean(axis=0)
+        # np.linalg.norm's own sum, without its overhead
+        offset *= min(1.0, t.seat_limit / max(float(np.sqrt(offset.dot(offset))), 1e-6))
         return (shape + offset).astype(np.float32)
 
-    def _jaw_move(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, shape: np.ndarray):
+    def _jaw_move(self, t: _Template, shape: np.ndarray):
         """How to turn the template's jaw by the change of the lips' gap: (frame box, JawField), or
         None when it is already there. The patch then lands on a face whose jaw is where its mouth
         is. Without it a template caught with its mouth wide open kept its dropped chin under a
         closed pasted mouth (a long second chin), and re-meshed renders followed the template's own
         opening (long-cameron: r 0.19 with the template's, against none between the prediction and
         the template)."""
-        ours = apply(to_canon, landmarks).astype(np.float64)
-        gap = float(inner_opening(shape[None])[0] - inner_opening(ours[SHAPE][None])[0])
-        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
-        iod = inter_ocular(landmarks) * scale
+        if t.jaw is None:
+            return None
+        box, still, scale, iod, _ = t.jaw
+        gap = float(inner_opening(shape[None])[0] - t.opening)
         # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
         # the render); past the dead zone the jaw moves by the rest, so it never jumps.
         gap = float(np.sign(gap)) * min(max(0.0, abs(gap) - self.options.jaw_dead_zone * iod), 0.4 * iod)
-        jaw = ours[JAW]
-        field_ = JawField(to_canon, gap, hinge=float(jaw[[0, -1], 1].mean()), upper=float(ours[_UPPER_CENTRE, 1]),
-                          lower=float(ours[_LOWER_CENTRE, 1]), chin=float(jaw[:, 1].max()),
-                          left=float(jaw[:, 0].min()), right=float(jaw[:, 0].max()),
-                          reach=self.options.jaw_reach * iod)
         if abs(gap) * 1.5 / scale < 0.5:
             # The chin moves most, about 1.5x the lips' gap (its height below the hinges against the
             # lower lip's): under half a pixel there, nothing needs warping.
             return None  # the template's jaw is already where the speech puts it
+        return box, replace(still, gap=gap)
+
+    def _jaw_reach(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, ours: np.ndarray):
+        """(frame box, JawField with no gap, the canonical frame's scale, its inter-ocular distance,
+        _grid_shares) of the template frame's jaw (_jaw_move), or None when the box is too small to
+        warp."""
+        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        iod = inter_ocular(landmarks) * scale
+        jaw = ours[JAW]
+        field_ = JawField(to_canon, 0.0, hinge=float(jaw[[0, -1], 1].mean()), upper=float(ours[_UPPER_CENTRE, 1]),
+                          lower=float(ours[_LOWER_CENTRE, 1]), chin=float(jaw[:, 1].max()),
+                          left=float(jaw[:, 0].min()), right=float(jaw[:, 0].max()),
+                          reach=self.options.jaw_reach * iod)
         corners = np.array([[field_.left - field_.reach, field_.upper], [field_.right + field_.reach, field_.upper],
                             [field_.left - field_.reach, field_.chin + field_.reach],
                             [field_.right + field_.reach, field_.chin + field_.reach]])
@@ -466,17 +643,21 @@ class ExemplarEngine:
         box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:
             return None
-        return box, field_
+        return box, field_, scale, iod, _grid_shares(field_, box, self._jaw_step)
 
-    def _choose(self, bank: MouthBank, shape: np.ndarray, pose: np.ndarray, state: _State):
-        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3]))
+    @property
+    def _jaw_step(self) -> int:
+        return 2 * self.options.grid_step  # px between the jaw's exact points: it is smoother
+
+    def _choose(self, bank: MouthBank, shape: np.ndarray, t: _Template, state: _State):
+        iod = bank.iod
         shape_cost = _mean_sq_dist(bank.shapes, shape) / (0.02 * iod) ** 2
         # The gap between the lips is what a viewer reads first; an appearance whose own gap differs
         # would have to be stretched, showing lip where there should be mouth (or the reverse).
-        gap_cost = ((inner_opening(bank.shapes) - inner_opening(shape)) / (0.01 * iod)) ** 2
+        gap_cost = ((bank.openings - inner_opening(shape)) / (0.01 * iod)) ** 2
         cost = shape_cost + self.options.gap_weight * gap_cost
-        if self.options.pose_weight:
-            cost = cost + self.options.pose_weight * _mean_sq_dist(bank.poses, pose) / (0.03 * iod) ** 2
+        if t.pose_cost is not None:
+            cost = cost + t.pose_cost
         if state.previous:
             cost[list(state.previous)] *= self.options.stickiness
         order = np.argsort(cost)[:self.options.exemplars]
@@ -502,33 +683,41 @@ class ExemplarEngine:
     def alpha(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray) -> np.ndarray:
         """[H,W] how much of each frame pixel the pasted mouth replaces (1: only the presenter's
         pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`."""
-        to_canon = similarity(landmarks[STABLE], bank.ref)
+        t = self._template(frame_shape, landmarks, bank)
         out = np.zeros(frame_shape[:2], np.float32)
-        box = self._roi(frame_shape, to_canon, bank)
-        if box is None:
+        if t.box is None:
             return out
-        x1, y1, x2, y2 = box
-        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, to_canon, landmarks, shape), MASK_SCALE * to_canon, box)
+        x1, y1, x2, y2 = t.box
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, t.lips, t.face, shape), MASK_SCALE * t.to_canon, t.box)
         return out
 
-    def _blend_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _mask_sigma(bank: MouthBank) -> tuple[float, float]:
+        """(inter-ocular distance, feather's sigma) at MASK_SCALE."""
+        iod = bank.iod * MASK_SCALE
+        return iod, max(1.0, 0.03 * iod)
+
+    def _blend_mask(self, bank: MouthBank, lips: np.ndarray, face: np.ndarray, shape: np.ndarray) -> np.ndarray:
         """The blend mask for one frame, in the canonical frame at MASK_SCALE (a feathered mask needs no
         more; the two blurs cost a quarter): the bank's mask raised to 1 over the hull of the
-        template's outer lips and the pasted ones (without it the feathered rim let the template's
-        own lip corners and upper lip show through beside the pasted ones wherever the two mouths
-        differ), and kept inside the template's face (a turned head's far cheek borders the
-        background, which an exemplar from another view would smear over)."""
-        iod = float(np.linalg.norm(bank.ref[0] - bank.ref[3])) * MASK_SCALE
-        sigma = max(1.0, 0.03 * iod)
-        lips = np.concatenate([apply(to_canon, landmarks[LIP40[:20]]), shape[:20]]) * MASK_SCALE
+        template's outer lips `lips` (canonical) and the pasted ones (without it the feathered rim
+        let the template's own lip corners and upper lip show through beside the pasted ones
+        wherever the two mouths differ), and kept inside the template's face (`face`, _face_mask)."""
+        iod, sigma = self._mask_sigma(bank)
+        lips = np.concatenate([lips, shape[:20]]) * MASK_SCALE
         hull = cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2)
         cover = np.zeros(bank.small_mask.shape, np.float32)
         cv2.fillConvexPoly(cover, _grown(hull, self.options.lip_cover * iod + 2.5 * sigma), 1.0)
+        return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)), face)
+
+    def _face_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The template's face at MASK_SCALE, feathered, which the blend mask keeps inside: a turned
+        head's far cheek borders the background, which an exemplar from another view would smear
+        over. The feather stays on skin, off the face's outline."""
+        _, sigma = self._mask_sigma(bank)
         face = np.zeros(bank.small_mask.shape, np.float32)
-        # The feather stays on skin, off the face's outline.
         cv2.fillPoly(face, [_grown(apply(to_canon, landmarks[FACE_OVAL]) * MASK_SCALE, -2.0 * sigma)], 1.0)
-        return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)),
-                          cv2.GaussianBlur(face, (0, 0), sigma))
+        return cv2.GaussianBlur(face, (0, 0), sigma)
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
         """The patch over the whole box and the bank's own blend mask (the rest-departure check)."""
@@ -541,15 +730,16 @@ class ExemplarEngine:
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
         step = self.options.grid_step
-        gx, gy = _coarse_grid(x1, y1, rw, rh, step)
+        xs, ys = _grid_axes(x1, y1, rw, rh, step)
         sx1, sy1, sx2, sy2 = within or (0, 0, rw, rh)
         # The grid points that `within` reads, with two more each side: a resize samples the grid
         # between its points from half a step beyond them, and clamps at the grid's ends.
         c0, r0 = max(0, sx1 // step - 2), max(0, sy1 // step - 2)
-        gx, gy = gx[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3], gy[r0:-(-sy2 // step) + 3, c0:-(-sx2 // step) + 3]
+        gx, gy = np.meshgrid(xs[c0:-(-sx2 // step) + 3], ys[r0:-(-sy2 // step) + 3])
         coarse = np.stack([gx.ravel(), gy.ravel()], axis=1) @ to_canon[:, :2].T + to_canon[:, 2]
-        ctrl, values = self._controls(bank, shape, chosen)
-        source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(ctrl, values), coarse).reshape(len(coarse), -1, 2)
+        moving, fixed, values = self._controls(bank, shape, chosen)
+        ctrl = np.concatenate([moving, fixed])
+        source = coarse[:, None, :] + _tps_eval(ctrl, _tps_fit(moving, fixed, values), coarse).reshape(len(coarse), -1, 2)
         ox, oy = sx1 - c0 * step, sy1 - r0 * step  # `within` on the resized grid
         warped = []
         for j, idx in enumerate(chosen):
@@ -567,17 +757,16 @@ class ExemplarEngine:
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:
-        """Control points at the target shape and the patch rim (pinned), with where each chosen
-        exemplar's content must be sampled from: its own shape points, the rim unmoved."""
+        """Control points that move (the target shape) and those that stay (the patch rim, pinned,
+        and the stable landmarks), with where each chosen exemplar's content must be sampled from:
+        its own shape points, the rest unmoved."""
         w, h = bank.size
-        rim = _rim_points(0, 0, w, h, 5)
-        stable = bank.ref.astype(np.float64)
-        ctrl = np.concatenate([shape.astype(np.float64), rim, stable])
-        values = []
-        for idx in chosen:
-            delta = bank.shapes[idx].astype(np.float64) - shape
-            values.append(np.concatenate([delta, np.zeros((len(rim) + len(stable), 2))]))
-        return ctrl, np.concatenate(values, axis=1)
+        fixed = np.concatenate([_rim_points(0, 0, w, h, 5), bank.ref.astype(np.float64)])
+        moving = shape.astype(np.float64)
+        values = np.zeros((len(moving) + len(fixed), 2 * len(chosen)))
+        for j, idx in enumerate(chosen):
+            values[:len(moving), 2 * j:2 * j + 2] = bank.shapes[idx].astype(np.float64) - moving
+        return moving, fixed, values
 
     def _match_colour(self, frame, box, out: np.ndarray, mask: np.ndarray, state: _State, within=None) -> None:
         """Bring the patch's colours to the frame's: an offset field interpolated inwards from the
@@ -601,15 +790,17 @@ class ExemplarEngine:
                 # Far from the rim the field tends to the rim's mean difference.
                 k = 0.05 * float(ring.max())
                 sigma = self.options.shading_sigma * max(m.shape)
-                num = cv2.GaussianBlur(ring[..., None] * diff, (0, 0), sigma) + k * field
-                field = num / (cv2.GaussianBlur(ring, (0, 0), sigma)[..., None] + k)
+                num, den = _wide_blur(ring[..., None] * diff, ring, sigma)
+                field = (num + k * field) / (den[..., None] + k)
             if state.shading is not None:
                 before = cv2.resize(state.shading, (field.shape[1], field.shape[0]), interpolation=cv2.INTER_LINEAR)
                 field = before + self.options.colour_follow * (field - before)
             state.shading = field
             offset = cv2.resize(field, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
             out += offset if within is None else offset[within[1]:within[3], within[0]:within[2]]
-        np.clip(out, 0, 255, out=out)
+        # np.clip's own loop costs twice these two.
+        np.minimum(out, np.float32(255.0), out=out)
+        np.maximum(out, np.float32(0.0), out=out)
 
     @staticmethod
     def _rim_diff(frame, box, out: np.ndarray, grid_shape, within) -> np.ndarray:

@@ -110,6 +110,17 @@ class MouthBank:
         size = (round(self.mask.shape[1] * MASK_SCALE), round(self.mask.shape[0] * MASK_SCALE))
         return cv2.resize(self.mask, size, interpolation=cv2.INTER_AREA)
 
+    @cached_property
+    def iod(self) -> float:
+        """The inter-ocular distance in the canonical frame (outer eye corners, the first and fourth
+        stable points)."""
+        return float(np.linalg.norm(self.ref[0] - self.ref[3]))
+
+    @cached_property
+    def openings(self) -> np.ndarray:
+        """[K] each appearance's inner-lip opening (canonical units)."""
+        return inner_opening(self.shapes)
+
     @property
     def size(self) -> tuple[int, int]:
         return self.mask.shape[1], self.mask.shape[0]
