@@ -28,6 +28,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from core import logs, metrics
+from core.jobs import listen_for_commands
 from core.registry import note_worker_alive, note_worker_gone, worker_alive
 from core.settings import Settings
 
@@ -129,14 +130,8 @@ class ServiceWorker(SimpleWorker):
         self._grace: threading.Timer | None = None
 
     def subscribe(self):
-        """RQ's command channel, with a listening thread that wakes every second instead of every 60.
-        Stopping unsubscribes, then joins the thread; when the unsubscribe reply reaches the thread first,
-        redis-py waits out its whole timeout for a subscription that never comes, so every stop (SIGTERM,
-        end of a burst) took 60 s and supervisord killed the worker at its stop timeout instead."""
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=1, daemon=True,
-                                                       exception_handler=self._pubsub_exception_handler)
+        # RQ's own waits 60 s to stop (core/jobs.py).
+        self.pubsub, self.pubsub_thread = listen_for_commands(self)
 
     def perform_job(self, job: Job, queue: Queue, *args, **kwargs) -> bool:
         """RQ's perform_job, measured (time queued, time run, finished) and with the job id in the logs."""
