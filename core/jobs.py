@@ -85,6 +85,18 @@ def alive_workers(connection: Redis, queue: Queue) -> list[str]:
     return [n for n, flag in zip(names, flags) if flag]
 
 
+def listen_for_commands(worker, wake_s: float = 1.0):
+    """RQ's command channel of `worker` (stop a job, shut down) and the thread listening on it, which
+    wakes every `wake_s` instead of RQ's 60 s. A stopping worker unsubscribes, then joins the thread; when
+    the thread reads the unsubscribe reply first, redis-py waits out its whole timeout for a subscription
+    that never comes, so a stop (SIGTERM, the end of a burst) took 60 s and supervisord killed the worker
+    at its stop timeout instead. Returns (pubsub, thread), RQ's Worker.pubsub and .pubsub_thread."""
+    pubsub = worker.connection.pubsub()
+    pubsub.subscribe(**{worker.pubsub_channel_name: worker.handle_payload})
+    return pubsub, pubsub.run_in_thread(sleep_time=wake_s, daemon=True,
+                                        exception_handler=worker._pubsub_exception_handler)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 

@@ -40,17 +40,20 @@ FLEET_GROUP = "fleet"
 # all of them (about 6 s of CPU for each worker that would load them again).
 SPEECH_GROUP = "speech-in-process"
 SPEECH_MODULES = ("test_mouth_articulation", "test_warp_closure", "test_phonetic", "test_tts_voice")
-LONGEST_FIRST = ("test_supervision", "test_enroll", "test_reliability", "test_mouth_sync_tool", SPEECH_GROUP,
-                 "test_musetalk", "test_musetalk_pipeline", "test_identity", "test_voice", "test_interviews",
-                 "test_upkeep", "test_limits")
+LONGEST_FIRST = ("test_supervision", "test_voice", SPEECH_GROUP, "test_enroll", "test_reliability", "test_identity",
+                 "test_mouth_sync_tool", "test_console_retract", "test_render_start", "test_upkeep", "test_musetalk")
 GROUPS_ENV = "MTL_TEST_GROUPS_FILE"
 
 
-# With three workers or more, the session fleet's tests are split in two halves of about the same
-# measured length, each with a fleet of its own: these modules (jobs: renders, speech, fuzzing) on
-# the second; rooms, streams and browsers stay on the first.
-SECOND_FLEET_MODULES = ("test_lipsync", "test_enroll", "test_interviews", "test_feedback", "test_speech_roundtrip",
-                        "test_hostile_input", "test_api_contracts", "test_fuzz")
+# With three workers or more, the session fleet's tests are split in two halves, each with a fleet of its
+# own. The first's tests (rooms, streams, browsers) mostly wait on real time, the second's (renders,
+# speech, fuzzing) on the CPU, so the halves are balanced as measured on a lightly loaded machine, where
+# the first one alone is the critical path (344 s against 238 s before the voice and FLV relay tests
+# moved; on a loaded one the other groups fill the difference). test_limits also runs its own API
+# processes and stream worker beside the fleet.
+SECOND_FLEET_MODULES = ("test_limits", "test_lipsync", "test_enroll", "test_interviews", "test_feedback",
+                        "test_speech_roundtrip", "test_hostile_input", "test_api_contracts", "test_fuzz",
+                        "test_voice", "test_flvrelay")
 
 
 def _group_of(item) -> str:
@@ -220,17 +223,22 @@ def in_process_api(env: dict[str, str]):
     environment would be (fleet_env's MTL_ variables), and called as from 127.0.0.1 (a local client).
     For tests of what the app answers: starting an API process costs 2-3 s of CPU; tests of the process
     itself (its log, its event loop under load, restarts) start one."""
-    from unittest import mock
-
     from fastapi.testclient import TestClient
 
-    from core.settings import Settings
     from test_ownership import build_app  # the app without leaving this process's metrics directory changed
 
-    with mock.patch.dict(os.environ, env, clear=True):
-        settings = Settings()
-    with TestClient(build_app(settings), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as client:
+    with TestClient(build_app(settings_of(env)), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)) as client:
         yield client
+
+
+def settings_of(env: dict[str, str]):
+    """The Settings that a process started with `env` (fleet_env's MTL_ variables) reads."""
+    from unittest import mock
+
+    from core.settings import Settings
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings()
 
 
 @pytest.fixture(scope="session")

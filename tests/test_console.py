@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,7 +20,7 @@ from PIL import Image
 from selenium.webdriver.support.select import Select
 
 from bench.browser import console_errors
-from conftest import ROOT, headless_browser, copy_screenshots, free_port, wait_until
+from conftest import ROOT, headless_browser, copy_screenshots, settings_of, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -253,14 +250,15 @@ def test_fleet_page_shows_queues_workers_and_jobs(browser, api):
 
 
 def test_api_key_is_asked_once_and_kept_for_the_session(browser, service):
-    env = {**service.env, "MTL_API_PORT": str(free_port()), "MTL_API_KEYS": '["console-secret"]',
-           "MTL_API_PROCESSES": "1"}
-    log = (service.data_dir / "api-keys.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{env['MTL_API_PORT']}"
-    try:
-        wait_until(lambda: _up(base), 30, what="the API with keys")
+    """The console against the app with keys on, served from this process (what the page does with
+    the key is tested, not an API process), on the session fleet's Redis."""
+    from api.access import key_owner
+    from test_voice import serving
+
+    settings = settings_of({**service.env, "MTL_API_KEYS": '["console-secret"]'})
+    with serving(settings, keep_data=True) as served:  # the fleet's Redis: its data stays
+        room = served.store.create(username="console_key", language="en", owner=key_owner("console-secret"))
+        base = served.base.replace("ws://", "http://", 1)
         d = browser
         d.get(f"{base}/console/#rooms")
         wait_until(lambda: d.find_element("id", "banner").is_displayed(), 10, what="the key banner")
@@ -274,16 +272,7 @@ def test_api_key_is_asked_once_and_kept_for_the_session(browser, service):
                    what="rooms after a reload (the key kept in the session)")
         assert not d.find_element("id", "banner").is_displayed()
         js(d, "sessionStorage.clear()")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        served.store.close(room.id)
 
 
 def test_console_loads_nothing_from_outside(browser, api):

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import Fleet, fleet_env, free_port, poll_job, wait_until
+from conftest import Fleet, fleet_env, free_port, in_process_api, poll_job, wait_until
 from fakellm import FakeLLM
 from speech import tone_wav
 
@@ -239,26 +239,23 @@ def mariadb_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mariadb_api(redis_server, mariadb_url, tmp_path_factory):
-    """An API and a feedback worker writing to MariaDB (Redis database 1, their own data directory)."""
-    port = free_port()
-    env = fleet_env(redis_server.url(1), tmp_path_factory.mktemp("mdb-data"), MTL_API_PORT=str(port),
-                    MTL_FEEDBACK_DB_URL=mariadb_url)
+    """A feedback worker writing to MariaDB (Redis database 1, its own data directory) and the app, in
+    this process, reading the rows back: what is tested is the worker's rows, not the API process."""
+    env = fleet_env(redis_server.url(1), tmp_path_factory.mktemp("mdb-data"), MTL_FEEDBACK_DB_URL=mariadb_url)
     fleet = Fleet(env=env, log_dir=tmp_path_factory.mktemp("mdb-logs"))
-    fleet.spawn("-m", "api", name="api")
     fleet.worker("feedback")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 
-    def worker_ready():
+    def worker_ready(client):
         try:
             return client.get("/readyz").json()["queues"]["feedback"]["workers"] > 0
-        except (httpx.HTTPError, KeyError, ValueError):
+        except (KeyError, ValueError):
             return False
 
     try:
-        wait_until(worker_ready, 120, interval=0.5, what="the MariaDB feedback worker")
-        yield client
+        with in_process_api(env) as client:
+            wait_until(lambda: worker_ready(client), 120, interval=0.5, what="the MariaDB feedback worker")
+            yield client
     finally:
-        client.close()
         fleet.stop()
 
 

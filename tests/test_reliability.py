@@ -11,7 +11,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from conftest import Fleet, RedisServer, fleet_env, free_port, wait_until
-from core.jobs import Kind, enqueue, fetch_job
+from core.jobs import Kind, enqueue, fetch_job, get_queue
 from core.media import read_wav
 from core.settings import Settings
 
@@ -116,3 +116,25 @@ def test_job_that_keeps_killing_workers_fails_with_clear_error(redis_server, tmp
         assert view.error == {"type": "AbandonedJobError", "message": "the worker running this job died"}
     finally:
         fleet.stop()
+
+
+def test_a_stopping_worker_is_not_held_by_its_command_channel(redis_server, tmp_path):
+    """A stopping worker (SIGTERM from supervisorctl or a deploy, the end of a burst) unsubscribes from
+    RQ's command channel, then waits for the thread listening on it. When that thread reads the
+    unsubscribe reply first (a race: about half of the stops), it waits for a new subscription; the
+    worker must still stop within the stop timeout supervisord gives workers (core/fleet.py), after
+    which it would be SIGKILLed. The losing order of the race is set up here on purpose."""
+    import threading
+
+    from workers.base import ServiceWorker
+
+    settings, conn, _ = _isolated(redis_server, tmp_path, 5)
+    worker = ServiceWorker([get_queue(Kind.avatar, conn)], connection=conn, settings=settings)
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    wait_until(lambda: not worker.pubsub.subscribed, 10, interval=0.05, what="the thread to read the reply")
+    time.sleep(0.2)  # the thread is back waiting for a message
+    stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
+    stopping.start()
+    stopping.join(timeout=settings.worker_stop_grace_s + 10)
+    assert not stopping.is_alive() and not worker.pubsub_thread.is_alive()

@@ -13,8 +13,6 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
 from avatars.demo import write_demo_portrait
 from core.media import write_wav
@@ -80,7 +78,10 @@ def test_outdated_enrollment_is_renewed_in_the_background_while_serving(enrolled
 
         job_id = body["enrollment_state"]["reenroll_job_id"]
         get_queue(Kind.lipsync, redis).empty()  # the render above is not what this test runs
-        SimpleWorker([get_queue(Kind.avatar, redis)], connection=redis, serializer=JSONSerializer).work(burst=True)
+        # The avatar worker's class, as the fleet runs it (its stop is not held by RQ's command channel).
+        from workers.base import ServiceWorker
+
+        ServiceWorker([get_queue(Kind.avatar, redis)], connection=redis, settings=settings).work(burst=True)
         job = client.get(f"/v1/jobs/{job_id}").json()
         assert job["status"] == "finished" and job["result"]["reenrolled"] is True, job
         body = client.get("/v1/avatars/kept").json()

@@ -43,8 +43,9 @@ def voice_api(redis_server, tmp_path_factory):
 
 
 @contextmanager
-def serving(settings: Settings):
-    """The app in this process on a free port, with a Redis client and room store on its settings."""
+def serving(settings: Settings, keep_data: bool = False):
+    """The app in this process on a free port, with a Redis client and room store on its settings; the
+    Redis database is emptied afterwards unless `keep_data` (a database a fleet also uses)."""
     from api.main import create_app
 
     port = free_port()
@@ -64,7 +65,8 @@ def serving(settings: Settings):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        redis.flushdb()
+        if not keep_data:
+            redis.flushdb()
 
 
 class VoiceApi:

@@ -28,6 +28,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from core import logs, metrics
+from core.jobs import listen_for_commands
 from core.registry import note_worker_alive, note_worker_gone, worker_alive
 from core.settings import Settings
 
@@ -127,6 +128,10 @@ class ServiceWorker(SimpleWorker):
         self._stop_beat = threading.Event()
         self._beat: threading.Thread | None = None
         self._grace: threading.Timer | None = None
+
+    def subscribe(self):
+        # RQ's own waits 60 s to stop (core/jobs.py).
+        self.pubsub, self.pubsub_thread = listen_for_commands(self)
 
     def perform_job(self, job: Job, queue: Queue, *args, **kwargs) -> bool:
         """RQ's perform_job, measured (time queued, time run, finished) and with the job id in the logs."""
