@@ -88,8 +88,9 @@ def main() -> None:
                 elif with_decode:
                     engine.render_shape(avatar, bank, k, shapes[k % len(shapes)], state)
                 else:
-                    engine.render_decoded(decoded[k % len(decoded)].copy(), avatar.landmarks_at(k), bank,
-                                          shapes[k % len(shapes)], state)
+                    # The decoded frame and its own landmarks (the run reads the first len(decoded) frames).
+                    i = k % len(decoded)
+                    engine.render_decoded(decoded[i].copy(), avatar.landmarks_at(i), bank, shapes[k % len(shapes)], state)
             return args.frames / (time.perf_counter() - start), args.frames / (time.process_time() - cpu)
 
         run(False)
