@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import NamedTuple
 
 import av
 import cv2
@@ -107,7 +108,15 @@ class _Plan:
 class _State:
     previous: tuple[int, ...] = ()
     shading: np.ndarray | None = None
-    cache: dict = field(default_factory=dict)
+
+
+class _JawReach(NamedTuple):
+    """A template frame's jaw before any move (ExemplarEngine._jaw_reach): what _jaw_move needs."""
+    box: tuple[int, int, int, int]  # frame box the jaw's warp may touch
+    still: JawField  # the field with no gap
+    scale: float  # the canonical frame's scale over the frame's
+    iod: float  # inter-ocular distance, canonical
+    shares: np.ndarray  # _grid_shares over `box`
 
 
 @dataclass(frozen=True)
@@ -121,13 +130,13 @@ class _Template:
     upper_lip: np.ndarray  # the outer upper lip (canonical), where _seated puts the drawn one
     seat_limit: float  # how far _seated may move it (canonical units)
     opening: float  # the template's own inner-lip opening (canonical)
-    jaw: tuple | None  # ExemplarEngine._jaw_reach
+    jaw: _JawReach | None
     lips: np.ndarray  # the outer lips (canonical), which the blend mask covers
     face: np.ndarray  # the face, feathered, at MASK_SCALE (_face_mask)
 
     @property
     def nbytes(self) -> int:
-        return self.face.nbytes + (self.jaw[4].nbytes if self.jaw is not None else 0) + 2048
+        return self.face.nbytes + (self.jaw.shares.nbytes if self.jaw is not None else 0) + 2048
 
 
 def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
@@ -540,7 +549,7 @@ class ExemplarEngine:
         within = (x, y, x + w, y + h) if w and h else None
         if within is None and jaw is None:
             return None
-        return _Plan(t.to_canon, chosen, weights, t.box, mask, within, shape, jaw, t.jaw[4] if jaw is not None else None)
+        return _Plan(t.to_canon, chosen, weights, t.box, mask, within, shape, jaw, t.jaw.shares if jaw is not None else None)
 
     # Template frames kept per process (_template): the face masks make up nearly all of it.
     TEMPLATE_BUDGET = 48 << 20
@@ -570,12 +579,13 @@ class ExemplarEngine:
         pose_cost = (self.options.pose_weight * _mean_sq_dist(bank.poses, pose) / (0.03 * bank.iod) ** 2
                      if self.options.pose_weight else None)
         scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        iod = inter_ocular(landmarks) * scale  # canonical
         ours = apply(to_canon, landmarks).astype(np.float64)
         return _Template(to_canon, pose_cost, self._roi(frame_shape, to_canon, bank),
                          upper_lip=apply(to_canon, landmarks[_UPPER_LIP]),
-                         seat_limit=self.options.seat_limit * inter_ocular(landmarks) * scale,
+                         seat_limit=self.options.seat_limit * iod,
                          opening=inner_opening(ours[SHAPE][None])[0],
-                         jaw=self._jaw_reach(frame_shape, landmarks, to_canon, ours),
+                         jaw=self._jaw_reach(frame_shape, to_canon, ours, scale, iod),
                          lips=apply(to_canon, landmarks[LIP40[:20]]), face=self._face_mask(bank, to_canon, landmarks))
 
     def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, state: _State) -> None:
@@ -623,12 +633,10 @@ class ExemplarEngine:
             return None  # the template's jaw is already where the speech puts it
         return box, replace(still, gap=gap)
 
-    def _jaw_reach(self, frame_shape, landmarks: np.ndarray, to_canon: np.ndarray, ours: np.ndarray):
-        """(frame box, JawField with no gap, the canonical frame's scale, its inter-ocular distance,
-        _grid_shares) of the template frame's jaw (_jaw_move), or None when the box is too small to
-        warp."""
-        scale = float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
-        iod = inter_ocular(landmarks) * scale
+    def _jaw_reach(self, frame_shape, to_canon: np.ndarray, ours: np.ndarray, scale: float,
+                   iod: float) -> _JawReach | None:
+        """The template frame's jaw (`ours`: its landmarks, canonical) for _jaw_move, or None when the
+        box is too small to warp."""
         jaw = ours[JAW]
         field_ = JawField(to_canon, 0.0, hinge=float(jaw[[0, -1], 1].mean()), upper=float(ours[_UPPER_CENTRE, 1]),
                           lower=float(ours[_LOWER_CENTRE, 1]), chin=float(jaw[:, 1].max()),
@@ -643,7 +651,7 @@ class ExemplarEngine:
         box = int(max(0, lo[0])), int(max(0, lo[1])), int(min(fw, hi[0])), int(min(fh, hi[1]))
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:
             return None
-        return box, field_, scale, iod, _grid_shares(field_, box, self._jaw_step)
+        return _JawReach(box, field_, scale, iod, _grid_shares(field_, box, self._jaw_step))
 
     @property
     def _jaw_step(self) -> int:
