@@ -24,6 +24,7 @@ from lipsync.mouthbank import BANK_VERSION, MouthBank
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, decode_audio, iter_video_frames, probe, video_size
 from lipsync.features import FeatureOptions, Ridge, fit_ridge, mel_features
+from lipsync.align import SILENCE, UNKNOWN, align_speech, phone_features
 from lipsync.phonetic import encoder_features
 from lipsync.train import fit_mlp
 from lipsync.mouth import analyse
@@ -47,6 +48,10 @@ class EnrollOptions:
     # a mapping too (lipsync.phonetic); penalties for its thousands of columns.
     encoder_min_frames: int = 50
     encoder_alphas: tuple[float, ...] = (300, 1000, 3000, 10000, 30000, 100000)
+    # English samples with at least this many phones said (not silence) get the phone mapping
+    # (lipsync.align); penalties for its few hundred columns of mostly zeros.
+    phones_min: int = 15
+    phone_alphas: tuple[float, ...] = (10, 30, 100, 300, 1000, 3000, 10000)
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,18 @@ def _fit_encoder(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs
     return ridge, {"encoder_alpha": ridge.alpha, "encoder_cv_r": round(ridge.cv_r, 3)}
 
 
+def _fit_phones(bank: MouthBank, audio: np.ndarray, n: int, index: list, coeffs: np.ndarray,
+                opts: EnrollOptions) -> tuple[Ridge | None, dict]:
+    """The third mapping, from the sample's own words force-aligned (English samples only)."""
+    phones = align_speech(audio)
+    said = [p for p in phones or [] if p.symbol not in (SILENCE, UNKNOWN)]
+    if len(said) < opts.phones_min:
+        return None, {"phones": len(said)}
+    x = phone_features(phones, n, bank.phone_features)[index]
+    ridge = fit_ridge(x, coeffs.astype(np.float32), alphas=opts.phone_alphas)
+    return ridge, {"phones": len(said), "phone_alpha": ridge.alpha, "phone_cv_r": round(ridge.cv_r, 3)}
+
+
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
            progress: Callable[[float], None] = lambda p: None) -> dict:
     """Learn the presenter's mouth from `sample` into `out_dir` (a bank directory); returns its metadata."""
@@ -252,6 +269,8 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
     bank.mapping = fit["mapping"]
     bank.speech, encoder_fit = _fit_encoder(bank, audio, n, harvest.frame_index, coeffs, opts)
     fit.update(encoder_fit)
+    bank.phones, phone_fit = _fit_phones(bank, audio, n, harvest.frame_index, coeffs, opts)
+    fit.update(phone_fit)
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])
