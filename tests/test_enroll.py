@@ -66,6 +66,8 @@ def test_enrollment_is_cached_with_the_avatar(api, enrolled, talking_clip):
     assert enrollment["frames_with_face"] >= 0.95 * enrollment["frames"] >= 150
     assert 20 <= enrollment["exemplars"] <= enrollment["frames_with_face"]
     assert enrolled["result"]["enrollment"]["sample_sha256"] == enrollment["sample_sha256"]
+    # Mandarin speech: no English phones to map (lipsync.align), the acoustic mappings only.
+    assert "phone_alpha" not in enrollment and enrollment["phones"] == 0, enrollment
 
 
 def test_enrolled_avatar_speaks_new_speech_with_its_own_mouth(api, enrolled, tmp_path):
@@ -199,6 +201,9 @@ def test_redub_on_real_footage_is_closer_than_the_template_and_warp(name, tmp_pa
     clip = shared_media(name)
     other = shared_media("real-talk-5.mp4" if name == "real-talk-2.mp4" else "real-talk-2.mp4")
     result = redub_clip(clip, ["exemplar", "warp"], tmp_path, controls=False)  # the asserts use no control
+    from lipsync.mouthbank import load_bank
+
+    assert load_bank(tmp_path / "avatars" / "redub").phones is not None, "English footage maps its phones too"
     ours, template, warp = result["exemplar"], result["template"], result["warp"]
     assert ours["lmd"] < template["lmd"] and ours["lmd"] < 0.8 * warp["lmd"], result
     assert ours["mouth_ssim"] > max(template["mouth_ssim"], warp["mouth_ssim"]), result
