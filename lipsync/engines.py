@@ -127,12 +127,20 @@ class AutoEngine:
         bank = load_bank(avatar.path)
         return self.exemplar if bank is not None and self.exemplar.fits(avatar, bank) else self.warp
 
-    def frames(self, avatar, audio_16k, start, n_frames, track=None, live: bool = False):
-        """`live`: frames for the stream encoder, which may be av.VideoFrames (ExemplarEngine.frames)."""
+    def frames(self, avatar, audio_16k, start, n_frames, track=None, live: bool = False, shapes=None):
+        """`live`: frames for the stream encoder, which may be av.VideoFrames (ExemplarEngine.frames).
+        `shapes`: the speech's mouths from `mouths`, worked out beforehand."""
         engine = self.choose(avatar)
-        if live and engine is self.exemplar:
-            return engine.frames(avatar, audio_16k, start, n_frames, track, live=True)
+        if engine is self.exemplar:
+            return engine.frames(avatar, audio_16k, start, n_frames, track, live=live, shapes=shapes)
         return engine.frames(avatar, audio_16k, start, n_frames, track)
+
+    def mouths(self, avatar, audio_16k, track):
+        """The enrolled mouth's shapes for this speech (None where the warp engine speaks): the slow
+        part of starting to speak (Whisper's encoder; for English, its words aligned), for a caller
+        that must not wait for it on its frame loop (a room's publisher)."""
+        engine = self.choose(avatar)
+        return engine.bank(avatar).predict_shapes(audio_16k, track) if engine is self.exemplar else None
 
     def warm(self, avatar: Avatar) -> None:
         if self.choose(avatar) is self.exemplar:

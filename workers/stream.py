@@ -61,6 +61,7 @@ class Speech:
     n: int
     track: object
     replay: bool = False  # taken again from the playing list (a previous publisher stopped mid-way)
+    shapes: object = None  # the enrolled mouth's shapes for it (AutoEngine.mouths), worked out in `_prepare`
     source: SpeechSource | None = None  # its frames, made when the speech starts
 
 
@@ -127,7 +128,7 @@ class RoomPublisher(threading.Thread):
         return False
 
     # ---- speech preparation (off the pacing loop) ----
-    def _prepare(self, utterance: Utterance, replay: bool) -> Speech:
+    def _prepare(self, utterance: Utterance, replay: bool, avatar: Avatar) -> Speech:
         source = resolve_owned(self.settings, utterance.audio)
         # A reply's sentence (the service's own TTS WAV) is read in-process: it starts speaking sooner.
         own = source.suffix == ".wav" and source.resolve().parent == self.settings.kind_dir("tts").resolve()
@@ -146,7 +147,10 @@ class RoomPublisher(threading.Thread):
         speech16 = resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32)
         n = max(1, frame_count(speech16.size, FPS))
         track = with_phones(analyse(speech16, FPS, n), phones)
-        return Speech(utterance, speech16, pcm, n, track, replay=replay)
+        # Off the pacing loop: for uploaded speech the mouth's prediction reads Whisper (its encoder, and
+        # for English its words, aligned): 0.4-3 s that would stall the stream if the first frame did it.
+        shapes = self.engine.mouths(avatar, speech16, track)
+        return Speech(utterance, speech16, pcm, n, track, replay=replay, shapes=shapes)
 
     def _next_utterance(self) -> tuple[Taken, Utterance, bool] | None:
         taken = self.store.take_utterance(self.room.id)
@@ -225,7 +229,7 @@ class RoomPublisher(threading.Thread):
                 if self.wake.is_set():  # told: poll now (cleared first, so a later message wakes again)
                     self.wake.clear()
                     poll = True
-                if poll and not self._poll(pb):
+                if poll and not self._poll(pb, avatar):
                     return
                 self._collect(pb, avatar)
                 if not self._speak(pb):
@@ -253,7 +257,7 @@ class RoomPublisher(threading.Thread):
         self.store.event(self.room.id, "warmed", seconds=round(time.monotonic() - started, 3),
                          engine=self.engine.choose(avatar).name)
 
-    def _poll(self, pb: Playback) -> bool:
+    def _poll(self, pb: Playback, avatar: Avatar) -> bool:
         """Room state every POLL_EVERY frames; False ends the session (room closed, lease superseded)."""
         if not self.store.is_open(self.room.id):
             self.closed_by_expiry = True
@@ -284,7 +288,7 @@ class RoomPublisher(threading.Thread):
             if nxt is not None:
                 pb.held, utterance, replay = nxt
                 pb.taken_at = time.time()
-                pb.pending = self.prep.submit(self._prepare, utterance, replay)
+                pb.pending = self.prep.submit(self._prepare, utterance, replay, avatar)
         return True
 
     def _collect(self, pb: Playback, avatar: Avatar) -> None:
@@ -324,7 +328,8 @@ class RoomPublisher(threading.Thread):
                 # The clip was rendered from this cycle position on: the stream continues from there.
                 self.cycle = int(u.clip_cycle_start) % avatar.cycle_length
                 return frames, "clip"
-        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track, live=True), \
+        return self.engine.frames(avatar, speech.audio16, self.cycle, speech.n, speech.track, live=True,
+                                  shapes=speech.shapes), \
             self.engine.choose(avatar).name
 
     def _speak(self, pb: Playback) -> bool:
