@@ -341,8 +341,8 @@ def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarra
 class JawField:
     """The template's jaw turned by `gap` (canonical units; < 0 closes it): a vertical move in the
     face's own frame. Nothing moves above the upper lip; from there to the lower lip the move ramps
-    up, and below it grows with the height under the hinges (the chin moves most, the jaw line less
-    towards the ears), fading out within `reach` below the chin and beside the jaw. A thin-plate
+    up, and below it grows with the height under the hinges up to the whole move (`most`: the chin and
+    the jaw line beside it move with the lower lip, the jaw line less towards the ears), fading out within `reach` below the chin and beside the jaw. A thin-plate
     spline through the lips and chin, pinned on a box (the fifth session's jaw), bent a turned head's
     cheek into a second contour where its pinned nose and moving jaw line met; this field only
     slides the face along itself."""
@@ -355,11 +355,21 @@ class JawField:
     left: float  # canonical x span of the jaw line
     right: float
     reach: float  # canonical units
+    # The most any point moves, as a share of the move: the chin goes down by about the lips' gap,
+    # not by its height below the hinges over the lower lip's (~1.5x). On the development clips'
+    # real footage the chin's canonical y follows the inner lips' gap with a slope of 0.90-1.07
+    # (pd-reagan-farewell, pd-tedlieu-wda, at 166 and 256 px), the jaw line's beside it 0.84-1.03.
+    # A chin dropped 1.5x read as a *narrower* lip gap on the re-meshed render; capped at 1, with
+    # the jaw following every frame (jaw_dead_zone 0) oracle opening r went 0.824 -> 0.840 on
+    # pd-reagan-farewell (256 px) and predicted-mouth LMD 2.182 -> 2.146 on pd-tedlieu-wda (256 px);
+    # at the dead zone used (0.06) the jaw seldom moves on those clips and the figures stay within 0.004.
+    most: float = 1.0
 
     def share(self, canon: np.ndarray) -> np.ndarray:
         """[N] how much of the move the canonical points make."""
         x, y = canon[:, 0], canon[:, 1]
         turn = np.maximum(0.0, np.minimum(y, self.chin) - self.hinge) / max(self.lower - self.hinge, 1e-6)
+        turn = np.minimum(turn, self.most)
         w = smoothstep((y - self.upper) / max(self.lower - self.upper, 1e-6)) * turn
         w *= 1.0 - smoothstep((y - self.chin) / self.reach)
         return w * (1.0 - smoothstep(np.maximum(self.left - x, x - self.right) / self.reach))
@@ -636,9 +646,9 @@ class ExemplarEngine:
         # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
         # the render); past the dead zone the jaw moves by the rest, so it never jumps.
         gap = float(np.sign(gap)) * min(max(0.0, abs(gap) - self.options.jaw_dead_zone * iod), 0.4 * iod)
-        if abs(gap) * 1.5 / scale < 0.5:
-            # The chin moves most, about 1.5x the lips' gap (its height below the hinges against the
-            # lower lip's): under half a pixel there, nothing needs warping.
+        if abs(gap) * still.most / scale < 0.5:
+            # No point moves further than the lower lip and chin (JawField.most): under half a pixel
+            # there, nothing needs warping.
             return None  # the template's jaw is already where the speech puts it
         return box, replace(still, gap=gap)
 
