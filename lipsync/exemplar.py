@@ -341,11 +341,12 @@ def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarra
 class JawField:
     """The template's jaw turned by `gap` (canonical units; < 0 closes it): a vertical move in the
     face's own frame. Nothing moves above the upper lip; from there to the lower lip the move ramps
-    up, and below it grows with the height under the hinges up to the whole move (`most`: the chin and
-    the jaw line beside it move with the lower lip, the jaw line less towards the ears), fading out within `reach` below the chin and beside the jaw. A thin-plate
-    spline through the lips and chin, pinned on a box (the fifth session's jaw), bent a turned head's
-    cheek into a second contour where its pinned nose and moving jaw line met; this field only
-    slides the face along itself."""
+    up, and below it grows with the height under the hinges up to the whole move (`most`: the chin
+    and the jaw line beside it move with the lower lip, the jaw line less towards the ears), fading
+    out within `reach` below the chin and beside the jaw. A thin-plate spline through the lips and
+    chin, pinned on a box (the fifth session's jaw), bent a turned head's cheek into a second
+    contour where its pinned nose and moving jaw line met; this field only slides the face along
+    itself."""
     to_canon: np.ndarray
     gap: float
     hinge: float  # canonical y of the hinges
