@@ -47,7 +47,16 @@ class ExemplarOptions:
     gap_weight: float = 1.0  # lip gap against the rest of the shape
     stickiness: float = 0.5  # cost factor for the appearances used on the previous frame
     exemplars: int = 2  # appearances blended per frame
-    grid_step: int = 6  # px between points where the warp is computed exactly
+    grid_step: int = 6  # px between points where the warp is computed exactly, at most
+    # ... and at most this share of the frame's inter-ocular distance. Between those points the warp
+    # is interpolated linearly, which on a small face smooths the lips' gap away: at 166 px faces
+    # (inter-ocular ~57 px) a 6 px step is a tenth of the inter-ocular distance, about the whole
+    # gap of an open mouth, and the render drew ~0.8 of the opening it was given. At 0.05 (3 px
+    # there, 4-5 px on the 256 px dev clips, 6 px on a 720p portrait's face): oracle opening r on
+    # pd-reagan-farewell 0.868 -> 0.893 at 166 px and 0.881 -> 0.886 at 256 px, its predicted-mouth
+    # opening r 0.408 -> 0.433 and 0.403 -> 0.415 (the render's slope on the drawn opening 0.80 ->
+    # 0.90); pd-tedlieu-wda within 0.002 of before; LMD ratios to the rotated control within +0.004.
+    grid_share: float = 0.05
     colour_follow: float = 0.5  # per-frame update of the colour match, to keep it from flickering
     # Width of the colour match's offset field, as a share of the patch box's larger side; 0: one
     # offset for the whole patch. On the development clips (pd-tedlieu-wda, pd-reagan-farewell) the
@@ -332,11 +341,12 @@ def _rim_points(x1: float, y1: float, x2: float, y2: float, n: int) -> np.ndarra
 class JawField:
     """The template's jaw turned by `gap` (canonical units; < 0 closes it): a vertical move in the
     face's own frame. Nothing moves above the upper lip; from there to the lower lip the move ramps
-    up, and below it grows with the height under the hinges (the chin moves most, the jaw line less
-    towards the ears), fading out within `reach` below the chin and beside the jaw. A thin-plate
-    spline through the lips and chin, pinned on a box (the fifth session's jaw), bent a turned head's
-    cheek into a second contour where its pinned nose and moving jaw line met; this field only
-    slides the face along itself."""
+    up, and below it grows with the height under the hinges up to the whole move (`most`: the chin
+    and the jaw line beside it move with the lower lip, the jaw line less towards the ears), fading
+    out within `reach` below the chin and beside the jaw. A thin-plate spline through the lips and
+    chin, pinned on a box (the fifth session's jaw), bent a turned head's cheek into a second
+    contour where its pinned nose and moving jaw line met; this field only slides the face along
+    itself."""
     to_canon: np.ndarray
     gap: float
     hinge: float  # canonical y of the hinges
@@ -346,11 +356,21 @@ class JawField:
     left: float  # canonical x span of the jaw line
     right: float
     reach: float  # canonical units
+    # The most any point moves, as a share of the move: the chin goes down by about the lips' gap,
+    # not by its height below the hinges over the lower lip's (~1.5x). On the development clips'
+    # real footage the chin's canonical y follows the inner lips' gap with a slope of 0.90-1.07
+    # (pd-reagan-farewell, pd-tedlieu-wda, at 166 and 256 px), the jaw line's beside it 0.84-1.03.
+    # A chin dropped 1.5x read as a *narrower* lip gap on the re-meshed render; capped at 1, with
+    # the jaw following every frame (jaw_dead_zone 0) oracle opening r went 0.824 -> 0.840 on
+    # pd-reagan-farewell (256 px) and predicted-mouth LMD 2.182 -> 2.146 on pd-tedlieu-wda (256 px);
+    # at the dead zone used (0.06) the jaw seldom moves on those clips and the figures stay within 0.004.
+    most: float = 1.0
 
     def share(self, canon: np.ndarray) -> np.ndarray:
         """[N] how much of the move the canonical points make."""
         x, y = canon[:, 0], canon[:, 1]
         turn = np.maximum(0.0, np.minimum(y, self.chin) - self.hinge) / max(self.lower - self.hinge, 1e-6)
+        turn = np.minimum(turn, self.most)
         w = smoothstep((y - self.upper) / max(self.lower - self.upper, 1e-6)) * turn
         w *= 1.0 - smoothstep((y - self.chin) / self.reach)
         return w * (1.0 - smoothstep(np.maximum(self.left - x, x - self.right) / self.reach))
@@ -627,9 +647,9 @@ class ExemplarEngine:
         # Small differences stay (the pasted lips cover them, and a warp for each costs a fifth of
         # the render); past the dead zone the jaw moves by the rest, so it never jumps.
         gap = float(np.sign(gap)) * min(max(0.0, abs(gap) - self.options.jaw_dead_zone * iod), 0.4 * iod)
-        if abs(gap) * 1.5 / scale < 0.5:
-            # The chin moves most, about 1.5x the lips' gap (its height below the hinges against the
-            # lower lip's): under half a pixel there, nothing needs warping.
+        if abs(gap) * still.most / scale < 0.5:
+            # No point moves further than the lower lip and chin (JawField.most): under half a pixel
+            # there, nothing needs warping.
             return None  # the template's jaw is already where the speech puts it
         return box, replace(still, gap=gap)
 
@@ -737,7 +757,7 @@ class ExemplarEngine:
         warp is computed on a grid over the whole box either way, so a part is the same pixels."""
         x1, y1, x2, y2 = box
         rw, rh = x2 - x1, y2 - y1
-        step = self.options.grid_step
+        step = self._warp_step(bank, to_canon)
         xs, ys = _grid_axes(x1, y1, rw, rh, step)
         sx1, sy1, sx2, sy2 = within or (0, 0, rw, rh)
         # The grid points that `within` reads, with two more each side: a resize samples the grid
@@ -762,6 +782,11 @@ class ExemplarEngine:
             for w, wgt in zip(warped, weights):
                 out += np.float32(wgt) * w
         return out
+
+    def _warp_step(self, bank: MouthBank, to_canon: np.ndarray) -> int:
+        """px between the warp's exact points in a frame mapped by `to_canon` (ExemplarOptions.grid_share)."""
+        frame_iod = bank.iod / float(np.sqrt(abs(np.linalg.det(to_canon[:, :2]))))
+        return int(min(self.options.grid_step, max(2, round(self.options.grid_share * frame_iod))))
 
     @staticmethod
     def _controls(bank: MouthBank, shape: np.ndarray, chosen) -> tuple[np.ndarray, np.ndarray]:

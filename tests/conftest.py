@@ -428,6 +428,18 @@ def shared_media(name: str) -> Path:
     return path
 
 
+def enrolled_presenter(clip: Path, out: Path):
+    """An avatar prepared from `clip` into `out` and enrolled from the same clip's talking footage."""
+    from avatars.prepare import PrepareOptions, prepare
+    from avatars.store import Avatar
+    from lipsync.enroll import enroll
+    from lipsync.mouthbank import bank_dir
+
+    prepare(clip, out, PrepareOptions())
+    enroll(clip, bank_dir(out))
+    return Avatar(out)
+
+
 def copy_screenshots(folder: Path) -> None:
     """A browser test module's screenshots, copied where a reviewer looks for them (MTL_CONSOLE_SHOTS)."""
     import shutil
