@@ -88,12 +88,18 @@ def _words(audio_16k: np.ndarray, models_dir: Path | None) -> list | None:
     """Whisper's words with their times, or None when the speech is not English."""
     from lipsync.phonetic import _model
 
-    model = _model(str(models_dir or _default_models_dir()))
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
     audio = np.asarray(audio_16k, np.float32)
+    # Whisper writes words into silence: 112 of them into a room's 0.2 s warm-up silence, 7 s of
+    # decoding that held the publisher past its lease. Only speech is transcribed (its bundled VAD).
+    if not get_speech_timestamps(audio, VadOptions()):
+        return None
+    model = _model(str(models_dir or _default_models_dir()))
     if not _english(model, audio):
         return None
     # Temperature 0 only: the same speech always gives the same words, so two renders are identical.
-    segments, _ = model.transcribe(audio, language=LANGUAGE, beam_size=5, temperature=0.0,
+    segments, _ = model.transcribe(audio, language=LANGUAGE, beam_size=5, temperature=0.0, vad_filter=True,
                                    word_timestamps=True, condition_on_previous_text=False)
     return [w for segment in segments for w in (segment.words or [])]
 

@@ -66,3 +66,11 @@ def test_a_british_speaker_is_heard_as_english():
     speech = decode_audio(shared_media("long-cameron.mp4"), 16000)[:20 * 16000]
     phones = align_speech(speech)
     assert phones and sum(p.symbol not in ("SIL", "SPN") for p in phones) >= 100, phones
+
+
+def test_silence_and_noise_get_no_phones():
+    """Whisper alone wrote 112 words into 0.2 s of silence (a room's warm-up), and the aligner then
+    placed phones on them: only what the VAD hears as speech is transcribed."""
+    rng = np.random.default_rng(0)
+    assert align_speech(np.zeros(3200, np.float32)) is None
+    assert align_speech((0.05 * rng.standard_normal(3 * 16000)).astype(np.float32)) is None
