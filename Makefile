@@ -5,6 +5,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
+# numpy's OpenBLAS on one thread in every process the fleet and the suite start: two Python threads in
+# BLAS at once (a voice decode and an enrollment's feature extraction) span OpenBLAS's own thread pool
+# and one waited on the other for over 8 minutes (a fresh-clone `make test`, session 9). The matrices
+# here are small; one thread was as fast in a two-thread stress run (11k against 9.8k feature
+# extractions in 40 s).
+export OPENBLAS_NUM_THREADS := 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # mariadb-server: only for the tests, which start their own mariadbd on a free port (feedback rows in MariaDB).
 SYS_PKGS := redis-server ffmpeg espeak-ng nginx libnginx-mod-rtmp sox chromium chromium-driver mariadb-server fonts-wqy-microhei
