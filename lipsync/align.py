@@ -47,6 +47,22 @@ BILABIAL, LABIODENTAL = frozenset({"B", "P", "M"}), frozenset({"F", "V"})
 N_DESCRIPTORS = 5  # openness, bilabial, labiodental, rounded, speaking
 
 
+
+def _phone_table() -> tuple[np.ndarray, dict[str, int]]:
+    """Each symbol's row of features (one-hot over ARPABET, UNKNOWN none; then its descriptors)."""
+    symbols = list(ARPABET) + [UNKNOWN]
+    table = np.zeros((len(symbols), len(ARPABET) + N_DESCRIPTORS), np.float32)
+    for i, symbol in enumerate(symbols):
+        if symbol in ARPABET:
+            table[i, i] = 1.0
+        table[i, len(ARPABET):] = (OPENNESS[symbol], symbol in BILABIAL, symbol in LABIODENTAL, symbol in ROUNDED,
+                                   symbol != SILENCE)
+    return table, {symbol: i for i, symbol in enumerate(symbols)}
+
+
+_TABLE, _ROWS = _phone_table()
+
+
 @dataclass(frozen=True)
 class AlignOptions:
     # Words are aligned in stretches split at pauses and kept short: pocketsphinx's search lost its
@@ -78,24 +94,18 @@ def _decoder():
                    beam=1e-120, wbeam=1e-100, pbeam=1e-120)
 
 
-def _default_models_dir() -> Path:
-    from core.settings import get_settings
-
-    return get_settings().models_dir
-
-
 def _words(audio_16k: np.ndarray, models_dir: Path | None) -> list | None:
     """Whisper's words with their times, or None when the speech is not English."""
-    from lipsync.phonetic import _model
-
     from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from lipsync.phonetic import whisper
 
     audio = np.asarray(audio_16k, np.float32)
     # Whisper writes words into silence: 112 of them into a room's 0.2 s warm-up silence, 7 s of
     # decoding that held the publisher past its lease. Only speech is transcribed (its bundled VAD).
     if not get_speech_timestamps(audio, VadOptions()):
         return None
-    model = _model(str(models_dir or _default_models_dir()))
+    model = whisper(models_dir)
     if not _english(model, audio):
         return None
     # Temperature 0 only: the same speech always gives the same words, so two renders are identical.
@@ -149,11 +159,10 @@ def _force_align(pcm: np.ndarray, spellings: list[str]) -> list[tuple[str, float
 def _align_stretch(audio: np.ndarray, stretch: list, opts: AlignOptions) -> list[tuple[str, float, float]]:
     """Phones of one stretch of words; a word the dictionary lacks, or a stretch that will not align,
     leaves its time as UNKNOWN speech."""
-    decoder = _decoder()
-    known = [w for w in stretch if _spelling(w.word) and decoder.lookup_word(_spelling(w.word))]
+    spellings = [_spelling(w.word) for w in stretch]
     start, end = max(0.0, stretch[0].start - opts.pad_s), stretch[-1].end + opts.pad_s
-    if len(known) == len(stretch):
-        got = _force_align(audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)], [_spelling(w.word) for w in stretch])
+    if all(spelling and _decoder().lookup_word(spelling) for spelling in spellings):
+        got = _force_align(audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)], spellings)
         if got:
             return [(name, a + start, b + start) for name, a, b in got]
     if len(stretch) == 1:
@@ -181,20 +190,14 @@ def align_speech(audio_16k: np.ndarray, models_dir: Path | None = None,
 def phone_features(phones: list[Phone], n_frames: int, opts: PhoneFeatureOptions = PhoneFeatureOptions()) -> np.ndarray:
     """[n_frames, (2*context+1)*(len(ARPABET)+N_DESCRIPTORS)] float32: each frame's phone (one-hot, and
     its openness, closure, rounding) and its neighbours'. Frames outside every phone are silence."""
-    table = np.zeros((len(ARPABET) + 1, len(ARPABET) + N_DESCRIPTORS), np.float32)
-    symbols = list(ARPABET) + [UNKNOWN]
-    for i, symbol in enumerate(symbols):
-        if symbol in ARPABET:
-            table[i, i] = 1.0
-        table[i, len(ARPABET):] = (OPENNESS[symbol], symbol in BILABIAL, symbol in LABIODENTAL, symbol in ROUNDED,
-                                   symbol != SILENCE)
     label = np.zeros(n_frames, np.int64)  # SILENCE
     for phone in phones:
-        if phone.symbol not in symbols:
+        row = _ROWS.get(phone.symbol)
+        if row is None:
             continue
         # The frames whose centre-time falls inside the phone.
         first, last = int(np.ceil(phone.start * opts.fps - 0.5)), int(np.ceil(phone.end * opts.fps - 0.5))
-        label[max(0, first):min(n_frames, last)] = symbols.index(phone.symbol)
+        label[max(0, first):min(n_frames, last)] = row
     offsets = np.arange(-opts.context, opts.context + 1)
     idx = np.clip(np.arange(n_frames)[:, None] + offsets[None, :], 0, max(0, n_frames - 1))
-    return table[label[idx]].reshape(n_frames, -1)
+    return _TABLE[label[idx]].reshape(n_frames, -1)

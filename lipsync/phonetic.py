@@ -41,17 +41,21 @@ def _model(models_dir: str):
     return load_model(Path(models_dir))
 
 
-def _default_models_dir() -> Path:
-    from core.settings import get_settings
+def whisper(models_dir: Path | None = None):
+    """The bundled Whisper (faster-whisper) the lip-sync mappings read, loaded once per process;
+    `models_dir` defaults to the settings'."""
+    if models_dir is None:
+        from core.settings import get_settings
 
-    return get_settings().models_dir
+        models_dir = get_settings().models_dir
+    return _model(str(models_dir))
 
 
 def encoder_states(audio_16k: np.ndarray, models_dir: Path | None = None) -> np.ndarray:
     """[m, D] encoder output at ENCODER_HZ for the whole of `audio_16k`, window by window."""
     from faster_whisper.audio import pad_or_trim
 
-    model = _model(str(models_dir or _default_models_dir()))
+    model = whisper(models_dir)
     mels = model.feature_extractor(np.asarray(audio_16k, np.float32))
     per_window = WINDOW_S * SAMPLE_RATE // MEL_HOP
     wanted = int(np.ceil(len(audio_16k) * ENCODER_HZ / SAMPLE_RATE))

@@ -61,7 +61,7 @@ class Speech:
     n: int
     track: object
     replay: bool = False  # taken again from the playing list (a previous publisher stopped mid-way)
-    shapes: object = None  # the enrolled mouth's shapes for it (AutoEngine.mouths), worked out in `_prepare`
+    shapes: np.ndarray | None = None  # the enrolled mouth's shapes (AutoEngine.mouths), from `_prepare`
     source: SpeechSource | None = None  # its frames, made when the speech starts
 
 
@@ -149,7 +149,9 @@ class RoomPublisher(threading.Thread):
         track = with_phones(analyse(speech16, FPS, n), phones)
         # Off the pacing loop: for uploaded speech the mouth's prediction reads Whisper (its encoder, and
         # for English its words, aligned): 0.4-3 s that would stall the stream if the first frame did it.
-        shapes = self.engine.mouths(avatar, speech16, track)
+        # A pre-rendered clip brings its own mouth (_frame_source; if it is gone, the first frame does it).
+        clip = utterance.clip and utterance.clip_cycle_start is not None
+        shapes = None if clip else self.engine.mouths(avatar, speech16, track)
         return Speech(utterance, speech16, pcm, n, track, replay=replay, shapes=shapes)
 
     def _next_utterance(self) -> tuple[Taken, Utterance, bool] | None:
