@@ -82,6 +82,12 @@ class ExemplarOptions:
     # skull; the canonical frame, fitted on eyes and nose, misplaces it on a turned head), by at most
     # this share of the inter-ocular distance.
     seat_limit: float = 0.3
+    # The patch also stays inside the chosen appearances' own lower face as drawn (their cheeks'
+    # sides and their chin, moved with the mouth): an appearance from a less turned head, or with
+    # its chin higher than the template's, otherwise pasted its own jaw line inside the template's
+    # face, a second face contour with its neck's shadow coloured to skin beside it (long-cameron,
+    # frame 210 of the test part: bench/figures/issue-15/long-cameron-session9-cheek.jpg).
+    own_face: bool = True
 
 
 # A blend weight under which blend_region leaves a pixel as it was (see _plan).
@@ -95,6 +101,12 @@ _UPPER_CENTRE, _LOWER_CENTRE = LIP40[15], LIP40[5]
 # The outer upper lip without the corners (rows 12-18 of LIPS_OUTER: 270 ... 40).
 _UPPER_IN_SHAPE = np.arange(12, 19)
 _UPPER_LIP = np.array(LIP40[12:19])
+
+# An appearance's own lower face, as a closed outline: its face sides (in POSE: 234 and 93 on one
+# side, 454 and 323 on the other) and its chin (the end of SHAPE), which the warp carries with the
+# mouth drawn. Straight from the lower cheek to the chin's side, it runs inside the jaw's angle.
+_OWN_SIDES = (POSE.index(234), POSE.index(93), POSE.index(323), POSE.index(454))
+_OWN_CHIN = [SHAPE.index(i) for i in (149, 176, 148, 152, 377, 400, 378)]
 
 
 @dataclass(frozen=True)
@@ -563,7 +575,8 @@ class ExemplarEngine:
             lips, face = apply(t.to_canon, landmarks[LIP40[:20]]), self._face_mask(bank, t.to_canon, landmarks)
         # The feather's far tail changes no pixel (below 1/600 a blend moves a pixel by under half a
         # level, whatever the two colours): cut, it leaves a fifth less of the box to warp and blend.
-        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape), MASK_SCALE * t.to_canon, t.box, _INVISIBLE)
+        own = self._own_face(bank, shape, chosen, weights) if self.options.own_face else None
+        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape, own), MASK_SCALE * t.to_canon, t.box, _INVISIBLE)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
         within = (x, y, x + w, y + h) if w and h else None
@@ -710,13 +723,15 @@ class ExemplarEngine:
 
     def alpha(self, frame_shape, landmarks: np.ndarray, bank: MouthBank, shape: np.ndarray) -> np.ndarray:
         """[H,W] how much of each frame pixel the pasted mouth replaces (1: only the presenter's
-        pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`."""
+        pasted mouth shows there), for a frame with `landmarks` and the mouth in `shape`, before any
+        move of the template's jaw (the render's mask when its jaw stays)."""
         t = self._template(frame_shape, landmarks, bank)
         out = np.zeros(frame_shape[:2], np.float32)
         if t.box is None:
             return out
+        own = self._own_face(bank, shape, *self._choose(bank, shape, t, _State())) if self.options.own_face else None
         x1, y1, x2, y2 = t.box
-        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, t.lips, t.face, shape), MASK_SCALE * t.to_canon, t.box)
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, t.lips, t.face, shape, own), MASK_SCALE * t.to_canon, t.box)
         return out
 
     @staticmethod
@@ -725,18 +740,32 @@ class ExemplarEngine:
         iod = bank.iod * MASK_SCALE
         return iod, max(1.0, 0.03 * iod)
 
-    def _blend_mask(self, bank: MouthBank, lips: np.ndarray, face: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    def _blend_mask(self, bank: MouthBank, lips: np.ndarray, face: np.ndarray, shape: np.ndarray,
+                    own: np.ndarray | None = None) -> np.ndarray:
         """The blend mask for one frame, in the canonical frame at MASK_SCALE (a feathered mask needs no
-        more; the two blurs cost a quarter): the bank's mask raised to 1 over the hull of the
-        template's outer lips `lips` (canonical) and the pasted ones (without it the feathered rim
-        let the template's own lip corners and upper lip show through beside the pasted ones
-        wherever the two mouths differ), and kept inside the template's face (`face`, _face_mask)."""
+        more; the two blurs cost a quarter): the bank's mask, within the appearances' own face
+        (`own`, _own_face), raised to 1 over the hull of the template's outer lips `lips`
+        (canonical) and the pasted ones (without it the feathered rim let the template's own lip
+        corners and upper lip show through beside the pasted ones wherever the two mouths differ),
+        and kept inside the template's face (`face`, _face_mask)."""
         iod, sigma = self._mask_sigma(bank)
         lips = np.concatenate([lips, shape[:20]]) * MASK_SCALE
         hull = cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2)
         cover = np.zeros(bank.small_mask.shape, np.float32)
         cv2.fillConvexPoly(cover, _grown(hull, self.options.lip_cover * iod + 2.5 * sigma), 1.0)
-        return np.minimum(np.maximum(bank.small_mask, cv2.GaussianBlur(cover, (0, 0), sigma)), face)
+        base = bank.small_mask if own is None else np.minimum(bank.small_mask, own)
+        return np.minimum(np.maximum(base, cv2.GaussianBlur(cover, (0, 0), sigma)), face)
+
+    def _own_face(self, bank: MouthBank, shape: np.ndarray, chosen, weights) -> np.ndarray:
+        """The chosen appearances' own lower face where the warp draws it, at MASK_SCALE, feathered
+        inside its outline like _face_mask: their face sides (weighted as they are blended) and the
+        drawn chin."""
+        _, sigma = self._mask_sigma(bank)
+        sides = np.tensordot(np.asarray(weights, np.float64), bank.poses[chosen][:, _OWN_SIDES], axes=1)
+        outline = np.concatenate([sides[:2], shape[_OWN_CHIN], sides[2:]]) * MASK_SCALE
+        own = np.zeros(bank.small_mask.shape, np.float32)
+        cv2.fillPoly(own, [_grown(outline, -2.0 * sigma)], 1.0)
+        return cv2.GaussianBlur(own, (0, 0), sigma)
 
     def _face_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The template's face at MASK_SCALE, feathered, which the blend mask keeps inside: a turned

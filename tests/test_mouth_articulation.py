@@ -180,3 +180,31 @@ def test_the_jaw_closes_with_the_pasted_mouth(presenter):
         assert np.abs(followed[:above].astype(int) - kept[:above]).mean() < 0.5, i
         nose = int(lm[4][1])
         assert np.array_equal(followed[:nose], kept[:nose]), i
+
+
+def test_the_pasted_chin_is_not_drawn_inside_the_template_face(presenter):
+    """An appearance whose chin sits higher than the template's (a less dropped jaw, another head
+    pose) must not paste its own jaw line inside the template's face: a second face contour, its neck's
+    shadow coloured to skin beside it (long-cameron's turned head, frame 210 of bench.redub's test
+    part). Drawn with the chin 0.05 inter-ocular distances above the rest mouth's, on ten template
+    frames, the blend weight along the drawn chin stays under 0.15 (0.03-0.05 measured); it reached
+    0.96 there when the patch covered the lower face to below the template's chin."""
+    from lipsync.canonical import SHAPE, STABLE, apply, invert, similarity
+
+    bank = load_bank(presenter.path)
+    chin = [SHAPE.index(i) for i in (149, 176, 148, 152, 377, 400, 378)]
+    shape = bank.rest.copy()
+    shape[chin, 1] -= 0.05 * bank.iod
+    for own in (True, False):
+        engine = ExemplarEngine(ExemplarOptions(own_face=own))
+        worst = 0.0
+        for i in np.linspace(0, presenter.n - 1, 10).astype(int):
+            landmarks = presenter.landmarks_at(int(i))
+            alpha = engine.alpha(presenter.frame(int(i)).shape, landmarks, bank, shape)
+            drawn = apply(invert(similarity(landmarks[STABLE], bank.ref)), shape[chin])
+            pts = np.round(drawn).astype(int)
+            worst = max(worst, float(alpha[pts[:, 1], pts[:, 0]].mean()))
+        if own:
+            assert worst <= 0.15, f"the appearance's own chin is pasted inside the face (alpha {worst:.2f})"
+        else:  # the control: the same check without the limit fails
+            assert worst >= 0.6, worst
