@@ -105,23 +105,10 @@ class Ridge:
                    data[f"{prefix}coef"], alpha, cv_r)
 
 
-# Penalties whose cross-validated error is within this share of the best are averaged, not just
-# the best taken: on a few seconds of enrollment the folds' errors are noisy, and numerical noise
-# alone moved real-talk-2's phone mapping from one penalty to another (OpenBLAS on two threads or
-# one). Chosen on pd-reagan-farewell and pd-tedlieu-wda (enrolled on 55% and on three 2.8 s
-# windows each; predicted shapes against the real ones), with OpenBLAS on one thread: mean opening
-# r 0.413 -> 0.427 / 0.434 / 0.439 at 0.05 / 0.1 / 0.2, LMD ratio to the rotated speech's 0.928 ->
-# 0.924 / 0.924 / 0.925, LMD 3.188 -> 3.181 / 3.176 / 3.180; on two threads, at 0.1: r 0.421 ->
-# 0.440, ratio 0.922 -> 0.921, LMD 3.181 -> 3.171.
-RIDGE_AVERAGE_WITHIN = 0.1
-
-
 def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000, 3000), folds: int = 5) -> Ridge:
     """Ridge with the penalty chosen on contiguous folds: neighbouring video frames are nearly
     identical, so leave-one-out would reward memorising them and pick too little penalty. One SVD per
-    fold serves every penalty (the encoder's features have thousands of columns). The penalties
-    within RIDGE_AVERAGE_WITHIN of the best fold error are averaged (one linear model: the mean of
-    their coefficients); `alpha` is then their geometric mean, `cv_r` the averaged folds' r."""
+    fold serves every penalty (the encoder's features have thousands of columns)."""
     n = len(x)
     edges = np.linspace(0, n, min(folds, max(2, n // 10)) + 1).astype(int)
     preds = {alpha: np.zeros_like(y, dtype=np.float64) for alpha in alphas}
@@ -129,15 +116,15 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000
         train = np.r_[0:a, b:n]
         for alpha, model in zip(alphas, _solve(x[train], y[train], alphas)):
             preds[alpha][a:b] = model.predict(x[a:b])
-    errors = {alpha: float(((pred - y) ** 2).mean()) for alpha, pred in preds.items()}
-    best = min(errors.values())
-    kept = [alpha for alpha in alphas if errors[alpha] <= (1.0 + RIDGE_AVERAGE_WITHIN) * best]
-    pred = np.mean([preds[alpha] for alpha in kept], axis=0)
-    cv_r = float(np.corrcoef(pred[:, 0], y[:, 0])[0, 1]) if y[:, 0].std() > 0 and pred[:, 0].std() > 0 else 0.0
-    models = _solve(x, y, kept)
-    coef = np.mean([m.coef for m in models], axis=0).astype(np.float32)
-    first = models[0]
-    return Ridge(first.mean_x, first.std_x, first.mean_y, coef, float(np.exp(np.mean(np.log(kept)))), cv_r)
+    best = None
+    for alpha, pred in preds.items():
+        err = float(((pred - y) ** 2).mean())
+        if best is None or err < best[0]:
+            r = float(np.corrcoef(pred[:, 0], y[:, 0])[0, 1]) if y[:, 0].std() > 0 and pred[:, 0].std() > 0 else 0.0
+            best = (err, alpha, r)
+    _, alpha, cv_r = best
+    model = _solve(x, y, (alpha,))[0]
+    return Ridge(model.mean_x, model.std_x, model.mean_y, model.coef, float(alpha), cv_r)
 
 
 def _solve(x: np.ndarray, y: np.ndarray, alphas) -> list[Ridge]:

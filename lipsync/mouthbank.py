@@ -38,7 +38,7 @@ from lipsync.phonetic import EncoderOptions, encoder_features
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v9"  # v9: ridge penalties averaged (features.fit_ridge); v8: the phone mapping (v7: the encoder mapping; v6: short samples map log-mels)
+BANK_VERSION = "mouthbank-v8"  # v8: the phone mapping (v7: the encoder mapping; v6: short samples map log-mels)
 BANK_DIR = "mouth"
 
 
