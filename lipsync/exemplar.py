@@ -449,7 +449,7 @@ class ExemplarEngine:
 
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
-        self._uppers: dict[tuple[str, int], np.ndarray] = {}  # (avatar dir, bank) -> _template_uppers
+        self._uppers: dict[tuple, np.ndarray] = {}  # (avatar dir, frames, bank's reference) -> _template_uppers
         self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
         self._templates: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
         self._templates_bytes = 0
@@ -678,7 +678,9 @@ class ExemplarEngine:
     def _template_uppers(self, avatar: Avatar, bank: MouthBank) -> np.ndarray:
         """[n,2] the template's outer upper lip (centre, canonical) at each of its frames, averaged
         over time as the cycle plays them (forwards, then backwards: the ends mirror)."""
-        key = (str(avatar.path), id(bank))
+        # Keyed by what they are made of: a re-enrolled bank (another reference) or a re-prepared
+        # template gets its own.
+        key = (str(avatar.path), avatar.n, bank.ref.tobytes())
         if key not in self._uppers:
             lm = avatar.landmarks
             raw = np.array([apply(similarity(l[STABLE], bank.ref), l[_UPPER_LIP]).mean(axis=0) for l in lm])
