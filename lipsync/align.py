@@ -47,7 +47,6 @@ BILABIAL, LABIODENTAL = frozenset({"B", "P", "M"}), frozenset({"F", "V"})
 N_DESCRIPTORS = 5  # openness, bilabial, labiodental, rounded, speaking
 
 
-
 def _phone_table() -> tuple[np.ndarray, dict[str, int]]:
     """Each symbol's row of features (one-hot over ARPABET, UNKNOWN none; then its descriptors)."""
     symbols = list(ARPABET) + [UNKNOWN]

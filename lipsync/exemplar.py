@@ -19,6 +19,7 @@ from typing import NamedTuple
 import av
 import cv2
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from avatars import yuv
 from lipsync.canonical import LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
@@ -669,7 +670,8 @@ class ExemplarEngine:
         most seat_limit inter-ocular distances."""
         uppers = self._template_uppers(avatar, bank)
         target = uppers[[avatar.forward_index(start + k) for k in range(len(shapes))]]
-        drawn = _smoothed(shapes[:, _UPPER_IN_SHAPE].mean(axis=1), self.options.seat_sigma, "nearest")
+        drawn = gaussian_filter1d(shapes[:, _UPPER_IN_SHAPE].mean(axis=1).astype(np.float64), self.options.seat_sigma,
+                                  axis=0, mode="nearest", truncate=3.0)
         offset = target - drawn
         limit = self.options.seat_limit * bank.iod
         offset *= np.minimum(1.0, limit / np.maximum(np.linalg.norm(offset, axis=1), 1e-6))[:, None]
@@ -684,7 +686,8 @@ class ExemplarEngine:
         if key not in self._uppers:
             lm = avatar.landmarks
             raw = np.array([apply(similarity(l[STABLE], bank.ref), l[_UPPER_LIP]).mean(axis=0) for l in lm])
-            self._uppers[key] = _smoothed(raw, self.options.seat_sigma, "symmetric")
+            # "reflect" repeats the end frame, as the cycle does (forwards, then backwards).
+            self._uppers[key] = gaussian_filter1d(raw, self.options.seat_sigma, axis=0, mode="reflect", truncate=3.0)
         return self._uppers[key]
 
     def _jaw_move(self, t: _Template, shape: np.ndarray):
@@ -921,18 +924,6 @@ class ExemplarEngine:
         return diff
 
 
-def _smoothed(track: np.ndarray, sigma: float, mode: str) -> np.ndarray:
-    """[n,2] `track` under a Gaussian of `sigma` frames along its first axis; its ends padded by
-    `mode` (np.pad: "nearest" is "edge")."""
-    half = int(np.ceil(3 * sigma))
-    if half == 0 or len(track) == 0:
-        return np.asarray(track, np.float64)
-    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(np.asarray(track, np.float64), ((half, half), (0, 0)), mode="edge" if mode == "nearest" else mode)
-    return np.stack([np.convolve(padded[:, j], kernel, mode="valid")[:len(track)] for j in range(track.shape[1])], axis=1)
-
-
 def _closed_frames(avatar: Avatar, count: int = 5) -> list[int]:
     """Template frames with the mouth most nearly shut (spread over the clip), where the presenter's
     closed mouth should look like the frame itself; a talking template's open frames would not."""
@@ -969,5 +960,6 @@ def rest_renderer(avatar: Avatar):
         return None
     if not engine.options.seat_sigma:
         return lambda i: engine.render_shape(avatar, bank, i, bank.rest, state)
-    return lambda i: engine.render_shape(avatar, bank, i, engine.seated(avatar, bank, i, bank.rest[None])[0], state,
-                                         seat=False)
+    # The closed mouth seated on every template frame once, not on each idle frame.
+    rests = engine.seated(avatar, bank, 0, np.repeat(bank.rest[None], avatar.n, axis=0))
+    return lambda i: engine.render_shape(avatar, bank, i, rests[avatar.forward_index(i)], state, seat=False)
