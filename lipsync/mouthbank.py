@@ -9,8 +9,9 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
     mask       [H,W]      feathered blend mask of the lower face in the canonical frame
     pca_*      shape model: mean [94], components [C,94], coefficient range [2,C]
     rest, open [47,2]     the presenter's closed mouth at rest and a typical open one
-    mapping    "mel-ridge": ridge_* maps log-mel context to the PCA coefficients (samples under 20 s);
-               "mlp": mlp_* does the same with a network (20 s or more); "ridge" (banks before v6):
+    mapping    "mlp": mlp_* maps log-mel context to the PCA coefficients with a network; "mel-ridge":
+               ridge_* does the same (samples under 2 s of face frames, and v8 banks enrolled before
+               the network took samples under 20 s); "ridge" (banks before v6):
                ridge_* maps MFCC context to the coefficients the loudness prior misses
     enc_*      (v7) a ridge from the Whisper encoder's context (lipsync.phonetic) to the same
                coefficients; speech without phone times averages it with the mapping above

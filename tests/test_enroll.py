@@ -68,6 +68,8 @@ def test_enrollment_is_cached_with_the_avatar(api, enrolled, talking_clip):
     assert enrolled["result"]["enrollment"]["sample_sha256"] == enrollment["sample_sha256"]
     # Mandarin speech: no English phones to map (lipsync.align), the acoustic mappings only.
     assert "phone_alpha" not in enrollment and enrollment["phones"] == 0, enrollment
+    # An 8-10 s sample trains the log-mel network (EnrollOptions.network_min_frames), not a ridge.
+    assert enrollment["mapping"] == "mlp" and enrollment["ensemble"] == 3, enrollment
 
 
 def test_enrolled_avatar_speaks_new_speech_with_its_own_mouth(api, enrolled, tmp_path):
