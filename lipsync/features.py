@@ -137,11 +137,11 @@ def _solve(x: np.ndarray, y: np.ndarray, alphas) -> list[Ridge]:
             for alpha in alphas]
 
 
-# --- Long enrollments: log-mel context and a small network (see MelOptions, Mlp) ---------------
+# --- The log-mel mapping: context and a small network (see MelOptions, Mlp) --------------------
 
 @dataclass(frozen=True)
 class MelOptions:
-    """Log-mel context for the network a long enrollment trains: 40 bands at 10 ms, normalised per
+    """Log-mel context for the network an enrollment trains: 40 bands at 10 ms, normalised per
     utterance over its voiced part (channel and voice level drop out), from `before` to `after`
     hops around each video frame. Chosen on pd-reagan-farewell and pd-tedlieu-wda (enroll 55%,
     test the rest): inner-lip opening r 0.41/0.50 with a ridge, 0.44/0.56 with the network,

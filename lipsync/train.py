@@ -1,4 +1,4 @@
-"""Training the network a long enrollment gets (torch, at enrollment only; inference is numpy)."""
+"""Training the network an enrollment gets for its log-mel mapping (torch, at enrollment only; inference is numpy)."""
 
 from __future__ import annotations
 
