@@ -166,7 +166,9 @@ def test_avatar_upload_shows_progress_until_ready(browser, api, tmp_path):
     assert js(d, "return document.querySelector('#avatar-bar').style.width") == "100%"
     assert len(seen) >= 2, seen  # the bar moved on its way
     # The gallery redraws after the job finished: the card drawn while it was preparing turns ready.
-    wait_until(lambda: "ready" in " ".join(c.text for c in d.find_elements("css selector", "[data-avatar=console_upload]")),
+    # Read in one script: the gallery can redraw between finding a card and reading its text (a stale element).
+    wait_until(lambda: "ready" in js(d, "return [...document.querySelectorAll('[data-avatar=console_upload]')]"
+                                        ".map(c => c.innerText).join(' ')"),
                10, what="the new avatar in the gallery, ready")
     wait_until(lambda: js(d, "return getComputedStyle(document.querySelector("
                              "'[data-avatar=console_upload] .thumb')).backgroundImage.startsWith('url(\"blob:')"),
