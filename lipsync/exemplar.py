@@ -804,21 +804,21 @@ class ExemplarEngine:
         """The chosen appearances' own lower face where the warp draws it, at MASK_SCALE, feathered
         inside its outline like _face_mask: their face sides (weighted as they are blended) and the
         drawn chin."""
-        _, sigma = self._mask_sigma(bank)
         sides = np.tensordot(np.asarray(weights, np.float64), bank.poses[chosen][:, _OWN_SIDES], axes=1)
-        outline = np.concatenate([sides[:2], shape[_OWN_CHIN], sides[2:]]) * MASK_SCALE
-        own = np.zeros(bank.small_mask.shape, np.float32)
-        cv2.fillPoly(own, [_grown(outline, -2.0 * sigma)], 1.0)
-        return cv2.GaussianBlur(own, (0, 0), sigma)
+        return self._feathered_inside(bank, np.concatenate([sides[:2], shape[_OWN_CHIN], sides[2:]]))
 
     def _face_mask(self, bank: MouthBank, to_canon: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The template's face at MASK_SCALE, feathered, which the blend mask keeps inside: a turned
         head's far cheek borders the background, which an exemplar from another view would smear
         over. The feather stays on skin, off the face's outline."""
+        return self._feathered_inside(bank, apply(to_canon, landmarks[FACE_OVAL]))
+
+    def _feathered_inside(self, bank: MouthBank, outline: np.ndarray) -> np.ndarray:
+        """The closed `outline` (canonical) filled at MASK_SCALE, its feather kept inside it."""
         _, sigma = self._mask_sigma(bank)
-        face = np.zeros(bank.small_mask.shape, np.float32)
-        cv2.fillPoly(face, [_grown(apply(to_canon, landmarks[FACE_OVAL]) * MASK_SCALE, -2.0 * sigma)], 1.0)
-        return cv2.GaussianBlur(face, (0, 0), sigma)
+        mask = np.zeros(bank.small_mask.shape, np.float32)
+        cv2.fillPoly(mask, [_grown(outline * MASK_SCALE, -2.0 * sigma)], 1.0)
+        return cv2.GaussianBlur(mask, (0, 0), sigma)
 
     def _compose(self, bank: MouthBank, shape, chosen, weights, to_canon, box):
         """The patch over the whole box and the bank's own blend mask (the rest-departure check)."""

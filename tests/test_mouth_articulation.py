@@ -189,10 +189,10 @@ def test_the_pasted_chin_is_not_drawn_inside_the_template_face(presenter):
     part). Drawn with the chin 0.05 inter-ocular distances above the rest mouth's, on ten template
     frames, the blend weight along the drawn chin stays under 0.15 (0.03-0.05 measured); it reached
     0.96 there when the patch covered the lower face to below the template's chin."""
-    from lipsync.canonical import SHAPE, STABLE, apply, invert, similarity
+    from lipsync.canonical import STABLE, apply, invert, similarity
+    from lipsync.exemplar import _OWN_CHIN as chin
 
     bank = load_bank(presenter.path)
-    chin = [SHAPE.index(i) for i in (149, 176, 148, 152, 377, 400, 378)]
     shape = bank.rest.copy()
     shape[chin, 1] -= 0.05 * bank.iod
     for own in (True, False):
