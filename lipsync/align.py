@@ -105,7 +105,7 @@ def _words(audio_16k: np.ndarray, models_dir: Path | None) -> list | None:
     if not get_speech_timestamps(audio, VadOptions()):
         return None
     model = whisper(models_dir)
-    if not _english(model, audio):
+    if not _english(audio, models_dir):
         return None
     # Temperature 0 only: the same speech always gives the same words, so two renders are identical.
     segments, _ = model.transcribe(audio, language=LANGUAGE, beam_size=5, temperature=0.0, vad_filter=True,
@@ -113,12 +113,13 @@ def _words(audio_16k: np.ndarray, models_dir: Path | None) -> list | None:
     return [w for segment in segments for w in (segment.words or [])]
 
 
-def _english(model, audio: np.ndarray) -> bool:
+def _english(audio: np.ndarray, models_dir: Path | None) -> bool:
     """English rather than Mandarin, the other language the service speaks. Whisper's own first choice
     is not asked: for a British speaker (long-cameron, found in a reported run) the base model heard
     Welsh at 0.95 and English at 0.04, then wrote Welsh, and the presenter got no phone mapping."""
-    _, _, scores = model.detect_language(audio)
-    score = dict(scores)
+    from lipsync.phonetic import language_scores
+
+    score = language_scores(audio, models_dir)
     return score.get(LANGUAGE, 0.0) > score.get(OTHER_LANGUAGE, 0.0)
 
 

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import av
 import cv2
@@ -445,13 +445,21 @@ def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int, sha
     frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _facts_key(avatar: Avatar, bank: MouthBank) -> tuple:
+    """What an avatar's derived facts are made of: a re-prepared template or a re-enrolled bank (another
+    reference) gets its own. Not id(bank): a bank reloaded after eviction may reuse a freed one's id."""
+    return (str(avatar.path), avatar.n, bank.ref.tobytes())
+
+
 class ExemplarEngine:
     name = "exemplar"
 
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
-        self._uppers: dict[tuple, np.ndarray] = {}  # (avatar dir, frames, bank's reference) -> _template_uppers
-        self._fits: dict[tuple[str, int], bool] = {}  # (avatar dir, bank) -> its mouth belongs there
+        # (avatar dir, frames, bank's reference) -> _template_uppers, and -> its mouth belongs there (fits)
+        self._uppers: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._fits: OrderedDict[tuple, bool] = OrderedDict()
+        self._facts_lock = threading.Lock()
         self._templates: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
         self._templates_bytes = 0
         self._templates_lock = threading.Lock()
@@ -491,10 +499,21 @@ class ExemplarEngine:
     def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
         """Does the enrolled mouth belong on this template? A bank that does not (another person's
         enrollment that slipped through) is never pasted: the avatar speaks by warp."""
-        key = (str(avatar.path), id(bank))
-        if key not in self._fits:
-            self._fits[key] = self._belongs(avatar, bank)
-        return self._fits[key]
+        return self._remembered(self._fits, _facts_key(avatar, bank), lambda: self._belongs(avatar, bank))
+
+    def _remembered(self, cache: OrderedDict, key: tuple, make: Callable[[], Any]) -> Any:
+        """`cache[key]`, made once; the least recently used go past KEPT_AVATARS (a long-running worker
+        sees every avatar and every re-enrollment)."""
+        with self._facts_lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        value = make()
+        with self._facts_lock:
+            cache[key] = value
+            while len(cache) > self.KEPT_AVATARS:
+                cache.popitem(last=False)
+        return value
 
     def _belongs(self, avatar: Avatar, bank: MouthBank) -> bool:
         """The person check that guards enrollment (lipsync/identity.py: geometry, lip-to-skin
@@ -604,6 +623,7 @@ class ExemplarEngine:
 
     # Template frames kept per process (_template): the face masks make up nearly all of it.
     TEMPLATE_BUDGET = 48 << 20
+    KEPT_AVATARS = 64
 
     def _template(self, frame_shape, landmarks: np.ndarray, bank: MouthBank) -> _Template:
         """The template frame's _Template, from the cache (keyed by everything it is made of, so a
@@ -680,15 +700,12 @@ class ExemplarEngine:
     def _template_uppers(self, avatar: Avatar, bank: MouthBank) -> np.ndarray:
         """[n,2] the template's outer upper lip (centre, canonical) at each of its frames, averaged
         over time as the cycle plays them (forwards, then backwards: the ends mirror)."""
-        # Keyed by what they are made of: a re-enrolled bank (another reference) or a re-prepared
-        # template gets its own.
-        key = (str(avatar.path), avatar.n, bank.ref.tobytes())
-        if key not in self._uppers:
-            lm = avatar.landmarks
-            raw = np.array([apply(similarity(l[STABLE], bank.ref), l[_UPPER_LIP]).mean(axis=0) for l in lm])
+        def make() -> np.ndarray:
+            raw = np.array([apply(similarity(l[STABLE], bank.ref), l[_UPPER_LIP]).mean(axis=0) for l in avatar.landmarks])
             # "reflect" repeats the end frame, as the cycle does (forwards, then backwards).
-            self._uppers[key] = gaussian_filter1d(raw, self.options.seat_sigma, axis=0, mode="reflect", truncate=3.0)
-        return self._uppers[key]
+            return gaussian_filter1d(raw, self.options.seat_sigma, axis=0, mode="reflect", truncate=3.0)
+
+        return self._remembered(self._uppers, _facts_key(avatar, bank), make)
 
     def _jaw_move(self, t: _Template, shape: np.ndarray):
         """How to turn the template's jaw by the change of the lips' gap: (frame box, JawField), or

@@ -13,7 +13,10 @@ on the rest of the clip) the average beat the log-mel ridge at every length: 0.3
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,18 +56,59 @@ def whisper(models_dir: Path | None = None):
 
 def encoder_states(audio_16k: np.ndarray, models_dir: Path | None = None) -> np.ndarray:
     """[m, D] encoder output at ENCODER_HZ for the whole of `audio_16k`, window by window."""
+    return _encoded(audio_16k, models_dir)[0]
+
+
+def language_scores(audio_16k: np.ndarray, models_dir: Path | None = None) -> dict[str, float]:
+    """Whisper's language probabilities for `audio_16k` (its first 30 s, as WhisperModel.detect_language
+    reads them), from the encoder pass encoder_states makes: uploaded English speech needs both, and
+    encoding a window twice cost about 0.4 s of a room's start."""
+    import ctranslate2
+
+    first = _encoded(audio_16k, models_dir)[1]
+    results = whisper(models_dir).model.detect_language(ctranslate2.StorageView.from_array(np.array(first[None])))[0]
+    return {token[2:-2]: float(prob) for token, prob in results}
+
+
+_RECENT = 2  # utterances whose encoder pass is kept: the one being prepared, and one more thread's
+_recent: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _encoded(audio_16k: np.ndarray, models_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(encoder_states, the first window's whole output [1500, D]) of the speech, kept for the last
+    _RECENT utterances (keyed by their samples)."""
+    model = whisper(models_dir)
+    audio = np.ascontiguousarray(audio_16k, np.float32)
+    key = (id(model), len(audio), hashlib.blake2b(audio.tobytes(), digest_size=16).digest())
+    with _recent_lock:
+        if key in _recent:
+            _recent.move_to_end(key)
+            return _recent[key]
+    got = _encode(model, audio)
+    with _recent_lock:
+        _recent[key] = got
+        while len(_recent) > _RECENT:
+            _recent.popitem(last=False)
+    return got
+
+
+def _encode(model, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from faster_whisper.audio import pad_or_trim
 
-    model = whisper(models_dir)
-    mels = model.feature_extractor(np.asarray(audio_16k, np.float32))
+    mels = model.feature_extractor(audio)
     per_window = WINDOW_S * SAMPLE_RATE // MEL_HOP
-    wanted = int(np.ceil(len(audio_16k) * ENCODER_HZ / SAMPLE_RATE))
-    out = []
+    wanted = int(np.ceil(len(audio) * ENCODER_HZ / SAMPLE_RATE))
+    out, first = [], None
     for start in range(0, max(1, mels.shape[1]), per_window):
         part = mels[:, start:start + per_window]
-        states = np.array(model.encode(pad_or_trim(part)))[0]
+        states = np.array(model.encode(pad_or_trim(part)))[0].astype(np.float32)
+        first = states if first is None else first
         out.append(states[:(part.shape[1] + 1) // 2])
-    return np.concatenate(out)[:max(1, wanted)].astype(np.float32)
+    states = np.concatenate(out)[:max(1, wanted)]
+    states.flags.writeable = False  # shared between callers through _recent
+    first.flags.writeable = False
+    return states, first
 
 
 def encoder_features(audio_16k: np.ndarray, n_frames: int, opts: EncoderOptions = EncoderOptions(),

@@ -80,6 +80,7 @@ def test_a_mouth_that_does_not_belong_is_never_pasted(uploads, tmp_path):
     assert engine.fits(own, load_bank(own.path))
     enroll(uploads.kind_dir("uploads") / "man.mp4", tmp_path / "man-bank")
     assert not engine.fits(own, MouthBank.load(tmp_path / "man-bank"))
+    assert engine.fits(own, load_bank(own.path)), "the verdict is kept per enrollment, not per bank object"
 
     # Forced through the store, the render still shows no pasted patch: every frame is warp's.
     shutil.rmtree(own.path / "mouth")

@@ -13,7 +13,7 @@ from core.settings import get_settings
 from lipsync.enroll import EnrollOptions
 from lipsync.features import fit_ridge
 from lipsync.mouth import frame_count
-from lipsync.phonetic import ENCODER_HZ, encoder_features, encoder_states
+from lipsync.phonetic import ENCODER_HZ, encoder_features, encoder_states, language_scores, whisper
 from lipsync.visemes import closure_track, opening_track
 from workers.tts import speech_16k
 
@@ -49,3 +49,22 @@ def test_a_mapping_from_one_sentence_follows_the_articulation_of_another():
     rotated = float(np.corrcoef(np.roll(predicted, len(predicted) // 2), other_target)[0, 1])
     assert r >= 0.5, f"articulation of unseen speech followed with r {r:.2f} only"
     assert abs(rotated) < 0.25, f"the control out of sync still correlates: {rotated:.2f}"
+
+
+def test_the_mapping_and_the_language_check_share_one_encoder_pass():
+    """Uploaded English speech needs the encoder's context (the mapping) and Whisper's language scores
+    (lipsync.align): one pass of the encoder serves both, and the scores are Whisper's own."""
+    speech = _speech(SECOND)[0] * np.float32(0.9)  # not yet encoded by another test
+    model = whisper()
+    passes = []
+    encode = model.encode
+    model.encode = lambda features: passes.append(1) or encode(features)
+    try:
+        encoder_features(speech, frame_count(speech.size))
+        scores = language_scores(speech)
+    finally:
+        del model.encode
+    assert len(passes) == 1, f"{len(passes)} encoder passes for one utterance"
+    _, _, expected = model.detect_language(speech)
+    assert scores == {name: float(p) for name, p in expected}
+    assert max(scores, key=scores.get) == "en"
