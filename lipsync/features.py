@@ -8,6 +8,7 @@ recording (a presenter's sample) transfers to another (TTS, a phone call) with a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,10 +106,13 @@ class Ridge:
                    data[f"{prefix}coef"], alpha, cv_r)
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000, 3000), folds: int = 5) -> Ridge:
+def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000, 3000), folds: int = 5,
+              extra: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> Ridge:
     """Ridge with the penalty chosen on contiguous folds: neighbouring video frames are nearly
     identical, so leave-one-out would reward memorising them and pick too little penalty. One SVD per
-    fold serves every penalty (the encoder's features have thousands of columns)."""
+    fold serves every penalty (the encoder's features have thousands of columns). `extra` (x, y) pairs,
+    such as the sample's tempo copies, join the final fit only: in the folds a held-out frame's copy
+    would leak into the training part and pick too little penalty again."""
     n = len(x)
     edges = np.linspace(0, n, min(folds, max(2, n // 10)) + 1).astype(int)
     preds = {alpha: np.zeros_like(y, dtype=np.float64) for alpha in alphas}
@@ -123,6 +127,8 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000
             r = float(np.corrcoef(pred[:, 0], y[:, 0])[0, 1]) if y[:, 0].std() > 0 and pred[:, 0].std() > 0 else 0.0
             best = (err, alpha, r)
     _, alpha, cv_r = best
+    if extra:
+        x, y = np.concatenate([x, *(e[0] for e in extra)]), np.concatenate([y, *(e[1] for e in extra)])
     model = _solve(x, y, (alpha,))[0]
     return Ridge(model.mean_x, model.std_x, model.mean_y, model.coef, float(alpha), cv_r)
 

@@ -70,6 +70,8 @@ def test_enrollment_is_cached_with_the_avatar(api, enrolled, talking_clip):
     assert "phone_alpha" not in enrollment and enrollment["phones"] == 0, enrollment
     # An 8-10 s sample trains the log-mel network (EnrollOptions.network_min_frames), not a ridge.
     assert enrollment["mapping"] == "mlp" and enrollment["ensemble"] == 3, enrollment
+    # Its mappings also learned from the sample at 0.9x and 1.1x the pace (EnrollOptions.tempo_copies).
+    assert enrollment["tempo_copies"] == [0.9, 1.1], enrollment
 
 
 def test_enrolled_avatar_speaks_new_speech_with_its_own_mouth(api, enrolled, tmp_path):
