@@ -134,13 +134,36 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000
 
 
 def _solve(x: np.ndarray, y: np.ndarray, alphas) -> list[Ridge]:
+    """Ridge solutions for every penalty from one eigendecomposition of the smaller Gram matrix
+    (rows x rows, or columns x columns): the same solutions as from the SVD of the standardised
+    features, V s/(s^2+a) U'y = X'U 1/(s^2+a) U'y, at a fraction of its cost (a minute's sample with
+    its tempo copies: 4,500 rows of 4,608 encoder columns)."""
     mean_x, std_x = x.mean(axis=0), x.std(axis=0) + 1e-6
     mean_y = y.mean(axis=0)
-    u, s, vt = np.linalg.svd(((x - mean_x) / std_x).astype(np.float64), full_matrices=False)
-    uy = u.T @ (y - mean_y)
-    return [Ridge(mean_x.astype(np.float32), std_x.astype(np.float32), mean_y.astype(np.float32),
-                  (vt.T @ ((s / (s * s + alpha))[:, None] * uy)).astype(np.float32), float(alpha), 0.0)
-            for alpha in alphas]
+    xs = ((x - mean_x) / std_x).astype(np.float64)
+    yc = (y - mean_y).astype(np.float64)
+    dual = len(xs) <= xs.shape[1]
+    gram = xs @ xs.T if dual else xs.T @ xs
+    rhs = yc if dual else xs.T @ yc
+    if len(alphas) == 1:  # the final fit: one Cholesky solve, a tenth of the eigendecomposition's time
+        from scipy.linalg import solve
+
+        coef = solve(gram + alphas[0] * np.eye(len(gram)), rhs, assume_a="pos")
+        return [_ridge(mean_x, std_x, mean_y, xs.T @ coef if dual else coef, alphas[0])]
+    power, vectors = np.linalg.eigh(gram)
+    power = np.maximum(power, 0.0)
+    # dual: coef = X' U diag(1/(p+a)) U'y; primal: coef = V diag(1/(p+a)) V'X'y
+    projected = vectors.T @ rhs
+    out = []
+    for alpha in alphas:
+        coef = vectors @ (projected / (power + alpha)[:, None])
+        out.append(_ridge(mean_x, std_x, mean_y, xs.T @ coef if dual else coef, alpha))
+    return out
+
+
+def _ridge(mean_x, std_x, mean_y, coef, alpha) -> Ridge:
+    return Ridge(mean_x.astype(np.float32), std_x.astype(np.float32), mean_y.astype(np.float32),
+                 coef.astype(np.float32), float(alpha), 0.0)
 
 
 # --- The log-mel mapping: context and a small network (see MelOptions, Mlp) --------------------
