@@ -141,6 +141,10 @@ def _force_align(pcm: np.ndarray, spellings: list[str]) -> list[tuple[str, float
     """(phone, start, end) in seconds into `pcm` for the words `spellings`, or [] when they do not fit."""
     decoder = _decoder()
     raw = (np.clip(pcm, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+    # The front end carries its noise estimate and cepstral mean over from the last utterance: without
+    # a fresh start the same speech got other phone times after other speech had been aligned (by
+    # 10 ms, on pd-tedlieu-wda), and a render depended on what its worker had rendered before.
+    decoder.reinit_feat()
     try:
         decoder.set_align_text(" ".join(spellings))
         decoder.start_utt()

@@ -74,3 +74,17 @@ def test_silence_and_noise_get_no_phones():
     rng = np.random.default_rng(0)
     assert align_speech(np.zeros(3200, np.float32)) is None
     assert align_speech((0.05 * rng.standard_normal(3 * 16000)).astype(np.float32)) is None
+
+
+def test_real_speech_gets_the_same_phones_on_a_fresh_worker_and_a_busy_one():
+    """A fresh aligner and one that has aligned before give the same phone times: two identical renders
+    draw identical mouths whatever their worker did first. (Real footage: a studio recording's first
+    alignment came 10 ms off the later ones while the aligner's front end carried its state over.)"""
+    from core.media import decode_audio
+    from conftest import shared_media
+    import lipsync.align as align
+
+    speech = decode_audio(shared_media("pd-tedlieu-wda.mp4"), 16000)[:16000 * 14 // 5]
+    align._decoder.cache_clear()
+    fresh = align_speech(speech)
+    assert fresh and align_speech(speech) == fresh
