@@ -2,8 +2,9 @@
 
 One streaming pass over the clip: each frame is meshed, mapped into the canonical frame (see
 lipsync/canonical.py) and its lower face kept as an exemplar with its lip/chin shape and pose. Then a
-shape model (PCA of lips + chin) and a ridge map from audio features to shape coefficients are fitted
-on every frame, and a diverse subset of at most `max_exemplars` appearances is kept.
+shape model (PCA of lips + chin) and the mappings from speech to shape coefficients are fitted on every
+frame, and on copies of the sample at other paces; a diverse subset of at most `max_exemplars`
+appearances is kept.
 """
 
 from __future__ import annotations

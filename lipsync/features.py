@@ -109,8 +109,8 @@ class Ridge:
 def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=(1, 3, 10, 30, 100, 300, 1000, 3000), folds: int = 5,
               extra: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> Ridge:
     """Ridge with the penalty chosen on contiguous folds: neighbouring video frames are nearly
-    identical, so leave-one-out would reward memorising them and pick too little penalty. One SVD per
-    fold serves every penalty (the encoder's features have thousands of columns). `extra` (x, y) pairs,
+    identical, so leave-one-out would reward memorising them and pick too little penalty. One
+    eigendecomposition per fold serves every penalty (the encoder's features have thousands of columns). `extra` (x, y) pairs,
     such as the sample's tempo copies, join the final fit only: in the folds a held-out frame's copy
     would leak into the training part and pick too little penalty again."""
     n = len(x)
