@@ -260,6 +260,11 @@ def _takes(audio: np.ndarray, n: int, index: list, coeffs: np.ndarray, opts: Enr
     return takes
 
 
+def _ridge_on_takes(x: list[np.ndarray], takes: list[_Take], **kwargs) -> Ridge:
+    """A ridge whose penalty is chosen on the sample's own rows and whose fit also learns the copies'."""
+    return fit_ridge(x[0], takes[0].coeffs, extra=[(xi, t.coeffs) for xi, t in zip(x[1:], takes[1:])], **kwargs)
+
+
 def _fit_mapping(bank: MouthBank, takes: list[_Take], opts: EnrollOptions):
     """The audio-to-shape mapping (log-mel context to the shape model's coefficients) and what
     describes its fit: a network from EnrollOptions.network_min_frames, a ridge below."""
@@ -267,7 +272,7 @@ def _fit_mapping(bank: MouthBank, takes: list[_Take], opts: EnrollOptions):
     if len(takes[0].index) >= opts.network_min_frames:
         mlp = fit_mlp(np.concatenate(mels), np.concatenate([t.coeffs for t in takes]))
         return mlp, {"mapping": "mlp", "hidden": int(mlp.w1.shape[2]), "ensemble": int(len(mlp.w1))}
-    ridge = fit_ridge(mels[0], takes[0].coeffs, extra=list(zip(mels[1:], (t.coeffs for t in takes[1:]))))
+    ridge = _ridge_on_takes(mels, takes)
     return ridge, {"mapping": "mel-ridge", "ridge_alpha": ridge.alpha, "ridge_cv_r": round(ridge.cv_r, 3)}
 
 
@@ -276,8 +281,7 @@ def _fit_encoder(bank: MouthBank, takes: list[_Take], opts: EnrollOptions) -> tu
     if len(takes[0].index) < opts.encoder_min_frames:
         return None, {}
     x = [encoder_features(t.audio, t.n, bank.encoder)[t.index] for t in takes]
-    ridge = fit_ridge(x[0], takes[0].coeffs, alphas=opts.encoder_alphas,
-                      extra=list(zip(x[1:], (t.coeffs for t in takes[1:]))))
+    ridge = _ridge_on_takes(x, takes, alphas=opts.encoder_alphas)
     return ridge, {"encoder_alpha": ridge.alpha, "encoder_cv_r": round(ridge.cv_r, 3)}
 
 
@@ -290,8 +294,7 @@ def _fit_phones(bank: MouthBank, takes: list[_Take], opts: EnrollOptions) -> tup
         return None, {"phones": len(said)}
     x = [phone_features([replace(p, start=p.start / t.tempo, end=p.end / t.tempo) for p in phones], t.n,
                         bank.phone_features)[t.index] for t in takes]
-    ridge = fit_ridge(x[0], takes[0].coeffs, alphas=opts.phone_alphas,
-                      extra=list(zip(x[1:], (t.coeffs for t in takes[1:]))))
+    ridge = _ridge_on_takes(x, takes, alphas=opts.phone_alphas)
     return ridge, {"phones": len(said), "phone_alpha": ridge.alpha, "phone_cv_r": round(ridge.cv_r, 3)}
 
 
@@ -315,10 +318,11 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
     takes = _takes(audio, n, harvest.frame_index, coeffs, opts)
     bank.learned, fit = _fit_mapping(bank, takes, opts)
     bank.mapping = fit["mapping"]
-    bank.speech, encoder_fit = _fit_encoder(bank, takes, opts)
-    fit.update(encoder_fit)
+    # Phones first: their English check encodes the sample, and the encoder mapping then reads that
+    # pass (lipsync.phonetic keeps the last two utterances' passes; the copies' would push it out).
     bank.phones, phone_fit = _fit_phones(bank, takes, opts)
-    fit.update(phone_fit, tempo_copies=list(opts.tempo_copies))
+    bank.speech, encoder_fit = _fit_encoder(bank, takes, opts)
+    fit.update(encoder_fit, **phone_fit, tempo_copies=list(opts.tempo_copies))
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])
