@@ -27,6 +27,7 @@ from core.media import MediaError, change_tempo, decode_audio, iter_video_frames
 from lipsync.features import FeatureOptions, Ridge, fit_ridge, mel_features
 from lipsync.align import SILENCE, UNKNOWN, align_speech, phone_features
 from lipsync.phonetic import encoder_features
+from lipsync.prior import best_lag, lip_gap, load_prior
 from lipsync.train import fit_mlp
 from lipsync.mouth import SAMPLE_RATE, analyse
 
@@ -285,10 +286,10 @@ def _fit_encoder(bank: MouthBank, takes: list[_Take], opts: EnrollOptions) -> tu
     return ridge, {"encoder_alpha": ridge.alpha, "encoder_cv_r": round(ridge.cv_r, 3)}
 
 
-def _fit_phones(bank: MouthBank, takes: list[_Take], opts: EnrollOptions) -> tuple[Ridge | None, dict]:
-    """The third mapping, from the sample's own words force-aligned (English samples only); the
-    tempo copies' phones are the sample's, their times scaled."""
-    phones = align_speech(takes[0].audio)
+def _fit_phones(bank: MouthBank, takes: list[_Take], phones: list | None,
+                opts: EnrollOptions) -> tuple[Ridge | None, dict]:
+    """The third mapping, from the sample's own words force-aligned (`phones`, English samples
+    only); the tempo copies' phones are the sample's, their times scaled."""
     said = [p for p in phones or [] if p.symbol not in (SILENCE, UNKNOWN)]
     if len(said) < opts.phones_min:
         return None, {"phones": len(said)}
@@ -296,6 +297,21 @@ def _fit_phones(bank: MouthBank, takes: list[_Take], opts: EnrollOptions) -> tup
                         bank.phone_features)[t.index] for t in takes]
     ridge = _ridge_on_takes(x, takes, alphas=opts.phone_alphas)
     return ridge, {"phones": len(said), "phone_alpha": ridge.alpha, "phone_cv_r": round(ridge.cv_r, 3)}
+
+
+def _speech_prior_lag(bank: MouthBank, take: _Take, phones: list | None) -> tuple[int, dict]:
+    """How many frames the shipped speech prior must move to line its lip gap up with the sample's
+    own (lipsync.prior.best_lag): the presenter's mappings learn their sample's timing, and footage is
+    not always in sync with its sound."""
+    prior = load_prior()
+    enc = encoder_features(take.audio, take.n, prior.encoder_opts)
+    phone_x = phone_features(phones, take.n, prior.phone_opts) if phones else None
+    real = np.zeros(take.n)
+    real[take.index] = lip_gap(bank.pca_mean + take.coeffs @ bank.pca_comp)
+    face = np.zeros(take.n, bool)
+    face[take.index] = True
+    lag = best_lag(lip_gap(prior.deformation(enc, phone_x)), real, face)
+    return lag, {"speech_prior_lag": lag}
 
 
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
@@ -318,11 +334,14 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
     takes = _takes(audio, n, harvest.frame_index, coeffs, opts)
     bank.learned, fit = _fit_mapping(bank, takes, opts)
     bank.mapping = fit["mapping"]
-    # Phones first: their English check encodes the sample, and the encoder mapping then reads that
-    # pass (lipsync.phonetic keeps the last two utterances' passes; the copies' would push it out).
-    bank.phones, phone_fit = _fit_phones(bank, takes, opts)
+    # Phones first: their English check encodes the sample, and the prior's lag and the encoder
+    # mapping then read that pass (lipsync.phonetic keeps the last two utterances' passes; the
+    # copies' would push it out).
+    phones = align_speech(takes[0].audio)
+    bank.phones, phone_fit = _fit_phones(bank, takes, phones, opts)
+    bank.speech_prior_lag, lag_fit = _speech_prior_lag(bank, takes[0], phones)
     bank.speech, encoder_fit = _fit_encoder(bank, takes, opts)
-    fit.update(encoder_fit, **phone_fit, tempo_copies=list(opts.tempo_copies))
+    fit.update(encoder_fit, **phone_fit, **lag_fit, tempo_copies=list(opts.tempo_copies))
     progress(0.9)
     keep = _diverse(coeffs, poses, opts.max_exemplars)
     bank.patches = np.stack([harvest.patches[i] for i in keep])

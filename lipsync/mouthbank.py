@@ -36,14 +36,19 @@ from lipsync.align import PhoneFeatureOptions, align_speech, phone_features
 from lipsync.features import FeatureOptions, MelOptions, Mlp, Ridge, frame_features, mel_features
 from lipsync.mouth import MouthTrack
 from lipsync.phonetic import EncoderOptions, encoder_features
+from lipsync.prior import load_prior
 
 log = logging.getLogger(__name__)
 
-BANK_VERSION = "mouthbank-v8"  # v8: the phone mapping (v7: the encoder mapping; v6: short samples map log-mels)
+# v9: the speech prior's lag (v8: the phone mapping; v7: the encoder mapping; v6: short samples map log-mels)
+BANK_VERSION = "mouthbank-v9"
 BANK_DIR = "mouth"
 
 
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
+# The shipped speech prior's weight in the average of the mappings (each of the presenter's own has 1).
+# Chosen on the development clips' windows (lipsync.prior): 2 against 1 and 3.
+SPEECH_PRIOR_WEIGHT = 2.0
 SHUT_GAP = 0.02  # the inner lips' gap of a shut mouth, as a share of its width
 MASK_SCALE = 0.5  # of the canonical frame, where the renderer draws each frame's blend mask
 PAUSE_FRAMES = 15  # 0.6 s: shorter gaps keep the mouth's own half-open shapes, as speakers do. On the
@@ -109,6 +114,9 @@ class MouthBank:
     encoder: EncoderOptions = EncoderOptions()
     phones: Ridge | None = None  # the phone mapping (ph_*); None for other languages and banks before v8
     phone_features: PhoneFeatureOptions = PhoneFeatureOptions()
+    # Frames the shipped speech prior (lipsync.prior) is moved by to agree with this presenter's own
+    # sample (v9); banks before v9 use it unmoved until upkeep re-enrolls them.
+    speech_prior_lag: int = 0
 
     @cached_property
     def small_mask(self) -> np.ndarray:
@@ -168,22 +176,33 @@ class MouthBank:
         return _uncrossed(shapes).astype(np.float32)
 
     def _with_speech_mappings(self, coeffs: np.ndarray, audio_16k: np.ndarray, n_frames: int) -> np.ndarray:
-        """The log-mel mapping's `coeffs` averaged with the encoder's and, for English speech, the
-        aligned phones' (speech without the synthesis' phone times). Chosen on pd-reagan-farewell and
+        """The log-mel mapping's `coeffs` averaged with the encoder's, for English speech the aligned
+        phones', and the shipped speech prior's (lipsync.prior), for speech without the synthesis'
+        phone times. Chosen on pd-reagan-farewell and
         pd-tedlieu-wda, predicted shapes against the real ones (enrolled on 55%, tested on the rest;
         and on six 2.8 s windows): opening r 0.459 -> 0.550 and 0.639 -> 0.659 with the phones (six
         windows, mean with the two: 0.380 -> 0.421), lip-landmark distance to the rotated speech's
         0.931 -> 0.935, 0.826 -> 0.798 (mean 0.934 -> 0.922). An equal average: the phone mapping
         alone, or at half the weight, did no better across the windows. Rendered (bench.redub):
-        opening r 0.411 -> 0.421 and 0.602 -> 0.618, LMD ratio 0.973 -> 0.961 and 0.849 -> 0.837."""
-        mappings = [coeffs]
+        opening r 0.411 -> 0.421 and 0.602 -> 0.618, LMD ratio 0.973 -> 0.961 and 0.849 -> 0.837.
+        The shipped speech prior joins them at SPEECH_PRIOR_WEIGHT, moved by the presenter's lag
+        (lipsync.prior)."""
+        prior = load_prior()
+        enc = encoder_features(audio_16k, n_frames, self.encoder)
+        phones = align_speech(audio_16k)
+        mappings, weights = [coeffs], [1.0]
         if self.speech is not None:
-            mappings.append(self.speech.predict(encoder_features(audio_16k, n_frames, self.encoder)))
-        if self.phones is not None:
-            phones = align_speech(audio_16k)
-            if phones:
-                mappings.append(self.phones.predict(phone_features(phones, n_frames, self.phone_features)))
-        return np.mean(mappings, axis=0)
+            mappings.append(self.speech.predict(enc))
+            weights.append(1.0)
+        if phones and self.phones is not None:
+            mappings.append(self.phones.predict(phone_features(phones, n_frames, self.phone_features)))
+            weights.append(1.0)
+        if prior.encoder_opts != self.encoder:
+            enc = encoder_features(audio_16k, n_frames, prior.encoder_opts)
+        phone_x = phone_features(phones, n_frames, prior.phone_opts) if phones else None
+        mappings.append(prior.coefficients(enc, phone_x, self.iod, self.pca_comp, self.speech_prior_lag))
+        weights.append(SPEECH_PRIOR_WEIGHT)
+        return np.average(mappings, axis=0, weights=weights)
 
     def _articulate(self, coeffs: np.ndarray, voiced: np.ndarray) -> np.ndarray:
         """The mapping's predictions regress to the mean (a murmuring mouth): give each shape
@@ -240,6 +259,7 @@ class MouthBank:
             "encoder": np.array([self.encoder.fps, self.encoder.context], np.int64),
             **(self.phones.to_arrays("ph_") if self.phones is not None else {}),
             "phone_features": np.array([self.phone_features.fps, self.phone_features.context], np.int64),
+            "speech_prior_lag": np.array(self.speech_prior_lag, np.int64),
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -269,7 +289,8 @@ class MouthBank:
                        else EncoderOptions(),
                        phones=Ridge.from_arrays(data, "ph_") if "ph_coef" in data else None,
                        phone_features=PhoneFeatureOptions(*(int(v) for v in data["phone_features"]))
-                       if "phone_features" in data else PhoneFeatureOptions())
+                       if "phone_features" in data else PhoneFeatureOptions(),
+                       speech_prior_lag=int(data["speech_prior_lag"]) if "speech_prior_lag" in data else 0)
 
 
 def bank_dir(avatar_path: Path) -> Path:
