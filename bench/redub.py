@@ -262,11 +262,14 @@ def settings_used(engines: list[str]) -> dict:
     from dataclasses import asdict
 
     from lipsync.enroll import EnrollOptions
-    from lipsync.mouthbank import BANK_VERSION
+    from lipsync.mouthbank import BANK_VERSION, SPEECH_PRIOR_FULL_FRAMES, SPEECH_PRIOR_WEIGHT
     from lipsync.exemplar import ExemplarOptions
+    from lipsync.prior import PRIOR_SHA256
 
     return {"engines": engines, "bank_version": BANK_VERSION, "enroll": asdict(EnrollOptions()),
-            "exemplar": asdict(ExemplarOptions()), "enroll_share": ENROLL_SHARE}
+            "exemplar": asdict(ExemplarOptions()), "enroll_share": ENROLL_SHARE,
+            "speech_prior": {"sha256": PRIOR_SHA256, "weight": SPEECH_PRIOR_WEIGHT,
+                                                 "full_weight_frames": SPEECH_PRIOR_FULL_FRAMES}}
 
 
 if __name__ == "__main__":

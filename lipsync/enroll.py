@@ -21,7 +21,7 @@ import numpy as np
 from lipsync.canonical import POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from avatars.face import FaceMesher
 from lipsync.identity import PRESENTER_FILE, presenter_of_file, save_presenter
-from lipsync.mouthbank import BANK_VERSION, MouthBank
+from lipsync.mouthbank import BANK_VERSION, MouthBank, speech_prior_weight
 from avatars.prepare import AvatarError, PrepareOptions, _FaceChecks, _scaled_size, file_sha256
 from core.media import MediaError, change_tempo, decode_audio, iter_video_frames, probe, video_size
 from lipsync.features import FeatureOptions, Ridge, fit_ridge, mel_features
@@ -311,7 +311,7 @@ def _speech_prior_lag(bank: MouthBank, take: _Take, phones: list | None) -> tupl
     face = np.zeros(take.n, bool)
     face[take.index] = True
     lag = best_lag(lip_gap(prior.deformation(enc, phone_x)), real, face)
-    return lag, {"speech_prior_lag": lag}
+    return lag, {"speech_prior_lag": lag, "speech_prior_weight": round(speech_prior_weight(len(take.index)), 4)}
 
 
 def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
@@ -340,6 +340,7 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
     phones = align_speech(takes[0].audio)
     bank.phones, phone_fit = _fit_phones(bank, takes, phones, opts)
     bank.speech_prior_lag, lag_fit = _speech_prior_lag(bank, takes[0], phones)
+    bank.speech_prior_weight = lag_fit["speech_prior_weight"]
     bank.speech, encoder_fit = _fit_encoder(bank, takes, opts)
     fit.update(encoder_fit, **phone_fit, **lag_fit, tempo_copies=list(opts.tempo_copies))
     progress(0.9)

@@ -46,9 +46,19 @@ BANK_DIR = "mouth"
 
 
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
-# The shipped speech prior's weight in the average of the mappings (each of the presenter's own has 1).
-# Chosen on the development clips' windows (lipsync.prior): 2 against 1 and 3.
+# The shipped speech prior's weight in the average of the mappings (each of the presenter's own has 1)
+# for samples of up to SPEECH_PRIOR_FULL_FRAMES frames with a face; a longer sample teaches its own
+# mappings more, and the weight falls in proportion (speech_prior_weight). Chosen on the development
+# clips (lipsync.prior): on the 44 windows of 2.8-14 s, 2 against 1 and 3 (3: LMD ratio no longer
+# better at 14 s); on pd-tedlieu-wda's 33 s sample (824 frames), opening r +0.011 / +0.013 / +0.010
+# and LMD ratio +0.010 / -0.002 / -0.005 at weights 2 / 1 / 0.5.
 SPEECH_PRIOR_WEIGHT = 2.0
+SPEECH_PRIOR_FULL_FRAMES = 350
+
+
+def speech_prior_weight(frames_with_face: int) -> float:
+    return SPEECH_PRIOR_WEIGHT * min(1.0, SPEECH_PRIOR_FULL_FRAMES / max(1, frames_with_face))
+
 SHUT_GAP = 0.02  # the inner lips' gap of a shut mouth, as a share of its width
 MASK_SCALE = 0.5  # of the canonical frame, where the renderer draws each frame's blend mask
 PAUSE_FRAMES = 15  # 0.6 s: shorter gaps keep the mouth's own half-open shapes, as speakers do. On the
@@ -117,6 +127,7 @@ class MouthBank:
     # Frames the shipped speech prior (lipsync.prior) is moved by to agree with this presenter's own
     # sample (v9); banks before v9 use it unmoved until upkeep re-enrolls them.
     speech_prior_lag: int = 0
+    speech_prior_weight: float = SPEECH_PRIOR_WEIGHT  # (v9) its weight for this sample's length
 
     @cached_property
     def small_mask(self) -> np.ndarray:
@@ -185,8 +196,8 @@ class MouthBank:
         0.931 -> 0.935, 0.826 -> 0.798 (mean 0.934 -> 0.922). An equal average: the phone mapping
         alone, or at half the weight, did no better across the windows. Rendered (bench.redub):
         opening r 0.411 -> 0.421 and 0.602 -> 0.618, LMD ratio 0.973 -> 0.961 and 0.849 -> 0.837.
-        The shipped speech prior joins them at SPEECH_PRIOR_WEIGHT, moved by the presenter's lag
-        (lipsync.prior)."""
+        The shipped speech prior joins them at the bank's speech_prior_weight, moved by the
+        presenter's lag (lipsync.prior)."""
         prior = load_prior()
         enc = encoder_features(audio_16k, n_frames, self.encoder)
         phones = align_speech(audio_16k)
@@ -201,7 +212,7 @@ class MouthBank:
             enc = encoder_features(audio_16k, n_frames, prior.encoder_opts)
         phone_x = phone_features(phones, n_frames, prior.phone_opts) if phones else None
         mappings.append(prior.coefficients(enc, phone_x, self.iod, self.pca_comp, self.speech_prior_lag))
-        weights.append(SPEECH_PRIOR_WEIGHT)
+        weights.append(self.speech_prior_weight)
         return np.average(mappings, axis=0, weights=weights)
 
     def _articulate(self, coeffs: np.ndarray, voiced: np.ndarray) -> np.ndarray:
@@ -260,6 +271,7 @@ class MouthBank:
             **(self.phones.to_arrays("ph_") if self.phones is not None else {}),
             "phone_features": np.array([self.phone_features.fps, self.phone_features.context], np.int64),
             "speech_prior_lag": np.array(self.speech_prior_lag, np.int64),
+            "speech_prior_weight": np.array(self.speech_prior_weight, np.float64),
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -290,7 +302,9 @@ class MouthBank:
                        phones=Ridge.from_arrays(data, "ph_") if "ph_coef" in data else None,
                        phone_features=PhoneFeatureOptions(*(int(v) for v in data["phone_features"]))
                        if "phone_features" in data else PhoneFeatureOptions(),
-                       speech_prior_lag=int(data["speech_prior_lag"]) if "speech_prior_lag" in data else 0)
+                       speech_prior_lag=int(data["speech_prior_lag"]) if "speech_prior_lag" in data else 0,
+                       speech_prior_weight=float(data["speech_prior_weight"]) if "speech_prior_weight" in data
+                       else SPEECH_PRIOR_WEIGHT)
 
 
 def bank_dir(avatar_path: Path) -> Path:

@@ -16,8 +16,10 @@ Chosen on the development clips, trained on one and tested on the other's 44 enr
 voice without a lag, opening r +0.033 (better in 44), LMD ratio to the rotated speech's -0.003 (33);
 with the sample's lag, +0.060 (44) and -0.009 (40); with the lag at twice the weight, +0.093 (44) and
 -0.011 (39), LMD 2.642 -> 2.490; at three times r +0.109, ratio -0.011 (36), no longer better at 14 s.
-The gain is largest for short samples (r +0.098 at 2.8 s, +0.045 at 14 s). The shipped prior is trained
-on both clips, the second moved by its lag against the first.
+The gain is largest for short samples (r +0.098 at 2.8 s, +0.045 at 14 s); a longer sample's own
+mappings need it less, and its weight falls with the sample's length past 14 s (MouthBank
+speech_prior_weight). The shipped prior is trained on both clips, the second moved by its lag against
+the first.
 
     python -m lipsync.prior build CLIP.mp4 [CLIP.mp4 ...]    # rewrites models/speech-prior.npz
 """
