@@ -15,11 +15,11 @@ Chosen on the development clips, trained on one and tested on the other's 44 enr
 2.8-14 s (predicted shapes, tested on the last 45%, against the presenter's mappings alone): as an equal
 voice without a lag, opening r +0.033 (better in 44), LMD ratio to the rotated speech's -0.003 (33);
 with the sample's lag, +0.060 (44) and -0.009 (40); with the lag at twice the weight, +0.093 (44) and
--0.011 (39), LMD 2.642 -> 2.490; at three times r +0.109, ratio -0.011 (36), no longer better at 14 s.
-The gain is largest for short samples (r +0.098 at 2.8 s, +0.045 at 14 s); a longer sample's own
-mappings need it less, and its weight falls with the sample's length past 14 s (MouthBank
-speech_prior_weight). The shipped prior is trained on both clips, the second moved by its lag against
-the first.
+-0.011 (39); at three times r +0.109, ratio -0.011 (36), no longer better at 14 s. Learned from copies
+of the clips at other paces and in higher and lower voices too (TEMPO_COPIES, PITCH_COPIES), at twice
+the weight: +0.126 (44) and -0.027 (44), LMD 2.642 -> 2.522. A longer sample's own mappings need the
+prior less: its weight falls with the sample's length past 14 s (MouthBank speech_prior_weight). The
+shipped prior is trained on both clips, the second moved by its lag against the first.
 
     python -m lipsync.prior build CLIP.mp4 [CLIP.mp4 ...]    # rewrites models/speech-prior.npz
 """
@@ -45,9 +45,17 @@ log = logging.getLogger(__name__)
 
 PRIOR_FILE = Path(__file__).resolve().parent.parent / "models" / "speech-prior.npz"
 # The shipped file's digest: a prior rebuilt (python -m lipsync.prior build) prints its own.
-PRIOR_SHA256 = "95cbd4e8cb1864531005b936189bf40b083b819d0230ed8afa04456cd7f4b268"
+PRIOR_SHA256 = "433be488b69d13413751d4a2f9f28dc07d65720c73b7ccba7303722dbfc7f44e"
 ENCODER_ALPHAS = (300, 1000, 3000, 10000, 30000, 100000)
 PHONE_ALPHAS = (100, 300, 1000, 3000, 10000, 30000, 100000)
+# The training clips are also learned from spoken this many times as fast at the same pitch, and in
+# voices this many times as high at the same pace (both development speakers are men). Chosen on the
+# development clips (trained on one, tested on the other's 44 windows, at weight 2 with the lag; against
+# the presenter's mappings alone): without copies opening r +0.093 and LMD ratio -0.011; at 0.9 and 1.1
+# +0.117 and -0.022; at 0.8-1.2 +0.124 and -0.026; at 0.9 and 1.1 with the two voices +0.123 and
+# -0.024; all of them +0.126 and -0.027 (better in all 44).
+TEMPO_COPIES = (0.8, 0.9, 1.1, 1.2)
+PITCH_COPIES = (0.85, 1.2)
 # How far apart a sample's mouth and its sound may sit (frames): the development clips' were 1-3.
 MAX_LAG = 4
 
@@ -135,9 +143,11 @@ def load_prior(path: Path = PRIOR_FILE, sha256: str = PRIOR_SHA256) -> SpeechPri
 
 @dataclass(frozen=True)
 class _Speaker:
-    """One training clip on its own timeline: features, deformations (held over frames without a
-    face) and which frames had one."""
+    """One training clip on its own timeline: its speech and phones, features, deformations (held
+    over frames without a face) and which frames had one."""
 
+    audio: np.ndarray
+    phone_times: list | None
     enc: np.ndarray
     phones: np.ndarray | None
     deform: np.ndarray
@@ -147,6 +157,31 @@ class _Speaker:
         """The clip with its mouth moved `lag` frames earlier against its sound (lag > 0: the mouth
         came late)."""
         return replace(self, deform=shifted(self.deform, -lag), face=shifted(self.face, -lag))
+
+    def at_tempo(self, tempo: float) -> "_Speaker":
+        """The clip spoken `tempo` times as fast at the same pitch (core.media.change_tempo), each
+        frame's deformation the one its sound came from (only where both neighbours had a face)."""
+        from core.media import change_tempo
+
+        audio = change_tempo(self.audio, tempo)
+        n = len(self.deform)
+        m = len(audio) // (16000 // 25)
+        t = np.arange(m) * tempo
+        i0 = np.minimum(t.astype(int), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        w = (t - i0)[:, None]
+        phones = [replace(p, start=p.start / tempo, end=p.end / tempo) for p in self.phone_times or []]
+        return _Speaker(audio, phones or None, encoder_features(audio, m, EncoderOptions()),
+                        phone_features(phones, m, PhoneFeatureOptions()) if phones else None,
+                        (1.0 - w) * self.deform[i0] + w * self.deform[i1], self.face[i0] & self.face[i1])
+
+
+    def at_pitch(self, factor: float) -> "_Speaker":
+        """The clip in a voice `factor` times as high, at the same pace (core.media.change_pitch)."""
+        from core.media import change_pitch
+
+        audio = change_pitch(self.audio, factor)
+        return replace(self, audio=audio, enc=encoder_features(audio, len(self.deform), EncoderOptions()))
 
 
 def _speaker(clip: Path) -> _Speaker:
@@ -170,17 +205,19 @@ def _speaker(clip: Path) -> _Speaker:
     deform = deform[np.maximum.accumulate(np.where(face, np.arange(len(face)), 0))]  # held
     audio = decode_audio(clip, 16000)
     phones = align_speech(audio)
-    return _Speaker(encoder_features(audio, len(marks), EncoderOptions()), 
+    return _Speaker(audio, phones, encoder_features(audio, len(marks), EncoderOptions()),
                     phone_features(phones, len(marks), PhoneFeatureOptions()) if phones else None, deform, face)
 
 
-def _held_out_speaker(xs: list[np.ndarray], ys: list[np.ndarray], alphas) -> Ridge:
+def _held_out_speaker(xs: list[np.ndarray], ys: list[np.ndarray], alphas,
+                      extra: list[tuple[np.ndarray, np.ndarray]] = ()) -> Ridge:
     """A ridge on every speaker whose penalty is the one whose lip gap followed each speaker's best
     when learned from the others (the prior's use: people it never heard). Frame folds within
     speakers, or the held-out speakers' squared error, picked the largest penalty offered, which on
     the development clips halved the prior's gain (opening r +0.028, LMD ratio -0.001 where each
     clip's own choice gave +0.043 and -0.007): the error rewards shrinking a weak prediction to the
-    mean, where the bank then restores the spread (MouthBank._articulate)."""
+    mean, where the bank then restores the spread (MouthBank._articulate). `extra` rows (the clips'
+    tempo copies) join the final fit only."""
     score = np.zeros(len(alphas))
     for k in range(len(xs)):
         x, y = np.concatenate(xs[:k] + xs[k + 1:]), np.concatenate(ys[:k] + ys[k + 1:])
@@ -188,7 +225,8 @@ def _held_out_speaker(xs: list[np.ndarray], ys: list[np.ndarray], alphas) -> Rid
             score[j] += float(np.corrcoef(lip_gap(model.predict(xs[k])), lip_gap(ys[k]))[0, 1])
     alpha = alphas[int(np.argmax(score))]
     log.info("held-out speakers' gap r by penalty: %s", dict(zip(alphas, np.round(score / len(xs), 4))))
-    model = _solve(np.concatenate(xs), np.concatenate(ys), (alpha,))[0]
+    x = np.concatenate(xs + [e[0] for e in extra])
+    model = _solve(x, np.concatenate(ys + [e[1] for e in extra]), (alpha,))[0]
     return Ridge(model.mean_x, model.std_x, model.mean_y, model.coef, float(alpha), float(score.max() / len(xs)))
 
 
@@ -205,13 +243,18 @@ def _aligned(speakers: list[_Speaker]) -> tuple[list[_Speaker], list[int]]:
 
 def build(clips: list[Path], out: Path = PRIOR_FILE) -> str:
     speakers, lags = _aligned([_speaker(c) for c in clips])
+    copies = [s.at_tempo(tempo) for s in speakers for tempo in TEMPO_COPIES]
+    copies += [s.at_pitch(factor) for s in speakers for factor in PITCH_COPIES]
     ys = [s.deform[s.face] for s in speakers]
-    encoder = _held_out_speaker([s.enc[s.face] for s in speakers], ys, ENCODER_ALPHAS)
+    extra = [(c.enc[c.face], c.deform[c.face]) for c in copies]
+    encoder = _held_out_speaker([s.enc[s.face] for s in speakers], ys, ENCODER_ALPHAS, extra)
     phones = None
-    if all(s.phones is not None for s in speakers):
-        phones = _held_out_speaker([s.phones[s.face] for s in speakers], ys, PHONE_ALPHAS)
+    if all(s.phones is not None for s in speakers + copies):
+        extra = [(c.phones[c.face], c.deform[c.face]) for c in copies]
+        phones = _held_out_speaker([s.phones[s.face] for s in speakers], ys, PHONE_ALPHAS, extra)
     meta = {"clips": [c.name for c in clips], "lags": lags, "frames": int(sum(len(y) for y in ys)),
-            "encoder_alpha": encoder.alpha, "phone_alpha": phones.alpha if phones else None}
+            "tempo_copies": list(TEMPO_COPIES), "pitch_copies": list(PITCH_COPIES), "encoder_alpha": encoder.alpha,
+            "phone_alpha": phones.alpha if phones else None}
     digest = SpeechPrior(encoder, phones).save(out, meta)
     log.info("speech prior %s: %s sha256 %s", out, meta, digest)
     return digest

@@ -1,4 +1,4 @@
-"""core.media.change_tempo: the enrollment's tempo copies (lipsync.enroll) are the sample's sound at
+"""core.media.change_tempo and change_pitch: the enrollment's tempo copies (lipsync.enroll) are the sample's sound at
 another pace, not another voice: shorter or longer by the factor, at the same pitch, each syllable
 where the factor puts it (a copy's sound is paired with the sample's lip shapes at the scaled time)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.media import change_tempo
+from core.media import change_pitch, change_tempo
 
 SR = 16000
 BURSTS = (0.3, 0.9, 1.5, 2.1, 2.5)  # s: syllable-like tone bursts of 120 ms
@@ -50,3 +50,15 @@ def test_a_tempo_copy_keeps_its_pitch_and_puts_each_syllable_in_time(factor):
 def test_a_tempo_beyond_one_pass_is_refused():
     with pytest.raises(ValueError):
         change_tempo(_syllables(0.5), 3.0)
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.2])
+def test_a_pitch_copy_moves_the_voice_and_keeps_each_syllable_in_time(factor):
+    """The speech prior's copies (lipsync.prior): another register, the same timing and length."""
+    sound = _syllables()
+    copy = change_pitch(sound, factor)
+    assert len(copy) == len(sound)
+    assert abs(_peak_hz(copy) - 220.0 * factor) < 6.0, f"pitch {_peak_hz(copy):.0f} Hz"
+    for start in BURSTS:
+        got = _centre(copy, start + 0.06)
+        assert abs(got - (start + 0.06)) < 0.012, f"a syllable at {got:.3f} s, not {start + 0.06:.3f} s"
