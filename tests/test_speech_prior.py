@@ -34,10 +34,19 @@ def _gap(deform: np.ndarray) -> np.ndarray:
     return d[:, LOWER_INNER, 1].mean(axis=1) - d[:, UPPER_INNER, 1].mean(axis=1)
 
 
-def _frames_of(phones, symbols, n: int) -> np.ndarray:
-    """The video frame in the middle of each phone named in `symbols` (IPA, or its first letter)."""
-    mids = [int((p.start + p.end) / 2 * FPS) for p in phones if p.symbol in symbols]
-    return np.array([m for m in mids if 0 <= m < n])
+def _spans(phones, symbols, n: int, moved: int = 0) -> list[np.ndarray]:
+    """The video frames of each phone named in `symbols` (IPA), `moved` frames later (wrapping)."""
+    out = []
+    for p in phones:
+        if p.symbol in symbols:
+            a, b = int(np.floor(p.start * FPS)), int(np.ceil(p.end * FPS))
+            out.append((np.arange(a, max(b, a + 1)) + moved) % n)
+    return out
+
+
+def _contrast(gap: np.ndarray, vowels: list, closures: list) -> float:
+    """How much wider the lips part at each open vowel's widest than at each m, b, p's narrowest."""
+    return float(np.mean([gap[s].max() for s in vowels]) - np.mean([gap[s].min() for s in closures]))
 
 
 def test_the_shipped_prior_is_the_file_this_code_expects(tmp_path):
@@ -65,27 +74,15 @@ def test_the_prior_opens_on_open_vowels_and_shuts_on_bilabials(with_phones):
         assert phones
         parts.append(prior.phones.predict(phone_features(phones, n, prior.phone_opts)))
     gap = _gap(np.mean(parts, axis=0))
-    vowels, closures = _frames_of(truth, OPEN_IPA, n), _frames_of(truth, BILABIAL_IPA, n)
+    vowels, closures = _spans(truth, OPEN_IPA, n), _spans(truth, BILABIAL_IPA, n)
     assert len(vowels) >= 5 and len(closures) >= 10, ([p.symbol for p in truth])
     # Open vowels part the lips wider than m, b and p do, by a good share of the speech's own range
     # (the bank widens the prior's spread to its presenter's own: MouthBank._articulate) ...
     spread = float(np.percentile(gap, 95) - np.percentile(gap, 5))
-    contrast = gap[vowels].mean() - gap[closures].mean()
-    assert contrast > 0.25 * spread, (gap[vowels].round(3), gap[closures].round(3))
-    # ... and not with the phones' times moved by half the sentence (the same phones, out of step).
-    moved = gap[(vowels + n // 2) % n].mean() - gap[(closures + n // 2) % n].mean()
-    assert contrast > 2 * abs(moved), (contrast, moved)
-
-
-def test_enrollment_finds_how_far_the_samples_mouth_sits_from_its_sound(tmp_path):
-    """The prior is moved to the sample's own timing: the same talking clip with its picture 3 frames
-    (120 ms) late gets a lag 3 frames larger (within one)."""
-    from conftest import shared_media
-    from lipsync.enroll import enroll
-
-    clip = shared_media("real-talk-2.mp4")
-    late = tmp_path / "late.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-itsoffset", "0.12", "-i", str(clip),
-                    "-map", "1:v", "-map", "0:a", "-c:v", "libx264", "-crf", "16", "-c:a", "aac", str(late)], check=True)
-    lags = [enroll(path, tmp_path / name)["speech_prior_lag"] for name, path in (("own", clip), ("late", late))]
-    assert abs(lags[1] - lags[0] - 3) <= 1, lags
+    contrast = _contrast(gap, vowels, closures)
+    assert contrast > 0.3 * spread, (contrast, spread)
+    assert np.mean([gap[s].min() < np.median(gap) for s in closures]) >= 0.6
+    # ... and far less so with the phones' times moved by half the sentence (the same phones, out of step).
+    moved = _contrast(gap, _spans(truth, OPEN_IPA, n, n // 2), _spans(truth, BILABIAL_IPA, n, n // 2))
+    print(f"contrast {contrast / spread:.2f} of the spread, moved {moved / spread:.2f}")
+    assert contrast - moved > 0.25 * spread, (contrast, moved, spread)
