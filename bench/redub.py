@@ -269,7 +269,7 @@ def settings_used(engines: list[str]) -> dict:
     return {"engines": engines, "bank_version": BANK_VERSION, "enroll": asdict(EnrollOptions()),
             "exemplar": asdict(ExemplarOptions()), "enroll_share": ENROLL_SHARE,
             "speech_prior": {"sha256": PRIOR_SHA256, "weight": SPEECH_PRIOR_WEIGHT,
-                                                 "full_weight_frames": SPEECH_PRIOR_FULL_FRAMES}}
+                             "full_weight_frames": SPEECH_PRIOR_FULL_FRAMES}}
 
 
 if __name__ == "__main__":

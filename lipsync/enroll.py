@@ -27,7 +27,7 @@ from core.media import MediaError, change_tempo, decode_audio, iter_video_frames
 from lipsync.features import FeatureOptions, Ridge, fit_ridge, mel_features
 from lipsync.align import SILENCE, UNKNOWN, align_speech, phone_features
 from lipsync.phonetic import encoder_features
-from lipsync.prior import best_lag, lip_gap, load_prior
+from lipsync.prior import at_tempo_frames, best_lag, lip_gap, load_prior
 from lipsync.train import fit_mlp
 from lipsync.mouth import SAMPLE_RATE, analyse
 
@@ -251,11 +251,7 @@ def _takes(audio: np.ndarray, n: int, index: list, coeffs: np.ndarray, opts: Enr
     for tempo in opts.tempo_copies:
         copy = change_tempo(audio, tempo)
         m = len(copy) // per_frame
-        t = np.arange(m) * tempo
-        i0 = np.minimum(t.astype(int), n - 1)
-        i1 = np.minimum(i0 + 1, n - 1)
-        w = (t - i0)[:, None]
-        y = (1.0 - w) * full[i0] + w * full[i1]
+        y = at_tempo_frames(full, tempo, m)
         ok = np.isfinite(y).all(axis=1)
         takes.append(_Take(copy, m, np.where(ok)[0], y[ok].astype(np.float32), tempo))
     return takes

@@ -17,6 +17,9 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
                coefficients; speech without phone times averages it with the mapping above
     ph_*       (v8, English samples) a ridge from force-aligned phones (lipsync.align) to the same
                coefficients; English speech without the synthesis' phone times averages all three
+    speech_prior_lag, speech_prior_weight
+               (v9) how the shipped speech prior (lipsync.prior) joins that average for this
+               presenter: moved by this many frames to their sample's timing, at this weight
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ SPEECH_PRIOR_FULL_FRAMES = 350
 
 
 def speech_prior_weight(frames_with_face: int) -> float:
+    """The speech prior's weight for a sample with this many frames with a face."""
     return SPEECH_PRIOR_WEIGHT * min(1.0, SPEECH_PRIOR_FULL_FRAMES / max(1, frames_with_face))
 
 SHUT_GAP = 0.02  # the inner lips' gap of a shut mouth, as a share of its width

@@ -39,7 +39,7 @@ import numpy as np
 from lipsync.align import PhoneFeatureOptions, align_speech, phone_features
 from lipsync.canonical import LOWER_INNER, SHAPE, UPPER_INNER
 from lipsync.features import Ridge, _solve
-from lipsync.phonetic import EncoderOptions, encoder_features
+from lipsync.phonetic import SAMPLE_RATE, EncoderOptions, encoder_features
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,18 @@ def shifted(x: np.ndarray, lag: int) -> np.ndarray:
     return x[idx]
 
 
+def at_tempo_frames(values: np.ndarray, tempo: float, m: int) -> np.ndarray:
+    """[m, ...] per-video-frame `values` as a copy of their speech spoken `tempo` times as fast shows
+    them: its frame j is the original's at j*tempo, interpolated (NaN where either neighbour is NaN,
+    even at a weight of 0)."""
+    x = np.asarray(values, np.float64)
+    t = np.arange(m) * tempo
+    i0 = np.minimum(t.astype(int), len(x) - 1)
+    i1 = np.minimum(i0 + 1, len(x) - 1)
+    w = (t - i0).reshape((m,) + (1,) * (x.ndim - 1))
+    return (1.0 - w) * x[i0] + w * x[i1]
+
+
 def lip_gap(shapes: np.ndarray) -> np.ndarray:
     """The inner lips' vertical gap of [n, 47, 2] shapes (or its change, of deformations [n, 94])."""
     d = shapes.reshape(len(shapes), len(SHAPE), 2)
@@ -153,9 +165,9 @@ class _Speaker:
     deform: np.ndarray
     face: np.ndarray
 
-    def later(self, lag: int) -> "_Speaker":
-        """The clip with its mouth moved `lag` frames earlier against its sound (lag > 0: the mouth
-        came late)."""
+    def in_step(self, lag: int) -> "_Speaker":
+        """The clip with its mouth moved `lag` frames earlier against its sound: a prior that finds
+        the mouth `lag` frames late (best_lag) then finds it in step."""
         return replace(self, deform=shifted(self.deform, -lag), face=shifted(self.face, -lag))
 
     def at_tempo(self, tempo: float) -> "_Speaker":
@@ -164,17 +176,12 @@ class _Speaker:
         from core.media import change_tempo
 
         audio = change_tempo(self.audio, tempo)
-        n = len(self.deform)
-        m = len(audio) // (16000 // 25)
-        t = np.arange(m) * tempo
-        i0 = np.minimum(t.astype(int), n - 1)
-        i1 = np.minimum(i0 + 1, n - 1)
-        w = (t - i0)[:, None]
+        m = len(audio) // (SAMPLE_RATE // EncoderOptions().fps)
         phones = [replace(p, start=p.start / tempo, end=p.end / tempo) for p in self.phone_times or []]
         return _Speaker(audio, phones or None, encoder_features(audio, m, EncoderOptions()),
                         phone_features(phones, m, PhoneFeatureOptions()) if phones else None,
-                        (1.0 - w) * self.deform[i0] + w * self.deform[i1], self.face[i0] & self.face[i1])
-
+                        at_tempo_frames(self.deform, tempo, m),
+                        np.isfinite(at_tempo_frames(np.where(self.face, 0.0, np.nan), tempo, m)))
 
     def at_pitch(self, factor: float) -> "_Speaker":
         """The clip in a voice `factor` times as high, at the same pace (core.media.change_pitch)."""
@@ -238,7 +245,7 @@ def _aligned(speakers: list[_Speaker]) -> tuple[list[_Speaker], list[int]]:
     lags = [0]
     for other in speakers[1:]:
         lags.append(best_lag(lip_gap(enc.predict(other.enc)), lip_gap(other.deform), other.face))
-    return [s.later(lag) for s, lag in zip(speakers, lags)], lags
+    return [s.in_step(lag) for s, lag in zip(speakers, lags)], lags
 
 
 def build(clips: list[Path], out: Path = PRIOR_FILE) -> str:
