@@ -117,12 +117,16 @@ def test_over_the_rate_limit_429_with_retry_after_while_healthz_stays_fast(stric
     assert {r[0] for r in results} <= {429, 404}
     assert len(latencies) >= 20, "the load ended before healthz could be measured"
     latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
     print(f"\n1000 requests in {elapsed:.2f} s: {len(limited)} x 429; /healthz p50 "
-          f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms ({len(latencies)} probes)")
-    # Under the rate-limited flood a blocked /healthz would take seconds; 250 ms leaves room for
-    # `make test`'s parallel fleets on two cores (105 ms measured there, under 100 alone).
-    assert p99 < 0.250, f"/healthz p99 {p99 * 1000:.1f} ms under the load ({len(latencies)} probes)"
+          f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max "
+          f"{latencies[-1] * 1000:.1f} ms ({len(latencies)} probes)")
+    # Under the rate-limited flood a blocked /healthz would take seconds on every probe; 250 ms leaves
+    # room for `make test`'s parallel fleets on two cores (105 ms measured there, under 100 alone). The
+    # 95th percentile, not the 99th: with ~80 probes the 99th is the slowest one, and one probe that
+    # waited for a core another test worker held (415 ms on a clean clone, p50 1.4 ms) says nothing
+    # about /healthz.
+    assert p95 < 0.250, f"/healthz p95 {p95 * 1000:.1f} ms under the load ({len(latencies)} probes)"
 
 
 def test_legacy_route_over_the_limit_keeps_its_message_shape(strict):
