@@ -86,3 +86,18 @@ def test_the_prior_opens_on_open_vowels_and_shuts_on_bilabials(with_phones):
     moved = _contrast(gap, _spans(truth, OPEN_IPA, n, n // 2), _spans(truth, BILABIAL_IPA, n, n // 2))
     print(f"contrast {contrast / spread:.2f} of the spread, moved {moved / spread:.2f}")
     assert contrast - moved > 0.25 * spread, (contrast, moved, spread)
+
+
+@pytest.mark.parametrize("lag", [-3, 0, 2, 4])
+def test_best_lag_finds_how_far_a_series_was_moved(lag):
+    from scipy.ndimage import gaussian_filter1d
+
+    from lipsync.prior import best_lag, shifted
+
+    predicted = gaussian_filter1d(np.random.default_rng(7).normal(size=300), 2.0)
+    face = np.ones(300, bool)
+    face[100:120] = False  # frames without a face do not count
+    real = shifted(predicted, lag).copy()
+    real[100:120] = 0.0
+    assert best_lag(predicted, real, face) == lag
+    assert best_lag(predicted, np.zeros(300)) == 0  # a still mouth: nothing to line up
