@@ -283,15 +283,20 @@ def decode_audio(path: Path, sample_rate: int = 16000, max_seconds: float | None
     return audio
 
 
+def _filtered(audio: np.ndarray, chain: str, sample_rate: int) -> np.ndarray:
+    """Mono float32 `audio` through the ffmpeg audio filter `chain` (raw samples in and out)."""
+    pcm = np.ascontiguousarray(audio, "<f4").tobytes()
+    raw = run_ffmpeg(["-v", "error", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
+                      "-af", chain, "-f", "f32le", "pipe:1"], input_bytes=pcm)
+    return np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4").astype(np.float32)
+
+
 def change_tempo(audio: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
     """Mono float32 `audio` spoken `factor` times as fast at the same pitch (ffmpeg's atempo, whose
     one pass covers 0.5-2)."""
     if not 0.5 <= factor <= 2.0:
         raise ValueError(f"tempo factor {factor} outside 0.5-2")
-    pcm = np.ascontiguousarray(audio, "<f4").tobytes()
-    raw = run_ffmpeg(["-v", "error", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
-                      "-af", f"atempo={factor:.4f}", "-f", "f32le", "pipe:1"], input_bytes=pcm)
-    out = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4").astype(np.float32)
+    out = _filtered(audio, f"atempo={factor:.4f}", sample_rate)
     # atempo's output runs 25-40 ms early (measured at 0.9 and 1.1): a caller pairing the copy's
     # sound with the original's frames needs it where the original puts it.
     lead = _lead(np.asarray(audio, np.float32), out, factor, sample_rate)
@@ -305,11 +310,8 @@ def change_pitch(audio: np.ndarray, factor: float, sample_rate: int = 16000) -> 
     register) at the same pace and length: resampled, then its tempo restored with atempo."""
     if not 0.5 <= factor <= 2.0:
         raise ValueError(f"pitch factor {factor} outside 0.5-2")
-    pcm = np.ascontiguousarray(audio, "<f4").tobytes()
     chain = f"asetrate={int(round(sample_rate * factor))},aresample={sample_rate},atempo={1.0 / factor:.4f}"
-    raw = run_ffmpeg(["-v", "error", "-f", "f32le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
-                      "-af", chain, "-f", "f32le", "pipe:1"], input_bytes=pcm)
-    out = np.frombuffer(raw[: len(raw) // 4 * 4], dtype="<f4").astype(np.float32)
+    out = _filtered(audio, chain, sample_rate)
     lead = _lead(np.asarray(audio, np.float32), out, 1.0, sample_rate)
     out = np.concatenate([np.zeros(lead, np.float32), out, np.zeros(len(audio), np.float32)])
     return out[: len(audio)]

@@ -336,7 +336,7 @@ def enroll(sample: Path, out_dir: Path, opts: EnrollOptions = EnrollOptions(),
     phones = align_speech(takes[0].audio)
     bank.phones, phone_fit = _fit_phones(bank, takes, phones, opts)
     bank.speech_prior_lag, lag_fit = _speech_prior_lag(bank, takes[0], phones)
-    bank.speech_prior_weight = lag_fit["speech_prior_weight"]
+    bank.sample_frames = len(takes[0].index)
     bank.speech, encoder_fit = _fit_encoder(bank, takes, opts)
     fit.update(encoder_fit, **phone_fit, **lag_fit, tempo_copies=list(opts.tempo_copies))
     progress(0.9)

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import av
 import cv2
@@ -28,6 +28,7 @@ from avatars.deform import smoothstep
 from avatars.face import FACE_OVAL, JAW
 from lipsync.mouthbank import MASK_SCALE, MouthBank, load_bank
 from avatars.store import Avatar
+from core.lru import Lru
 from lipsync.mouth import MouthTrack, analyse
 
 log = logging.getLogger(__name__)
@@ -456,10 +457,11 @@ class ExemplarEngine:
 
     def __init__(self, options: ExemplarOptions = ExemplarOptions()) -> None:
         self.options = options
-        # (avatar dir, frames, bank's reference) -> _template_uppers, and -> its mouth belongs there (fits)
-        self._uppers: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._fits: OrderedDict[tuple, bool] = OrderedDict()
-        self._facts_lock = threading.Lock()
+        # (avatar dir, frames, bank's reference) -> _template_uppers, and -> its mouth belongs there
+        # (fits); the least recently used go past KEPT_AVATARS (a long-running worker sees every avatar
+        # and every re-enrollment).
+        self._uppers: Lru[np.ndarray] = Lru(self.KEPT_AVATARS)
+        self._fits: Lru[bool] = Lru(self.KEPT_AVATARS)
         self._templates: OrderedDict[tuple, _Template] = OrderedDict()  # least recently used first
         self._templates_bytes = 0
         self._templates_lock = threading.Lock()
@@ -499,21 +501,7 @@ class ExemplarEngine:
     def fits(self, avatar: Avatar, bank: MouthBank) -> bool:
         """Does the enrolled mouth belong on this template? A bank that does not (another person's
         enrollment that slipped through) is never pasted: the avatar speaks by warp."""
-        return self._remembered(self._fits, _facts_key(avatar, bank), lambda: self._belongs(avatar, bank))
-
-    def _remembered(self, cache: OrderedDict, key: tuple, make: Callable[[], Any]) -> Any:
-        """`cache[key]`, made once; the least recently used go past KEPT_AVATARS (a long-running worker
-        sees every avatar and every re-enrollment)."""
-        with self._facts_lock:
-            if key in cache:
-                cache.move_to_end(key)
-                return cache[key]
-        value = make()
-        with self._facts_lock:
-            cache[key] = value
-            while len(cache) > self.KEPT_AVATARS:
-                cache.popitem(last=False)
-        return value
+        return self._fits.get(_facts_key(avatar, bank), lambda: self._belongs(avatar, bank))
 
     def _belongs(self, avatar: Avatar, bank: MouthBank) -> bool:
         """The person check that guards enrollment (lipsync/identity.py: geometry, lip-to-skin
@@ -705,7 +693,7 @@ class ExemplarEngine:
             # "reflect" repeats the end frame, as the cycle does (forwards, then backwards).
             return gaussian_filter1d(raw, self.options.seat_sigma, axis=0, mode="reflect", truncate=3.0)
 
-        return self._remembered(self._uppers, _facts_key(avatar, bank), make)
+        return self._uppers.get(_facts_key(avatar, bank), make)
 
     def _jaw_move(self, t: _Template, shape: np.ndarray):
         """How to turn the template's jaw by the change of the lips' gap: (frame box, JawField), or

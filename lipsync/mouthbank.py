@@ -17,9 +17,10 @@ Stored with the avatar as ``mouth/bank.npz`` (arrays only, no pickle) and ``mout
                coefficients; speech without phone times averages it with the mapping above
     ph_*       (v8, English samples) a ridge from force-aligned phones (lipsync.align) to the same
                coefficients; English speech without the synthesis' phone times averages all three
-    speech_prior_lag, speech_prior_weight
+    speech_prior_lag, sample_frames
                (v9) how the shipped speech prior (lipsync.prior) joins that average for this
-               presenter: moved by this many frames to their sample's timing, at this weight
+               presenter: moved by this many frames to their sample's timing, at the weight its
+               sample's frames with a face give (speech_prior_weight)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ BANK_DIR = "mouth"
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
 # The shipped speech prior's weight in the average of the mappings (each of the presenter's own has 1)
 # for samples of up to SPEECH_PRIOR_FULL_FRAMES frames with a face; a longer sample teaches its own
-# mappings more, and the weight falls in proportion (speech_prior_weight). Chosen on the development
+# mappings more, and the weight falls in proportion (MouthBank.speech_prior_weight). Chosen on the development
 # clips (lipsync.prior): on the 44 windows of 2.8-14 s, 2 against 1 and 3 (3: LMD ratio no longer
 # better at 14 s); on pd-tedlieu-wda's 33 s sample (824 frames), opening r +0.011 / +0.013 / +0.010
 # and LMD ratio +0.010 / -0.002 / -0.005 at weights 2 / 1 / 0.5.
@@ -60,7 +61,7 @@ SPEECH_PRIOR_FULL_FRAMES = 350
 
 
 def speech_prior_weight(frames_with_face: int) -> float:
-    """The speech prior's weight for a sample with this many frames with a face."""
+    """The speech prior's weight for a sample with this many frames with a face (0: unknown, full)."""
     return SPEECH_PRIOR_WEIGHT * min(1.0, SPEECH_PRIOR_FULL_FRAMES / max(1, frames_with_face))
 
 SHUT_GAP = 0.02  # the inner lips' gap of a shut mouth, as a share of its width
@@ -131,7 +132,7 @@ class MouthBank:
     # Frames the shipped speech prior (lipsync.prior) is moved by to agree with this presenter's own
     # sample (v9); banks before v9 use it unmoved until upkeep re-enrolls them.
     speech_prior_lag: int = 0
-    speech_prior_weight: float = SPEECH_PRIOR_WEIGHT  # (v9) its weight for this sample's length
+    sample_frames: int = 0  # (v9) the sample's frames with a face; 0: unknown (the prior's full weight)
 
     @cached_property
     def small_mask(self) -> np.ndarray:
@@ -200,8 +201,8 @@ class MouthBank:
         0.931 -> 0.935, 0.826 -> 0.798 (mean 0.934 -> 0.922). An equal average: the phone mapping
         alone, or at half the weight, did no better across the windows. Rendered (bench.redub):
         opening r 0.411 -> 0.421 and 0.602 -> 0.618, LMD ratio 0.973 -> 0.961 and 0.849 -> 0.837.
-        The shipped speech prior joins them at the bank's speech_prior_weight, moved by the
-        presenter's lag (lipsync.prior)."""
+        The shipped speech prior joins them at the weight the sample's length gives
+        (speech_prior_weight), moved by the presenter's lag (lipsync.prior)."""
         prior = load_prior()
         enc = encoder_features(audio_16k, n_frames, self.encoder)
         phones = align_speech(audio_16k)
@@ -216,7 +217,7 @@ class MouthBank:
             enc = encoder_features(audio_16k, n_frames, prior.encoder_opts)
         phone_x = phone_features(phones, n_frames, prior.phone_opts) if phones else None
         mappings.append(prior.coefficients(enc, phone_x, self.iod, self.pca_comp, self.speech_prior_lag))
-        weights.append(self.speech_prior_weight)
+        weights.append(speech_prior_weight(self.sample_frames))
         return np.average(mappings, axis=0, weights=weights)
 
     def _articulate(self, coeffs: np.ndarray, voiced: np.ndarray) -> np.ndarray:
@@ -275,7 +276,7 @@ class MouthBank:
             **(self.phones.to_arrays("ph_") if self.phones is not None else {}),
             "phone_features": np.array([self.phone_features.fps, self.phone_features.context], np.int64),
             "speech_prior_lag": np.array(self.speech_prior_lag, np.int64),
-            "speech_prior_weight": np.array(self.speech_prior_weight, np.float64),
+            "sample_frames": np.array(self.sample_frames, np.int64),
         }
         tmp = directory / ".bank.tmp.npz"
         np.savez(tmp, **arrays)
@@ -307,8 +308,7 @@ class MouthBank:
                        phone_features=PhoneFeatureOptions(*(int(v) for v in data["phone_features"]))
                        if "phone_features" in data else PhoneFeatureOptions(),
                        speech_prior_lag=int(data["speech_prior_lag"]) if "speech_prior_lag" in data else 0,
-                       speech_prior_weight=float(data["speech_prior_weight"]) if "speech_prior_weight" in data
-                       else SPEECH_PRIOR_WEIGHT)
+                       sample_frames=int(data["sample_frames"]) if "sample_frames" in data else 0)
 
 
 def bank_dir(avatar_path: Path) -> Path:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from core.lru import Lru
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +70,17 @@ def language_scores(audio_16k: np.ndarray, models_dir: Path | None = None) -> di
     return {token[2:-2]: float(prob) for token, prob in results}
 
 
-_RECENT = 2  # utterances whose encoder pass is kept: the one being prepared, and one more thread's
-_recent: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-_recent_lock = threading.Lock()
+# The utterances whose encoder pass is kept: the one being prepared, and one more thread's.
+_recent: Lru[tuple[np.ndarray, np.ndarray]] = Lru(2)
 
 
 def _encoded(audio_16k: np.ndarray, models_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """(encoder_states, the first window's whole output [1500, D]) of the speech, kept for the last
-    _RECENT utterances (keyed by their samples)."""
+    few utterances (keyed by their samples)."""
     model = whisper(models_dir)
     audio = np.ascontiguousarray(audio_16k, np.float32)
     key = (id(model), len(audio), hashlib.blake2b(audio.tobytes(), digest_size=16).digest())
-    with _recent_lock:
-        if key in _recent:
-            _recent.move_to_end(key)
-            return _recent[key]
-    got = _encode(model, audio)
-    with _recent_lock:
-        _recent[key] = got
-        while len(_recent) > _RECENT:
-            _recent.popitem(last=False)
-    return got
+    return _recent.get(key, lambda: _encode(model, audio))
 
 
 def _encode(model, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ with the sample's lag, +0.060 (44) and -0.009 (40); with the lag at twice the we
 -0.011 (39); at three times r +0.109, ratio -0.011 (36), no longer better at 14 s. Learned from copies
 of the clips at other paces and in higher and lower voices too (TEMPO_COPIES, PITCH_COPIES), at twice
 the weight: +0.126 (44) and -0.027 (44), LMD 2.642 -> 2.522. A longer sample's own mappings need the
-prior less: its weight falls with the sample's length past 14 s (MouthBank speech_prior_weight). The
+prior less: its weight falls with the sample's length past 14 s (mouthbank.speech_prior_weight). The
 shipped prior is trained on both clips, the second moved by its lag against the first.
 
     python -m lipsync.prior build CLIP.mp4 [CLIP.mp4 ...]    # rewrites models/speech-prior.npz
