@@ -18,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from lipsync.canonical import POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
+from lipsync.canonical import POSE, RESAMPLING, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from avatars.face import FaceMesher
 from lipsync.identity import PRESENTER_FILE, presenter_of_file, save_presenter
 from lipsync.mouthbank import BANK_VERSION, MouthBank, speech_prior_weight
@@ -164,7 +164,7 @@ def _harvest(path: Path, opts: EnrollOptions, progress: Callable[[float], None])
                 continue
             canvas = canvas or _canvas(lm, opts)
             m = similarity(lm[STABLE], canvas.ref)
-            out.patches.append(cv2.warpAffine(frame, m, (canvas.width, canvas.height), flags=cv2.INTER_LINEAR,
+            out.patches.append(cv2.warpAffine(frame, m, (canvas.width, canvas.height), flags=RESAMPLING,
                                               borderMode=cv2.BORDER_REPLICATE))
             out.shapes.append(apply(m, lm[SHAPE]))
             out.poses.append(apply(m, lm[POSE]))

@@ -22,7 +22,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from avatars import yuv
-from lipsync.canonical import LIP40, POSE, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert, similarity
+from lipsync.canonical import (LIP40, POSE, RESAMPLING, SHAPE, STABLE, apply, inner_opening, inter_ocular, invert,
+                               similarity)
 from avatars.compose import blend_region
 from avatars.deform import smoothstep
 from avatars.face import FACE_OVAL, JAW
@@ -443,7 +444,7 @@ def _warp_field(frame: np.ndarray, box, field_: JawField, origin, step: int, sha
     xy = cv2.resize(sub, None, fx=step, fy=step, interpolation=cv2.INTER_LINEAR)[:h, :w]
     xy[..., 0] += np.arange(sx1, sx1 + w, dtype=np.float32)
     xy[..., 1] += np.arange(sy1, sy1 + h, dtype=np.float32)[:, None]
-    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    frame[sy1:sy1 + h, sx1:sx1 + w] = cv2.remap(frame, xy, None, RESAMPLING, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _facts_key(avatar: Avatar, bank: MouthBank) -> tuple:
@@ -852,7 +853,7 @@ class ExemplarEngine:
             # x and y of the sampling map in one two-channel array: one resize, one remap.
             xy = cv2.resize(source[:, j, :].reshape(*gx.shape, 2).astype(np.float32), None, fx=step, fy=step,
                             interpolation=cv2.INTER_LINEAR)[oy:oy + sy2 - sy1, ox:ox + sx2 - sx1]
-            warped.append(cv2.remap(bank.patches[idx], xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+            warped.append(cv2.remap(bank.patches[idx], xy, None, RESAMPLING, borderMode=cv2.BORDER_REPLICATE))
         if len(warped) == 2:  # the usual case, in one pass
             out = cv2.addWeighted(warped[0], float(weights[0]), warped[1], float(weights[1]), 0.0, dtype=cv2.CV_32F)
         else:
