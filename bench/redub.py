@@ -11,7 +11,9 @@ similarity alignment on eyes and nose (head pose drops out):
 
 - lmd: mean distance of the 40 lip landmarks, in % of the inter-ocular distance (outer eye corners);
 - opening_r: Pearson r of the rendered and real inner-lip opening series (13-14 / inter-ocular);
-- mouth_ssim: SSIM (grey) of the aligned mouth crops (lip box plus a quarter of the mouth width).
+- mouth_ssim: SSIM (grey) of the aligned mouth crops (lip box plus a quarter of the mouth width);
+- mouth_detail: the fine detail over each frame's own lips and chin (mean absolute difference from a
+  1.5 px blur), the rendered frames' mean over the real frames': below 1 a softer mouth than the footage's.
 
 The template itself (not lip-synced) is scored the same way as the baseline, and every engine gets two
 controls: the same speech rotated by half its length (a mouth that moves like speech, out of sync) and
@@ -91,14 +93,21 @@ def _mouth_ssim(out: np.ndarray, real: np.ndarray, m: np.ndarray, real_lm: np.nd
     return float(structural_similarity(a, b, data_range=255))
 
 
+def _detail(frame: np.ndarray, landmarks: np.ndarray) -> float:
+    (x1, y1), (x2, y2) = landmarks[SHAPE].min(axis=0).astype(int), landmarks[SHAPE].max(axis=0).astype(int)
+    grey = cv2.cvtColor(frame[max(0, y1):y2, max(0, x1):x2], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.5)).mean())
+
+
 def compare(rendered: list[np.ndarray], real: list[np.ndarray], real_lm: list | None = None) -> dict:
     """LMD, opening correlation and mouth SSIM of `rendered` against `real`, frame by frame."""
     real_lm = real_lm if real_lm is not None else mesh_all(real)
     out_lm = mesh_all(rendered)
-    lmd, ssim, open_out, open_real = [], [], [], []
+    lmd, ssim, open_out, open_real, detail = [], [], [], [], []
     for out, ref, lo, lr in zip(rendered, real, out_lm, real_lm):
         if lo is None or lr is None:
             continue
+        detail.append((_detail(out, lo), _detail(ref, lr)))
         m = similarity(lo[STABLE], lr[STABLE])
         aligned = apply(m, lo)
         iod = inter_ocular(lr)
@@ -110,6 +119,8 @@ def compare(rendered: list[np.ndarray], real: list[np.ndarray], real_lm: list | 
     r = float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else 0.0
     return {"frames": len(lmd), "lmd": round(float(np.mean(lmd)), 3), "opening_r": round(r, 3),
             "mouth_ssim": round(float(np.mean(ssim)), 4),
+            "mouth_detail": round(float(np.mean([d[0] for d in detail]) / max(1e-6, np.mean([d[1] for d in detail]))), 3)
+            if detail else None,
             "opening_range": [round(float(np.percentile(a, 5)), 4), round(float(np.percentile(a, 95)), 4)]}
 
 
