@@ -797,14 +797,24 @@ class ExemplarEngine:
         (`own`, _own_face), raised to 1 over the hull of the template's outer lips `lips`
         (canonical) and the pasted ones (without it the feathered rim let the template's own lip
         corners and upper lip show through beside the pasted ones wherever the two mouths differ),
-        and kept inside the template's face (`face`, _face_mask)."""
+        and kept inside the template's face (`face`, _face_mask), except over the template's own lips:
+        they are face wherever the mesh's face outline runs. On a head turned three-quarters the mesh
+        drew the outline through the mouth, and the template's open mouth showed as a dark wedge beside
+        the pasted one (long-cameron)."""
         iod, sigma = self._mask_sigma(bank)
-        lips = np.concatenate([lips, shape[:20]]) * MASK_SCALE
-        hull = cv2.convexHull(lips.astype(np.float32)).reshape(-1, 2)
-        cover = np.zeros(bank.small_mask.shape, np.float32)
-        cv2.fillConvexPoly(cover, _grown(hull, self.options.lip_cover * iod + 2.5 * sigma), 1.0)
+        grow = self.options.lip_cover * iod + 2.5 * sigma
+        cover = self._hull_mask(bank, np.concatenate([lips, shape[:20]]), grow, sigma)
         base = bank.small_mask if own is None else np.minimum(bank.small_mask, own)
-        return np.minimum(np.maximum(base, cv2.GaussianBlur(cover, (0, 0), sigma)), face)
+        kept = np.minimum(np.maximum(base, cover), face)
+        return np.maximum(kept, self._hull_mask(bank, lips, grow, sigma))
+
+    @staticmethod
+    def _hull_mask(bank: MouthBank, points: np.ndarray, grow: float, sigma: float) -> np.ndarray:
+        """The convex hull of canonical `points` at MASK_SCALE, grown by `grow` px and feathered."""
+        hull = cv2.convexHull((points * MASK_SCALE).astype(np.float32)).reshape(-1, 2)
+        mask = np.zeros(bank.small_mask.shape, np.float32)
+        cv2.fillConvexPoly(mask, _grown(hull, grow), 1.0)
+        return cv2.GaussianBlur(mask, (0, 0), sigma)
 
     def _own_face(self, bank: MouthBank, shape: np.ndarray, chosen, weights) -> np.ndarray:
         """The chosen appearances' own lower face where the warp draws it, at MASK_SCALE, feathered

@@ -1,6 +1,6 @@
 """The enrolled mouth drawn on a small face (about 166 px, inter-ocular ~57 px: the face size of a
 phone-shot or a wide-framed clip), in-process: an opened mouth must read as open as it was drawn; and
-drawn at full size it keeps the footage's fine detail.
+drawn at full size it keeps the footage's fine detail and covers the template's own lips.
 
 A development presenter (../shared/media/pd-reagan-farewell.mp4) is prepared and enrolled from their
 own clip; its frames are scaled to 0.65 (256 -> 166 px) with their landmarks. Skips without ../shared.
@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from avatars.face import FaceMesher
+from avatars.face import FACE_OVAL, FaceMesher
 from avatars.store import Avatar
 from conftest import enrolled_presenter, shared_media
-from lipsync.canonical import SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
+from lipsync.canonical import LIP40, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from lipsync.exemplar import ExemplarEngine, ExemplarOptions
 from lipsync.mouthbank import load_bank
 
@@ -80,3 +80,22 @@ def test_a_drawn_mouth_keeps_the_footage_detail(presenter):
         out = engine.render_decoded(frame, marks, bank, shape)
         kept.append(_detail(out, marks) / _detail(presenter.frame(int(j)), lips))
     assert np.median(kept) >= 0.88, np.round(kept, 2)
+
+
+def test_the_template_lips_stay_covered_where_the_face_outline_cuts_them(presenter):
+    """On a head turned three-quarters the mesh can draw the face's outline through the mouth
+    (long-cameron's test part); the blend mask, kept inside that outline to spare the background,
+    then left part of the template's own open mouth showing as a dark wedge beside the pasted lips.
+    Here the outline's points left of the mouth's middle are moved onto it: every pixel inside the
+    template's outer lips must still be fully the pasted mouth's."""
+    bank = load_bank(presenter.path)
+    engine = ExemplarEngine()
+    for i in np.linspace(0, presenter.n - 1, 5).astype(int):
+        frame, marks = presenter.frame(int(i)), presenter.landmarks_at(int(i)).copy()
+        middle = float(marks[LIP40, 0].mean())
+        left = marks[FACE_OVAL, 0] < middle
+        marks[np.array(FACE_OVAL)[left], 0] = middle
+        alpha = engine.alpha(frame.shape, marks, bank, bank.rest)
+        inside = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(inside, [np.round(marks[LIP40[:20], :2]).astype(np.int32)], 1)
+        assert alpha[inside > 0].min() >= 0.99, (i, float(alpha[inside > 0].min()))
