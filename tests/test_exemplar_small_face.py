@@ -14,6 +14,7 @@ import pytest
 
 from avatars.face import FACE_OVAL, FaceMesher
 from avatars.store import Avatar
+from bench.redub import mouth_detail
 from conftest import enrolled_presenter, shared_media
 from lipsync.canonical import LIP40, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from lipsync.exemplar import ExemplarEngine, ExemplarOptions
@@ -57,13 +58,6 @@ def test_an_opened_mouth_reads_as_open_on_a_small_face(presenter):
     assert np.median(read) >= 0.9, np.round(read, 2)
 
 
-def _detail(image: np.ndarray, landmarks: np.ndarray) -> float:
-    """Fine detail over the lips and chin: mean absolute difference from a 1.5 px blur (grey levels)."""
-    (x1, y1), (x2, y2) = landmarks[SHAPE].min(axis=0).astype(int), landmarks[SHAPE].max(axis=0).astype(int)
-    grey = cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY).astype(np.float32)
-    return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.5)).mean())
-
-
 def test_a_drawn_mouth_keeps_the_footage_detail(presenter):
     """Each of 12 template frames gets the next sampled frame's real lips drawn on it; the drawn mouth
     keeps at least 0.88 (median) of the fine detail the footage showed with those lips. With bilinear
@@ -78,7 +72,7 @@ def test_a_drawn_mouth_keeps_the_footage_detail(presenter):
         lips = presenter.landmarks_at(int(j))
         shape = apply(similarity(lips[STABLE], bank.ref), lips[SHAPE])
         out = engine.render_decoded(frame, marks, bank, shape)
-        kept.append(_detail(out, marks) / _detail(presenter.frame(int(j)), lips))
+        kept.append(mouth_detail(out, marks) / mouth_detail(presenter.frame(int(j)), lips))
     assert np.median(kept) >= 0.88, np.round(kept, 2)
 
 
