@@ -6,7 +6,6 @@ Mandarin too (the encoder's part: it was learned from English speakers only)."""
 from __future__ import annotations
 
 import functools
-import subprocess
 
 import numpy as np
 import pytest
