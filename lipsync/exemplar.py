@@ -168,10 +168,12 @@ class _Template:
     jaw: _JawReach | None
     lips: np.ndarray  # the outer lips (canonical), which the blend mask covers
     face: np.ndarray  # the face, feathered, at MASK_SCALE (_face_mask)
+    lips_cover: np.ndarray  # those lips' hull with the lip cover, feathered, at MASK_SCALE (_lip_cover)
 
     @property
     def nbytes(self) -> int:
-        return self.face.nbytes + (self.jaw.shares.nbytes if self.jaw is not None else 0) + 2048
+        return (self.face.nbytes + self.lips_cover.nbytes + (self.jaw.shares.nbytes if self.jaw is not None else 0)
+                + 2048)
 
 
 def _to_box(canonical: np.ndarray, to_canon: np.ndarray, box) -> np.ndarray:
@@ -592,17 +594,18 @@ class ExemplarEngine:
         if self.options.seat_limit and seat:
             shape = self._seated(t, shape)
         jaw = self._jaw_move(t, shape) if self.options.jaw_follow else None
-        lips, face = t.lips, t.face
+        lips, face, lips_cover = t.lips, t.face, t.lips_cover
         if jaw is not None:
             # The mask keeps to the face as the warp leaves it: its outline and lips where the jaw moved.
             landmarks = landmarks.copy()
             moved = landmarks[_MANDIBLE].astype(np.float64)
             landmarks[_MANDIBLE] = moved - jaw[1].source(moved)
             lips, face = apply(t.to_canon, landmarks[LIP40[:20]]), self._face_mask(bank, t.to_canon, landmarks)
+            lips_cover = self._lip_cover(bank, lips)
         # The feather's far tail changes no pixel (below 1/600 a blend moves a pixel by under half a
         # level, whatever the two colours): cut, it leaves a fifth less of the box to warp and blend.
         own = self._own_face(bank, shape, chosen, weights) if self.options.own_face else None
-        mask = _mask_to_box(self._blend_mask(bank, lips, face, shape, own), MASK_SCALE * t.to_canon, t.box, _INVISIBLE)
+        mask = _mask_to_box(self._blend_mask(bank, lips, face, lips_cover, shape, own), MASK_SCALE * t.to_canon, t.box, _INVISIBLE)
         x, y, w, h = cv2.boundingRect((mask > 0).view(np.uint8))
         # An empty mask draws nothing, and leaves the colour match as it was (no rim to match on).
         within = (x, y, x + w, y + h) if w and h else None
@@ -635,6 +638,7 @@ class ExemplarEngine:
 
     def _new_template(self, frame_shape, landmarks: np.ndarray, bank: MouthBank) -> _Template:
         to_canon = similarity(landmarks[STABLE], bank.ref)
+        lips = apply(to_canon, landmarks[LIP40[:20]])
         pose = (landmarks[POSE] @ to_canon[:, :2].T + to_canon[:, 2]).astype(np.float32)
         pose_cost = (self.options.pose_weight * _mean_sq_dist(bank.poses, pose) / (0.03 * bank.iod) ** 2
                      if self.options.pose_weight else None)
@@ -646,7 +650,8 @@ class ExemplarEngine:
                          seat_limit=self.options.seat_limit * iod,
                          opening=inner_opening(ours[SHAPE][None])[0],
                          jaw=self._jaw_reach(frame_shape, to_canon, ours, scale, iod),
-                         lips=apply(to_canon, landmarks[LIP40[:20]]), face=self._face_mask(bank, to_canon, landmarks))
+                         lips=lips, face=self._face_mask(bank, to_canon, landmarks),
+                         lips_cover=self._lip_cover(bank, lips))
 
     def _paint(self, region: np.ndarray, origin, plan: _Plan, bank: MouthBank, state: _State) -> None:
         """Draw the planned mouth into `region`, the frame's pixels from `origin` = (x, y) on, which
@@ -781,7 +786,7 @@ class ExemplarEngine:
             return out
         own = self._own_face(bank, shape, *self._choose(bank, shape, t, _State())) if self.options.own_face else None
         x1, y1, x2, y2 = t.box
-        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, t.lips, t.face, shape, own), MASK_SCALE * t.to_canon, t.box)
+        out[y1:y2, x1:x2] = _to_box(self._blend_mask(bank, t.lips, t.face, t.lips_cover, shape, own), MASK_SCALE * t.to_canon, t.box)
         return out
 
     @staticmethod
@@ -790,30 +795,27 @@ class ExemplarEngine:
         iod = bank.iod * MASK_SCALE
         return iod, max(1.0, 0.03 * iod)
 
-    def _blend_mask(self, bank: MouthBank, lips: np.ndarray, face: np.ndarray, shape: np.ndarray,
-                    own: np.ndarray | None = None) -> np.ndarray:
+    def _blend_mask(self, bank: MouthBank, lips: np.ndarray, face: np.ndarray, lips_cover: np.ndarray,
+                    shape: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
         """The blend mask for one frame, in the canonical frame at MASK_SCALE (a feathered mask needs no
         more; the two blurs cost a quarter): the bank's mask, within the appearances' own face
         (`own`, _own_face), raised to 1 over the hull of the template's outer lips `lips`
         (canonical) and the pasted ones (without it the feathered rim let the template's own lip
         corners and upper lip show through beside the pasted ones wherever the two mouths differ),
-        and kept inside the template's face (`face`, _face_mask), except over the template's own lips:
-        they are face wherever the mesh's face outline runs. On a head turned three-quarters the mesh
-        drew the outline through the mouth, and the template's open mouth showed as a dark wedge beside
-        the pasted one (long-cameron)."""
-        iod, sigma = self._mask_sigma(bank)
-        grow = self.options.lip_cover * iod + 2.5 * sigma
-        cover = self._hull_mask(bank, np.concatenate([lips, shape[:20]]), grow, sigma)
+        and kept inside the template's face (`face`, _face_mask), except over the template's own lips
+        (`lips_cover`, _lip_cover: kept with the template frame): they are face wherever the mesh's face
+        outline runs. On a head turned three-quarters the mesh drew the outline through the mouth, and
+        the template's open mouth showed as a dark wedge beside the pasted one (long-cameron)."""
+        cover = self._lip_cover(bank, np.concatenate([lips, shape[:20]]))
         base = bank.small_mask if own is None else np.minimum(bank.small_mask, own)
-        kept = np.minimum(np.maximum(base, cover), face)
-        return np.maximum(kept, self._hull_mask(bank, lips, grow, sigma))
+        return np.maximum(np.minimum(np.maximum(base, cover), face), lips_cover)
 
-    @staticmethod
-    def _hull_mask(bank: MouthBank, points: np.ndarray, grow: float, sigma: float) -> np.ndarray:
-        """The convex hull of canonical `points` at MASK_SCALE, grown by `grow` px and feathered."""
-        hull = cv2.convexHull((points * MASK_SCALE).astype(np.float32)).reshape(-1, 2)
+    def _lip_cover(self, bank: MouthBank, lips: np.ndarray) -> np.ndarray:
+        """The convex hull of canonical lip points at MASK_SCALE, grown by the lip cover and feathered."""
+        iod, sigma = self._mask_sigma(bank)
+        hull = cv2.convexHull((lips * MASK_SCALE).astype(np.float32)).reshape(-1, 2)
         mask = np.zeros(bank.small_mask.shape, np.float32)
-        cv2.fillConvexPoly(mask, _grown(hull, grow), 1.0)
+        cv2.fillConvexPoly(mask, _grown(hull, self.options.lip_cover * iod + 2.5 * sigma), 1.0)
         return cv2.GaussianBlur(mask, (0, 0), sigma)
 
     def _own_face(self, bank: MouthBank, shape: np.ndarray, chosen, weights) -> np.ndarray:

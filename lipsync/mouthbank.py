@@ -52,7 +52,7 @@ BANK_DIR = "mouth"
 ARTICULATION_GAIN_MAX = 3.0  # the most a prediction's spread is widened (see MouthBank._articulate)
 # The shipped speech prior's weight in the average of the mappings (each of the presenter's own has 1)
 # for samples of up to SPEECH_PRIOR_FULL_FRAMES frames with a face; a longer sample teaches its own
-# mappings more, and the weight falls in proportion (MouthBank.speech_prior_weight). Chosen on the development
+# mappings more, and the weight falls in proportion (speech_prior_weight). Chosen on the development
 # clips (lipsync.prior): on the 44 windows of 2.8-14 s, 2 against 1 and 3 (3: LMD ratio no longer
 # better at 14 s); on pd-tedlieu-wda's 33 s sample (824 frames), opening r +0.011 / +0.013 / +0.010
 # and LMD ratio +0.010 / -0.002 / -0.005 at weights 2 / 1 / 0.5.
