@@ -10,6 +10,7 @@ import socket
 
 import uvicorn
 
+from api.server import LOOP, config
 from core.logs import setup_logging
 from core.settings import get_settings
 
@@ -25,11 +26,11 @@ def main(argv: list[str] | None = None) -> None:
                    timeout_graceful_shutdown=3)
     if args.fd is None:
         uvicorn.run("api.main:create_app", host=settings.api_host, port=settings.api_port,
-                    workers=settings.api_processes, **options)
+                    workers=settings.api_processes, loop=LOOP, **options)
         return
     # socket.socket(fileno=) detects the family (uvicorn's own --fd assumes a unix socket).
     sock = socket.socket(fileno=args.fd)
-    uvicorn.Server(uvicorn.Config("api.main:create_app", **options)).run(sockets=[sock])
+    uvicorn.Server(config("api.main:create_app", **options)).run(sockets=[sock])
 
 
 if __name__ == "__main__":

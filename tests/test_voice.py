@@ -22,6 +22,7 @@ import uvicorn
 from redis import Redis
 from websockets.exceptions import InvalidStatus
 
+from api.server import config
 from bench.textmetrics import cer
 from bench.voice_client import RATE, VoiceClient, to_pcm16k
 from conftest import ROOT, free_port, wait_until
@@ -55,13 +56,13 @@ def serving(settings: Settings, keep_data: bool = False):
     app = create_app(settings)
     if not had_metrics_dir:
         os.environ.pop(metrics.ENV, None)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, 30, what="the in-process API")
     redis = Redis.from_url(settings.redis_url)
     try:
-        yield VoiceApi(f"ws://127.0.0.1:{port}", settings, redis, RoomStore(redis, settings))
+        yield VoiceApi(f"ws://127.0.0.1:{port}", settings, redis, RoomStore(redis, settings), app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -70,8 +71,8 @@ def serving(settings: Settings, keep_data: bool = False):
 
 
 class VoiceApi:
-    def __init__(self, base: str, settings: Settings, redis: Redis, store: RoomStore) -> None:
-        self.base, self.settings, self.redis, self.store = base, settings, redis, store
+    def __init__(self, base: str, settings: Settings, redis: Redis, store: RoomStore, app=None) -> None:
+        self.base, self.settings, self.redis, self.store, self.app = base, settings, redis, store, app
 
     def room(self, **kw):
         return self.store.create(username="voice", language="en", **kw)
