@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from redis import Redis
 from websockets.exceptions import InvalidStatus
 
@@ -71,7 +72,7 @@ def serving(settings: Settings, keep_data: bool = False):
 
 
 class VoiceApi:
-    def __init__(self, base: str, settings: Settings, redis: Redis, store: RoomStore, app=None) -> None:
+    def __init__(self, base: str, settings: Settings, redis: Redis, store: RoomStore, app: FastAPI) -> None:
         self.base, self.settings, self.redis, self.store, self.app = base, settings, redis, store, app
 
     def room(self, **kw):
