@@ -351,7 +351,10 @@ def test_the_tts_worker_caches_the_replies_opening_phrases_at_start(fleet):
     assert len(expected) >= 10
     wait_until(lambda: all(path.is_file() for path in expected), 120, interval=0.5,
                what="the opening phrases in the TTS cache")
-    assert "opening phrases cached" in (fleet.data_dir / "logs" / "tts-0.log").read_text(errors="replace")
+    # The worker logs once the last phrase's WAV is in place, so the line may come a moment after it.
+    log_file = fleet.data_dir / "logs" / "tts-0.log"
+    wait_until(lambda: "opening phrases cached" in log_file.read_text(errors="replace"), 10, interval=0.2,
+               what="the worker to log the opening phrases cached")
 
 
 def _answers(base_url: str, timeout: float = 5) -> bool:
