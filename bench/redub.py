@@ -20,7 +20,12 @@ controls: the same speech rotated by half its length (a mouth that moves like sp
 the engine's own still mouth (silence). LMD and SSIM show sync only where they beat the rotated control;
 opening_r is the sync figure. With --oracle, the exemplar engine also draws the real footage's own lip
 shapes (in time, and rotated): how much of the real mouth the render can show at best, apart from the
-prediction. Then a *different*
+prediction. With --ceiling, it also draws what a predictor that knew only the real inner opening (and,
+second, the opening and the mouth's width) could show at best: the real lips rebuilt linearly from those
+series by a map fitted on the test part itself, each against the same rebuilt lips rotated. Its LMD
+ratio is the most the LMD bar can expect from the mouth's opening and width alone; the rest of the real
+lips' movement (head pitch under the similarity alignment, expressions such as a smile) is not in the
+speech. Then a *different*
 speech (the next clip's, or --foreign), cut in two with pauses of 0.7-0.8 s around and between the
 halves, is rendered onto the talking clip itself (enrolled from its own speech) and measured with
 bench.mouth_sync: sync lag within 2 frames and the share of closed frames in the pauses.
@@ -143,11 +148,13 @@ def render(engine_name: str, avatar: Avatar, speech: np.ndarray, n: int,
 
 
 def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, float] | None = None,
-               controls: bool = True, oracle: bool = False, keep_videos: bool = False) -> dict:
+               controls: bool = True, oracle: bool = False, keep_videos: bool = False,
+               ceiling: bool = False) -> dict:
     """`controls=False` skips the rotated and still controls and the verdict (two of every engine's three
     renders): for a caller that judges against the template and the other engines only (tests/test_enroll.py).
     `oracle` also renders the real footage's own lip shapes with the exemplar engine, in time and
-    rotated: the render's ceiling, whatever the prediction. `keep_videos` also writes each engine's
+    rotated: the render's ceiling, whatever the prediction. `ceiling` also renders the real lips rebuilt
+    from their inner opening (and width) alone (ceilings). `keep_videos` also writes each engine's
     render and the real part (redub-ENGINE.mp4, real.mp4) into `tmp` to look at (--keep): nothing here
     reads them, and encoding them cost about a fifth of a short clip's run."""
     frames, audio = read_clip(clip)
@@ -178,6 +185,8 @@ def redub_clip(clip: Path, engines: list[str], tmp: Path, split: tuple[float, fl
             result[f"exemplar:{control}"] = compare(render("exemplar", avatar, speech, n, moved), real, real_lm)
         result["exemplar:oracle"]["lmd_vs_rotated"] = lmd_ratio(result["exemplar:oracle"],
                                                                 result["exemplar:oracle:rotated"])
+    if ceiling and "exemplar" in engines:
+        result.update(ceilings(avatar, speech, real, real_lm))
     if keep_videos:
         write_video(tmp / "real.mp4", real, speech, tmp)
     return result
@@ -195,6 +204,31 @@ def real_shapes(real_lm: list, avatar: Avatar) -> np.ndarray:
         shapes.append(last)
     first = next(s for s in shapes if s is not None)
     return np.array([first if s is None else s for s in shapes], np.float32)
+
+
+def rebuilt_from(shapes: np.ndarray, series: np.ndarray) -> np.ndarray:
+    """`shapes` [n, points, 2] rebuilt linearly from `series` [n, k] (least squares on these very
+    frames, an intercept included): the part of the lips' movement those series carry."""
+    x = np.column_stack([series, np.ones(len(series))])
+    flat = shapes.reshape(len(shapes), -1)
+    return (x @ np.linalg.lstsq(x, flat, rcond=None)[0]).reshape(shapes.shape).astype(np.float32)
+
+
+def ceilings(avatar: Avatar, speech: np.ndarray, real: list[np.ndarray], real_lm: list) -> dict:
+    """The exemplar engine drawing the real lips rebuilt from the real inner opening alone, then from
+    the opening and the mouth's width (corner to corner), each in time and rotated by half its length."""
+    shapes = real_shapes(real_lm, avatar)
+    n = len(shapes)
+    opening = np.linalg.norm(shapes[:, SHAPE.index(14)] - shapes[:, SHAPE.index(13)], axis=1)
+    width = np.linalg.norm(shapes[:, SHAPE.index(61)] - shapes[:, SHAPE.index(291)], axis=1)
+    out = {}
+    for name, series in {"opening": opening[:, None], "opening_width": np.column_stack([opening, width])}.items():
+        rebuilt = rebuilt_from(shapes, series)
+        got = compare(render("exemplar", avatar, speech, n, rebuilt), real, real_lm)
+        rotated = compare(render("exemplar", avatar, speech, n, np.roll(rebuilt, n // 2, axis=0)), real, real_lm)
+        out[f"exemplar:ceiling_{name}"] = got | {"lmd_vs_rotated": lmd_ratio(got, rotated)}
+        out[f"exemplar:ceiling_{name}:rotated"] = rotated
+    return out
 
 
 def lmd_ratio(got: dict, rotated: dict) -> float:
@@ -243,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", type=Path, help="also write the JSON here (with the settings used)")
     parser.add_argument("--oracle", action="store_true",
                         help="also render the real footage's own lip shapes (the render's ceiling)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also render the real lips rebuilt from their opening (and width) alone")
     args = parser.parse_args(argv)
     splits = {k: tuple(float(v) for v in spec.split(":")) for k, spec in (a.split("=", 1) for a in args.split)}
     logging.basicConfig(level=logging.WARNING)
@@ -253,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             tmp = args.keep / clip.stem if args.keep else Path(tmp_name)
             tmp.mkdir(parents=True, exist_ok=True)
             result = redub_clip(clip, engines, tmp, splits.get(clip.stem), oracle=args.oracle,
-                                keep_videos=args.keep is not None)
+                                keep_videos=args.keep is not None, ceiling=args.ceiling)
             other = args.foreign or args.clips[(k + 1) % len(args.clips)]
             if other != clip and not args.no_foreign and clip.stem not in splits:
                 # (A split clip has cuts or an end card: the whole of it is no avatar template.)
