@@ -24,8 +24,8 @@ prediction. With --ceiling, it also draws what a predictor that knew only the re
 second, the opening and the mouth's width) could show at best: the real lips rebuilt linearly from those
 series by a map fitted on the test part itself, each against the same rebuilt lips rotated. Its LMD
 ratio is the most the LMD bar can expect from the mouth's opening and width alone; the rest of the real
-lips' movement (head pitch under the similarity alignment, expressions such as a smile) is not in the
-speech. Then a *different*
+lips' movement (the whole mouth moving against the eyes and nose, partly with the head's nodding;
+expressions such as a smile) is not in the speech. Then a *different*
 speech (the next clip's, or --foreign), cut in two with pauses of 0.7-0.8 s around and between the
 halves, is rendered onto the talking clip itself (enrolled from its own speech) and measured with
 bench.mouth_sync: sync lag within 2 frames and the share of closed frames in the pauses.
