@@ -42,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lipsync.canonical import LIP40, SHAPE, STABLE, apply, inter_ocular, similarity
+from lipsync.canonical import CORNER_L, CORNER_R, LIP40, SHAPE, STABLE, apply, inner_opening, inter_ocular, similarity
 from lipsync.enroll import enroll
 from avatars.face import FaceMesher
 from lipsync.mouthbank import bank_dir
@@ -219,8 +219,8 @@ def ceilings(avatar: Avatar, speech: np.ndarray, real: list[np.ndarray], real_lm
     the opening and the mouth's width (corner to corner), each in time and rotated by half its length."""
     shapes = real_shapes(real_lm, avatar)
     n = len(shapes)
-    opening = np.linalg.norm(shapes[:, SHAPE.index(14)] - shapes[:, SHAPE.index(13)], axis=1)
-    width = np.linalg.norm(shapes[:, SHAPE.index(61)] - shapes[:, SHAPE.index(291)], axis=1)
+    opening = inner_opening(shapes)
+    width = np.linalg.norm(shapes[:, CORNER_L] - shapes[:, CORNER_R], axis=1)
     out = {}
     for name, series in {"opening": opening[:, None], "opening_width": np.column_stack([opening, width])}.items():
         rebuilt = rebuilt_from(shapes, series)

@@ -462,7 +462,6 @@ def test_console_microphone_asks_the_room_and_the_reply_plays(api, service, tmp_
         d.quit()
 
 
-
 def final_transcript(d, timeout: float = 60) -> dict:
     """The microphone's first final transcript in the page (window.mtlMic.events); on a timeout the
     events it did get say where the turn stopped. The file loops every ~13 s; a loaded machine decodes
